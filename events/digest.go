@@ -1,0 +1,52 @@
+package events
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+
+	"github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+)
+
+// BindingDigest is the qualifyingData of the TPM quote that binds one event:
+// SHA-256 of the RFC 8785 (JCS) canonical form of the statement payload with
+// predicate.evidence removed. Publishers compute it before asking the device
+// for a quote; the ledger recomputes it from the signed payload.
+func BindingDigest(payload []byte) ([]byte, error) {
+	var doc map[string]any
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if pred, ok := doc["predicate"].(map[string]any); ok {
+		delete(pred, "evidence")
+	}
+	plain, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	canon, err := jsoncanonicalizer.Transform(plain)
+	if err != nil {
+		return nil, fmt.Errorf("%w: canonicalising: %v", ErrMalformed, err)
+	}
+	sum := sha256.Sum256(canon)
+	return sum[:], nil
+}
+
+// StatementBindingDigest is BindingDigest of a statement built in memory.
+func StatementBindingDigest(s *Statement) ([]byte, error) {
+	payload, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	return BindingDigest(payload)
+}
+
+// Digest is the event digest: SHA-256 of the DSSE pre-authentication encoding
+// of the payload. It is what the ledger's hashedrekord leaf commits to.
+func Digest(payloadType string, payload []byte) [32]byte {
+	return sha256.Sum256(dsse.PAE(payloadType, payload))
+}

@@ -1,0 +1,129 @@
+package events
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+)
+
+// MaxEnvelopeSize bounds a custody event on the wire (and the JetStream
+// stream's maximum message size).
+const MaxEnvelopeSize = 256 << 10
+
+// Envelope is a DSSE envelope as it travels on NATS.
+type Envelope = dsse.Envelope
+
+// Signed is a parsed envelope whose single signature has not been verified
+// yet: Statement, Payload and Signature are untrusted until [Signed.Verify].
+type Signed struct {
+	Envelope  *Envelope
+	Raw       []byte // the envelope as received
+	Payload   []byte
+	Signature []byte
+	KeyID     string
+	Statement *Statement
+	Digest    [32]byte
+}
+
+// DigestHex is the event digest in lowercase hex.
+func (s *Signed) DigestHex() string { return hex.EncodeToString(s.Digest[:]) }
+
+// ecdsaSigner adapts a crypto.Signer holding an ECDSA P-256 key to DSSE.
+type ecdsaSigner struct {
+	key   crypto.Signer
+	keyID string
+}
+
+func (s ecdsaSigner) Sign(_ context.Context, data []byte) ([]byte, error) {
+	h := sha256.Sum256(data)
+	return s.key.Sign(rand.Reader, h[:], crypto.SHA256)
+}
+func (s ecdsaSigner) KeyID() (string, error) { return s.keyID, nil }
+
+// Sign wraps st in a DSSE envelope signed by key (ECDSA P-256), with keyID
+// naming the signer (the partner's name). It returns the envelope's JSON.
+func Sign(ctx context.Context, st *Statement, key crypto.Signer, keyID string) ([]byte, error) {
+	if _, ok := key.Public().(*ecdsa.PublicKey); !ok {
+		return nil, errors.New("events: partner keys are ECDSA P-256")
+	}
+	payload, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	es, err := dsse.NewEnvelopeSigner(ecdsaSigner{key: key, keyID: keyID})
+	if err != nil {
+		return nil, err
+	}
+	env, err := es.SignPayload(ctx, PayloadType, payload)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(env)
+}
+
+// Open parses an envelope and its statement without verifying anything: the
+// envelope must have one signature and the custody payload type, and the
+// statement must be well formed (see [ParseStatement]).
+func Open(raw []byte) (*Signed, error) {
+	if len(raw) > MaxEnvelopeSize {
+		return nil, fmt.Errorf("%w: envelope of %d bytes exceeds %d", ErrMalformed, len(raw), MaxEnvelopeSize)
+	}
+	var env Envelope
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	}
+	if env.PayloadType != PayloadType {
+		return nil, fmt.Errorf("%w: payloadType %q, want %q", ErrMalformed, env.PayloadType, PayloadType)
+	}
+	if len(env.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: want exactly one signature, have %d", ErrMalformed, len(env.Signatures))
+	}
+	payload, err := env.DecodeB64Payload()
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
+	if err != nil {
+		if sig, err = base64.URLEncoding.DecodeString(env.Signatures[0].Sig); err != nil {
+			return nil, fmt.Errorf("%w: signature encoding: %v", ErrMalformed, err)
+		}
+	}
+	st, err := ParseStatement(payload)
+	if err != nil {
+		return nil, err
+	}
+	return &Signed{
+		Envelope:  &env,
+		Raw:       raw,
+		Payload:   payload,
+		Signature: sig,
+		KeyID:     env.Signatures[0].KeyID,
+		Statement: st,
+		Digest:    Digest(env.PayloadType, payload),
+	}, nil
+}
+
+// ErrBadSignature reports an envelope signature that does not verify.
+var ErrBadSignature = errors.New("envelope signature does not verify")
+
+// Verify checks the envelope's signature against pub (an ECDSA P-256 key).
+// After it returns nil, Statement is what the holder of pub signed.
+func (s *Signed) Verify(pub crypto.PublicKey) error {
+	k, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return fmt.Errorf("%w: not an ECDSA key", ErrBadSignature)
+	}
+	if !ecdsa.VerifyASN1(k, s.Digest[:], s.Signature) {
+		return ErrBadSignature
+	}
+	return nil
+}

@@ -1,0 +1,160 @@
+package events_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/schemas"
+)
+
+const dev = "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c"
+
+func offer(t *testing.T) *events.Statement {
+	t.Helper()
+	st := events.NewStatement(events.KindHandoffOffered, "delta-ems", dev, time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC), "00112233445566778899aabbccddeeff")
+	st.Predicate.Handoff = &events.Handoff{From: "delta-ems", To: "blue-operator"}
+	st.Predicate.Evidence = &events.Evidence{Attest: []byte("attest"), Signature: []byte("sig"), PCRs: map[string][]byte{"0": bytes.Repeat([]byte{1}, 32)}}
+	return st
+}
+
+func TestSignOpenVerify(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	env, err := events.Sign(context.Background(), offer(t), key, "delta-ems")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.Open(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(&key.PublicKey); err != nil {
+		t.Fatalf("Verify with the signer's key: %v", err)
+	}
+	if err := s.Verify(&other.PublicKey); !errors.Is(err, events.ErrBadSignature) {
+		t.Fatalf("Verify with another key = %v, want ErrBadSignature", err)
+	}
+	if got := s.Statement.Device(); got != dev {
+		t.Fatalf("Device() = %q", got)
+	}
+	if err := schemas.Validate(s.Payload); err != nil {
+		t.Fatalf("schema: %v", err)
+	}
+	// Tampering with the payload breaks the signature.
+	var e map[string]any
+	_ = json.Unmarshal(env, &e)
+	payload := strings.Replace(string(s.Payload), "blue-operator", "grey-operator", 1)
+	e["payload"] = base64.StdEncoding.EncodeToString([]byte(payload))
+	tampered, _ := json.Marshal(e)
+	ts, err := events.Open(tampered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Verify(&key.PublicKey); err == nil {
+		t.Fatal("a tampered payload verified")
+	}
+	if ts.Digest == s.Digest {
+		t.Fatal("tampered payload has the same digest")
+	}
+}
+
+func TestBindingDigestIgnoresEvidenceOnly(t *testing.T) {
+	a := offer(t)
+	b := offer(t)
+	b.Predicate.Evidence = &events.Evidence{Attest: []byte("other"), Signature: []byte("x"), PCRs: map[string][]byte{}}
+	da, err := events.StatementBindingDigest(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _ := events.StatementBindingDigest(b)
+	if !bytes.Equal(da, db) {
+		t.Fatal("the binding digest depends on the evidence")
+	}
+	c := offer(t)
+	c.Predicate.Handoff.To = "grey-operator"
+	dc, _ := events.StatementBindingDigest(c)
+	if bytes.Equal(da, dc) {
+		t.Fatal("the binding digest does not depend on the recipient")
+	}
+	// Key order and whitespace do not matter (RFC 8785).
+	payload, _ := json.Marshal(a)
+	var m map[string]any
+	_ = json.Unmarshal(payload, &m)
+	indented, _ := json.MarshalIndent(m, "", "   ")
+	di, err := events.BindingDigest(indented)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(da, di) {
+		t.Fatal("the binding digest depends on formatting")
+	}
+}
+
+func TestParseStatementRejects(t *testing.T) {
+	good, _ := json.Marshal(offer(t))
+	cases := map[string]func(m map[string]any){
+		"wrong type":         func(m map[string]any) { m["_type"] = "https://in-toto.io/Statement/v0.1" },
+		"kind/type mismatch": func(m map[string]any) { m["predicateType"] = events.PredicateTypePrefix + "device.flagged" },
+		"no evidence":        func(m map[string]any) { delete(m["predicate"].(map[string]any), "evidence") },
+		"bad device": func(m map[string]any) {
+			m["subject"] = []any{map[string]any{"name": "device:XYZ", "digest": map[string]any{"sha256": "XYZ"}}}
+		},
+		"unknown field":   func(m map[string]any) { m["predicate"].(map[string]any)["extra"] = 1 },
+		"missing handoff": func(m map[string]any) { delete(m["predicate"].(map[string]any), "handoff") },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			var m map[string]any
+			_ = json.Unmarshal(good, &m)
+			mutate(m)
+			b, _ := json.Marshal(m)
+			if _, err := events.ParseStatement(b); !errors.Is(err, events.ErrMalformed) {
+				t.Fatalf("ParseStatement = %v, want ErrMalformed", err)
+			}
+		})
+	}
+}
+
+func TestOpenRejectsOversized(t *testing.T) {
+	big := make([]byte, events.MaxEnvelopeSize+1)
+	if _, err := events.Open(big); !errors.Is(err, events.ErrMalformed) {
+		t.Fatalf("Open(oversized) = %v", err)
+	}
+}
+
+func FuzzOpen(f *testing.F) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	st := events.NewStatement(events.KindHandoffOffered, "delta-ems", dev, time.Unix(0, 0), "00112233445566778899aabbccddeeff")
+	st.Predicate.Handoff = &events.Handoff{From: "delta-ems", To: "blue-operator"}
+	st.Predicate.Evidence = &events.Evidence{Attest: []byte{1}, Signature: []byte{2}, PCRs: map[string][]byte{}}
+	env, _ := events.Sign(context.Background(), st, key, "delta-ems")
+	f.Add(env)
+	f.Add([]byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[{"sig":"AA=="}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := events.Open(data)
+		if err != nil {
+			return
+		}
+		// Whatever parses re-parses to the same statement and digest.
+		again, err := events.ParseStatement(s.Payload)
+		if err != nil {
+			t.Fatalf("payload parsed once but not twice: %v", err)
+		}
+		if again.Predicate.Kind != s.Statement.Predicate.Kind || again.Target() != s.Statement.Target() {
+			t.Fatal("re-parse differs")
+		}
+		if events.Digest(events.PayloadType, s.Payload) != s.Digest {
+			t.Fatal("digest is not a function of the payload")
+		}
+	})
+}

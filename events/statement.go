@@ -1,0 +1,277 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Event kinds. Each names a JSON Schema in schemas/custody/v1.
+const (
+	KindTPMManufactured      = "tpm.manufactured"
+	KindStageRecorded        = "stage.recorded"
+	KindHandoffOffered       = "handoff.offered"
+	KindHandoffAccepted      = "handoff.accepted"
+	KindDeviceFlagged        = "device.flagged"
+	KindDeviceCleared        = "device.cleared"
+	KindDeviceEnrolled       = "device.enrolled"
+	KindDeviceDecommissioned = "device.decommissioned"
+	KindPartnerRegistered    = "partner.registered"
+	KindPartnerRevoked       = "partner.revoked"
+)
+
+// Kinds lists every event kind of contract version 1.
+var Kinds = []string{
+	KindTPMManufactured, KindStageRecorded, KindHandoffOffered, KindHandoffAccepted,
+	KindDeviceFlagged, KindDeviceCleared, KindDeviceEnrolled, KindDeviceDecommissioned,
+	KindPartnerRegistered, KindPartnerRevoked,
+}
+
+// Stage names recorded by stage.recorded.
+const (
+	StageAssembly           = "assembly"
+	StageFirmwareProgrammed = "firmware-programmed"
+	StageTestPassed         = "test-passed"
+)
+
+const (
+	// StatementType is the in-toto Statement v1 type URI.
+	StatementType = "https://in-toto.io/Statement/v1"
+	// PayloadType is the DSSE payload type of a custody event.
+	PayloadType = "application/vnd.in-toto+json"
+	// PredicateTypePrefix + kind is a custody event's predicateType.
+	PredicateTypePrefix = "https://custodyledger.dev/custody/v1/"
+	// ConsortiumPartner is the publisher name of partner registry events,
+	// which the consortium CA's key signs.
+	ConsortiumPartner = "consortium"
+)
+
+// Statement is an in-toto Statement v1 carrying one custody event.
+type Statement struct {
+	Type          string    `json:"_type"`
+	Subject       []Subject `json:"subject"`
+	PredicateType string    `json:"predicateType"`
+	Predicate     Predicate `json:"predicate"`
+}
+
+// Subject names what a statement is about: a device ("device:<id>") or, for
+// partner registry events, a partner ("partner:<name>").
+type Subject struct {
+	Name   string            `json:"name"`
+	Digest map[string]string `json:"digest"`
+}
+
+// Predicate is the custody event. Exactly one of the kind-specific fields is
+// set, the one matching Kind.
+type Predicate struct {
+	Kind    string    `json:"kind"`
+	Partner string    `json:"partner"`
+	Time    time.Time `json:"time"`
+	EventID string    `json:"eventId"`
+
+	Manufactured *Manufactured `json:"manufactured,omitempty"`
+	Stage        *Stage        `json:"stage,omitempty"`
+	Handoff      *Handoff      `json:"handoff,omitempty"`
+	Flag         *Flag         `json:"flag,omitempty"`
+	Enrolled     *Enrolled     `json:"enrolled,omitempty"`
+	PartnerInfo  *PartnerInfo  `json:"partnerInfo,omitempty"`
+
+	// Evidence is the TPM quote made for this event. It is absent only from
+	// partner registry events.
+	Evidence *Evidence `json:"evidence,omitempty"`
+}
+
+// Manufactured is the birth record of a TPM, published by its vendor.
+type Manufactured struct {
+	EKCertificate  []byte  `json:"ekCertificate"`  // DER, as written to the TPM's NV
+	EKPublic       []byte  `json:"ekPublic"`       // TPMT_PUBLIC of the EK
+	IAKPublic      []byte  `json:"iakPublic"`      // TPMT_PUBLIC of the IAK
+	IAKCertificate []byte  `json:"iakCertificate"` // DER, issued by the vendor CA
+	TPM            TPMInfo `json:"tpm"`
+}
+
+// TPMInfo is the TPM manufacturer, model and version from the EK certificate.
+type TPMInfo struct {
+	Manufacturer string `json:"manufacturer"`
+	Model        string `json:"model"`
+	Version      string `json:"version"`
+}
+
+// Stage is a manufacturing step performed by the current custodian.
+type Stage struct {
+	Name           string            `json:"name"`
+	FirmwareDigest string            `json:"firmwareDigest,omitempty"` // hex SHA-256 of the image
+	PCRs           map[string]string `json:"pcrs,omitempty"`           // index → hex SHA-256 PCR value after the stage
+	Note           string            `json:"note,omitempty"`
+}
+
+// Handoff is a transfer of custody: an offer by the current custodian, or
+// the named recipient's acceptance of an offer.
+type Handoff struct {
+	From  string `json:"from"`
+	To    string `json:"to"`
+	Offer string `json:"offer,omitempty"` // accept only: hex digest of the offer accepted
+}
+
+// Flag marks a device lost, stolen, RMA, compromised, or (set by the ledger
+// itself) equivocating; device.cleared and device.decommissioned use it too.
+type Flag struct {
+	Reason string `json:"reason"`
+	Note   string `json:"note,omitempty"`
+}
+
+// Flag reasons.
+const (
+	FlagLost        = "lost"
+	FlagStolen      = "stolen"
+	FlagRMA         = "rma"
+	FlagCompromised = "compromised"
+)
+
+// Enrolled records a first-boot enrollment decided by an operator's gate.
+type Enrolled struct {
+	Operator          string `json:"operator"`
+	RegistrationID    string `json:"registrationId"`
+	IDScope           string `json:"idScope"`
+	Challenge         []byte `json:"challenge"` // the gate's nonce: the qualifyingData of the evidence
+	LDevIDCertificate []byte `json:"ldevidCertificate"`
+}
+
+// PartnerInfo is the subject of partner.registered and partner.revoked.
+type PartnerInfo struct {
+	Name        string `json:"name"`
+	Role        string `json:"role"`
+	Certificate []byte `json:"certificate,omitempty"` // DER, issued by the consortium CA
+	Operator    string `json:"operator,omitempty"`    // gates: the operator they enroll for
+}
+
+// Evidence is a TPM quote by the device's IAK over this event.
+type Evidence struct {
+	Attest    []byte            `json:"attest"`    // TPMS_ATTEST
+	Signature []byte            `json:"signature"` // TPMT_SIGNATURE
+	PCRs      map[string][]byte `json:"pcrs"`      // index → SHA-256 bank value
+}
+
+var (
+	tokenRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+	deviceRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// ValidPartnerName reports whether s is a partner name: a NATS subject token
+// of lowercase letters, digits and hyphens, at most 64 characters.
+func ValidPartnerName(s string) bool { return tokenRE.MatchString(s) }
+
+// ValidDeviceID reports whether s is a device ID: 64 lowercase hex digits.
+func ValidDeviceID(s string) bool { return deviceRE.MatchString(s) }
+
+// NewStatement returns a statement of kind about device, by partner, at t,
+// with a fresh event ID. Callers fill in the kind-specific field.
+func NewStatement(kind, partner, device string, t time.Time, eventID string) *Statement {
+	return &Statement{
+		Type:          StatementType,
+		Subject:       []Subject{{Name: "device:" + device, Digest: map[string]string{"sha256": device}}},
+		PredicateType: PredicateTypePrefix + kind,
+		Predicate:     Predicate{Kind: kind, Partner: partner, Time: t.UTC().Truncate(time.Millisecond), EventID: eventID},
+	}
+}
+
+// NewPartnerStatement returns a partner registry statement (partner.registered
+// or partner.revoked) about p, issued by the consortium.
+func NewPartnerStatement(kind string, p PartnerInfo, certDigest string, t time.Time, eventID string) *Statement {
+	return &Statement{
+		Type:          StatementType,
+		Subject:       []Subject{{Name: "partner:" + p.Name, Digest: map[string]string{"sha256": certDigest}}},
+		PredicateType: PredicateTypePrefix + kind,
+		Predicate:     Predicate{Kind: kind, Partner: ConsortiumPartner, Time: t.UTC().Truncate(time.Millisecond), EventID: eventID, PartnerInfo: &p},
+	}
+}
+
+// Device returns the device ID the statement is about, or "" for partner
+// registry statements.
+func (s *Statement) Device() string {
+	if len(s.Subject) != 1 {
+		return ""
+	}
+	id, ok := strings.CutPrefix(s.Subject[0].Name, "device:")
+	if !ok {
+		return ""
+	}
+	return id
+}
+
+// Target is the last token of the event's NATS subject: the device ID, or
+// the partner's name for registry events.
+func (s *Statement) Target() string {
+	if d := s.Device(); d != "" {
+		return d
+	}
+	if s.Predicate.PartnerInfo != nil {
+		return s.Predicate.PartnerInfo.Name
+	}
+	return ""
+}
+
+// ErrMalformed reports a statement that does not follow the contract.
+var ErrMalformed = errors.New("malformed statement")
+
+// ParseStatement decodes a statement and checks its structure: types, kind,
+// subject, and that the kind-specific field matches the kind. It does not
+// verify any signature or evidence; the result is untrusted.
+func ParseStatement(payload []byte) (*Statement, error) {
+	var s Statement
+	dec := json.NewDecoder(strings.NewReader(string(payload)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the statement", ErrMalformed)
+	}
+	if s.Type != StatementType {
+		return nil, fmt.Errorf("%w: _type %q is not %q", ErrMalformed, s.Type, StatementType)
+	}
+	p := &s.Predicate
+	if s.PredicateType != PredicateTypePrefix+p.Kind {
+		return nil, fmt.Errorf("%w: predicateType %q does not name kind %q", ErrMalformed, s.PredicateType, p.Kind)
+	}
+	if len(s.Subject) != 1 {
+		return nil, fmt.Errorf("%w: want exactly one subject", ErrMalformed)
+	}
+	isPartnerEvent := p.Kind == KindPartnerRegistered || p.Kind == KindPartnerRevoked
+	if isPartnerEvent {
+		if p.PartnerInfo == nil || s.Subject[0].Name != "partner:"+p.PartnerInfo.Name {
+			return nil, fmt.Errorf("%w: partner events name the partner as subject", ErrMalformed)
+		}
+	} else if d := s.Device(); !ValidDeviceID(d) || s.Subject[0].Digest["sha256"] != d {
+		return nil, fmt.Errorf("%w: subject must be device:<64 hex> with the same sha256 digest", ErrMalformed)
+	}
+	want := map[string]bool{
+		KindTPMManufactured:      p.Manufactured != nil,
+		KindStageRecorded:        p.Stage != nil,
+		KindHandoffOffered:       p.Handoff != nil,
+		KindHandoffAccepted:      p.Handoff != nil,
+		KindDeviceFlagged:        p.Flag != nil,
+		KindDeviceCleared:        p.Flag != nil,
+		KindDeviceDecommissioned: p.Flag != nil,
+		KindDeviceEnrolled:       p.Enrolled != nil,
+		KindPartnerRegistered:    p.PartnerInfo != nil,
+		KindPartnerRevoked:       p.PartnerInfo != nil,
+	}
+	ok, known := want[p.Kind]
+	if !known {
+		return nil, fmt.Errorf("%w: unknown kind %q", ErrMalformed, p.Kind)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: kind %q without its %s field", ErrMalformed, p.Kind, p.Kind)
+	}
+	if !ValidPartnerName(p.Partner) {
+		return nil, fmt.Errorf("%w: partner %q is not a valid partner name", ErrMalformed, p.Partner)
+	}
+	if !isPartnerEvent && p.Evidence == nil {
+		return nil, fmt.Errorf("%w: device events carry TPM evidence", ErrMalformed)
+	}
+	return &s, nil
+}

@@ -1,0 +1,57 @@
+package events
+
+import (
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATS layout. Events flow on the stream; receipts and rejections are core
+// NATS messages addressed to one partner and one event digest.
+const (
+	StreamName      = "CUSTODY_EVENTS"
+	EventsPrefix    = "custody.v1.events"
+	ReceiptsPrefix  = "custody.v1.receipts"
+	RejectPrefix    = "custody.v1.rejections"
+	CheckpointTopic = "custody.v1.checkpoints"
+)
+
+// EventSubject is where partner publishes an event about target (a device ID,
+// or a partner name for registry events).
+func EventSubject(partner, target string) string {
+	return EventsPrefix + "." + partner + "." + target
+}
+
+// ReceiptSubject is where the ledger answers partner about the event with
+// the given hex digest when it was logged.
+func ReceiptSubject(partner, digestHex string) string {
+	return ReceiptsPrefix + "." + partner + "." + digestHex
+}
+
+// RejectionSubject is where the ledger answers partner about a rejected event.
+func RejectionSubject(partner, digestHex string) string {
+	return RejectPrefix + "." + partner + "." + digestHex
+}
+
+// StreamConfig is the JetStream stream holding custody events in flight.
+// File storage, because partners' events must survive a broker restart until
+// the ledger has them; the duplicate window catches quick retries (the ledger
+// keeps its own permanent dedup by digest); the stream is a buffer, not the
+// record: the Merkle log is.
+func StreamConfig(replicas int) jetstream.StreamConfig {
+	if replicas < 1 {
+		replicas = 1
+	}
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "Custody events from partners, waiting for the ledger",
+		Subjects:    []string{EventsPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      30 * 24 * time.Hour,
+		MaxMsgSize:  MaxEnvelopeSize,
+		Duplicates:  2 * time.Minute,
+		Replicas:    replicas,
+		Discard:     jetstream.DiscardOld,
+	}
+}

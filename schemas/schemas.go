@@ -1,0 +1,123 @@
+// Package schemas holds the custody event contract as data: versioned JSON
+// Schemas (draft 2020-12) of every event kind, embedded in the binary and
+// enforced by publishers before signing and by the ledger on ingest. See
+// README.md in this folder for the list of kinds.
+package schemas
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+//go:embed custody/v1/*.json
+var files embed.FS
+
+const v1Base = "https://custodyledger.dev/schemas/custody/v1/"
+
+var (
+	once     sync.Once
+	compiled map[string]*jsonschema.Schema
+	loadErr  error
+)
+
+func load() {
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	c.AssertContent()
+	entries, err := fs.ReadDir(files, "custody/v1")
+	if err != nil {
+		loadErr = err
+		return
+	}
+	var kinds []string
+	for _, e := range entries {
+		b, err := files.ReadFile(path.Join("custody/v1", e.Name()))
+		if err != nil {
+			loadErr = err
+			return
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			loadErr = fmt.Errorf("schemas: %s: %w", e.Name(), err)
+			return
+		}
+		if err := c.AddResource(v1Base+e.Name(), doc); err != nil {
+			loadErr = err
+			return
+		}
+		if e.Name() != "defs.json" {
+			kinds = append(kinds, strings.TrimSuffix(e.Name(), ".json"))
+		}
+	}
+	compiled = make(map[string]*jsonschema.Schema, len(kinds))
+	for _, k := range kinds {
+		s, err := c.Compile(v1Base + k + ".json")
+		if err != nil {
+			loadErr = fmt.Errorf("schemas: compiling %s: %w", k, err)
+			return
+		}
+		compiled[k] = s
+	}
+}
+
+// Kinds returns the event kinds that have a v1 schema.
+func Kinds() ([]string, error) {
+	once.Do(load)
+	if loadErr != nil {
+		return nil, loadErr
+	}
+	out := make([]string, 0, len(compiled))
+	for k := range compiled {
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// ValidationError reports a statement that breaks its kind's schema.
+type ValidationError struct {
+	Kind   string
+	Detail string
+}
+
+func (e *ValidationError) Error() string {
+	return fmt.Sprintf("event does not match schema custody/v1/%s.json: %s", e.Kind, e.Detail)
+}
+
+// Validate checks a statement payload (the DSSE payload bytes) against the
+// v1 schema of its predicate's kind.
+func Validate(payload []byte) error {
+	once.Do(load)
+	if loadErr != nil {
+		return loadErr
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
+	if err != nil {
+		return &ValidationError{Kind: "?", Detail: "not JSON: " + err.Error()}
+	}
+	var head struct {
+		Predicate struct {
+			Kind string `json:"kind"`
+		} `json:"predicate"`
+	}
+	_ = json.Unmarshal(payload, &head)
+	s, ok := compiled[head.Predicate.Kind]
+	if !ok {
+		return &ValidationError{Kind: head.Predicate.Kind, Detail: fmt.Sprintf("unknown event kind %q", head.Predicate.Kind)}
+	}
+	if err := s.Validate(doc); err != nil {
+		detail := err.Error()
+		if ve, ok := err.(*jsonschema.ValidationError); ok {
+			detail = strings.ReplaceAll(ve.Error(), "\n", "; ")
+		}
+		return &ValidationError{Kind: head.Predicate.Kind, Detail: detail}
+	}
+	return nil
+}
