@@ -33,6 +33,19 @@ func NewPublisher(nc *nats.Conn, partner string) (*Publisher, error) {
 	return &Publisher{nc: nc, js: js, partner: partner}, nil
 }
 
+// askStatus requests the event's status from the ledger; the answer joins
+// the receipts on answers.
+func (p *Publisher) askStatus(digest string, answers chan *nats.Msg) *nats.Subscription {
+	inbox := p.nc.NewRespInbox()
+	sub, err := p.nc.ChanSubscribe(inbox, answers)
+	if err != nil {
+		return nil
+	}
+	_ = sub.AutoUnsubscribe(1)
+	_ = p.nc.PublishRequest(StatusSubject, inbox, []byte(digest))
+	return sub
+}
+
 // ErrNoReceipt reports that no receipt arrived before the context ended. The
 // event may still be logged: publishing the same envelope again is safe, as
 // the ledger recognises it by digest and answers with the same receipt.
@@ -67,13 +80,27 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, err
 		return nil, err
 	}
 	subject := EventSubject(p.partner, signed.Statement.Target())
-	if _, err := p.js.Publish(ctx, subject, envelope, jetstream.WithMsgID(digest)); err != nil {
-		return nil, fmt.Errorf("events: publishing %s: %w", subject, err)
+	send := func() error {
+		ack, err := p.js.Publish(ctx, subject, envelope, jetstream.WithMsgID(digest))
+		if err != nil {
+			return fmt.Errorf("events: publishing %s: %w", subject, err)
+		}
+		if ack.Duplicate {
+			// JetStream already holds this event: the ledger may have
+			// answered long ago. Ask it.
+			if sub := p.askStatus(digest, answers); sub != nil {
+				subs = append(subs, sub)
+			}
+		}
+		return nil
+	}
+	if err := send(); err != nil {
+		return nil, err
 	}
 	// The ledger answers once the event's batch is durable. A redelivered or
 	// republished event is answered again from the log.
-	resend := time.NewTicker(10 * time.Second)
-	defer resend.Stop()
+	retry := time.NewTicker(5 * time.Second)
+	defer retry.Stop()
 	for {
 		select {
 		case m := <-answers:
@@ -81,12 +108,15 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, err
 			if err := json.Unmarshal(m.Data, &r); err != nil {
 				return nil, fmt.Errorf("events: bad receipt: %w", err)
 			}
+			if r.Status == StatusUnknown {
+				continue // still in the stream: the ledger will answer
+			}
 			return &r, nil
-		case <-resend.C:
+		case <-retry.C:
 			// Past JetStream's duplicate window this is a new message; the
-			// ledger dedups it by digest and re-sends the receipt.
-			if _, err := p.js.Publish(ctx, subject, envelope, jetstream.WithMsgID(digest)); err != nil {
-				return nil, fmt.Errorf("events: re-publishing %s: %w", subject, err)
+			// ledger dedups it by digest and answers again.
+			if err := send(); err != nil {
+				return nil, err
 			}
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %v", ErrNoReceipt, ctx.Err())

@@ -10,6 +10,8 @@ const (
 	StatusEvidence = "evidence"
 	// StatusRejected: the event is not in the log.
 	StatusRejected = "rejected"
+	// StatusUnknown: the ledger has not processed the event (yet).
+	StatusUnknown = "unknown"
 )
 
 // Receipt is the ledger's answer to one event. For accepted and evidence

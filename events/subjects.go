@@ -14,6 +14,10 @@ const (
 	ReceiptsPrefix  = "custody.v1.receipts"
 	RejectPrefix    = "custody.v1.rejections"
 	CheckpointTopic = "custody.v1.checkpoints"
+	// StatusSubject is a request/reply service of the ledger: the request
+	// body is an event digest (hex), the reply its Receipt, or a Receipt
+	// with status "unknown" if the ledger has not seen the event yet.
+	StatusSubject = "custody.v1.status"
 )
 
 // EventSubject is where partner publishes an event about target (a device ID,

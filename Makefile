@@ -1,0 +1,40 @@
+# Custody — the two commands a newcomer needs:
+#   make demo   build everything and run the whole chain on embedded defaults
+#   make test   vet and run every test (what CI runs)
+
+GO       ?= go
+BIN      ?= bin
+export GOTOOLCHAIN := local
+# The TPM simulator is C (cgo).
+export CGO_ENABLED := 1
+
+CMDS := custody custodyd custody-agent
+
+.PHONY: all build demo test test-short bench fmt vet clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+demo: build
+	$(BIN)/custody demo
+
+vet:
+	$(GO) vet ./...
+
+test: vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./attest/ ./ledger/...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

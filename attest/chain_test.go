@@ -1,0 +1,176 @@
+package attest
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"testing"
+	"time"
+)
+
+// crossSignedPKI is the DESIGN.md story: a TPM vendor root V whose key is
+// also certified by a WebTrust-style root R (cross-certificate X: same
+// subject and key as V, issued by R); the vendor's manufacturing CA M under
+// V; EK certificates under M.
+type crossSignedPKI struct {
+	r, v, unrelated *testCA
+	x               *x509.Certificate
+	m               *testCA
+}
+
+func newCrossSignedPKI(t *testing.T) *crossSignedPKI {
+	p := &crossSignedPKI{
+		r:         newRootCA(t, "WebTrust Root R"),
+		v:         newRootCA(t, "TPM Vendor Root V"),
+		unrelated: newRootCA(t, "Unrelated Root"),
+	}
+	xt := caTemplate("", p.v.cert.NotBefore, p.v.cert.NotAfter)
+	xt.Subject = p.v.cert.Subject
+	p.x = p.r.issue(t, xt, p.v.key.Public())
+	p.m = p.v.subCA(t, "TPM Vendor Manufacturing CA M")
+	return p
+}
+
+func (p *crossSignedPKI) ekCert(t *testing.T, issuer *testCA) *EKCertificate {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl, err := EKCertificateTemplate(&key.PublicKey, TPMInfo{"id:49465800", "SLB 9672", "id:00100001"}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseEKCertificate(issuer.issue(t, tmpl, &key.PublicKey).Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func bundleOf(t *testing.T, certs ...*x509.Certificate) *Bundle {
+	t.Helper()
+	b, err := ParseBundle(pemOf(certs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestCrossSignedChain(t *testing.T) {
+	p := newCrossSignedPKI(t)
+	ek := p.ekCert(t, p.m)
+	now := time.Now()
+
+	// A verifier that trusts only the WebTrust root R.
+	viaR := bundleOf(t, p.r.cert, p.x, p.m.cert)
+	if len(viaR.roots) != 1 || len(viaR.intermediates) != 2 {
+		t.Fatalf("bundle: %d roots, %d intermediates", len(viaR.roots), len(viaR.intermediates))
+	}
+	chains, err := ek.Verify(viaR, now)
+	if err != nil {
+		t.Fatalf("via R: %v", err)
+	}
+	if c := chains[0]; len(c) != 4 || c[3].Subject.CommonName != "WebTrust Root R" || !c[2].Equal(p.x) {
+		t.Errorf("via R: chain %v", names(c))
+	}
+
+	// A verifier that trusts only the vendor root V.
+	chains, err = ek.Verify(bundleOf(t, p.v.cert, p.m.cert), now)
+	if err != nil {
+		t.Fatalf("via V: %v", err)
+	}
+	if c := chains[0]; len(c) != 3 || c[2].Subject.CommonName != "TPM Vendor Root V" {
+		t.Errorf("via V: chain %v", names(c))
+	}
+
+	// Both roots trusted: both paths are found.
+	chains, err = ek.Verify(bundleOf(t, p.r.cert, p.v.cert, p.x, p.m.cert), now)
+	if err != nil || len(chains) != 2 {
+		t.Errorf("both roots: %d chains, %v", len(chains), err)
+	}
+
+	// Refused: an unknown root, even with the cross-certificate present.
+	if _, err := ek.Verify(bundleOf(t, p.unrelated.cert, p.x, p.m.cert), now); !errors.Is(err, ErrUnknownCA) {
+		t.Errorf("unknown root: %v, want ErrUnknownCA", err)
+	}
+	// Refused: R without the cross-certificate.
+	if _, err := ek.Verify(bundleOf(t, p.r.cert, p.m.cert), now); !errors.Is(err, ErrUnknownCA) {
+		t.Errorf("R without cross-certificate: %v, want ErrUnknownCA", err)
+	}
+	// Refused: outside the leaf's validity.
+	if _, err := ek.Verify(viaR, now.Add(48*time.Hour)); !errors.Is(err, ErrCertificateExpired) {
+		t.Errorf("expired leaf: %v, want ErrCertificateExpired", err)
+	}
+}
+
+func names(c []*x509.Certificate) []string {
+	var out []string
+	for _, x := range c {
+		out = append(out, x.Subject.CommonName)
+	}
+	return out
+}
+
+func TestChainErrorsNameTheRule(t *testing.T) {
+	p := newCrossSignedPKI(t)
+	now := time.Now()
+
+	// An EK certificate signed by a certificate that is not a CA.
+	notCAKey := newKey(t)
+	nt := caTemplate("Not a CA", now.Add(-time.Hour), now.Add(time.Hour*24*365))
+	nt.IsCA = false
+	nt.KeyUsage = x509.KeyUsageDigitalSignature
+	notCA := &testCA{cert: p.v.issue(t, nt, notCAKey.Public()), key: notCAKey}
+	ek := p.ekCert(t, notCA)
+	if _, err := ek.Verify(bundleOf(t, p.v.cert, notCA.cert), now); !errors.Is(err, ErrIssuerNotCA) {
+		t.Errorf("issuer not a CA: %v, want ErrIssuerNotCA", err)
+	}
+
+	// An expired intermediate.
+	oldKey := newKey(t)
+	ot := caTemplate("Old Mfg CA", now.Add(-10*24*time.Hour), now.Add(-24*time.Hour))
+	old := &testCA{cert: p.v.issue(t, ot, oldKey.Public()), key: oldKey}
+	ek = p.ekCert(t, old)
+	if _, err := ek.Verify(bundleOf(t, p.v.cert, old.cert), now); !errors.Is(err, ErrCertificateExpired) {
+		t.Errorf("expired intermediate: %v, want ErrCertificateExpired", err)
+	}
+
+	// A leaf whose EKU does not allow EK use.
+	ek = p.ekCert(t, p.m)
+	leaf := *ek.Cert
+	leaf.UnknownExtKeyUsage = nil
+	leaf.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	bad := &EKCertificate{Cert: &leaf, TPM: ek.TPM, Raw: ek.Raw}
+	if _, err := bad.Verify(bundleOf(t, p.v.cert, p.m.cert), now); !errors.Is(err, ErrNotEKCertificate) {
+		t.Errorf("server-auth EKU: %v, want ErrNotEKCertificate", err)
+	}
+
+	// Any other unhandled critical extension still fails verification.
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	tmpl, _ := EKCertificateTemplate(&key.PublicKey, TPMInfo{"id:49465800", "m", "v"}, now.Add(-time.Hour), now.Add(time.Hour))
+	tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Critical: true, Value: []byte{5, 0}})
+	withExt, err := ParseEKCertificate(p.m.issue(t, tmpl, &key.PublicKey).Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(withExt.Cert.UnhandledCriticalExtensions) != 1 {
+		t.Errorf("unhandled critical extensions %v", withExt.Cert.UnhandledCriticalExtensions)
+	}
+	if _, err := withExt.Verify(bundleOf(t, p.v.cert, p.m.cert), now); err == nil {
+		t.Error("verified a certificate with an unknown critical extension")
+	}
+}
+
+func TestParseBundleRejects(t *testing.T) {
+	if _, err := ParseBundle([]byte("no pem here")); err == nil {
+		t.Error("accepted a bundle without certificates")
+	}
+	if _, err := ParseBundle([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")); err == nil {
+		t.Error("accepted a malformed certificate")
+	}
+}

@@ -1,0 +1,440 @@
+package attest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+// KeyAlg selects an endorsement key algorithm.
+type KeyAlg int
+
+// EK algorithms: the two TCG default EK templates (EK Credential Profile,
+// templates L-1 and L-2).
+const (
+	RSA2048 KeyAlg = iota + 1
+	ECCP256
+)
+
+func (a KeyAlg) String() string {
+	switch a {
+	case RSA2048:
+		return "RSA2048"
+	case ECCP256:
+		return "ECCP256"
+	}
+	return fmt.Sprintf("KeyAlg(%d)", int(a))
+}
+
+func (a KeyAlg) objKind() (objKind, error) {
+	switch a {
+	case RSA2048:
+		return objEKRSA, nil
+	case ECCP256:
+		return objEKECC, nil
+	}
+	return 0, fmt.Errorf("attest: unknown EK algorithm %v", a)
+}
+
+// Key is the public part of a TPM key. Returned by a TPM it describes a key
+// that TPM holds; built from untrusted bytes (PublicKeyFromTPMT) it proves
+// nothing by itself.
+type Key struct {
+	// Public is the marshalled TPMT_PUBLIC.
+	Public []byte
+	// Name is the TPM Name: nameAlg (2 bytes) || digest of Public.
+	Name []byte
+	// PublicKey is Public as a Go key (*rsa.PublicKey or *ecdsa.PublicKey).
+	PublicKey crypto.PublicKey
+}
+
+// iakTemplate is the IAK: a restricted ECC P-256 ECDSA-SHA256 signing key,
+// a primary in the endorsement hierarchy (TCG "TPM 2.0 Keys for Device
+// Identity and Attestation" IAK, without its admin policy). The template is
+// fixed, so a TPM always derives the same IAK from its endorsement seed.
+var iakTemplate = tpm2.TPMTPublic{
+	Type:    tpm2.TPMAlgECC,
+	NameAlg: tpm2.TPMAlgSHA256,
+	ObjectAttributes: tpm2.TPMAObject{
+		FixedTPM:            true,
+		FixedParent:         true,
+		SensitiveDataOrigin: true,
+		UserWithAuth:        true,
+		Restricted:          true,
+		SignEncrypt:         true,
+	},
+	Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+		Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+		Scheme: tpm2.TPMTECCScheme{
+			Scheme: tpm2.TPMAlgECDSA,
+			Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA,
+				&tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
+		},
+		CurveID: tpm2.TPMECCNistP256,
+		KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+	}),
+	Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+		X: tpm2.TPM2BECCParameter{Buffer: make([]byte, 32)},
+		Y: tpm2.TPM2BECCParameter{Buffer: make([]byte, 32)},
+	}),
+}
+
+// ldevidTemplate is an LDevID key: an unrestricted ECC P-256 ECDSA-SHA256
+// signing key generated in (and never leaving) the TPM.
+var ldevidTemplate = tpm2.TPMTPublic{
+	Type:    tpm2.TPMAlgECC,
+	NameAlg: tpm2.TPMAlgSHA256,
+	ObjectAttributes: tpm2.TPMAObject{
+		FixedTPM:            true,
+		FixedParent:         true,
+		SensitiveDataOrigin: true,
+		UserWithAuth:        true,
+		SignEncrypt:         true,
+	},
+	Parameters: tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+		Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+		Scheme: tpm2.TPMTECCScheme{
+			Scheme: tpm2.TPMAlgECDSA,
+			Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA,
+				&tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgSHA256}),
+		},
+		CurveID: tpm2.TPMECCNistP256,
+		KDF:     tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+	}),
+	Unique: tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+		X: tpm2.TPM2BECCParameter{Buffer: make([]byte, 32)},
+		Y: tpm2.TPM2BECCParameter{Buffer: make([]byte, 32)},
+	}),
+}
+
+// primaryTemplate returns the hierarchy and template of a primary key.
+func primaryTemplate(k objKind) (tpm2.TPMHandle, tpm2.TPMTPublic, error) {
+	switch k {
+	case objEKRSA:
+		return tpm2.TPMRHEndorsement, tpm2.RSAEKTemplate, nil
+	case objEKECC:
+		return tpm2.TPMRHEndorsement, tpm2.ECCEKTemplate, nil
+	case objIAK:
+		return tpm2.TPMRHEndorsement, iakTemplate, nil
+	case objSRK:
+		return tpm2.TPMRHOwner, tpm2.ECCSRKTemplate, nil
+	}
+	return 0, tpm2.TPMTPublic{}, fmt.Errorf("attest: %v is not a primary key", k)
+}
+
+// EK returns the endorsement key made from the TCG default template for
+// alg (tpm2.RSAEKTemplate or tpm2.ECCEKTemplate) in the endorsement
+// hierarchy. The key stays loaded for later use. The result is what this
+// TPM reports; a remote party trusts it only through the EK certificate.
+func (t *TPM) EK(alg KeyAlg) (*Key, error) {
+	k, err := alg.objKind()
+	if err != nil {
+		return nil, err
+	}
+	return t.key(k)
+}
+
+// IAK returns the initial attestation key: a restricted ECC P-256
+// ECDSA-SHA256 signing key created as a primary in the endorsement
+// hierarchy from a fixed template (fixedTPM, fixedParent,
+// sensitiveDataOrigin, userWithAuth, restricted, sign). It is the same key
+// for a given TPM on every call and across process restarts and reboots.
+// A verifier trusts it only after credential activation against a
+// verified EK.
+func (t *TPM) IAK() (*Key, error) {
+	return t.key(objIAK)
+}
+
+func (t *TPM) key(k objKind) (*Key, error) {
+	if err := t.lock(); err != nil {
+		return nil, err
+	}
+	defer t.mu.Unlock()
+	objs, err := t.ensure(k)
+	if err != nil {
+		return nil, err
+	}
+	return keyFromObject(objs[0])
+}
+
+func keyFromObject(o *object) (*Key, error) {
+	pub, name, err := PublicKeyFromTPMT(o.public)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(name, o.name.Buffer) {
+		return nil, fmt.Errorf("attest: TPM reported a name that does not match the public area")
+	}
+	return &Key{
+		Public:    append([]byte(nil), o.public...),
+		Name:      name,
+		PublicKey: pub,
+	}, nil
+}
+
+// DeviceID returns the Custody device ID of an EK public key: the lowercase
+// hex SHA-256 of its PKIX SubjectPublicKeyInfo DER.
+func DeviceID(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("attest: device ID: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// PublicKeyFromTPMT decodes a marshalled TPMT_PUBLIC into a Go public key
+// and computes its TPM Name. It only decodes: nothing about where the key
+// lives is proven. The encoding must be canonical (no trailing bytes), RSA
+// keys at least 2048 bits, ECC points on a NIST curve.
+func PublicKeyFromTPMT(tpmtPublic []byte) (crypto.PublicKey, []byte, error) {
+	pub, err := parseTPMTPublic(tpmtPublic)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := goPublicKey(pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	name, err := objectName(pub, tpmtPublic)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, name, nil
+}
+
+// parseTPMTPublic strictly decodes a TPMT_PUBLIC.
+func parseTPMTPublic(b []byte) (*tpm2.TPMTPublic, error) {
+	return unmarshalStrict[tpm2.TPMTPublic](b, "TPMT_PUBLIC", publicLen)
+}
+
+// unmarshalStrict decodes a TPM structure and requires that it spans all
+// of b: no trailing data. encodedLen, if not nil, computes the encoded
+// length from the decoded value (cheap); when it is nil or cannot tell, the
+// value is re-encoded and compared with b (go-tpm's reflection makes that
+// the costlier check). It never panics on hostile input.
+func unmarshalStrict[T tpm2.Marshallable, P interface {
+	*T
+	tpm2.Unmarshallable
+}](b []byte, what string, encodedLen func(*T) (int, bool)) (v *T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			v, err = nil, fmt.Errorf("%w: %s: %v", ErrMalformed, what, r)
+		}
+	}()
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty %s", ErrMalformed, what)
+	}
+	v, err = tpm2.Unmarshal[T, P](b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
+	}
+	if encodedLen != nil {
+		if n, ok := encodedLen(v); ok {
+			if n != len(b) {
+				return nil, fmt.Errorf("%w: %s of %d bytes has %d trailing bytes", ErrMalformed, what, n, len(b)-n)
+			}
+			return v, nil
+		}
+	}
+	if !bytes.Equal(tpm2.Marshal(*v), b) {
+		return nil, fmt.Errorf("%w: %s is not canonically encoded or has trailing bytes", ErrMalformed, what)
+	}
+	return v, nil
+}
+
+// publicLen is the encoded length of an RSA or ECC TPMT_PUBLIC with the
+// common symmetric, scheme and KDF algorithms; other forms are checked by
+// re-encoding.
+func publicLen(p *tpm2.TPMTPublic) (int, bool) {
+	n := 2 + 2 + 4 + 2 + len(p.AuthPolicy.Buffer)
+	sym := func(alg tpm2.TPMAlgID) (int, bool) {
+		switch alg {
+		case tpm2.TPMAlgNull:
+			return 2, true
+		case tpm2.TPMAlgAES, tpm2.TPMAlgSM4, tpm2.TPMAlgCamellia:
+			return 2 + 2 + 2, true
+		}
+		return 0, false
+	}
+	scheme := func(alg tpm2.TPMAlgID) (int, bool) {
+		switch alg {
+		case tpm2.TPMAlgNull, tpm2.TPMAlgRSAES:
+			return 2, true
+		case tpm2.TPMAlgECDSA, tpm2.TPMAlgECDH, tpm2.TPMAlgECSchnorr, tpm2.TPMAlgSM2, tpm2.TPMAlgECMQV,
+			tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS, tpm2.TPMAlgOAEP:
+			return 2 + 2, true
+		case tpm2.TPMAlgECDAA:
+			return 2 + 2 + 2, true
+		}
+		return 0, false
+	}
+	switch p.Type {
+	case tpm2.TPMAlgRSA:
+		parms, err := p.Parameters.RSADetail()
+		if err != nil {
+			return 0, false
+		}
+		a, ok1 := sym(parms.Symmetric.Algorithm)
+		b, ok2 := scheme(parms.Scheme.Scheme)
+		u, err := p.Unique.RSA()
+		if !ok1 || !ok2 || err != nil {
+			return 0, false
+		}
+		return n + a + b + 2 + 4 + 2 + len(u.Buffer), true
+	case tpm2.TPMAlgECC:
+		parms, err := p.Parameters.ECCDetail()
+		if err != nil {
+			return 0, false
+		}
+		a, ok1 := sym(parms.Symmetric.Algorithm)
+		b, ok2 := scheme(parms.Scheme.Scheme)
+		kdf := 2
+		if parms.KDF.Scheme != tpm2.TPMAlgNull {
+			kdf, ok2 = 4, ok2 && (parms.KDF.Scheme == tpm2.TPMAlgMGF1 || parms.KDF.Scheme == tpm2.TPMAlgKDF1SP80056A ||
+				parms.KDF.Scheme == tpm2.TPMAlgKDF2 || parms.KDF.Scheme == tpm2.TPMAlgKDF1SP800108)
+		}
+		u, err := p.Unique.ECC()
+		if !ok1 || !ok2 || err != nil {
+			return 0, false
+		}
+		return n + a + b + 2 + kdf + 2 + len(u.X.Buffer) + 2 + len(u.Y.Buffer), true
+	}
+	return 0, false
+}
+
+// signatureLen is the encoded length of the signature forms
+// verifyTPMSignature accepts.
+func signatureLen(s *tpm2.TPMTSignature) (int, bool) {
+	switch s.SigAlg {
+	case tpm2.TPMAlgECDSA:
+		es, err := s.Signature.ECDSA()
+		if err != nil {
+			return 0, false
+		}
+		return 2 + 2 + 2 + len(es.SignatureR.Buffer) + 2 + len(es.SignatureS.Buffer), true
+	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
+		rs, err := s.Signature.RSASSA()
+		if s.SigAlg == tpm2.TPMAlgRSAPSS {
+			rs, err = s.Signature.RSAPSS()
+		}
+		if err != nil {
+			return 0, false
+		}
+		return 2 + 2 + 2 + len(rs.Sig.Buffer), true
+	}
+	return 0, false
+}
+
+// attestLen is the encoded length of a quote or certify TPMS_ATTEST.
+func attestLen(a *tpm2.TPMSAttest) (int, bool) {
+	n := 4 + 2 + 2 + len(a.QualifiedSigner.Buffer) + 2 + len(a.ExtraData.Buffer) + 8 + 4 + 4 + 1 + 8
+	switch a.Type {
+	case tpm2.TPMSTAttestQuote:
+		qi, err := a.Attested.Quote()
+		if err != nil {
+			return 0, false
+		}
+		n += 4
+		for _, s := range qi.PCRSelect.PCRSelections {
+			n += 2 + 1 + len(s.PCRSelect)
+		}
+		return n + 2 + len(qi.PCRDigest.Buffer), true
+	case tpm2.TPMSTAttestCertify:
+		ci, err := a.Attested.Certify()
+		if err != nil {
+			return 0, false
+		}
+		return n + 2 + len(ci.Name.Buffer) + 2 + len(ci.QualifiedName.Buffer), true
+	}
+	return 0, false
+}
+
+// objectName is the TPM Name of a canonically encoded TPMT_PUBLIC:
+// nameAlg || H_nameAlg(tpmtPublic).
+func objectName(pub *tpm2.TPMTPublic, tpmtPublic []byte) ([]byte, error) {
+	h, err := pub.NameAlg.Hash()
+	if err != nil {
+		return nil, fmt.Errorf("%w: name algorithm %v", ErrMalformed, pub.NameAlg)
+	}
+	d := h.New()
+	d.Write(tpmtPublic)
+	return d.Sum([]byte{byte(pub.NameAlg >> 8), byte(pub.NameAlg)}), nil
+}
+
+// goPublicKey converts a TPM public area to a Go key, validating it.
+func goPublicKey(pub *tpm2.TPMTPublic) (crypto.PublicKey, error) {
+	switch pub.Type {
+	case tpm2.TPMAlgRSA:
+		parms, err := pub.Parameters.RSADetail()
+		if err != nil {
+			return nil, fmt.Errorf("%w: RSA parameters: %v", ErrMalformed, err)
+		}
+		n, err := pub.Unique.RSA()
+		if err != nil {
+			return nil, fmt.Errorf("%w: RSA modulus: %v", ErrMalformed, err)
+		}
+		N := new(big.Int).SetBytes(n.Buffer)
+		if N.BitLen() < 2048 || N.BitLen() != int(parms.KeyBits) || N.Bit(0) == 0 {
+			return nil, fmt.Errorf("%w: RSA modulus of %d bits (keyBits %d)", ErrKeyAttributes, N.BitLen(), parms.KeyBits)
+		}
+		e := int(parms.Exponent)
+		if e == 0 {
+			e = 65537
+		}
+		if e < 3 || e&1 == 0 {
+			return nil, fmt.Errorf("%w: RSA exponent %d", ErrKeyAttributes, e)
+		}
+		return &rsa.PublicKey{N: N, E: e}, nil
+	case tpm2.TPMAlgECC:
+		parms, err := pub.Parameters.ECCDetail()
+		if err != nil {
+			return nil, fmt.Errorf("%w: ECC parameters: %v", ErrMalformed, err)
+		}
+		pt, err := pub.Unique.ECC()
+		if err != nil {
+			return nil, fmt.Errorf("%w: ECC point: %v", ErrMalformed, err)
+		}
+		var curve elliptic.Curve
+		switch parms.CurveID {
+		case tpm2.TPMECCNistP256:
+			curve = elliptic.P256()
+		case tpm2.TPMECCNistP384:
+			curve = elliptic.P384()
+		case tpm2.TPMECCNistP521:
+			curve = elliptic.P521()
+		default:
+			return nil, fmt.Errorf("%w: unsupported ECC curve %v", ErrKeyAttributes, parms.CurveID)
+		}
+		size := (curve.Params().BitSize + 7) / 8
+		x, y := pt.X.Buffer, pt.Y.Buffer
+		if len(x) > size || len(y) > size {
+			return nil, fmt.Errorf("%w: ECC coordinate too long", ErrMalformed)
+		}
+		enc := make([]byte, 1+2*size)
+		enc[0] = 4
+		copy(enc[1+size-len(x):1+size], x)
+		copy(enc[1+2*size-len(y):], y)
+		key, err := ecdsa.ParseUncompressedPublicKey(curve, enc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: ECC point: %v", ErrMalformed, err)
+		}
+		return key, nil
+	}
+	return nil, fmt.Errorf("%w: unsupported key type %v", ErrKeyAttributes, pub.Type)
+}
+
+// sameKey reports whether two Go public keys are equal.
+func sameKey(a, b crypto.PublicKey) bool {
+	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ak.Equal(b)
+}

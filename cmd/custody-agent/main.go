@@ -1,0 +1,290 @@
+// Command custody-agent is the device side of Custody. It opens the
+// device's TPM and either serves the factory API that partner stations use
+// while the device moves through the supply chain (serve), or runs first-boot
+// enrollment with the operator's gate and DPS (enroll).
+//
+// The in-process TPM simulator (--tpm sim:seed=N) keeps its state in memory
+// and allows one simulator per process, so each simulated device is its own
+// `custody-agent serve` process for its whole life; its first boot is
+// triggered through POST /v1/firstboot, which reboots the TPM and enrolls.
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/services/device"
+)
+
+// Exit codes of enroll.
+const (
+	exitOK      = 0
+	exitError   = 1
+	exitUsage   = 2
+	exitRefused = 3
+)
+
+func usage() {
+	fmt.Fprint(os.Stderr, `Usage: custody-agent <command> [flags]
+
+Commands:
+  serve    serve the device's factory API (stations get quotes, program firmware)
+  enroll   first boot: enroll with the operator's gate and register at DPS
+
+TPM URIs (--tpm): sim, sim:seed=N (in-process simulator), swtpm://HOST:PORT,
+/dev/tpmrm0.
+
+Run "custody-agent <command> --help" for a command's flags.
+Exit codes of enroll: 0 enrolled, 1 error, 2 usage, 3 refused by the gate.
+`)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(exitUsage)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(ctx, os.Args[2:])
+	case "enroll":
+		err = enrollCmd(ctx, os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "custody-agent: unknown command %q\n", os.Args[1])
+		usage()
+		os.Exit(exitUsage)
+	}
+	var refused *device.RefusedError
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &refused):
+		fmt.Fprintln(os.Stderr, "custody-agent:", err)
+		os.Exit(exitRefused)
+	case errors.Is(err, errUsage):
+		os.Exit(exitUsage)
+	default:
+		fmt.Fprintln(os.Stderr, "custody-agent:", err)
+		os.Exit(exitError)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+type tpmFlags struct {
+	uri, state string
+}
+
+func (t *tpmFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.uri, "tpm", "sim", "TPM URI: sim, sim:seed=N, swtpm://HOST:PORT or /dev/tpmrm0")
+	fs.StringVar(&t.state, "state", "", "device state directory (firmware image); default a temporary directory")
+}
+
+func (t *tpmFlags) open() (*device.Device, func(), error) {
+	tpm, err := attest.Open(t.uri)
+	if err != nil {
+		return nil, nil, err
+	}
+	state := t.state
+	if state == "" {
+		if state, err = os.MkdirTemp("", "custody-agent-"); err != nil {
+			tpm.Close()
+			return nil, nil, err
+		}
+	}
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		tpm.Close()
+		return nil, nil, err
+	}
+	d, err := device.New(device.Config{TPM: tpm, StateDir: state})
+	if err != nil {
+		tpm.Close()
+		return nil, nil, err
+	}
+	return d, func() { _ = tpm.Close() }, nil
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "custody-agent %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return errUsage
+	}
+	return nil
+}
+
+// FirstBootRequest is the body of POST /v1/firstboot.
+type FirstBootRequest struct {
+	Gate    string `json:"gate"`
+	IDScope string `json:"idScope"`
+	DPSCA   []byte `json:"dpsCa,omitempty"` // PEM roots for the DPS endpoint
+}
+
+// FirstBootResult is its answer.
+type FirstBootResult struct {
+	DeviceID    string      `json:"deviceId"`
+	Enrolled    bool        `json:"enrolled"`
+	Rule        string      `json:"rule,omitempty"`
+	Message     string      `json:"message,omitempty"`
+	AssignedHub string      `json:"assignedHub,omitempty"`
+	LDevID      string      `json:"ldevidSubject,omitempty"`
+	Issuer      string      `json:"ldevidIssuer,omitempty"`
+	Decision    interface{} `json:"decision,omitempty"`
+	Error       string      `json:"error,omitempty"`
+}
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var t tpmFlags
+	t.register(fs)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address of the factory API")
+	addrFile := fs.String("addr-file", "", "write the API's base URL to this file once listening")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	d, closeTPM, err := t.open()
+	if err != nil {
+		return err
+	}
+	defer closeTPM()
+	mux := http.NewServeMux()
+	mux.Handle("/", d.Handler())
+	mux.HandleFunc("POST /v1/firstboot", func(w http.ResponseWriter, r *http.Request) {
+		var req FirstBootRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Gate == "" || req.IDScope == "" {
+			http.Error(w, `{"error":"firstboot needs gate and idScope"}`, http.StatusBadRequest)
+			return
+		}
+		// Shipping and power-on: the TPM resets and the boot ROM measures
+		// the firmware again.
+		res := FirstBootResult{}
+		if err := d.Reboot(); err != nil {
+			res.Error = err.Error()
+			writeJSON(w, http.StatusInternalServerError, res)
+			return
+		}
+		cfg := device.EnrollConfig{GateURL: req.Gate, IDScope: req.IDScope, DPSPollInterval: 100 * time.Millisecond}
+		if len(req.DPSCA) > 0 {
+			cfg.DPSRoots = x509.NewCertPool()
+			cfg.DPSRoots.AppendCertsFromPEM(req.DPSCA)
+		}
+		er, err := d.Enroll(r.Context(), cfg)
+		writeJSON(w, http.StatusOK, result(er, err))
+	})
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	url := "http://" + ln.Addr().String()
+	if *addrFile != "" {
+		tmp := *addrFile + ".tmp"
+		if err := os.WriteFile(tmp, []byte(url+"\n"), 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, *addrFile); err != nil {
+			return err
+		}
+	}
+	slog.Info("device factory API listening", "url", url, "tpm", t.uri)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func result(er *device.EnrollResult, err error) FirstBootResult {
+	var res FirstBootResult
+	if er != nil {
+		res.DeviceID, res.AssignedHub = er.DeviceID, er.AssignedHub
+		if er.Decision != nil {
+			res.Decision = er.Decision
+		}
+		if len(er.Certificates) > 0 {
+			res.LDevID = er.Certificates[0].Subject.String()
+			res.Issuer = er.Certificates[0].Issuer.String()
+		}
+	}
+	var refused *device.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		res.Rule, res.Message = refused.Rule, refused.Message
+	case err != nil:
+		res.Error = err.Error()
+	default:
+		res.Enrolled = true
+	}
+	return res
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func enrollCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
+	var t tpmFlags
+	t.register(fs)
+	gateURL := fs.String("gate", "http://127.0.0.1:8480/gate", "the operator's enrollment gate")
+	idScope := fs.String("id-scope", "0ne00C057D1", "the operator's DPS ID scope")
+	dpsCA := fs.String("dps-ca", "", "PEM file of roots for the DPS endpoint (default: system roots; the demo's is <pki>/tls/ca.pem)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	d, closeTPM, err := t.open()
+	if err != nil {
+		return err
+	}
+	defer closeTPM()
+	cfg := device.EnrollConfig{GateURL: *gateURL, IDScope: *idScope}
+	if *dpsCA != "" {
+		pemBytes, err := os.ReadFile(filepath.Clean(*dpsCA))
+		if err != nil {
+			return err
+		}
+		cfg.DPSRoots = x509.NewCertPool()
+		if !cfg.DPSRoots.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("%s holds no PEM certificate", *dpsCA)
+		}
+	}
+	er, err := d.Enroll(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("device      %s\nenrolled    yes\nhub         %s\nLDevID      %s\nissuer      %s\n",
+		er.DeviceID, er.AssignedHub, er.Certificates[0].Subject, er.Certificates[0].Issuer)
+	return nil
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/demo"
+	"github.com/custodyledger/custody/services/pki"
+)
+
+func demoCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: custody demo [flags]
+
+Runs the whole chain on embedded defaults: NATS JetStream, the ledger, five
+partner stations, the enrollment gate and a DPS emulator in this process, and
+one custody-agent process (simulated TPM) per device. Device A travels
+vendor → ODM → OEM → EMS → operator and is enrolled at first boot. Device B is
+offered by the EMS to two operators: the second offer is logged as
+equivocation evidence, the device is flagged, and the gate refuses it.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	dir := fs.String("dir", "", "keep the demo's data (PKI, NATS, ledger, devices) here instead of a temporary directory")
+	agent := fs.String("agent", "", "custody-agent binary (default: next to this binary, then $PATH)")
+	verbose := fs.Bool("v", false, "log the node's activity to stderr")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	start := time.Now()
+	rep, err := demo.Run(ctx, demo.Config{Dir: *dir, Agent: *agent, Logger: logger})
+	if err != nil {
+		return err
+	}
+	if err := demo.Check(rep); err != nil {
+		return fmt.Errorf("demo outcome is wrong: %w", err)
+	}
+	fmt.Printf("\nDemo complete in %.1fs: device A enrolled, device B refused for equivocation; all proofs verified.\n", time.Since(start).Seconds())
+	return nil
+}
+
+func pkiInit(args []string) error {
+	fs := flag.NewFlagSet("pki init", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: custody pki init [--dir DIR]
+
+Creates the demo PKI custodyd loads: a WebTrust-style root, a TPM vendor root
+cross-certified by it, the vendor's manufacturing CA, the consortium CA with one
+certificate per partner (acme-tpm, orbit-odm, nova-oem, delta-ems,
+blue-operator, grey-operator, blue-gate), the operator's LDevID CA, the
+ledger's checkpoint key and a TLS certificate for localhost. An existing
+complete PKI is kept. DIR/README.txt describes the files.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	dir := fs.String("dir", ".custody/pki", "where to write the PKI")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	d, err := pki.InitDemo(*dir, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("demo PKI in %s: %d partners; log key %s\n", d.Dir, len(d.Partners), filepath.Join(d.Dir, pki.FileLogPub))
+	return nil
+}
+
+func provenanceCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("provenance", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: custody provenance [flags] DEVICE
+
+Prints a device's custody timeline from the ledger. Every entry's inclusion
+proof, leaf and partner signature is verified against the ledger's signed
+checkpoint with the log's public key, which is read from a file you trust
+(--log-key), never from the server.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	server := fs.String("server", "http://127.0.0.1:8480", "custodyd's HTTP address")
+	logKey := fs.String("log-key", ".custody/pki/log/log.pub", "the ledger's checkpoint public key (PEM)")
+	asJSON := fs.Bool("json", false, "print the verified provenance as JSON")
+	// Flags may follow the device ID.
+	var rest []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return errUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(rest) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	device := rest[0]
+	if !events.ValidDeviceID(device) {
+		return fmt.Errorf("%q is not a device ID (64 lowercase hex digits: SHA-256 of the EK public key)", device)
+	}
+	pub, err := readPublicKey(*logKey)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*server, "/")+"/ledger/v1/devices/"+device+"/provenance", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("the ledger has no record of device %s", device)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("ledger answered %s", resp.Status)
+	}
+	var p ledger.Provenance
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		return err
+	}
+	entries, cp, err := ledger.VerifyProvenance(&p, pub)
+	if err != nil {
+		return fmt.Errorf("VERIFICATION FAILED: %w", err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"device": p.Device, "checkpoint": p.Checkpoint, "entries": entries})
+	}
+	fmt.Printf("device %s\n", device)
+	fmt.Printf("checkpoint %s, size %d: signature verified\n", cp.Origin, cp.Size)
+	for _, e := range entries {
+		mark := "verified"
+		if e.Status == events.StatusEvidence {
+			mark = "EVIDENCE " + e.Code + ": " + e.Reason
+		}
+		fmt.Printf("  #%-5d %s  %-22s %-14s %-36s %s\n", e.Index, time.Unix(e.IntegratedTime, 0).UTC().Format(time.RFC3339), e.Kind, e.Partner, demo.Summary(e.Statement), mark)
+	}
+	if d := p.Device; d != nil {
+		fmt.Printf("custodian %s", d.Custodian)
+		if d.Pending != nil {
+			fmt.Printf(", offer to %s pending", d.Pending.To)
+		}
+		if d.Flag != nil {
+			fmt.Printf(", FLAGGED (%s, entry #%d)", d.Flag.Reason, d.Flag.Index)
+		}
+		if d.Enrolled {
+			fmt.Print(", enrolled")
+		}
+		fmt.Println()
+	}
+	return nil
+}
+
+func readPublicKey(path string) (*ecdsa.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("log key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("log key %s: no PEM block", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("log key %s: %w", path, err)
+	}
+	ek, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("log key %s: not an ECDSA key", path)
+	}
+	return ek, nil
+}

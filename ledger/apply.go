@@ -1,0 +1,277 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/transparency-dev/merkle/compact"
+
+	"github.com/custodyledger/custody/events"
+)
+
+// batch is the state overlay of one group of events: reads see the batch's
+// own writes first, then the store.
+type batch struct {
+	l          *Ledger
+	devices    map[string]*Device
+	partners   map[string]*Partner
+	digests    map[[32]byte]uint64
+	entries    []*Entry
+	nodes      map[compact.NodeID][]byte
+	rejections []*Rejection
+	answers    []answer
+}
+
+// answer is what goes back to a publisher after the commit.
+type answer struct {
+	partner  string
+	digest   string
+	index    uint64 // entry index when logged
+	logged   bool
+	receipt  *events.Receipt // for rejections, complete; for logged, filled after commit
+	existing bool            // a duplicate of an entry logged earlier
+}
+
+func (b *batch) device(id string) (*Device, error) {
+	if d, ok := b.devices[id]; ok {
+		return d, nil
+	}
+	d, err := b.l.cfg.Store.Device(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (b *batch) partner(name string) (*Partner, error) {
+	if p, ok := b.partners[name]; ok {
+		return p, nil
+	}
+	p, err := b.l.cfg.Store.Partner(name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return p, err
+}
+
+// apply verifies and applies msgs in stream order, commits them durably in
+// one batch, then answers publishers and acks. It returns an error only when
+// nothing was committed (the batch will be redelivered).
+func (l *Ledger) apply(ctx context.Context, msgs []jetstream.Msg) error {
+	l.mu.RLock()
+	head := l.head
+	l.mu.RUnlock()
+	b := &batch{
+		l: l, devices: map[string]*Device{}, partners: map[string]*Partner{},
+		digests: map[[32]byte]uint64{}, nodes: map[compact.NodeID][]byte{},
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			// Roll the in-memory tree edge back to the committed head.
+			if rng, err := loadRange(l.cfg.Store, head.Size); err == nil {
+				l.rng = rng
+			}
+		}
+	}()
+	lastSeq := head.StreamSeq
+	size := head.Size
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		seq := meta.Sequence.Stream
+		if seq <= head.StreamSeq {
+			// Committed before a crash, not acked: answer again from the log.
+			if a, ok := l.answerExisting(m.Data()); ok {
+				b.answers = append(b.answers, a)
+			}
+			continue
+		}
+		lastSeq = seq
+		if err := b.process(ctx, m.Subject(), m.Data(), seq, &size); err != nil {
+			return err
+		}
+	}
+	newHead := Head{Size: size, StreamSeq: lastSeq, Root: head.Root, Checkpoint: head.Checkpoint}
+	if len(b.entries) > 0 {
+		root, err := l.rng.GetRootHash(nil)
+		if err != nil {
+			return err
+		}
+		cp, err := l.cfg.LogKey.SignCheckpoint(ctx, size, root)
+		if err != nil {
+			return err
+		}
+		newHead.Root, newHead.Checkpoint = root, cp
+	}
+	c := &Commit{Head: newHead, Entries: b.entries, Nodes: b.nodes, Rejections: b.rejections}
+	for _, d := range b.devices {
+		c.Devices = append(c.Devices, d)
+	}
+	for _, p := range b.partners {
+		c.Partners = append(c.Partners, p)
+	}
+	if err := l.cfg.Store.Commit(c); err != nil {
+		return fmt.Errorf("ledger: commit: %w", err)
+	}
+	committed = true
+	l.mu.Lock()
+	l.head = newHead
+	l.mu.Unlock()
+	if len(b.entries) > 0 {
+		l.log.Debug("committed", "size", newHead.Size, "entries", len(b.entries), "rejected", len(b.rejections))
+	}
+	for _, a := range b.answers {
+		l.send(a, newHead)
+	}
+	for _, m := range msgs {
+		if err := m.Ack(); err != nil {
+			l.log.Warn("ack failed; the event will be redelivered and recognised", "err", err)
+		}
+	}
+	return nil
+}
+
+// process handles one event inside a batch.
+func (b *batch) process(ctx context.Context, subject string, data []byte, seq uint64, size *uint64) error {
+	l := b.l
+	now := l.cfg.Now()
+	signed, err := events.Open(data)
+	if err != nil {
+		d := sha256.Sum256(data)
+		b.refuse(d[:], "", "", reject(CodeMalformed, "%v", err), now.Unix())
+		return nil
+	}
+	st := signed.Statement
+	partner, target := st.Predicate.Partner, st.Target()
+	// A redelivered or republished event is recognised by digest.
+	if idx, ok := b.digests[signed.Digest]; ok {
+		b.answers = append(b.answers, answer{partner: partner, digest: signed.DigestHex(), index: idx, logged: true, existing: true})
+		return nil
+	}
+	if idx, err := l.cfg.Store.EntryIndexByDigest(signed.Digest[:]); err == nil {
+		b.answers = append(b.answers, answer{partner: partner, digest: signed.DigestHex(), index: idx, logged: true, existing: true})
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	res, rerr := b.verify(ctx, subject, signed)
+	if rerr != nil {
+		var re *RuleError
+		if !errors.As(rerr, &re) {
+			return rerr // storage failure: retry the batch
+		}
+		if res == nil || !res.evidence {
+			b.refuse(signed.Digest[:], partner, target, re, now.Unix())
+			return nil
+		}
+	}
+	body, err := HashedRekordBody(ctx, signed.Digest[:], signed.Signature, res.signerCert)
+	if err != nil {
+		b.refuse(signed.Digest[:], partner, target, reject(CodeBadSignature, "hashedrekord: %v", err), now.Unix())
+		return nil
+	}
+	idx := *size
+	e := &Entry{
+		Index: idx, Digest: bytes.Clone(signed.Digest[:]), Kind: st.Predicate.Kind,
+		Partner: partner, Target: target, Status: events.StatusAccepted,
+		IntegratedTime: now.Unix(), StreamSeq: seq, Body: body, Envelope: bytes.Clone(data),
+	}
+	if rerr != nil { // logged as evidence
+		var re *RuleError
+		errors.As(rerr, &re)
+		e.Status, e.Code, e.Reason = events.StatusEvidence, string(re.Code), re.Reason
+	}
+	if err := l.rng.Append(LeafHash(body), func(id compact.NodeID, h []byte) { b.nodes[id] = h }); err != nil {
+		return err
+	}
+	*size = idx + 1
+	b.entries = append(b.entries, e)
+	b.digests[signed.Digest] = idx
+	if res.apply != nil {
+		res.apply(idx)
+	}
+	a := answer{partner: partner, digest: signed.DigestHex(), index: idx, logged: true}
+	if e.Status == events.StatusEvidence {
+		a.receipt = &events.Receipt{Status: events.StatusEvidence, Code: e.Code, Reason: e.Reason}
+	}
+	b.answers = append(b.answers, a)
+	return nil
+}
+
+func (b *batch) refuse(digest []byte, partner, target string, re *RuleError, now int64) {
+	r := &Rejection{Digest: digest, Code: string(re.Code), Reason: re.Reason, Partner: partner, Target: target, Time: now}
+	b.rejections = append(b.rejections, r)
+	b.l.log.Info("event rejected", "code", re.Code, "reason", re.Reason, "partner", partner, "target", target)
+	if partner != "" {
+		b.answers = append(b.answers, answer{partner: partner, digest: hex.EncodeToString(digest), receipt: r.Receipt()})
+	}
+}
+
+// answerExisting builds the answer for an event already in the log.
+func (l *Ledger) answerExisting(data []byte) (answer, bool) {
+	signed, err := events.Open(data)
+	if err != nil {
+		return answer{}, false
+	}
+	idx, err := l.cfg.Store.EntryIndexByDigest(signed.Digest[:])
+	if err != nil {
+		return answer{}, false
+	}
+	return answer{partner: signed.Statement.Predicate.Partner, digest: signed.DigestHex(), index: idx, logged: true, existing: true}, true
+}
+
+// send publishes an answer on the partner's receipt or rejection subject.
+func (l *Ledger) send(a answer, head Head) {
+	var r *events.Receipt
+	if !a.logged {
+		r = a.receipt
+		l.publish(events.RejectionSubject(a.partner, a.digest), r)
+		return
+	}
+	r, err := l.Receipt(a.index, head)
+	if err != nil {
+		l.log.Error("building receipt", "err", err, "index", a.index)
+		return
+	}
+	l.publish(events.ReceiptSubject(a.partner, a.digest), r)
+}
+
+func (l *Ledger) publish(subject string, r *events.Receipt) {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	if err := l.cfg.NATS.Publish(subject, data); err != nil {
+		l.log.Warn("publishing answer", "subject", subject, "err", err)
+	}
+}
+
+// Receipt builds the receipt of the entry at index against head.
+func (l *Ledger) Receipt(index uint64, head Head) (*events.Receipt, error) {
+	e, err := l.cfg.Store.Entry(index)
+	if err != nil {
+		return nil, err
+	}
+	hashes, err := inclusionProof(l.cfg.Store, index, head.Size)
+	if err != nil {
+		return nil, err
+	}
+	return &events.Receipt{
+		Digest: e.DigestHex(), Status: e.Status, Code: e.Code, Reason: e.Reason,
+		Kind: e.Kind, Partner: e.Partner, Target: e.Target,
+		LogIndex: index, TreeSize: head.Size, RootHash: head.Root, Hashes: hashes,
+		Checkpoint: string(head.Checkpoint),
+	}, nil
+}

@@ -1,0 +1,119 @@
+package ledger
+
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"strconv"
+)
+
+// Handler serves the ledger's read API:
+//
+//	GET /v1/log/checkpoint            the latest signed checkpoint (text/plain)
+//	GET /v1/log/public-key            the checkpoint key (PEM)
+//	GET /v1/log/consistency?first=&second=   consistency proof
+//	GET /v1/log/entries/{index}       one entry with its inclusion proof
+//	GET /v1/devices/{id}/provenance   a device's history with proofs
+//	GET /v1/events/{digest}           a publisher's receipt or rejection
+func (l *Ledger) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/log/checkpoint", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(l.Head().Checkpoint)
+	})
+	mux.HandleFunc("GET /v1/log/public-key", func(w http.ResponseWriter, r *http.Request) {
+		der, err := x509.MarshalPKIXPublicKey(l.cfg.LogKey.Public)
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "internal", "cannot encode the log key")
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_ = pem.Encode(w, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	})
+	mux.HandleFunc("GET /v1/log/consistency", func(w http.ResponseWriter, r *http.Request) {
+		a, err1 := strconv.ParseUint(r.URL.Query().Get("first"), 10, 64)
+		b, err2 := strconv.ParseUint(r.URL.Query().Get("second"), 10, 64)
+		if err1 != nil || err2 != nil {
+			httpError(w, http.StatusBadRequest, "bad-request", "first and second must be tree sizes")
+			return
+		}
+		hashes, err := l.ConsistencyProof(a, b)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "bad-request", err.Error())
+			return
+		}
+		writeJSON(w, map[string]any{"first": a, "second": b, "hashes": hashes})
+	})
+	mux.HandleFunc("GET /v1/log/entries/{index}", func(w http.ResponseWriter, r *http.Request) {
+		i, err := strconv.ParseUint(r.PathValue("index"), 10, 64)
+		head := l.Head()
+		if err != nil || i >= head.Size {
+			httpError(w, http.StatusNotFound, "not-found", "no entry at that index")
+			return
+		}
+		pe, err := l.provenEntry(i, head.Size)
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "internal", "cannot read the entry")
+			return
+		}
+		writeJSON(w, map[string]any{"entry": pe, "treeSize": head.Size, "rootHash": head.Root, "checkpoint": string(head.Checkpoint)})
+	})
+	mux.HandleFunc("GET /v1/devices/{id}/provenance", func(w http.ResponseWriter, r *http.Request) {
+		p, err := l.Provenance(r.PathValue("id"))
+		if errors.Is(err, ErrNotFound) {
+			httpError(w, http.StatusNotFound, string(CodeUnknownDevice), "the ledger has no record of that device")
+			return
+		}
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "internal", "cannot read the device's history")
+			return
+		}
+		writeJSON(w, p)
+	})
+	mux.HandleFunc("GET /v1/events/{digest}", func(w http.ResponseWriter, r *http.Request) {
+		d, err := hex.DecodeString(r.PathValue("digest"))
+		if err != nil || len(d) != 32 {
+			httpError(w, http.StatusBadRequest, "bad-request", "digest must be 64 hex digits")
+			return
+		}
+		rc, err := l.EventStatus(d)
+		if errors.Is(err, ErrNotFound) {
+			httpError(w, http.StatusNotFound, "not-found", "the ledger has not seen that event")
+			return
+		}
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "internal", "cannot read the event")
+			return
+		}
+		writeJSON(w, rc)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func httpError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": msg})
+}
+
+func parseCertOrKey(blk *pem.Block) (any, error) {
+	switch blk.Type {
+	case "CERTIFICATE":
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		return c.PublicKey, nil
+	case "PUBLIC KEY":
+		return x509.ParsePKIXPublicKey(blk.Bytes)
+	}
+	return nil, errors.New("unknown PEM block " + blk.Type)
+}

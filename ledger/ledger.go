@@ -1,0 +1,218 @@
+package ledger
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/transparency-dev/merkle/compact"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+)
+
+// Config configures a ledger. Store, NATS, LogKey, Consortium and TPMTrust
+// are required.
+type Config struct {
+	// Store is the durable log and state (ledger/pebble by default).
+	Store Store
+	// NATS is the connection the ledger consumes events and answers on.
+	NATS *nats.Conn
+	// LogKey signs checkpoints.
+	LogKey *LogKey
+	// Consortium is the consortium CA certificate: its key signs partner
+	// registry events and it issues every partner certificate.
+	Consortium *x509.Certificate
+	// TPMTrust is the trust bundle for EK and IAK certificates (roots,
+	// intermediates and cross-certificates).
+	TPMTrust *attest.Bundle
+	// Replicas of the events stream (1 for a single server, 3 for a cluster).
+	Replicas int
+	// BatchSize bounds the events applied in one durable commit. Default 256.
+	BatchSize int
+	// Logger receives operational logs. Default: discard.
+	Logger *slog.Logger
+	// Now is the clock (tests). Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("ledger: Config.Store is required")
+	case c.NATS == nil:
+		return errors.New("ledger: Config.NATS is required")
+	case c.LogKey == nil:
+		return errors.New("ledger: Config.LogKey is required")
+	case c.Consortium == nil:
+		return errors.New("ledger: Config.Consortium is required")
+	case c.TPMTrust == nil:
+		return errors.New("ledger: Config.TPMTrust is required")
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 256
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Ledger verifies custody events from JetStream against the custody rules
+// and appends them to a Merkle log.
+type Ledger struct {
+	cfg        Config
+	log        *slog.Logger
+	consortium *x509.CertPool
+	cons       jetstream.Consumer
+
+	mu   sync.RWMutex // guards head; the ingest loop is the only writer
+	head Head
+	rng  *compact.Range // right edge of the tree at head.Size (ingest loop only)
+
+	ready chan struct{}
+}
+
+// ConsumerName is the ledger's durable JetStream consumer.
+const ConsumerName = "ledger"
+
+// New opens the ledger: loads the head, rebuilds the tree's right edge,
+// and makes sure the events stream and the ledger's consumer exist.
+func New(ctx context.Context, cfg Config) (*Ledger, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	head, err := cfg.Store.Head()
+	if err != nil {
+		return nil, err
+	}
+	rng, err := loadRange(cfg.Store, head.Size)
+	if err != nil {
+		return nil, err
+	}
+	if head.Size > 0 {
+		root, err := rng.GetRootHash(nil)
+		if err != nil {
+			return nil, err
+		}
+		if string(root) != string(head.Root) {
+			return nil, fmt.Errorf("ledger: stored tree of size %d does not hash to the stored root", head.Size)
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cfg.Consortium)
+	js, err := jetstream.New(cfg.NATS)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, events.StreamConfig(cfg.Replicas))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: events stream: %w", err)
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "The custody ledger: verifies and logs events in stream order",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxAckPending: 4 * cfg.BatchSize,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: consumer: %w", err)
+	}
+	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, cons: cons, head: head, rng: rng, ready: make(chan struct{})}
+	if head.Size == 0 {
+		// Never serve a tree of size 0 without a signed checkpoint.
+		cp, err := cfg.LogKey.SignCheckpoint(ctx, 0, Hasher.EmptyRoot())
+		if err != nil {
+			return nil, err
+		}
+		l.head.Root = Hasher.EmptyRoot()
+		l.head.Checkpoint = cp
+	}
+	return l, nil
+}
+
+// Run consumes events, and answers status requests, until ctx ends.
+func (l *Ledger) Run(ctx context.Context) error {
+	sub, err := l.cfg.NATS.QueueSubscribe(events.StatusSubject, ConsumerName, l.answerStatus)
+	if err != nil {
+		return fmt.Errorf("ledger: status service: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	close(l.ready)
+	for ctx.Err() == nil {
+		batch, err := l.cons.Fetch(l.cfg.BatchSize, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			l.log.Warn("fetch failed", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			l.log.Debug("fetch ended", "err", err)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if err := l.apply(ctx, msgs); err != nil {
+			// Nothing was acked: JetStream redelivers and nothing is lost.
+			l.log.Error("applying batch failed; will be redelivered", "err", err, "events", len(msgs))
+			for _, m := range msgs {
+				_ = m.Nak()
+			}
+		}
+	}
+	return nil
+}
+
+// Head returns the current committed head.
+func (l *Ledger) Head() Head {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.head
+}
+
+// Store returns the ledger's store (read side).
+func (l *Ledger) Store() Store { return l.cfg.Store }
+
+// LogKey returns the checkpoint identity.
+func (l *Ledger) LogKey() *LogKey { return l.cfg.LogKey }
+
+// answerStatus replies to a status request (body: event digest in hex) with
+// the event's receipt, its rejection, or status "unknown".
+func (l *Ledger) answerStatus(m *nats.Msg) {
+	r := &events.Receipt{Digest: string(m.Data), Status: events.StatusUnknown}
+	if d, err := hex.DecodeString(string(m.Data)); err == nil && len(d) == 32 {
+		if rc, err := l.EventStatus(d); err == nil {
+			r = rc
+		} else if !errors.Is(err, ErrNotFound) {
+			l.log.Warn("status request", "err", err)
+		}
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	_ = m.Respond(data)
+}

@@ -1,0 +1,349 @@
+package ledger_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/device"
+	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/station"
+)
+
+// env is a running node and one simulated device behind its factory API.
+type env struct {
+	t      *testing.T
+	ctx    context.Context
+	dir    string
+	n      *node.Node
+	stop   func()
+	agent  string
+	dev    *device.Client
+	device string
+	nc     *nats.Conn
+}
+
+func startNode(t *testing.T, ctx context.Context, dir string) (*node.Node, func()) {
+	t.Helper()
+	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- n.Run(rctx) }()
+	select {
+	case <-n.Ready():
+	case err := <-done:
+		t.Fatalf("node stopped: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("node not ready")
+	}
+	return n, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node: %v", err)
+		}
+	}
+}
+
+func (e *env) station(name string) *station.Station { return e.n.Stations[name] }
+
+// publish signs st with partner's key and publishes it, returning the receipt.
+func (e *env) publish(partner string, st *events.Statement) *events.Receipt {
+	e.t.Helper()
+	env, err := events.Sign(e.ctx, st, e.n.PKI.Partners[partner].Key, partner)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.publishRaw(partner, env)
+}
+
+func (e *env) publishRaw(partner string, envelope []byte) *events.Receipt {
+	e.t.Helper()
+	pub, err := events.NewPublisher(e.nc, partner)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	r, err := pub.Publish(ctx, envelope)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// quoted fills st's evidence with a real quote over its binding digest.
+func (e *env) quoted(st *events.Statement) *events.Statement {
+	e.t.Helper()
+	nonce, err := events.StatementBindingDigest(st)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	q, err := e.dev.Quote(e.ctx, nonce, []int{0})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	st.Predicate.Evidence = evidence(q)
+	return st
+}
+
+func evidence(q *attest.Quote) *events.Evidence {
+	ev := &events.Evidence{Attest: q.Attest, Signature: q.Signature, PCRs: map[string][]byte{}}
+	for i, v := range q.PCRs {
+		ev.PCRs[strconv.Itoa(i)] = v
+	}
+	return ev
+}
+
+func eventID(i int) string { return strings.Repeat("0", 30) + hex.EncodeToString([]byte{byte(i)}) }
+
+func wantCode(t *testing.T, what string, r *events.Receipt, err error, status string, code ledger.Code) {
+	t.Helper()
+	var rej *station.RejectedError
+	if err != nil && !errors.As(err, &rej) {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if rej != nil {
+		r = rej.Receipt
+	}
+	if r == nil || r.Status != status || r.Code != string(code) {
+		t.Fatalf("%s: got %+v, want status %s code %q", what, r, status, code)
+	}
+}
+
+// must returns a check that a station call was accepted, for
+// must(t, what)(station.Call(...)).
+func must(t *testing.T, what string) func(*station.Result, error) *events.Receipt {
+	return func(res *station.Result, err error) *events.Receipt {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if res.Receipt.Status != events.StatusAccepted {
+			t.Fatalf("%s: %+v", what, res.Receipt)
+		}
+		return res.Receipt
+	}
+}
+
+// TestCustodyRules drives one simulated device through the custody rules:
+// every accepted event must come with a receipt whose proof verifies, and
+// each attack must be refused with its own code, leaving the log intact.
+func TestCustodyRules(t *testing.T) {
+	ctx := context.Background()
+	tpm, err := attest.Open("sim:seed=4242")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tpm.Close()
+	d, err := device.New(device.Config{TPM: tpm, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler())
+	defer srv.Close()
+	dir := t.TempDir()
+	n, stop := startNode(t, ctx, dir)
+	nc, err := nats.Connect("", nats.InProcessServer(n.NATS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ctx: ctx, dir: dir, n: n, stop: stop, agent: srv.URL, dev: device.NewClient(srv.URL, nil), nc: nc}
+	logKey := &n.PKI.LogKey.PublicKey
+
+	checkReceipt := func(r *events.Receipt) {
+		t.Helper()
+		cp, err := ledger.VerifyCheckpoint([]byte(r.Checkpoint), logKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entry, err := n.Ledger.Store().Entry(r.LogIndex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ledger.VerifyInclusion(entry.Body, r.LogIndex, cp.Size, r.Hashes, cp.Root); err != nil {
+			t.Fatalf("receipt for #%d does not verify: %v", r.LogIndex, err)
+		}
+	}
+
+	r := must(t, "manufacture")(e.station("acme-tpm").Manufacture(ctx, e.agent))
+	checkReceipt(r)
+	e.device = r.Target
+
+	t.Run("manufacturing twice", func(t *testing.T) {
+		_, err := e.station("acme-tpm").Manufacture(ctx, e.agent)
+		wantCode(t, "second birth record", nil, err, events.StatusRejected, ledger.CodeAlreadyExists)
+	})
+	t.Run("stage by a non-custodian", func(t *testing.T) {
+		_, err := e.station("orbit-odm").RecordStage(ctx, e.agent, events.StageAssembly, "")
+		wantCode(t, "stage", nil, err, events.StatusRejected, ledger.CodeNotCustodian)
+	})
+	t.Run("hand-off to an unregistered party (grey market)", func(t *testing.T) {
+		_, err := e.station("acme-tpm").Offer(ctx, e.agent, "shadow-broker")
+		wantCode(t, "offer", nil, err, events.StatusRejected, ledger.CodeRecipient)
+	})
+	checkReceipt(must(t, "offer to odm")(e.station("acme-tpm").Offer(ctx, e.agent, "orbit-odm")))
+	t.Run("acceptance by someone else", func(t *testing.T) {
+		st := events.NewStatement(events.KindHandoffAccepted, "nova-oem", e.device, time.Now(), eventID(1))
+		dev, _ := n.Ledger.Store().Device(e.device)
+		st.Predicate.Handoff = &events.Handoff{From: "acme-tpm", To: "nova-oem", Offer: dev.Pending.Digest}
+		rr := e.publish("nova-oem", e.quoted(st))
+		wantCode(t, "accept", rr, nil, events.StatusRejected, ledger.CodeNotRecipient)
+	})
+	checkReceipt(must(t, "odm accepts")(e.station("orbit-odm").Accept(ctx, e.agent)))
+	assembly := must(t, "assembly")(e.station("orbit-odm").RecordStage(ctx, e.agent, events.StageAssembly, "line 3"))
+
+	t.Run("replayed quote", func(t *testing.T) {
+		// The evidence of the logged assembly event, moved into a new event.
+		old, _ := n.Ledger.Store().Entry(assembly.LogIndex)
+		s, err := events.Open(old.Envelope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := events.NewStatement(events.KindStageRecorded, "orbit-odm", e.device, time.Now(), eventID(2))
+		st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed}
+		st.Predicate.Evidence = s.Statement.Predicate.Evidence
+		rr := e.publish("orbit-odm", st)
+		wantCode(t, "replay", rr, nil, events.StatusRejected, ledger.CodeEvidence)
+	})
+	t.Run("forged signature", func(t *testing.T) {
+		st := events.NewStatement(events.KindStageRecorded, "orbit-odm", e.device, time.Now(), eventID(3))
+		st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed}
+		env, err := events.Sign(ctx, e.quoted(st), n.PKI.Partners["grey-operator"].Key, "orbit-odm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, "forgery", e.publishRaw("orbit-odm", env), nil, events.StatusRejected, ledger.CodeBadSignature)
+	})
+	t.Run("tampered firmware PCRs", func(t *testing.T) {
+		st := events.NewStatement(events.KindStageRecorded, "orbit-odm", e.device, time.Now(), eventID(4))
+		st.Predicate.Stage = &events.Stage{Name: events.StageFirmwareProgrammed,
+			FirmwareDigest: strings.Repeat("ab", 32), PCRs: map[string]string{"0": strings.Repeat("cd", 32)}}
+		wantCode(t, "pcrs", e.publish("orbit-odm", e.quoted(st)), nil, events.StatusRejected, ledger.CodeEvidence)
+	})
+	t.Run("event on another partner's subject", func(t *testing.T) {
+		st := events.NewStatement(events.KindStageRecorded, "orbit-odm", e.device, time.Now(), eventID(5))
+		st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed}
+		env, _ := events.Sign(ctx, e.quoted(st), n.PKI.Partners["orbit-odm"].Key, "orbit-odm")
+		js, _ := e.nc.JetStream()
+		sub, _ := e.nc.SubscribeSync(events.RejectionSubject("orbit-odm", "*"))
+		defer sub.Unsubscribe()
+		if _, err := js.Publish(events.EventSubject("nova-oem", e.device), env); err != nil {
+			t.Fatal(err)
+		}
+		m, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rr events.Receipt
+		_ = json.Unmarshal(m.Data, &rr)
+		wantCode(t, "subject", &rr, nil, events.StatusRejected, ledger.CodeSubject)
+	})
+
+	before := n.Ledger.Head()
+	t.Run("duplicate is answered from the log", func(t *testing.T) {
+		old, _ := n.Ledger.Store().Entry(assembly.LogIndex)
+		rr := e.publishRaw("orbit-odm", old.Envelope)
+		if rr.Status != events.StatusAccepted || rr.LogIndex != assembly.LogIndex {
+			t.Fatalf("duplicate answered %+v, want the original entry #%d", rr, assembly.LogIndex)
+		}
+		if n.Ledger.Head().Size != before.Size {
+			t.Fatal("a duplicate grew the log")
+		}
+	})
+
+	must(t, "offer to oem")(e.station("orbit-odm").Offer(ctx, e.agent, "nova-oem"))
+	t.Run("double hand-off is equivocation", func(t *testing.T) {
+		_, err := e.station("orbit-odm").Offer(ctx, e.agent, "grey-operator")
+		wantCode(t, "second offer", nil, err, events.StatusEvidence, ledger.CodeEquivocation)
+		dev, _ := n.Ledger.Store().Device(e.device)
+		if dev.Flag == nil || dev.Flag.Reason != "equivocation" {
+			t.Fatalf("device not flagged: %+v", dev.Flag)
+		}
+		if dev.Pending == nil || dev.Pending.To != "nova-oem" {
+			t.Fatal("the evidence changed the pending offer")
+		}
+	})
+	must(t, "oem accepts")(e.station("nova-oem").Accept(ctx, e.agent))
+
+	t.Run("revoked partner", func(t *testing.T) {
+		p := n.PKI.Partners["orbit-odm"]
+		st := events.NewPartnerStatement(events.KindPartnerRevoked, events.PartnerInfo{Name: p.Name, Role: p.Role}, strings.Repeat("00", 32), time.Now(), eventID(6))
+		env, _ := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
+		if rr := e.publishRaw(events.ConsortiumPartner, env); rr.Status != events.StatusAccepted {
+			t.Fatalf("revocation: %+v", rr)
+		}
+		_, err := e.station("orbit-odm").Flag(ctx, e.agent, events.KindDeviceFlagged, events.FlagLost, "")
+		wantCode(t, "revoked", nil, err, events.StatusRejected, ledger.CodePartnerRevoked)
+	})
+
+	// Everything logged about the device, including orbit-odm's events from
+	// before its revocation, still verifies.
+	prov, err := n.Ledger.Provenance(e.device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, cp, err := ledger.VerifyProvenance(prov, logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := []string{}
+	for _, en := range entries {
+		kinds = append(kinds, en.Kind+"/"+en.Status)
+	}
+	want := "tpm.manufactured/accepted handoff.offered/accepted handoff.accepted/accepted stage.recorded/accepted handoff.offered/accepted handoff.offered/evidence handoff.accepted/accepted"
+	if got := strings.Join(kinds, " "); got != want {
+		t.Fatalf("timeline:\n got %s\nwant %s", got, want)
+	}
+
+	// Restart: the log, the state and the proofs survive; the tree grows
+	// consistently.
+	sizeBefore, rootBefore := cp.Size, cp.Root
+	nc.Close()
+	stop()
+	n2, stop2 := startNode(t, ctx, dir)
+	defer stop2()
+	if h := n2.Ledger.Head(); h.Size != sizeBefore || !bytes.Equal(h.Root, rootBefore) {
+		t.Fatalf("after restart head is %d/%x, want %d/%x", h.Size, h.Root, sizeBefore, rootBefore)
+	}
+	nc2, _ := nats.Connect("", nats.InProcessServer(n2.NATS))
+	defer nc2.Close()
+	e.n, e.nc = n2, nc2
+	must(t, "oem offers to ems")(n2.Stations["nova-oem"].Offer(ctx, e.agent, "delta-ems"))
+	head := n2.Ledger.Head()
+	proof, err := n2.Ledger.ConsistencyProof(sizeBefore, head.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.VerifyConsistency(sizeBefore, head.Size, proof, rootBefore, head.Root); err != nil {
+		t.Fatalf("consistency across restart: %v", err)
+	}
+	// The HTTP API serves the same provenance.
+	resp, err := http.Get(n2.URL() + "/ledger/v1/devices/" + e.device + "/provenance")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var hp ledger.Provenance
+	if err := json.NewDecoder(resp.Body).Decode(&hp); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ledger.VerifyProvenance(&hp, logKey); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,257 @@
+// Package pebble is the ledger's default Store: the Merkle log, its tree
+// nodes, the custody state and the indexes in one Pebble database, written
+// in one synced batch per commit. It satisfies ledger.Store's durability
+// contract: a commit is one Pebble batch committed with pebble.Sync, so it is
+// on disk when Commit returns and invisible after a crash if it did not.
+//
+// Key layout (all integers big-endian):
+//
+//	h                    head (JSON)
+//	e <index:8>          entry (JSON: hashedrekord body and DSSE envelope)
+//	n <level:1><index:8> perfect-subtree node hash (level 0 = leaf hash)
+//	g <digest:32>        event digest → index
+//	d <device id>        device state (JSON)
+//	i <device id><index:8> device → entry index
+//	p <partner name>     partner state (JSON)
+//	q <partner name><index:8> partner → entry index
+//	r <digest:32>        rejection record (JSON)
+//
+// An inclusion or consistency proof reads O(log n) node keys.
+package pebble
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	cpebble "github.com/cockroachdb/pebble/v2"
+	"github.com/transparency-dev/merkle/compact"
+
+	"github.com/custodyledger/custody/ledger"
+)
+
+// Store is a ledger.Store on Pebble.
+type Store struct {
+	db *cpebble.DB
+}
+
+var _ ledger.Store = (*Store)(nil)
+
+// Open opens (or creates) the store in dir.
+func Open(dir string) (*Store, error) {
+	db, err := cpebble.Open(dir, &cpebble.Options{
+		FormatMajorVersion: cpebble.FormatNewest,
+		Logger:             quietLogger{},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pebble store: %w", err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func u64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+func entryKey(i uint64) []byte { return u64([]byte{'e'}, i) }
+func nodeKey(id compact.NodeID) []byte {
+	return u64([]byte{'n', byte(id.Level)}, id.Index)
+}
+func digestKey(d []byte) []byte  { return append([]byte{'g'}, d...) }
+func deviceKey(id string) []byte { return append([]byte{'d'}, id...) }
+func deviceIdxKey(id string, i uint64) []byte {
+	return u64(append([]byte{'i'}, id...), i)
+}
+func partnerKey(n string) []byte { return append([]byte{'p'}, n...) }
+func partnerIdxKey(n string, i uint64) []byte {
+	return u64(append([]byte{'q'}, n...), i)
+}
+func rejectionKey(d []byte) []byte { return append([]byte{'r'}, d...) }
+
+var headKey = []byte{'h'}
+
+func (s *Store) get(key []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, cpebble.ErrNotFound) {
+		return nil, ledger.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return bytes.Clone(v), nil
+}
+
+func (s *Store) getJSON(key []byte, v any) error {
+	b, err := s.get(key)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// Head implements ledger.Store.
+func (s *Store) Head() (ledger.Head, error) {
+	var h ledger.Head
+	err := s.getJSON(headKey, &h)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return ledger.Head{}, nil
+	}
+	return h, err
+}
+
+// Commit implements ledger.Store: one batch, committed with Sync.
+func (s *Store) Commit(c *ledger.Commit) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	set := func(k []byte, v any) error {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		return b.Set(k, data, nil)
+	}
+	for _, e := range c.Entries {
+		if err := set(entryKey(e.Index), e); err != nil {
+			return err
+		}
+		if err := b.Set(digestKey(e.Digest), u64(nil, e.Index), nil); err != nil {
+			return err
+		}
+		if len(e.Target) == 64 && e.Kind != "partner.registered" && e.Kind != "partner.revoked" {
+			if err := b.Set(deviceIdxKey(e.Target, e.Index), nil, nil); err != nil {
+				return err
+			}
+		}
+		if err := b.Set(partnerIdxKey(e.Partner, e.Index), nil, nil); err != nil {
+			return err
+		}
+	}
+	for id, h := range c.Nodes {
+		if err := b.Set(nodeKey(id), h, nil); err != nil {
+			return err
+		}
+	}
+	for _, d := range c.Devices {
+		if err := set(deviceKey(d.ID), d); err != nil {
+			return err
+		}
+	}
+	for _, p := range c.Partners {
+		if err := set(partnerKey(p.Name), p); err != nil {
+			return err
+		}
+	}
+	for _, r := range c.Rejections {
+		if err := set(rejectionKey(r.Digest), r); err != nil {
+			return err
+		}
+	}
+	if err := set(headKey, c.Head); err != nil {
+		return err
+	}
+	return b.Commit(cpebble.Sync)
+}
+
+// Entry implements ledger.Store.
+func (s *Store) Entry(index uint64) (*ledger.Entry, error) {
+	var e ledger.Entry
+	if err := s.getJSON(entryKey(index), &e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// EntryIndexByDigest implements ledger.Store.
+func (s *Store) EntryIndexByDigest(d []byte) (uint64, error) {
+	b, err := s.get(digestKey(d))
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// DeviceEntries implements ledger.Store.
+func (s *Store) DeviceEntries(id string) ([]uint64, error) {
+	prefix := append([]byte{'i'}, id...)
+	return s.indexScan(prefix)
+}
+
+// PartnerEntries returns the log indices of a partner's entries.
+func (s *Store) PartnerEntries(name string) ([]uint64, error) {
+	return s.indexScan(append([]byte{'q'}, name...))
+}
+
+func (s *Store) indexScan(prefix []byte) ([]uint64, error) {
+	upper := append(bytes.Clone(prefix), 0xff)
+	it, err := s.db.NewIter(&cpebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []uint64
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != len(prefix)+8 {
+			continue
+		}
+		out = append(out, binary.BigEndian.Uint64(k[len(prefix):]))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, it.Error()
+}
+
+// Device implements ledger.Store.
+func (s *Store) Device(id string) (*ledger.Device, error) {
+	var d ledger.Device
+	if err := s.getJSON(deviceKey(id), &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// Partner implements ledger.Store.
+func (s *Store) Partner(name string) (*ledger.Partner, error) {
+	var p ledger.Partner
+	if err := s.getJSON(partnerKey(name), &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Rejection implements ledger.Store.
+func (s *Store) Rejection(d []byte) (*ledger.Rejection, error) {
+	var r ledger.Rejection
+	if err := s.getJSON(rejectionKey(d), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Nodes implements ledger.Store.
+func (s *Store) Nodes(ids []compact.NodeID) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	for i, id := range ids {
+		h, err := s.get(nodeKey(id))
+		if err != nil {
+			return nil, fmt.Errorf("tree node (level %d, index %d): %w", id.Level, id.Index, err)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}
+
+var _ io.Closer = (*Store)(nil)

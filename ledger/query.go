@@ -1,0 +1,183 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+
+	"github.com/custodyledger/custody/events"
+)
+
+// ProvenEntry is one log entry with its inclusion proof.
+type ProvenEntry struct {
+	Index          uint64          `json:"logIndex"`
+	Digest         string          `json:"digest"`
+	Kind           string          `json:"kind"`
+	Partner        string          `json:"partner"`
+	Status         string          `json:"status"`
+	Code           string          `json:"code,omitempty"`
+	Reason         string          `json:"reason,omitempty"`
+	IntegratedTime int64           `json:"integratedTime"`
+	Body           []byte          `json:"body"`
+	Envelope       json.RawMessage `json:"envelope,omitempty"`
+	InclusionProof [][]byte        `json:"inclusionProof"`
+}
+
+// Provenance is a device's history: its state and every entry about it,
+// each with an inclusion proof against one signed checkpoint.
+type Provenance struct {
+	Device     *Device       `json:"device"`
+	TreeSize   uint64        `json:"treeSize"`
+	RootHash   []byte        `json:"rootHash"`
+	Checkpoint string        `json:"checkpoint"`
+	Entries    []ProvenEntry `json:"entries"`
+}
+
+// Provenance returns a device's history against the current checkpoint.
+func (l *Ledger) Provenance(device string) (*Provenance, error) {
+	head := l.Head()
+	dev, err := l.cfg.Store.Device(device)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := l.cfg.Store.DeviceEntries(device)
+	if err != nil {
+		return nil, err
+	}
+	p := &Provenance{Device: dev, TreeSize: head.Size, RootHash: head.Root, Checkpoint: string(head.Checkpoint)}
+	for _, i := range idx {
+		if i >= head.Size {
+			continue // committed after the head we read
+		}
+		pe, err := l.provenEntry(i, head.Size)
+		if err != nil {
+			return nil, err
+		}
+		p.Entries = append(p.Entries, *pe)
+	}
+	return p, nil
+}
+
+func (l *Ledger) provenEntry(i, size uint64) (*ProvenEntry, error) {
+	e, err := l.cfg.Store.Entry(i)
+	if err != nil {
+		return nil, err
+	}
+	hashes, err := inclusionProof(l.cfg.Store, i, size)
+	if err != nil {
+		return nil, err
+	}
+	return &ProvenEntry{
+		Index: i, Digest: e.DigestHex(), Kind: e.Kind, Partner: e.Partner, Status: e.Status,
+		Code: e.Code, Reason: e.Reason, IntegratedTime: e.IntegratedTime,
+		Body: e.Body, Envelope: e.Envelope, InclusionProof: hashes,
+	}, nil
+}
+
+// ConsistencyProof returns the proof that the tree at size1 is a prefix of
+// the tree at size2 (size2 at most the current size).
+func (l *Ledger) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
+	if size2 > l.Head().Size || size1 > size2 {
+		return nil, fmt.Errorf("ledger: no consistency proof from %d to %d", size1, size2)
+	}
+	return consistencyProof(l.cfg.Store, size1, size2)
+}
+
+// EventStatus answers a publisher asking about an event by digest: the
+// receipt if it is logged, the rejection if it was refused.
+func (l *Ledger) EventStatus(digest []byte) (*events.Receipt, error) {
+	if i, err := l.cfg.Store.EntryIndexByDigest(digest); err == nil {
+		return l.Receipt(i, l.Head())
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	r, err := l.cfg.Store.Rejection(digest)
+	if err != nil {
+		return nil, err
+	}
+	return r.Receipt(), nil
+}
+
+// VerifiedEntry is an entry whose inclusion, body and envelope signature
+// were checked.
+type VerifiedEntry struct {
+	ProvenEntry
+	Statement *events.Statement
+}
+
+// VerifyProvenance checks a provenance answer offline against the log's
+// public key: the checkpoint's signature, that it commits to the root
+// given, every entry's inclusion proof, that each leaf commits to its
+// envelope's digest, and each envelope's signature by the certificate in
+// its leaf. Custody rules are the ledger's; this proves what was logged.
+func VerifyProvenance(p *Provenance, logKey *ecdsa.PublicKey) ([]VerifiedEntry, *Checkpoint, error) {
+	cp, err := VerifyCheckpoint([]byte(p.Checkpoint), logKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cp.Size != p.TreeSize || !bytes.Equal(cp.Root, p.RootHash) {
+		return nil, nil, errors.New("provenance: tree size or root differs from the signed checkpoint")
+	}
+	var out []VerifiedEntry
+	for _, e := range p.Entries {
+		if err := VerifyInclusion(e.Body, e.Index, cp.Size, e.InclusionProof, cp.Root); err != nil {
+			return nil, nil, fmt.Errorf("entry %d: inclusion proof: %w", e.Index, err)
+		}
+		st, err := verifyLeaf(e.Body, e.Envelope)
+		if err != nil {
+			return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
+		}
+		out = append(out, VerifiedEntry{ProvenEntry: e, Statement: st})
+	}
+	return out, cp, nil
+}
+
+// verifyLeaf checks that a hashedrekord body commits to the envelope's
+// digest and that the envelope's signature verifies with the leaf's key.
+func verifyLeaf(body, envelope []byte) (*events.Statement, error) {
+	var rk struct {
+		Spec struct {
+			Data struct {
+				Hash struct {
+					Algorithm string `json:"algorithm"`
+					Value     string `json:"value"`
+				} `json:"hash"`
+			} `json:"data"`
+			Signature struct {
+				Content   []byte `json:"content"`
+				PublicKey struct {
+					Content []byte `json:"content"`
+				} `json:"publicKey"`
+			} `json:"signature"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(body, &rk); err != nil {
+		return nil, fmt.Errorf("leaf body: %w", err)
+	}
+	s, err := events.Open(envelope)
+	if err != nil {
+		return nil, err
+	}
+	if rk.Spec.Data.Hash.Value != hex.EncodeToString(s.Digest[:]) {
+		return nil, errors.New("the leaf does not commit to this envelope")
+	}
+	if !bytes.Equal(rk.Spec.Signature.Content, s.Signature) {
+		return nil, errors.New("the leaf's signature is not the envelope's")
+	}
+	blk, _ := pem.Decode(rk.Spec.Signature.PublicKey.Content)
+	if blk == nil {
+		return nil, errors.New("the leaf's public key is not PEM")
+	}
+	pub, err := parseCertOrKey(blk)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Verify(pub); err != nil {
+		return nil, err
+	}
+	return s.Statement, nil
+}

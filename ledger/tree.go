@@ -1,0 +1,143 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/sigstore/rekor/pkg/util"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+)
+
+// Hasher is the log's RFC 6962 hasher (SHA-256).
+var Hasher = rfc6962.DefaultHasher
+
+var rangeFactory = compact.RangeFactory{Hash: Hasher.HashChildren}
+
+// LeafHash is the RFC 6962 leaf hash of an entry body.
+func LeafHash(body []byte) []byte { return Hasher.HashLeaf(body) }
+
+// loadRange rebuilds the compact range (the tree's right edge) for a tree
+// of the given size from stored perfect-subtree nodes: O(log n) reads.
+func loadRange(s Store, size uint64) (*compact.Range, error) {
+	if size == 0 {
+		return rangeFactory.NewEmptyRange(0), nil
+	}
+	ids := compact.RangeNodes(0, size, nil)
+	hashes, err := s.Nodes(ids)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: loading tree edge: %w", err)
+	}
+	return rangeFactory.NewRange(0, size, hashes)
+}
+
+// inclusionProof builds the RFC 6962 inclusion proof of leaf index in the
+// tree of the given size from O(log n) stored nodes.
+func inclusionProof(s Store, index, size uint64) ([][]byte, error) {
+	nodes, err := proof.Inclusion(index, size)
+	if err != nil {
+		return nil, err
+	}
+	hashes, err := s.Nodes(nodes.IDs)
+	if err != nil {
+		return nil, err
+	}
+	return nodes.Rehash(hashes, Hasher.HashChildren)
+}
+
+// consistencyProof builds the RFC 6962 consistency proof between two sizes.
+func consistencyProof(s Store, size1, size2 uint64) ([][]byte, error) {
+	nodes, err := proof.Consistency(size1, size2)
+	if err != nil {
+		return nil, err
+	}
+	hashes, err := s.Nodes(nodes.IDs)
+	if err != nil {
+		return nil, err
+	}
+	return nodes.Rehash(hashes, Hasher.HashChildren)
+}
+
+// VerifyInclusion checks an inclusion proof of body at index against a root.
+func VerifyInclusion(body []byte, index, size uint64, hashes [][]byte, root []byte) error {
+	return proof.VerifyInclusion(Hasher, index, size, LeafHash(body), hashes, root)
+}
+
+// VerifyConsistency checks a consistency proof between two roots.
+func VerifyConsistency(size1, size2 uint64, hashes [][]byte, root1, root2 []byte) error {
+	return proof.VerifyConsistency(Hasher, size1, size2, hashes, root1, root2)
+}
+
+// LogKey is the ledger's checkpoint signing identity: an ECDSA P-256 key, as
+// Rekor v1 signs its checkpoints.
+type LogKey struct {
+	Origin string // checkpoint hostname; the note origin is "<Origin> - <TreeID>"
+	TreeID int64
+	LogID  string // hex SHA-256 of the PKIX public key (Rekor's logID)
+	Public *ecdsa.PublicKey
+	signer signature.Signer
+}
+
+// NewLogKey wraps key (ECDSA P-256) as the log's signer. The tree ID is
+// derived from the public key, so a log keeps its ID across restarts.
+func NewLogKey(origin string, key *ecdsa.PrivateKey) (*LogKey, error) {
+	if key == nil || key.Curve.Params().Name != "P-256" {
+		return nil, errors.New("ledger: the log key must be ECDSA P-256")
+	}
+	if origin == "" {
+		return nil, errors.New("ledger: empty checkpoint origin")
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(der)
+	id := int64(binary.BigEndian.Uint64(sum[:8]) & 0x7fffffffffffffff)
+	if id == 0 {
+		id = 1
+	}
+	s, err := signature.LoadECDSASignerVerifier(key, crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	return &LogKey{Origin: origin, TreeID: id, LogID: hex.EncodeToString(sum[:]), Public: &key.PublicKey, signer: s}, nil
+}
+
+// SignCheckpoint returns a signed checkpoint note for (size, root).
+func (k *LogKey) SignCheckpoint(ctx context.Context, size uint64, root []byte) ([]byte, error) {
+	return util.CreateAndSignCheckpoint(ctx, k.Origin, k.TreeID, size, root, k.signer)
+}
+
+// Checkpoint is a verified checkpoint.
+type Checkpoint struct {
+	Origin string
+	Size   uint64
+	Root   []byte
+}
+
+// VerifyCheckpoint parses a signed checkpoint note and checks its signature
+// with the log's public key. Only the returned values are trusted.
+func VerifyCheckpoint(note []byte, pub crypto.PublicKey) (*Checkpoint, error) {
+	var sc util.SignedCheckpoint
+	if err := sc.UnmarshalText(note); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	v, err := signature.LoadVerifier(pub, crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	if !sc.Verify(v) {
+		return nil, errors.New("checkpoint: signature does not verify with the log key")
+	}
+	return &Checkpoint{Origin: sc.Origin, Size: sc.Size, Root: bytes.Clone(sc.Hash)}, nil
+}

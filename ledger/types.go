@@ -1,0 +1,102 @@
+package ledger
+
+import (
+	"encoding/hex"
+
+	"github.com/custodyledger/custody/events"
+)
+
+// Entry is one leaf of the log with the event it commits to.
+type Entry struct {
+	Index          uint64 `json:"index"`
+	Digest         []byte `json:"digest"` // SHA-256 of the DSSE PAE
+	Kind           string `json:"kind"`
+	Partner        string `json:"partner"`
+	Target         string `json:"target"` // device ID or partner name
+	Status         string `json:"status"` // events.StatusAccepted or events.StatusEvidence
+	Code           string `json:"code,omitempty"`
+	Reason         string `json:"reason,omitempty"`
+	IntegratedTime int64  `json:"integratedTime"` // Unix seconds
+	StreamSeq      uint64 `json:"streamSeq"`
+	// Body is the leaf: a Rekor hashedrekord v0.0.1 canonical body.
+	Body []byte `json:"body"`
+	// Envelope is the DSSE envelope (private: served only to parties with a
+	// right to it).
+	Envelope []byte `json:"envelope"`
+}
+
+// DigestHex is the entry's event digest in hex.
+func (e *Entry) DigestHex() string { return hex.EncodeToString(e.Digest) }
+
+// Device is a device's custody state, derived from its accepted entries.
+type Device struct {
+	ID             string            `json:"id"`
+	Vendor         string            `json:"vendor"`
+	EKCertificate  []byte            `json:"ekCertificate"`
+	EKPublic       []byte            `json:"ekPublic"`
+	IAKPublic      []byte            `json:"iakPublic"`
+	Custodian      string            `json:"custodian"`
+	Pending        *Offer            `json:"pending,omitempty"`
+	LastAccepted   string            `json:"lastAccepted,omitempty"` // digest of the last accepted offer
+	Stages         map[string]uint64 `json:"stages,omitempty"`       // stage name → log index
+	FirmwareDigest string            `json:"firmwareDigest,omitempty"`
+	ExpectedPCRs   map[string]string `json:"expectedPcrs,omitempty"`
+	LastQuote      *QuoteCounters    `json:"lastQuote,omitempty"`
+	Flag           *DeviceFlag       `json:"flag,omitempty"`
+	Enrolled       bool              `json:"enrolled"`
+	Decommissioned bool              `json:"decommissioned"`
+	Handoffs       int               `json:"handoffs"` // accepted hand-offs
+}
+
+// Offer is a pending hand-off.
+type Offer struct {
+	Digest string `json:"digest"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Index  uint64 `json:"index"`
+}
+
+// QuoteCounters are the TPM clock and reset counters of a device's last
+// accepted quote; later quotes must not go backwards.
+type QuoteCounters struct {
+	Clock        uint64 `json:"clock"`
+	ResetCount   uint32 `json:"resetCount"`
+	RestartCount uint32 `json:"restartCount"`
+}
+
+// DeviceFlag says why the gate must refuse a device.
+type DeviceFlag struct {
+	Reason string `json:"reason"`
+	By     string `json:"by"`
+	Index  uint64 `json:"index"` // the entry that raised it
+}
+
+// Partner is a partner's registry state.
+type Partner struct {
+	Name         string `json:"name"`
+	Role         string `json:"role"`
+	Certificate  []byte `json:"certificate"`
+	Operator     string `json:"operator,omitempty"`
+	Registered   uint64 `json:"registered"` // log index
+	Revoked      bool   `json:"revoked"`
+	RevokedIndex uint64 `json:"revokedIndex,omitempty"`
+}
+
+// Rejection is the record of a refused event: never in the tree, kept so
+// the publisher can ask why.
+type Rejection struct {
+	Digest  []byte `json:"digest"`
+	Code    string `json:"code"`
+	Reason  string `json:"reason"`
+	Partner string `json:"partner"`
+	Target  string `json:"target"`
+	Time    int64  `json:"time"`
+}
+
+// Receipt converts a rejection into the publisher's answer.
+func (r *Rejection) Receipt() *events.Receipt {
+	return &events.Receipt{
+		Digest: hex.EncodeToString(r.Digest), Status: events.StatusRejected,
+		Code: r.Code, Reason: r.Reason, Partner: r.Partner, Target: r.Target,
+	}
+}

@@ -1,0 +1,456 @@
+// Package demo runs Custody's walking skeleton end to end: a node (NATS,
+// ledger, stations, gate, DPS emulator) in process, and one custody-agent
+// process per simulated device. A clean device travels vendor → ODM → OEM →
+// EMS → operator and is enrolled at first boot; a second device is offered by
+// the EMS to two recipients, the second offer is logged as equivocation
+// evidence, the device is flagged and the gate refuses it. Each device's
+// timeline is read back from the ledger and every inclusion proof is
+// verified against the signed checkpoint.
+package demo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/pki"
+	"github.com/custodyledger/custody/services/station"
+)
+
+// Config configures a demo run.
+type Config struct {
+	// Dir holds the node's data and the devices' state. Default: a new
+	// temporary directory, removed afterwards.
+	Dir string
+	// Agent is the custody-agent binary. Default: next to the running
+	// executable, then $PATH.
+	Agent string
+	// Out receives the human-readable report. Default os.Stdout.
+	Out io.Writer
+	// Logger receives the node's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Step is one event a station published.
+type Step struct {
+	Partner string
+	Op      string
+	Status  string // accepted, evidence, rejected
+	Code    string
+	Reason  string
+}
+
+// DeviceReport is what happened to one device.
+type DeviceReport struct {
+	Name      string
+	ID        string
+	Steps     []Step
+	Timeline  []ledger.VerifiedEntry
+	Proven    *ledger.Checkpoint // the checkpoint every entry was proven against
+	State     *ledger.Device     // custody state as the ledger holds it
+	FirstBoot FirstBoot
+}
+
+// FirstBoot is the agent's account of enrollment.
+type FirstBoot struct {
+	DeviceID    string `json:"deviceId"`
+	Enrolled    bool   `json:"enrolled"`
+	Rule        string `json:"rule,omitempty"`
+	Message     string `json:"message,omitempty"`
+	AssignedHub string `json:"assignedHub,omitempty"`
+	LDevID      string `json:"ldevidSubject,omitempty"`
+	Issuer      string `json:"ldevidIssuer,omitempty"`
+	Error       string `json:"error,omitempty"`
+}
+
+// Report is a demo run's outcome.
+type Report struct {
+	Devices []*DeviceReport
+	LogKey  *ecdsa.PublicKey
+	URL     string
+}
+
+const (
+	vendor, odm, oem, ems = "acme-tpm", "orbit-odm", "nova-oem", "delta-ems"
+	operator, grey        = "blue-operator", "grey-operator"
+)
+
+// Run runs the demo.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "custody-demo-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Dir = dir
+	}
+	agent, err := findAgent(cfg.Agent)
+	if err != nil {
+		return nil, err
+	}
+	out := cfg.Out
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fmt.Fprintf(out, "Custody demo in %s\n", cfg.Dir)
+	n, err := node.New(ctx, node.Config{
+		DataDir: filepath.Join(cfg.Dir, "node"), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0", Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	nodeErr := make(chan error, 1)
+	go func() { nodeErr <- n.Run(ctx) }()
+	defer func() { cancel(); <-nodeErr }()
+	select {
+	case <-n.Ready():
+	case err := <-nodeErr:
+		return nil, fmt.Errorf("node stopped: %v", err)
+	case <-time.After(60 * time.Second):
+		return nil, errors.New("node not ready after 60s")
+	}
+	fmt.Fprintf(out, "node ready: %s (ledger, stations, gate), DPS emulator %s, %d partners registered\n\n",
+		n.URL(), n.DPSURL(), len(n.PKI.Partners))
+
+	rep := &Report{LogKey: &n.PKI.LogKey.PublicKey, URL: n.URL()}
+	run := &runner{ctx: ctx, n: n, out: out, agentBin: agent, dir: cfg.Dir}
+	defer run.stopAgents()
+
+	clean, err := run.device("device-a (clean)", 1001)
+	if err != nil {
+		return nil, err
+	}
+	double, err := run.device("device-b (double-sold)", 2002)
+	if err != nil {
+		return nil, err
+	}
+	rep.Devices = []*DeviceReport{clean, double}
+	for _, d := range rep.Devices {
+		run.factory(d)
+	}
+	run.step(clean, ems, "offer", &station.Request{To: operator})
+	run.step(clean, operator, "accept", nil)
+	run.step(double, ems, "offer", &station.Request{To: operator})
+	run.step(double, ems, "offer", &station.Request{To: grey})
+	run.step(double, operator, "accept", nil)
+	if run.err != nil {
+		return nil, run.err
+	}
+	for _, d := range rep.Devices {
+		if err := run.firstBoot(d); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range rep.Devices {
+		if err := run.timeline(d); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range rep.Devices {
+		printDevice(out, d)
+	}
+	return rep, nil
+}
+
+type runner struct {
+	ctx      context.Context
+	n        *node.Node
+	out      io.Writer
+	agentBin string
+	dir      string
+	agents   []*exec.Cmd
+	urls     map[*DeviceReport]string
+	err      error
+}
+
+// device starts one custody-agent process around a simulated TPM.
+func (r *runner) device(name string, seed int) (*DeviceReport, error) {
+	state := filepath.Join(r.dir, "devices", fmt.Sprint(seed))
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return nil, err
+	}
+	addrFile := filepath.Join(state, "addr")
+	_ = os.Remove(addrFile)
+	cmd := exec.CommandContext(r.ctx, r.agentBin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed),
+		"--state", state, "--listen", "127.0.0.1:0", "--addr-file", addrFile)
+	logf, err := os.Create(filepath.Join(state, "agent.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", r.agentBin, err)
+	}
+	r.agents = append(r.agents, cmd)
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, err := os.ReadFile(addrFile); err == nil {
+			url := strings.TrimSpace(string(b))
+			if r.urls == nil {
+				r.urls = map[*DeviceReport]string{}
+			}
+			d := &DeviceReport{Name: name}
+			r.urls[d] = url
+			fmt.Fprintf(r.out, "%s: custody-agent with a simulated TPM (seed %d) at %s\n", name, seed, url)
+			return d, nil
+		}
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("%s: custody-agent exited; see %s", name, filepath.Join(state, "agent.log"))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: custody-agent did not start", name)
+		}
+	}
+}
+
+func (r *runner) stopAgents() {
+	for _, c := range r.agents {
+		if c.Process != nil {
+			_ = c.Process.Signal(os.Interrupt)
+		}
+	}
+}
+
+// factory runs the supply chain up to the EMS: manufacture, assembly,
+// hand-offs vendor → ODM → OEM → EMS, firmware and test.
+func (r *runner) factory(d *DeviceReport) {
+	r.step(d, vendor, "manufacture", nil)
+	r.step(d, vendor, "offer", &station.Request{To: odm})
+	r.step(d, odm, "accept", nil)
+	r.step(d, odm, "stage", &station.Request{Stage: events.StageAssembly, Note: "module assembly, line 3"})
+	r.step(d, odm, "offer", &station.Request{To: oem})
+	r.step(d, oem, "accept", nil)
+	r.step(d, oem, "offer", &station.Request{To: ems})
+	r.step(d, ems, "accept", nil)
+	r.step(d, ems, "firmware", &station.Request{Image: []byte("custody demo firmware 1.4.2\n")})
+	r.step(d, ems, "stage", &station.Request{Stage: events.StageTestPassed, Note: "end-of-line test"})
+}
+
+// step calls one station operation over its HTTP API and records the answer.
+func (r *runner) step(d *DeviceReport, partner, op string, req *station.Request) {
+	if r.err != nil {
+		return
+	}
+	if req == nil {
+		req = &station.Request{}
+	}
+	req.Agent = r.urls[d]
+	c := station.NewClient(r.n.URL()+"/stations/"+partner, nil)
+	resp, err := c.Call(r.ctx, op, req)
+	var rej *station.RejectedError
+	s := Step{Partner: partner, Op: op}
+	switch {
+	case errors.As(err, &rej):
+		s.Status, s.Code, s.Reason = rej.Receipt.Status, rej.Receipt.Code, rej.Receipt.Reason
+	case err != nil:
+		r.err = fmt.Errorf("%s: %s %s: %w", d.Name, partner, op, err)
+		return
+	default:
+		s.Status = resp.Receipt.Status
+		if d.ID == "" {
+			d.ID = resp.Device
+		}
+	}
+	d.Steps = append(d.Steps, s)
+	line := fmt.Sprintf("  %-14s %-12s %s", partner, op+describe(req), s.Status)
+	if s.Code != "" {
+		line += " (" + s.Code + ": " + s.Reason + ")"
+	}
+	fmt.Fprintf(r.out, "%s%s\n", short(d), line)
+}
+
+func describe(req *station.Request) string {
+	switch {
+	case req.To != "":
+		return " → " + req.To
+	case req.Stage != "":
+		return " " + req.Stage
+	}
+	return ""
+}
+
+func short(d *DeviceReport) string {
+	name, _, _ := strings.Cut(d.Name, " ")
+	return fmt.Sprintf("%-9s", name)
+}
+
+// firstBoot asks the device's agent to power-cycle and enroll at the gate.
+func (r *runner) firstBoot(d *DeviceReport) error {
+	body, _ := json.Marshal(map[string]any{
+		"gate": r.n.URL() + "/gate", "idScope": r.n.IDScope(),
+		"dpsCa": pki.EncodeCertsPEM(r.n.PKI.TLSCA),
+	})
+	req, err := http.NewRequestWithContext(r.ctx, http.MethodPost, r.urls[d]+"/v1/firstboot", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: first boot: %w", d.Name, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&d.FirstBoot); err != nil {
+		return fmt.Errorf("%s: first boot answer: %w", d.Name, err)
+	}
+	if d.FirstBoot.Error != "" {
+		return fmt.Errorf("%s: first boot failed: %s", d.Name, d.FirstBoot.Error)
+	}
+	return nil
+}
+
+// timeline reads the device's provenance over HTTP and verifies it offline
+// against the log key from the PKI.
+func (r *runner) timeline(d *DeviceReport) error {
+	resp, err := http.Get(r.n.URL() + "/ledger/v1/devices/" + d.ID + "/provenance")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: provenance: %s", d.Name, resp.Status)
+	}
+	var p ledger.Provenance
+	if err := json.NewDecoder(bufio.NewReader(resp.Body)).Decode(&p); err != nil {
+		return err
+	}
+	entries, cp, err := ledger.VerifyProvenance(&p, &r.n.PKI.LogKey.PublicKey)
+	if err != nil {
+		return fmt.Errorf("%s: provenance does not verify: %w", d.Name, err)
+	}
+	d.Timeline, d.Proven, d.State = entries, cp, p.Device
+	return nil
+}
+
+func printDevice(out io.Writer, d *DeviceReport) {
+	fmt.Fprintf(out, "\n%s  %s\n", d.Name, d.ID)
+	fmt.Fprintf(out, "  timeline (every entry's inclusion proof verified against checkpoint %q, size %d):\n", d.Proven.Origin, d.Proven.Size)
+	for _, e := range d.Timeline {
+		fmt.Fprintf(out, "    #%-4d %-22s %-14s %s%s\n", e.Index, e.Kind, e.Partner, Summary(e.Statement), status(e))
+	}
+	if st := d.State; st != nil {
+		fmt.Fprintf(out, "  custodian: %s", st.Custodian)
+		if st.Flag != nil {
+			fmt.Fprintf(out, "; FLAGGED %s by entry #%d", st.Flag.Reason, st.Flag.Index)
+		}
+		fmt.Fprintln(out)
+	}
+	fb := d.FirstBoot
+	if fb.Enrolled {
+		fmt.Fprintf(out, "  first boot: ENROLLED — hub %s, LDevID %s issued by %s\n", fb.AssignedHub, fb.LDevID, fb.Issuer)
+	} else {
+		fmt.Fprintf(out, "  first boot: REFUSED — %s: %s\n", fb.Rule, fb.Message)
+	}
+}
+
+func status(e ledger.VerifiedEntry) string {
+	if e.Status == events.StatusEvidence {
+		return "  ⚠ EVIDENCE " + e.Code
+	}
+	return ""
+}
+
+// Summary is a one-line description of a custody statement.
+func Summary(st *events.Statement) string {
+	p := st.Predicate
+	switch {
+	case p.Handoff != nil && p.Kind == events.KindHandoffOffered:
+		return "offer to " + p.Handoff.To
+	case p.Handoff != nil:
+		return "accepted from " + p.Handoff.From
+	case p.Stage != nil && p.Stage.FirmwareDigest != "":
+		return fmt.Sprintf("%s (sha256 %s…)", p.Stage.Name, p.Stage.FirmwareDigest[:12])
+	case p.Stage != nil:
+		return p.Stage.Name
+	case p.Manufactured != nil:
+		return "EK certificate + IAK (" + p.Manufactured.TPM.Manufacturer + ")"
+	case p.Enrolled != nil:
+		return "enrolled for " + p.Enrolled.Operator
+	case p.Flag != nil:
+		return p.Flag.Reason
+	}
+	return ""
+}
+
+func findAgent(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "custody-agent")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("custody-agent")
+	if err != nil {
+		return "", errors.New("custody-agent not found next to this binary or in $PATH (run `make build`)")
+	}
+	return p, nil
+}
+
+// Check asserts the demo's expected decisions: device A enrolled with an
+// LDevID and a hub; device B's second offer logged as equivocation
+// evidence, the device flagged, and the gate refusing it for that flag.
+func Check(rep *Report) error {
+	if len(rep.Devices) != 2 {
+		return fmt.Errorf("want 2 devices, have %d", len(rep.Devices))
+	}
+	a, b := rep.Devices[0], rep.Devices[1]
+	for _, d := range rep.Devices {
+		for _, s := range d.Steps {
+			if s.Status == events.StatusRejected {
+				return fmt.Errorf("%s: %s %s was rejected: %s: %s", d.Name, s.Partner, s.Op, s.Code, s.Reason)
+			}
+		}
+	}
+	if !a.FirstBoot.Enrolled || a.FirstBoot.AssignedHub == "" {
+		return fmt.Errorf("device A was not enrolled: %s: %s", a.FirstBoot.Rule, a.FirstBoot.Message)
+	}
+	if a.State == nil || !a.State.Enrolled || a.State.Custodian != operator {
+		return errors.New("device A's ledger state does not show it enrolled by the operator")
+	}
+	evidence := 0
+	for _, s := range b.Steps {
+		if s.Status == events.StatusEvidence {
+			if s.Code != string(ledger.CodeEquivocation) {
+				return fmt.Errorf("device B's evidence has code %s", s.Code)
+			}
+			evidence++
+		}
+	}
+	if evidence != 1 {
+		return fmt.Errorf("device B: want one equivocation, have %d", evidence)
+	}
+	if b.State == nil || b.State.Flag == nil || b.State.Flag.Reason != "equivocation" {
+		return errors.New("device B is not flagged for equivocation")
+	}
+	if b.FirstBoot.Enrolled || b.FirstBoot.Rule != "flagged" {
+		return fmt.Errorf("device B: want the gate to refuse it as flagged, got enrolled=%v rule=%q", b.FirstBoot.Enrolled, b.FirstBoot.Rule)
+	}
+	return nil
+}

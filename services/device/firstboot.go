@@ -1,0 +1,211 @@
+package device
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/dps"
+	"github.com/custodyledger/custody/services/gate"
+)
+
+// EnrollConfig is what a device needs for its first boot.
+type EnrollConfig struct {
+	// GateURL is the operator's enrollment gate (its DPS-shaped device API).
+	GateURL string
+	// IDScope is the operator's DPS ID scope.
+	IDScope string
+	// DPSRoots verifies the DPS endpoint's TLS certificate (nil: system roots).
+	DPSRoots *x509.CertPool
+	// PCRs quoted for the gate. Default [0].
+	PCRs []int
+	// HTTPClient reaches the gate. Default http.DefaultClient.
+	HTTPClient *http.Client
+	// DPSPollInterval is how often DPS operations are polled. Default 2s.
+	DPSPollInterval time.Duration
+}
+
+// EnrollResult is a completed first boot.
+type EnrollResult struct {
+	DeviceID     string
+	Decision     *gate.Decision
+	Certificates []*x509.Certificate // LDevID, then its CA
+	AssignedHub  string
+	DPSDeviceID  string
+}
+
+// RefusedError is the gate's refusal, naming the rule the device failed.
+type RefusedError struct {
+	Rule     string
+	Message  string
+	Decision *gate.Decision
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("enrollment refused: %s: %s", e.Rule, e.Message)
+}
+
+// Enroll runs first boot with the gate: register with the EK, activate the
+// credential the gate encrypted to it, answer with a SAS token keyed by the
+// activated secret, a fresh quote over the gate's nonce and a new LDevID key
+// certified by the IAK; then register at DPS over TLS with the LDevID key,
+// which never leaves the TPM.
+func (d *Device) Enroll(ctx context.Context, cfg EnrollConfig) (*EnrollResult, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return enroll(ctx, d.cfg.TPM, d.cfg.EKAlg, cfg)
+}
+
+func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg EnrollConfig) (*EnrollResult, error) {
+	if cfg.GateURL == "" || cfg.IDScope == "" {
+		return nil, errors.New("enroll: the gate URL and ID scope are required")
+	}
+	if len(cfg.PCRs) == 0 {
+		cfg.PCRs = []int{0}
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	ek, err := tpm.EK(ekAlg)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: EK: %w", err)
+	}
+	id, err := attest.DeviceID(ek.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	iak, err := tpm.IAK()
+	if err != nil {
+		return nil, fmt.Errorf("enroll: IAK: %w", err)
+	}
+	req := &gate.RegisterRequest{RegistrationID: id, TPM: &gate.TPMInfo{EndorsementKey: ek.Public}}
+	endpoint := strings.TrimRight(cfg.GateURL, "/") + "/" + url.PathEscape(cfg.IDScope) + "/registrations/" + id + "/register?api-version=2021-10-01"
+
+	// First call: no proof, the gate answers 401 with a credential.
+	var ch gate.Challenge
+	status, err := putJSON(ctx, hc, endpoint, "", req, &ch)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusUnauthorized {
+		return nil, fmt.Errorf("enroll: the gate answered %d to an unauthenticated registration, want 401", status)
+	}
+	var cred attest.Credential
+	if err := json.Unmarshal(ch.AuthenticationKey, &cred); err != nil {
+		return nil, fmt.Errorf("enroll: authenticationKey: %w", err)
+	}
+	secret, err := tpm.ActivateCredential(iak, ekAlg, &cred)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: activating the gate's credential: %w", err)
+	}
+	q, err := tpm.Quote(ch.Nonce, cfg.PCRs)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: quote: %w", err)
+	}
+	_, certify, err := tpm.NewLDevID(ch.Nonce)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: LDevID key: %w", err)
+	}
+	ev := &events.Evidence{Attest: q.Attest, Signature: q.Signature, PCRs: map[string][]byte{}}
+	for i, v := range q.PCRs {
+		ev.PCRs[strconv.Itoa(i)] = v
+	}
+	req.Payload = &gate.Evidence{Quote: ev, LDevID: certify}
+
+	// Second call: authorised by the activated secret.
+	token := gate.SASToken(cfg.IDScope, id, secret, time.Now().Add(5*time.Minute))
+	var out gate.Outcome
+	status, err = putJSON(ctx, hc, endpoint, token, req, &out)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("enroll: the gate answered %d", status)
+	}
+	res := &EnrollResult{DeviceID: id, Decision: out.RegistrationState.Decision}
+	if out.Status != "assigned" {
+		rule, msg := "", out.RegistrationState.ErrorMessage
+		if res.Decision != nil {
+			rule, msg = res.Decision.Rule, res.Decision.Message
+		}
+		return res, &RefusedError{Rule: rule, Message: msg, Decision: res.Decision}
+	}
+	for _, der := range out.RegistrationState.IssuedCertificateChain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: issued certificate: %w", err)
+		}
+		res.Certificates = append(res.Certificates, c)
+	}
+	if len(res.Certificates) == 0 {
+		return nil, errors.New("enroll: the gate assigned no certificate")
+	}
+
+	// DPS registration with the TPM-resident LDevID key as TLS client key.
+	signer, err := tpm.LDevIDSigner()
+	if err != nil {
+		return nil, err
+	}
+	tlsCert := tls.Certificate{PrivateKey: signer, Leaf: res.Certificates[0]}
+	for _, c := range res.Certificates {
+		tlsCert.Certificate = append(tlsCert.Certificate, c.Raw)
+	}
+	dc := dps.NewDeviceClient(out.RegistrationState.DPSEndpoint, out.RegistrationState.IDScope, &tls.Config{
+		RootCAs:      cfg.DPSRoots,
+		Certificates: []tls.Certificate{tlsCert},
+		MinVersion:   tls.VersionTLS12,
+	})
+	if cfg.DPSPollInterval > 0 {
+		dc.PollInterval = cfg.DPSPollInterval
+	}
+	st, err := dc.Register(ctx, id)
+	if err != nil {
+		return res, fmt.Errorf("enroll: DPS registration: %w", err)
+	}
+	res.AssignedHub, res.DPSDeviceID = st.AssignedHub, st.DeviceID
+	return res, nil
+}
+
+func putJSON(ctx context.Context, hc *http.Client, endpoint, auth string, in, out any) (int, error) {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("enroll: gate: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
+		if err := json.Unmarshal(data, out); err != nil {
+			return 0, fmt.Errorf("enroll: gate answer: %w", err)
+		}
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, fmt.Errorf("enroll: gate answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
+}

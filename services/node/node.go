@@ -1,0 +1,404 @@
+// Package node runs a whole Custody deployment in one process, as custodyd
+// and `custody demo` do: an embedded NATS server with JetStream, the ledger
+// on Pebble, one station per partner of the PKI, the operator's enrollment
+// gate with its LDevID CA, and a DPS-compatible emulator. Every part talks
+// to the others through its real protocol (JetStream, HTTP, HTTPS with
+// client certificates); nothing is short-circuited in process except the
+// NATS connections, which use nats.InProcessServer.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/ledger/pebble"
+	"github.com/custodyledger/custody/services/dps"
+	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/pki"
+	"github.com/custodyledger/custody/services/station"
+)
+
+// Config configures a node. The zero value plus DataDir runs on a laptop.
+type Config struct {
+	// DataDir holds the NATS store, the ledger and (by default) the PKI.
+	DataDir string
+	// PKIDir is the demo PKI (`custody pki init`); created if missing.
+	// Default DataDir/pki.
+	PKIDir string
+	// HTTPAddr serves the ledger (/ledger/), stations (/stations/<name>/)
+	// and the gate (/gate/). Default 127.0.0.1:8480; port 0 picks one.
+	HTTPAddr string
+	// DPSAddr serves the DPS emulator over TLS. Default 127.0.0.1:8443.
+	DPSAddr string
+	// NATSAddr is the embedded NATS server's client listener; "" means no
+	// listener (in-process connections only). Default "".
+	NATSAddr string
+	// IDScope is the operator's DPS ID scope. Default 0ne00C057D1.
+	IDScope string
+	// Hubs are the IoT hubs DPS allocates devices to.
+	Hubs []string
+	// Origin is the checkpoint origin's hostname. Default custody.local.
+	Origin string
+	// Operator and Gate name the operator whose gate this node runs.
+	// Defaults blue-operator and blue-gate.
+	Operator, Gate string
+	// TPMInfo is what the TPM vendor writes into EK certificates.
+	TPMInfo attest.TPMInfo
+	Logger  *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.DataDir == "" {
+		return errors.New("node: DataDir is required")
+	}
+	if c.PKIDir == "" {
+		c.PKIDir = filepath.Join(c.DataDir, "pki")
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8480"
+	}
+	if c.DPSAddr == "" {
+		c.DPSAddr = "127.0.0.1:8443"
+	}
+	if c.IDScope == "" {
+		c.IDScope = "0ne00C057D1"
+	}
+	if len(c.Hubs) == 0 {
+		c.Hubs = []string{"blue-hub-1.azure-devices.net", "blue-hub-2.azure-devices.net"}
+	}
+	if c.Origin == "" {
+		c.Origin = "custody.local"
+	}
+	if c.Operator == "" {
+		c.Operator = "blue-operator"
+	}
+	if c.Gate == "" {
+		c.Gate = "blue-gate"
+	}
+	if c.TPMInfo == (attest.TPMInfo{}) {
+		c.TPMInfo = attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Node is a running all-in-one deployment.
+type Node struct {
+	cfg      Config
+	PKI      *pki.Demo
+	NATS     *server.Server
+	Ledger   *ledger.Ledger
+	Stations map[string]*station.Station
+	Gate     *gate.Gate
+	DPS      *dps.Emulator
+
+	store     *pebble.Store
+	conns     []*nats.Conn
+	httpLn    net.Listener
+	dpsLn     net.Listener
+	httpSrv   *http.Server
+	dpsSrv    *http.Server
+	ready     chan struct{}
+	dpsKey    []byte
+	dpsKeyNam string
+}
+
+// New builds a node: PKI, NATS, ledger, stations, gate and DPS emulator,
+// and binds its listeners. Run starts serving.
+func New(ctx context.Context, cfg Config) (n *Node, err error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	n = &Node{cfg: cfg, Stations: map[string]*station.Station{}, ready: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	if n.PKI, err = pki.InitDemo(cfg.PKIDir, nil); err != nil {
+		return nil, fmt.Errorf("node: PKI: %w", err)
+	}
+	if err := n.startNATS(); err != nil {
+		return nil, err
+	}
+	if n.store, err = pebble.Open(filepath.Join(cfg.DataDir, "ledger")); err != nil {
+		return nil, err
+	}
+	logKey, err := ledger.NewLogKey(cfg.Origin, n.PKI.LogKey)
+	if err != nil {
+		return nil, err
+	}
+	trust, err := attest.ParseBundle(n.PKI.EKTrustBundle())
+	if err != nil {
+		return nil, fmt.Errorf("node: TPM trust bundle: %w", err)
+	}
+	lnc, err := n.connect("ledger")
+	if err != nil {
+		return nil, err
+	}
+	n.Ledger, err = ledger.New(ctx, ledger.Config{
+		Store: n.store, NATS: lnc, LogKey: logKey, Consortium: n.PKI.ConsortiumCA.Cert,
+		TPMTrust: trust, Logger: cfg.Logger.With("part", "ledger"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range n.PKI.PartnerNames() {
+		p := n.PKI.Partners[name]
+		if p.Role == pki.RoleGate {
+			continue
+		}
+		nc, err := n.connect("station-" + name)
+		if err != nil {
+			return nil, err
+		}
+		sc := station.Config{
+			Name: name, Role: p.Role, Key: p.Key, NATS: nc, Ledger: n.store,
+			TPMInfo: cfg.TPMInfo, Logger: cfg.Logger.With("part", "station", "partner", name),
+		}
+		if p.Role == pki.RoleTPMVendor {
+			sc.ManufacturingCA = n.PKI.VendorMfgCA
+		}
+		if n.Stations[name], err = station.New(sc); err != nil {
+			return nil, err
+		}
+	}
+	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("node: HTTP listener: %w", err)
+	}
+	if n.dpsLn, err = net.Listen("tcp", cfg.DPSAddr); err != nil {
+		return nil, fmt.Errorf("node: DPS listener: %w", err)
+	}
+	n.dpsKey = make([]byte, 32)
+	_, _ = rand.Read(n.dpsKey)
+	n.dpsKeyNam = "provisioningserviceowner"
+	n.DPS, err = dps.NewEmulator(dps.EmulatorConfig{
+		IDScope: cfg.IDScope, Hubs: cfg.Hubs,
+		SASKeyName: n.dpsKeyNam, SASKey: n.dpsKey, Logger: cfg.Logger.With("part", "dps"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	gp, ok := n.PKI.Partners[cfg.Gate]
+	if !ok || gp.Role != pki.RoleGate {
+		return nil, fmt.Errorf("node: the PKI has no gate partner %q", cfg.Gate)
+	}
+	gnc, err := n.connect("gate")
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(n.PKI.TLSCA)
+	svc := dps.NewServiceClient(n.DPSURL(), n.dpsKeyNam, n.dpsKey, &http.Client{
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
+		Timeout:   30 * time.Second,
+	})
+	n.Gate, err = gate.New(gate.Config{
+		Name: cfg.Gate, Operator: cfg.Operator, IDScope: cfg.IDScope, Key: gp.Key, NATS: gnc,
+		Ledger: n.store, TPMTrust: trust, LDevIDCA: n.PKI.LDevIDCA,
+		Registry: svc, DPSEndpoint: n.DPSURL(), Logger: cfg.Logger.With("part", "gate"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ledger/", http.StripPrefix("/ledger", n.Ledger.Handler()))
+	mux.Handle("/gate/", http.StripPrefix("/gate", n.Gate.Handler()))
+	for name, s := range n.Stations {
+		mux.Handle("/stations/"+name+"/", http.StripPrefix("/stations/"+name, s.Handler()))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-n.ready:
+			_, _ = w.Write([]byte("ok\n"))
+		default:
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	})
+	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	n.dpsSrv = &http.Server{Handler: n.DPS.Handler(), TLSConfig: n.DPS.TLSConfig(*n.PKI.TLS), ReadHeaderTimeout: 10 * time.Second}
+	return n, nil
+}
+
+func (n *Node) startNATS() error {
+	opts := &server.Options{
+		ServerName: "custody",
+		JetStream:  true,
+		StoreDir:   filepath.Join(n.cfg.DataDir, "nats"),
+		DontListen: n.cfg.NATSAddr == "",
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	if n.cfg.NATSAddr != "" {
+		host, port, err := net.SplitHostPort(n.cfg.NATSAddr)
+		if err != nil {
+			return fmt.Errorf("node: NATS address: %w", err)
+		}
+		opts.Host = host
+		if _, err := fmt.Sscan(port, &opts.Port); err != nil {
+			return fmt.Errorf("node: NATS port: %w", err)
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("node: NATS: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return errors.New("node: NATS did not become ready")
+	}
+	n.NATS = ns
+	return nil
+}
+
+func (n *Node) connect(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(n.NATS), nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, err
+	}
+	n.conns = append(n.conns, nc)
+	return nc, nil
+}
+
+// URL is the node's HTTP base URL.
+func (n *Node) URL() string { return "http://" + n.httpLn.Addr().String() }
+
+// DPSURL is the DPS emulator's base URL.
+func (n *Node) DPSURL() string { return "https://" + n.dpsLn.Addr().String() }
+
+// NATSURL is the embedded NATS server's client URL ("" without a listener).
+func (n *Node) NATSURL() string {
+	if n.cfg.NATSAddr == "" {
+		return ""
+	}
+	return n.NATS.ClientURL()
+}
+
+// IDScope is the operator's DPS ID scope.
+func (n *Node) IDScope() string { return n.cfg.IDScope }
+
+// Ready is closed once the node serves and the partner registry is logged.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Run serves until ctx ends, then shuts everything down.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return n.Ledger.Run(gctx) })
+	g.Go(func() error { return serve(gctx, n.httpSrv, n.httpLn, false) })
+	g.Go(func() error { return serve(gctx, n.dpsSrv, n.dpsLn, true) })
+	g.Go(func() error {
+		if err := n.registerPartners(gctx); err != nil {
+			return err
+		}
+		close(n.ready)
+		n.cfg.Logger.Info("custody node ready", "http", n.URL(), "dps", n.DPSURL(), "log_size", n.Ledger.Head().Size)
+		return nil
+	})
+	return g.Wait()
+}
+
+func serve(ctx context.Context, s *http.Server, ln net.Listener, useTLS bool) error {
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if useTLS {
+			err = s.ServeTLS(ln, "", "")
+		} else {
+			err = s.Serve(ln)
+		}
+		errc <- err
+	}()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(sctx)
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+}
+
+// registerPartners logs partner.registered, signed by the consortium CA
+// key, for every partner of the PKI the ledger does not know yet.
+func (n *Node) registerPartners(ctx context.Context) error {
+	nc, err := n.connect("consortium")
+	if err != nil {
+		return err
+	}
+	pub, err := events.NewPublisher(nc, events.ConsortiumPartner)
+	if err != nil {
+		return err
+	}
+	names := n.PKI.PartnerNames()
+	sort.Strings(names)
+	for _, name := range names {
+		if _, err := n.store.Partner(name); err == nil {
+			continue
+		}
+		p := n.PKI.Partners[name]
+		info := events.PartnerInfo{Name: name, Role: p.Role, Certificate: p.Cert.Raw}
+		if p.Role == pki.RoleGate {
+			info.Operator = n.cfg.Operator
+		}
+		st := events.NewPartnerStatement(events.KindPartnerRegistered, info, certDigest(p.Cert), time.Now(), randomID())
+		env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		r, err := pub.Publish(rctx, env)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("node: registering partner %s: %w", name, err)
+		}
+		if r.Status != events.StatusAccepted {
+			return fmt.Errorf("node: registering partner %s: %s: %s", name, r.Code, r.Reason)
+		}
+	}
+	return nil
+}
+
+func (n *Node) close() {
+	for _, nc := range n.conns {
+		nc.Close()
+	}
+	if n.httpLn != nil {
+		_ = n.httpLn.Close()
+	}
+	if n.dpsLn != nil {
+		_ = n.dpsLn.Close()
+	}
+	if n.NATS != nil {
+		n.NATS.Shutdown()
+		n.NATS.WaitForShutdown()
+	}
+	if n.store != nil {
+		_ = n.store.Close()
+		n.store = nil
+	}
+}

@@ -1,0 +1,348 @@
+// Package station is a partner's custody station: the service a TPM vendor,
+// ODM, OEM, EMS or operator runs on its factory floor. A station gets a fresh
+// quote from the device through the agent's factory API for every event,
+// builds the in-toto statement, validates it against its schema, signs it
+// (DSSE, the partner's ECDSA P-256 key), publishes it on JetStream and waits
+// for the ledger's receipt. An event is done when its receipt arrives.
+//
+// The TPM vendor's station also manufactures: it binds the IAK to the EK by
+// credential activation, issues the EK certificate (written to the TPM's NV)
+// and the IAK certificate from its manufacturing CA, and records
+// tpm.manufactured.
+package station
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/schemas"
+	"github.com/custodyledger/custody/services/device"
+	"github.com/custodyledger/custody/services/pki"
+)
+
+// DeviceState is what a station reads of the ledger: a device's custody state.
+type DeviceState interface {
+	Device(id string) (*ledger.Device, error)
+}
+
+// Config configures a station.
+type Config struct {
+	// Name and Role are the partner's registered identity.
+	Name, Role string
+	// Key is the partner's signing key (ECDSA P-256), certified by the
+	// consortium CA.
+	Key crypto.Signer
+	// NATS carries events to the ledger and receipts back.
+	NATS *nats.Conn
+	// Ledger answers custody-state questions (pending offers).
+	Ledger DeviceState
+	// ManufacturingCA issues EK and IAK certificates (TPM vendors only).
+	ManufacturingCA *pki.CA
+	// TPMInfo is written into EK certificates (TPM vendors only).
+	TPMInfo attest.TPMInfo
+	// QuotePCRs are the PCRs quoted with every event. Default [0].
+	QuotePCRs []int
+	// ReceiptTimeout bounds the wait for the ledger's answer. Default 30s.
+	ReceiptTimeout time.Duration
+	// HTTPClient reaches device agents. Default http.DefaultClient.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Station is one partner's station.
+type Station struct {
+	cfg Config
+	pub *events.Publisher
+}
+
+// New validates cfg and returns a station.
+func New(cfg Config) (*Station, error) {
+	if !events.ValidPartnerName(cfg.Name) {
+		return nil, fmt.Errorf("station: invalid partner name %q", cfg.Name)
+	}
+	if cfg.Key == nil || cfg.NATS == nil || cfg.Ledger == nil {
+		return nil, errors.New("station: Key, NATS and Ledger are required")
+	}
+	if cfg.Role == pki.RoleTPMVendor && cfg.ManufacturingCA == nil {
+		return nil, errors.New("station: a TPM vendor station needs its manufacturing CA")
+	}
+	if len(cfg.QuotePCRs) == 0 {
+		cfg.QuotePCRs = []int{0}
+	}
+	if cfg.ReceiptTimeout <= 0 {
+		cfg.ReceiptTimeout = 30 * time.Second
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = http.DefaultClient
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	p, err := events.NewPublisher(cfg.NATS, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &Station{cfg: cfg, pub: p}, nil
+}
+
+// Name is the partner's name.
+func (s *Station) Name() string { return s.cfg.Name }
+
+// RejectedError is the ledger's refusal of an event, with the rule it broke.
+type RejectedError struct{ Receipt *events.Receipt }
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("ledger %s the event: %s: %s", e.Receipt.Status, e.Receipt.Code, e.Receipt.Reason)
+}
+
+// Result is a logged event.
+type Result struct {
+	Device  string          `json:"device"`
+	Receipt *events.Receipt `json:"receipt"`
+}
+
+func newEventID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// publish quotes st on the device, signs and publishes it, and waits for the
+// receipt. A refusal, or an event logged only as evidence, is a
+// *RejectedError carrying the receipt.
+func (s *Station) publish(ctx context.Context, dev *device.Client, st *events.Statement, nonce []byte) (*Result, error) {
+	if nonce == nil {
+		var err error
+		if nonce, err = events.StatementBindingDigest(st); err != nil {
+			return nil, err
+		}
+	}
+	q, err := dev.Quote(ctx, nonce, s.cfg.QuotePCRs)
+	if err != nil {
+		return nil, fmt.Errorf("station: quote from the device: %w", err)
+	}
+	ev := &events.Evidence{Attest: q.Attest, Signature: q.Signature, PCRs: map[string][]byte{}}
+	for i, v := range q.PCRs {
+		ev.PCRs[strconv.Itoa(i)] = v
+	}
+	st.Predicate.Evidence = ev
+	return s.sign(ctx, st)
+}
+
+func (s *Station) sign(ctx context.Context, st *events.Statement) (*Result, error) {
+	payload, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	if err := schemas.Validate(payload); err != nil {
+		return nil, fmt.Errorf("station: %w", err)
+	}
+	env, err := events.Sign(ctx, st, s.cfg.Key, s.cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReceiptTimeout)
+	defer cancel()
+	r, err := s.pub.Publish(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Logger.Info("event answered", "kind", st.Predicate.Kind, "target", st.Target(), "status", r.Status, "code", r.Code, "index", r.LogIndex)
+	res := &Result{Device: st.Device(), Receipt: r}
+	if r.Status != events.StatusAccepted {
+		return res, &RejectedError{Receipt: r}
+	}
+	return res, nil
+}
+
+func (s *Station) deviceID(ctx context.Context, dev *device.Client) (string, error) {
+	id, err := dev.Identity(ctx)
+	if err != nil {
+		return "", fmt.Errorf("station: device identity: %w", err)
+	}
+	return id.DeviceID, nil
+}
+
+// Manufacture is the TPM vendor's birth record for the TPM behind agentURL:
+// it proves the IAK co-resident with the EK (MakeCredential here,
+// ActivateCredential in the TPM), issues the EK certificate into the TPM's
+// NV and the IAK certificate, and records tpm.manufactured.
+func (s *Station) Manufacture(ctx context.Context, agentURL string) (*Result, error) {
+	if s.cfg.Role != pki.RoleTPMVendor {
+		return nil, fmt.Errorf("station: only a TPM vendor manufactures; %s is %s", s.cfg.Name, s.cfg.Role)
+	}
+	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	id, err := dev.Identity(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("station: device identity: %w", err)
+	}
+	ekPub, _, err := attest.PublicKeyFromTPMT(id.EKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("station: EK public area: %w", err)
+	}
+	if did, err := attest.DeviceID(ekPub); err != nil || did != id.DeviceID {
+		return nil, fmt.Errorf("station: the device reports ID %s but its EK hashes to %s", id.DeviceID, did)
+	}
+	iakPub, iakName, err := attest.PublicKeyFromTPMT(id.IAKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("station: IAK public area: %w", err)
+	}
+	// Credential activation: only the TPM holding this EK can recover a
+	// secret bound to this IAK's name.
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	cred, err := attest.MakeCredential(id.EKPublic, iakName, secret)
+	if err != nil {
+		return nil, err
+	}
+	got, err := dev.ActivateCredential(ctx, cred)
+	if err != nil {
+		return nil, fmt.Errorf("station: credential activation: %w", err)
+	}
+	if subtle.ConstantTimeCompare(got, secret) != 1 {
+		return nil, errors.New("station: credential activation returned the wrong secret: the IAK is not in the TPM that holds this EK")
+	}
+	now := s.cfg.Now()
+	ca := s.cfg.ManufacturingCA
+	tmpl, err := attest.EKCertificateTemplate(ekPub, s.cfg.TPMInfo, now.Add(-time.Hour), now.AddDate(20, 0, 0))
+	if err != nil {
+		return nil, err
+	}
+	ekCert, err := ca.Issue(tmpl, ekPub)
+	if err != nil {
+		return nil, fmt.Errorf("station: issuing the EK certificate: %w", err)
+	}
+	if err := dev.PutEKCertificate(ctx, ekCert.Raw); err != nil {
+		return nil, fmt.Errorf("station: writing the EK certificate to NV: %w", err)
+	}
+	itmpl, err := attest.IAKCertificateTemplate(iakPub, id.DeviceID, ekCert, now.Add(-time.Hour), now.AddDate(20, 0, 0))
+	if err != nil {
+		return nil, err
+	}
+	iakCert, err := ca.Issue(itmpl, iakPub)
+	if err != nil {
+		return nil, fmt.Errorf("station: issuing the IAK certificate: %w", err)
+	}
+	st := events.NewStatement(events.KindTPMManufactured, s.cfg.Name, id.DeviceID, now, newEventID())
+	st.Predicate.Manufactured = &events.Manufactured{
+		EKCertificate: ekCert.Raw, EKPublic: id.EKPublic, IAKPublic: id.IAKPublic, IAKCertificate: iakCert.Raw,
+		TPM: events.TPMInfo{Manufacturer: s.cfg.TPMInfo.Manufacturer, Model: s.cfg.TPMInfo.Model, Version: s.cfg.TPMInfo.Version},
+	}
+	return s.publish(ctx, dev, st, nil)
+}
+
+// RecordStage records a manufacturing stage (assembly, test-passed) on the
+// device behind agentURL.
+func (s *Station) RecordStage(ctx context.Context, agentURL, stage, note string) (*Result, error) {
+	if stage == events.StageFirmwareProgrammed {
+		return nil, errors.New("station: firmware is recorded by ProgramFirmware, which programs it")
+	}
+	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	id, err := s.deviceID(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	st := events.NewStatement(events.KindStageRecorded, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st.Predicate.Stage = &events.Stage{Name: stage, Note: note}
+	return s.publish(ctx, dev, st, nil)
+}
+
+// ProgramFirmware flashes image into the device behind agentURL (the device
+// measures it into its firmware PCR) and records firmware-programmed with
+// the image digest and the PCR values the gate will expect at first boot.
+func (s *Station) ProgramFirmware(ctx context.Context, agentURL string, image []byte) (*Result, error) {
+	if len(image) == 0 {
+		return nil, errors.New("station: empty firmware image")
+	}
+	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	id, err := s.deviceID(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	digest, err := dev.ProgramFirmware(ctx, image)
+	if err != nil {
+		return nil, fmt.Errorf("station: programming firmware: %w", err)
+	}
+	st := events.NewStatement(events.KindStageRecorded, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st.Predicate.Stage = &events.Stage{Name: events.StageFirmwareProgrammed, FirmwareDigest: digest, PCRs: map[string]string{}}
+	nonce, err := events.StatementBindingDigest(st)
+	if err != nil {
+		return nil, err
+	}
+	// The PCR values are part of the statement, so the quote (over the
+	// statement's binding digest) must be taken after they are known: read
+	// them through a first quote, then quote the final statement.
+	probe, err := dev.Quote(ctx, nonce, s.cfg.QuotePCRs)
+	if err != nil {
+		return nil, err
+	}
+	for i, v := range probe.PCRs {
+		st.Predicate.Stage.PCRs[strconv.Itoa(i)] = hex.EncodeToString(v)
+	}
+	return s.publish(ctx, dev, st, nil)
+}
+
+// Offer offers the device behind agentURL to partner to.
+func (s *Station) Offer(ctx context.Context, agentURL, to string) (*Result, error) {
+	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	id, err := s.deviceID(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	st := events.NewStatement(events.KindHandoffOffered, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st.Predicate.Handoff = &events.Handoff{From: s.cfg.Name, To: to}
+	return s.publish(ctx, dev, st, nil)
+}
+
+// Accept accepts the pending offer of the device behind agentURL.
+func (s *Station) Accept(ctx context.Context, agentURL string) (*Result, error) {
+	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	id, err := s.deviceID(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	state, err := s.cfg.Ledger.Device(id)
+	if err != nil {
+		return nil, fmt.Errorf("station: device %s: %w", id, err)
+	}
+	if state.Pending == nil || state.Pending.To != s.cfg.Name {
+		return nil, fmt.Errorf("station: device %s has no pending offer to %s", id, s.cfg.Name)
+	}
+	st := events.NewStatement(events.KindHandoffAccepted, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st.Predicate.Handoff = &events.Handoff{From: state.Pending.From, To: s.cfg.Name, Offer: state.Pending.Digest}
+	return s.publish(ctx, dev, st, nil)
+}
+
+// Flag flags (kind device.flagged) or clears (device.cleared) the device.
+func (s *Station) Flag(ctx context.Context, agentURL, kind, reason, note string) (*Result, error) {
+	if kind != events.KindDeviceFlagged && kind != events.KindDeviceCleared && kind != events.KindDeviceDecommissioned {
+		return nil, fmt.Errorf("station: %s is not a flag event", kind)
+	}
+	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	id, err := s.deviceID(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	st := events.NewStatement(kind, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st.Predicate.Flag = &events.Flag{Reason: reason, Note: note}
+	return s.publish(ctx, dev, st, nil)
+}
