@@ -52,7 +52,9 @@ func TestValidate(t *testing.T) {
 		"bad time":              func(m map[string]any) { m["predicate"].(map[string]any)["time"] = "yesterday" },
 		"extra field":           func(m map[string]any) { m["predicate"].(map[string]any)["price"] = 12 },
 		"unknown kind":          func(m map[string]any) { m["predicate"].(map[string]any)["kind"] = "device.sold" },
-		"PCR of wrong length":   func(m map[string]any) { m["predicate"].(map[string]any)["evidence"].(map[string]any)["pcrs"] = map[string]any{"0": "AAEC"} },
+		"PCR of wrong length": func(m map[string]any) {
+			m["predicate"].(map[string]any)["evidence"].(map[string]any)["pcrs"] = map[string]any{"0": "AAEC"}
+		},
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
