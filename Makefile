@@ -10,7 +10,7 @@ export CGO_ENABLED := 1
 
 CMDS := custody custodyd custody-agent
 
-.PHONY: all build demo test test-short bench fmt vet clean
+.PHONY: all build demo test test-short bench fmt vet clean fuzz-ci
 
 all: build
 
@@ -38,3 +38,13 @@ fmt:
 
 clean:
 	rm -rf $(BIN)
+
+# Every fuzz target for a short time (CI).
+FUZZTIME ?= 10s
+fuzz-ci:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done

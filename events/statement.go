@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/custodyledger/custody/attest"
 )
 
 // Event kinds. Each names a JSON Schema in schemas/custody/v1.
@@ -274,4 +277,29 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		return nil, fmt.Errorf("%w: device events carry TPM evidence", ErrMalformed)
 	}
 	return &s, nil
+}
+
+// NewEvidence carries a TPM quote as event evidence.
+func NewEvidence(q *attest.Quote) *Evidence {
+	ev := &Evidence{Attest: q.Attest, Signature: q.Signature, PCRs: make(map[string][]byte, len(q.PCRs))}
+	for i, v := range q.PCRs {
+		ev.PCRs[strconv.Itoa(i)] = v
+	}
+	return ev
+}
+
+// Quote returns the evidence as an attest.Quote (unverified).
+func (e *Evidence) Quote() (*attest.Quote, error) {
+	if e == nil {
+		return nil, fmt.Errorf("%w: no evidence", ErrMalformed)
+	}
+	q := &attest.Quote{Attest: e.Attest, Signature: e.Signature, PCRs: make(map[int][]byte, len(e.PCRs))}
+	for k, v := range e.PCRs {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i >= attest.NumPCRs {
+			return nil, fmt.Errorf("%w: PCR index %q", ErrMalformed, k)
+		}
+		q.PCRs[i] = v
+	}
+	return q, nil
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,16 +97,8 @@ func (e *env) quoted(st *events.Statement) *events.Statement {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	st.Predicate.Evidence = evidence(q)
+	st.Predicate.Evidence = events.NewEvidence(q)
 	return st
-}
-
-func evidence(q *attest.Quote) *events.Evidence {
-	ev := &events.Evidence{Attest: q.Attest, Signature: q.Signature, PCRs: map[string][]byte{}}
-	for i, v := range q.PCRs {
-		ev.PCRs[strconv.Itoa(i)] = v
-	}
-	return ev
 }
 
 func eventID(i int) string { return strings.Repeat("0", 30) + hex.EncodeToString([]byte{byte(i)}) }

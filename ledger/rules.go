@@ -236,13 +236,9 @@ func checkEvidence(iakPublic []byte, ev *events.Evidence, nonce []byte, last *Qu
 	if ev == nil {
 		return nil, reject(CodeEvidence, "the event carries no TPM quote")
 	}
-	q := &attest.Quote{Attest: ev.Attest, Signature: ev.Signature, PCRs: map[int][]byte{}}
-	for k, v := range ev.PCRs {
-		i, err := strconv.Atoi(k)
-		if err != nil {
-			return nil, reject(CodeEvidence, "PCR index %q is not a number", k)
-		}
-		q.PCRs[i] = v
+	q, err := ev.Quote()
+	if err != nil {
+		return nil, reject(CodeEvidence, "%v", err)
 	}
 	qi, err := attest.VerifyQuote(iakPublic, q, nonce)
 	if err != nil {

@@ -22,6 +22,20 @@ import (
 	"github.com/custodyledger/custody/services/pki"
 )
 
+func init() {
+	register("demo", command{usage: "demo", summary: "run the whole chain for two devices (one clean, one double-sold)", run: demoCmd})
+	register("pki", command{usage: "pki init", summary: "create a demo PKI (roots, cross-certificate, vendor, consortium, partners, LDevID CA, log key, TLS)", run: pkiCmd})
+	register("provenance", command{usage: "provenance DEVICE", summary: "print a device's custody timeline, every entry verified against the signed checkpoint", run: provenanceCmd})
+}
+
+func pkiCmd(_ context.Context, args []string) error {
+	if len(args) < 1 || args[0] != "init" {
+		fmt.Fprintln(os.Stderr, "custody pki: the only subcommand is init")
+		return errUsage
+	}
+	return pkiInit(args[1:])
+}
+
 func demoCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.Usage = func() {

@@ -1,6 +1,8 @@
 // Command custody is the CLI of Custody for partners and operators: create
-// a demo PKI, read and verify a device's custody timeline, and run the
-// end-to-end demo.
+// a demo PKI, read and verify a device's custody timeline, debug TPM
+// evidence, and run the end-to-end demo.
+//
+// Each subcommand lives in its own file and registers itself in commands.
 package main
 
 import (
@@ -10,21 +12,32 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sort"
 	"syscall"
 )
 
+// command is one subcommand: run gets the arguments after its name.
+type command struct {
+	usage   string // "provenance DEVICE"
+	summary string
+	run     func(ctx context.Context, args []string) error
+}
+
+var commands = map[string]command{}
+
+func register(name string, c command) { commands[name] = c }
+
 func usage() {
-	fmt.Fprint(os.Stderr, `Usage: custody <command> [flags]
-
-Commands:
-  demo                  run the whole chain for two devices (one clean, one double-sold)
-  pki init              create a demo PKI (roots, cross-certificate, vendor, consortium,
-                        partners, LDevID CA, log key, TLS)
-  provenance DEVICE     print a device's custody timeline, every entry verified
-                        against the ledger's signed checkpoint
-
-Run "custody <command> --help" for a command's flags.
-`)
+	fmt.Fprint(os.Stderr, "Usage: custody <command> [flags]\n\nCommands:\n")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-22s %s\n", commands[n].usage, commands[n].summary)
+	}
+	fmt.Fprint(os.Stderr, "\nRun \"custody <command> --help\" for a command's flags.\n")
 }
 
 func main() {
@@ -34,32 +47,28 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var err error
-	switch os.Args[1] {
-	case "demo":
-		err = demoCmd(ctx, os.Args[2:])
-	case "pki":
-		if len(os.Args) < 3 || os.Args[2] != "init" {
-			fmt.Fprintln(os.Stderr, "custody pki: the only subcommand is init")
-			os.Exit(2)
-		}
-		err = pkiInit(os.Args[3:])
-	case "provenance":
-		err = provenanceCmd(ctx, os.Args[2:])
-	case "-h", "--help", "help":
+	name := os.Args[1]
+	if name == "-h" || name == "--help" || name == "help" {
 		usage()
 		return
-	default:
-		fmt.Fprintf(os.Stderr, "custody: unknown command %q\n", os.Args[1])
+	}
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "custody: unknown command %q\n", name)
 		usage()
 		os.Exit(2)
 	}
+	err := c.run(ctx, os.Args[2:])
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 	case errors.Is(err, errUsage):
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "custody:", err)
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
 		os.Exit(1)
 	}
 }

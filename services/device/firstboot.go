@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -119,11 +118,7 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 	if err != nil {
 		return nil, fmt.Errorf("enroll: LDevID key: %w", err)
 	}
-	ev := &events.Evidence{Attest: q.Attest, Signature: q.Signature, PCRs: map[string][]byte{}}
-	for i, v := range q.PCRs {
-		ev.PCRs[strconv.Itoa(i)] = v
-	}
-	req.Payload = &gate.Evidence{Quote: ev, LDevID: certify}
+	req.Payload = &gate.Evidence{Quote: events.NewEvidence(q), LDevID: certify}
 
 	// Second call: authorised by the activated secret.
 	token := gate.SASToken(cfg.IDScope, id, secret, time.Now().Add(5*time.Minute))

@@ -422,14 +422,10 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 		fail("quote", "the registration carries no quote or LDevID evidence")
 		return nil, nil
 	}
-	q := &attest.Quote{Attest: req.Payload.Quote.Attest, Signature: req.Payload.Quote.Signature, PCRs: map[int][]byte{}}
-	for k, v := range req.Payload.Quote.PCRs {
-		i, err := strconv.Atoi(k)
-		if err != nil {
-			fail("quote", "PCR index %q", k)
-			return nil, nil
-		}
-		q.PCRs[i] = v
+	q, err := req.Payload.Quote.Quote()
+	if err != nil {
+		fail("quote", "%v", err)
+		return nil, nil
 	}
 	qi, err := attest.VerifyQuote(dev.IAKPublic, q, ch.nonce)
 	if err != nil {

@@ -140,11 +140,7 @@ func (s *Station) publish(ctx context.Context, dev *device.Client, st *events.St
 	if err != nil {
 		return nil, fmt.Errorf("station: quote from the device: %w", err)
 	}
-	ev := &events.Evidence{Attest: q.Attest, Signature: q.Signature, PCRs: map[string][]byte{}}
-	for i, v := range q.PCRs {
-		ev.PCRs[strconv.Itoa(i)] = v
-	}
-	st.Predicate.Evidence = ev
+	st.Predicate.Evidence = events.NewEvidence(q)
 	return s.sign(ctx, st)
 }
 
