@@ -10,7 +10,7 @@ export CGO_ENABLED := 1
 
 CMDS := custody custodyd custody-agent
 
-.PHONY: all build demo test test-short bench fmt vet clean fuzz-ci
+.PHONY: all build demo sim test test-short bench fmt vet clean fuzz-ci
 
 all: build
 
@@ -20,6 +20,10 @@ build:
 
 demo: build
 	$(BIN)/custody demo
+
+# The supply-chain simulator with every attack (CI).
+sim: build
+	$(BIN)/custody sim --devices 50 --faults all
 
 vet:
 	$(GO) vet ./...

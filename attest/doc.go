@@ -11,34 +11,62 @@
 //
 // # Trust model
 //
-// The package follows "parse, then verify; trust is in the type":
+// The package follows "parse, then verify; trust is in the type". After
+// each call, this is what the caller may rely on:
 //
-//   - Bytes that come from a device, a partner or the network are untrusted.
-//     Parse functions (ParseEKCertificate, PublicKeyFromTPMT) only decode;
-//     nothing they return is vouched for.
-//   - An EK public key is trusted to belong to a genuine TPM only after
-//     EKCertificate.Verify has built a chain from its certificate to a root
-//     the caller chose to trust (Bundle.Roots) and the caller has compared
-//     the certificate's key with the EK public key the device presented.
-//   - An attestation key (IAK) is trusted to live in the same TPM as that EK
-//     only after a credential made with MakeCredential for the IAK's Name
-//     and the EK has been recovered by the device (ActivateCredential):
-//     the TPM releases the secret only if it holds the EK's private key and
-//     a loaded object with exactly that Name. The Name commits to the whole
-//     public area, so the verifier must also check that area is an IAK
-//     (ParseAttestationKey requires a restricted, fixedTPM signing key).
-//   - A quote (VerifyQuote) proves, under an IAK trusted as above, that a
-//     TPM held the reported PCR values and clock counters at the time it
-//     saw the verifier's nonce. The IAK must be a restricted signing key:
-//     the TPM refuses to sign external data that looks like a TPM_GENERATED
-//     structure with such a key, so the signed TPMS_ATTEST is TPM-made.
+//   - Parse and format functions only decode or encode; nothing they
+//     return is vouched for: ParseEKCertificate, ParseIAKCertificate,
+//     TrimEKCertificate, PublicKeyFromTPMT, PublicArea,
+//     ParseTPM2ToolsPCRs, FormatTPM2ToolsPCRs, QuoteFromTPM2Tools. Bytes
+//     that come from a device, a partner, a file or the network are
+//     untrusted until a Verify function below accepts them.
+//   - ParseBundle: a Bundle trusts exactly the self-signed certificates
+//     the caller gave it (Roots); the others only help build chains.
+//   - EKCertificate.Verify: the certificate's key (Cert.PublicKey) and TPM
+//     description are vouched for by a root of the bundle, through the
+//     returned chains. That the key is the EK of the device at hand holds
+//     only once the caller has compared it with the EK public key the
+//     device presented. IAKCertificate.Verify likewise vouches for the IAK
+//     key, DeviceID and EKCertDigest; MatchesEK compares data only.
+//   - ParseAttestationKey: the key has the form of an IAK (restricted,
+//     fixedTPM, signing, a valid public key), nothing more. An attestation
+//     key (IAK) is trusted to live in the same TPM as a verified EK only
+//     after a credential made with MakeCredential for the IAK's Name and
+//     that EK has been recovered by the device (TPM.ActivateCredential):
+//     the TPM releases the secret only if it holds the EK's private key
+//     and a loaded object with exactly that Name. The Name commits to the
+//     whole public area, so the verifier must also check that area is an
+//     IAK, which ParseAttestationKey does.
+//   - VerifyQuote (and AttestationKey.VerifyQuote): under an IAK trusted
+//     as above, a TPM held the reported PCR values and clock counters at
+//     the time it saw the verifier's nonce. The IAK must be a restricted
+//     signing key: the TPM refuses to sign external data that looks like
+//     a TPM_GENERATED structure with such a key, so the signed TPMS_ATTEST
+//     is TPM-made. VerifyQuoteDigest proves the same of the signed PCR
+//     digest, without the values (QuoteInfo.PCRs is nil).
 //   - CheckMonotonic compares two verified quotes; nothing else orders them.
-//   - An LDevID public key returned by VerifyCertify is trusted to be a
-//     non-exportable (fixedTPM, fixedParent, TPM-generated), unrestricted
-//     signing key resident in the TPM that holds the IAK.
+//   - VerifyCertify: the returned LDevID public key is a non-exportable
+//     (fixedTPM, fixedParent, TPM-generated), unrestricted signing key
+//     resident in the TPM that holds the IAK, certified after the TPM saw
+//     the nonce.
 //
 // The in-TPM side (type TPM) trusts the TPM it was opened on: its outputs
-// are evidence for a remote verifier, not proofs to the local caller.
+// (EK, IAK, Info, ReadEKCertificate, Quote, NewLDevID) are evidence for a
+// remote verifier, not proofs to the local caller.
+//
+// VerifyQuote and VerifyCertify keep decoded IAKs in a small bounded cache
+// keyed by their exact bytes; a hit returns what a parse would, so the
+// cache changes cost, not results. TPMS_ATTEST and TPMT_SIGNATURE are
+// decoded by hand (wire.go) for the same reason, and fuzzed against
+// go-tpm's decoder.
+//
+// # tpm2-tools
+//
+// Quotes made by tpm2_quote verify here, and quotes made here pass
+// tpm2_checkquote: tpm2-tools writes the message and signature as the
+// TPMS_ATTEST and TPMT_SIGNATURE of a Quote; PublicArea reads its public
+// keys, ParseTPM2ToolsPCRs and FormatTPM2ToolsPCRs its PCR files
+// (tpm2tools.go). The "custody tpm" command is their command-line face.
 //
 // # Specifications
 //

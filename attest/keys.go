@@ -312,53 +312,6 @@ func publicLen(p *tpm2.TPMTPublic) (int, bool) {
 	return 0, false
 }
 
-// signatureLen is the encoded length of the signature forms
-// verifyTPMSignature accepts.
-func signatureLen(s *tpm2.TPMTSignature) (int, bool) {
-	switch s.SigAlg {
-	case tpm2.TPMAlgECDSA:
-		es, err := s.Signature.ECDSA()
-		if err != nil {
-			return 0, false
-		}
-		return 2 + 2 + 2 + len(es.SignatureR.Buffer) + 2 + len(es.SignatureS.Buffer), true
-	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
-		rs, err := s.Signature.RSASSA()
-		if s.SigAlg == tpm2.TPMAlgRSAPSS {
-			rs, err = s.Signature.RSAPSS()
-		}
-		if err != nil {
-			return 0, false
-		}
-		return 2 + 2 + 2 + len(rs.Sig.Buffer), true
-	}
-	return 0, false
-}
-
-// attestLen is the encoded length of a quote or certify TPMS_ATTEST.
-func attestLen(a *tpm2.TPMSAttest) (int, bool) {
-	n := 4 + 2 + 2 + len(a.QualifiedSigner.Buffer) + 2 + len(a.ExtraData.Buffer) + 8 + 4 + 4 + 1 + 8
-	switch a.Type {
-	case tpm2.TPMSTAttestQuote:
-		qi, err := a.Attested.Quote()
-		if err != nil {
-			return 0, false
-		}
-		n += 4
-		for _, s := range qi.PCRSelect.PCRSelections {
-			n += 2 + 1 + len(s.PCRSelect)
-		}
-		return n + 2 + len(qi.PCRDigest.Buffer), true
-	case tpm2.TPMSTAttestCertify:
-		ci, err := a.Attested.Certify()
-		if err != nil {
-			return 0, false
-		}
-		return n + 2 + len(ci.Name.Buffer) + 2 + len(ci.QualifiedName.Buffer), true
-	}
-	return 0, false
-}
-
 // objectName is the TPM Name of a canonically encoded TPMT_PUBLIC:
 // nameAlg || H_nameAlg(tpmtPublic).
 func objectName(pub *tpm2.TPMTPublic, tpmtPublic []byte) ([]byte, error) {

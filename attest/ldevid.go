@@ -107,7 +107,7 @@ func VerifyCertify(iakPublic []byte, ev *CertifyEvidence, nonce []byte) (crypto.
 	if len(nonce) == 0 {
 		return nil, ErrEmptyNonce
 	}
-	k, err := ParseAttestationKey(iakPublic)
+	k, err := cachedAttestationKey(iakPublic)
 	if err != nil {
 		return nil, err
 	}
@@ -126,12 +126,8 @@ func (k *AttestationKey) VerifyCertify(ev *CertifyEvidence, nonce []byte) (crypt
 	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare(att.ExtraData.Buffer, nonce) != 1 {
+	if subtle.ConstantTimeCompare(att.extraData, nonce) != 1 {
 		return nil, ErrNonceMismatch
-	}
-	ci, err := att.Attested.Certify()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotACertify, err)
 	}
 	pub, err := parseTPMTPublic(ev.Public)
 	if err != nil {
@@ -141,7 +137,7 @@ func (k *AttestationKey) VerifyCertify(ev *CertifyEvidence, nonce []byte) (crypt
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(name, ci.Name.Buffer) {
+	if !bytes.Equal(name, att.name) {
 		return nil, ErrNameMismatch
 	}
 	a := pub.ObjectAttributes

@@ -6,6 +6,7 @@ import (
 	"encoding/asn1"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -186,5 +187,82 @@ func TestQuirkG8ExplicitNullParameters(t *testing.T) {
 	}
 	if len(b.roots) != 1 || len(b.intermediates) != 1 {
 		t.Errorf("%d roots, %d intermediates", len(b.roots), len(b.intermediates))
+	}
+}
+
+// CA table: the STM "roots" (RSA and ECC) are not self-signed but issued
+// by GlobalSign's TPM roots. ParseBundle files them as intermediates, so
+// trusting them alone anchors nothing; with GlobalSign's root the chain
+// runs leaf → intermediate → STM "root" → GlobalSign.
+func TestQuirkSTMRootIsAnIntermediate(t *testing.T) {
+	for _, c := range []struct{ leaf, inter, stmRoot, globalsign string }{
+		{"stm-ek-rsa-leaf-intca05.der", "stm-tpm-ek-intermediate-ca-05.pem", "stm-tpm-ek-root-ca.pem", "globalsign-tpm-root-ca.pem"},
+		{"stm-ek-ecc-leaf-eccintca01.der", "stm-tpm-ecc-intermediate-ca-01.pem", "stm-tpm-ecc-root-ca-01.pem", "globalsign-tpm-ecc-root-ca.pem"},
+	} {
+		leaf, err := ParseEKCertificate(readTestdata(t, c.leaf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone, err := ParseBundle(readTestdata(t, c.stmRoot), readTestdata(t, c.inter))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(alone.roots) != 0 || len(alone.intermediates) != 2 {
+			t.Fatalf("%s: %d roots, %d intermediates; quirk no longer reproduces", c.stmRoot, len(alone.roots), len(alone.intermediates))
+		}
+		if _, err := leaf.Verify(alone, verifyTime); !errors.Is(err, ErrUnknownCA) {
+			t.Errorf("%s without GlobalSign: %v, want ErrUnknownCA", c.leaf, err)
+		}
+		full, err := ParseBundle(readTestdata(t, c.globalsign), readTestdata(t, c.stmRoot), readTestdata(t, c.inter))
+		if err != nil {
+			t.Fatal(err)
+		}
+		chains, err := leaf.Verify(full, verifyTime)
+		if err != nil {
+			t.Fatalf("%s: %v", c.leaf, err)
+		}
+		if len(chains[0]) != 4 || !bytes.Equal(chains[0][3].RawSubject, chains[0][3].RawIssuer) {
+			t.Errorf("%s: chain of %d", c.leaf, len(chains[0]))
+		}
+	}
+}
+
+// Other observations: every real leaf has an empty subject; serial
+// numbers are 4 (Infineon), 20 (STM) or 10 (Nuvoton) bytes, positive, with
+// a leading zero byte in the DER where the top bit is set; Nuvoton and
+// Intel sign RSA EKs with ECDSA P-256.
+func TestQuirkLeafShapes(t *testing.T) {
+	serialLen := map[string]int{"infineon": 4, "stm": 20, "nuvoton": 10}
+	for _, l := range realLeaves {
+		c, err := ParseEKCertificate(readTestdata(t, l.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Cert.RawSubject) != 2 || len(c.Cert.Subject.Names) != 0 {
+			t.Errorf("%s: subject %v", l.file, c.Cert.Subject)
+		}
+		vendor := strings.SplitN(l.file, "-", 2)[0]
+		sn := c.Cert.SerialNumber
+		if sn.Sign() <= 0 {
+			t.Errorf("%s: serial %v", l.file, sn)
+		}
+		if n, ok := serialLen[vendor]; ok && (sn.BitLen()+7)/8 > n || ok && (sn.BitLen()+7)/8 < n-1 {
+			t.Errorf("%s: serial of %d bytes, want %d", l.file, (sn.BitLen()+7)/8, n)
+		}
+		switch vendor {
+		case "nuvoton", "intel":
+			if c.Cert.PublicKeyAlgorithm != x509.RSA || c.Cert.SignatureAlgorithm != x509.ECDSAWithSHA256 {
+				t.Errorf("%s: %v key signed with %v", l.file, c.Cert.PublicKeyAlgorithm, c.Cert.SignatureAlgorithm)
+			}
+		}
+	}
+	// Nuvoton 2111-a: the serial's top bit is set, so the DER INTEGER has
+	// 11 bytes (a leading 0x00) for a 10-byte number.
+	c, err := ParseEKCertificate(readTestdata(t, "nuvoton-ek-rsa-leaf-root2111-a.der"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Cert.SerialNumber.Bytes(); len(b) != 10 || b[0]&0x80 == 0 {
+		t.Errorf("serial %x", b)
 	}
 }

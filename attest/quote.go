@@ -3,14 +3,12 @@ package attest
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/rsa"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"maps"
-	"math/big"
 	"slices"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -113,13 +111,15 @@ type QuoteInfo struct {
 // The returned QuoteInfo is then trusted to come from the TPM holding the
 // IAK, as far as the IAK itself is trusted.
 //
-// VerifyQuote parses iakPublic on every call; a verifier that checks many
-// quotes of one device can parse it once with ParseAttestationKey.
+// The decoded IAK is kept in a small process-wide cache keyed by the exact
+// bytes of iakPublic (see cachedAttestationKey), so verifying many quotes
+// of one device decodes its IAK once; a verifier can also decode it itself
+// with ParseAttestationKey.
 func VerifyQuote(iakPublic []byte, q *Quote, nonce []byte) (*QuoteInfo, error) {
 	if len(nonce) == 0 {
 		return nil, ErrEmptyNonce
 	}
-	k, err := ParseAttestationKey(iakPublic)
+	k, err := cachedAttestationKey(iakPublic)
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +159,47 @@ func ParseAttestationKey(tpmtPublic []byte) (*AttestationKey, error) {
 	return &AttestationKey{public: bytes.Clone(tpmtPublic), name: name, key: pub}, nil
 }
 
+// akCacheSize bounds the decoded keys cachedAttestationKey keeps.
+const akCacheSize = 4096
+
+// akCache maps the exact TPMT_PUBLIC bytes of a key that passed
+// ParseAttestationKey to the decoded key. AttestationKey is immutable, so
+// one value serves every caller.
+var akCache struct {
+	sync.RWMutex
+	m map[string]*AttestationKey
+}
+
+// cachedAttestationKey is ParseAttestationKey with a bounded cache: the
+// same bytes always decode to the same key, so a hit returns what a parse
+// would. Keys that fail to parse are not cached. When the cache is full an
+// arbitrary entry is dropped.
+func cachedAttestationKey(tpmtPublic []byte) (*AttestationKey, error) {
+	akCache.RLock()
+	k, ok := akCache.m[string(tpmtPublic)]
+	akCache.RUnlock()
+	if ok {
+		return k, nil
+	}
+	k, err := ParseAttestationKey(tpmtPublic)
+	if err != nil {
+		return nil, err
+	}
+	akCache.Lock()
+	defer akCache.Unlock()
+	if akCache.m == nil {
+		akCache.m = make(map[string]*AttestationKey)
+	}
+	if len(akCache.m) >= akCacheSize {
+		for victim := range akCache.m {
+			delete(akCache.m, victim)
+			break
+		}
+	}
+	akCache.m[string(k.public)] = k
+	return k, nil
+}
+
 // Public returns the key as a Go public key.
 func (k *AttestationKey) Public() crypto.PublicKey { return k.key }
 
@@ -176,32 +217,24 @@ func (k *AttestationKey) VerifyQuote(q *Quote, nonce []byte) (*QuoteInfo, error)
 	if q == nil {
 		return nil, fmt.Errorf("%w: no quote", ErrNotAQuote)
 	}
-	att, hashAlg, err := k.verifyAttest(q.Attest, q.Signature, tpm2.TPMSTAttestQuote, ErrNotAQuote)
+	att, hashAlg, err := k.verifyQuoteAttest(q.Attest, q.Signature, nonce)
 	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare(att.ExtraData.Buffer, nonce) != 1 {
-		return nil, ErrNonceMismatch
-	}
-	qi, err := att.Attested.Quote()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotAQuote, err)
-	}
 
 	// The selection must be exactly the supplied PCRs, in the SHA-256 bank.
-	want := slices.Sorted(maps.Keys(q.PCRs))
-	for _, s := range qi.PCRSelect.PCRSelections {
-		if s.Hash != tpm2.TPMAlgSHA256 && slices.ContainsFunc(s.PCRSelect, func(b byte) bool { return b != 0 }) {
-			return nil, fmt.Errorf("%w: quote covers PCRs of bank %v", ErrPCRSelectionMismatch, s.Hash)
-		}
+	var buf [NumPCRs]int
+	got, other := att.selectedSHA256PCRs(buf[:0])
+	if other != 0 {
+		return nil, fmt.Errorf("%w: quote covers PCRs of bank %v", ErrPCRSelectionMismatch, other)
 	}
-	got := selectedPCRs(qi.PCRSelect)
-	if !slices.Equal(got, want) {
+	if !sameSelection(got, q.PCRs) {
+		want := slices.Sorted(maps.Keys(q.PCRs))
 		return nil, fmt.Errorf("%w: quote covers PCRs %v, values supplied for %v", ErrPCRSelectionMismatch, got, want)
 	}
 	h := hashAlg.New()
-	pcrs := make(map[int][]byte, len(want))
-	for _, i := range want {
+	pcrs := make(map[int][]byte, len(got))
+	for _, i := range got {
 		v := q.PCRs[i]
 		if len(v) != 32 {
 			return nil, fmt.Errorf("%w: PCR %d value of %d bytes", ErrPCRDigestMismatch, i, len(v))
@@ -209,26 +242,78 @@ func (k *AttestationKey) VerifyQuote(q *Quote, nonce []byte) (*QuoteInfo, error)
 		h.Write(v)
 		pcrs[i] = bytes.Clone(v)
 	}
-	if subtle.ConstantTimeCompare(h.Sum(nil), qi.PCRDigest.Buffer) != 1 {
+	var sum [64]byte
+	if subtle.ConstantTimeCompare(h.Sum(sum[:0]), att.pcrDigest) != 1 {
 		return nil, ErrPCRDigestMismatch
 	}
+	return att.quoteInfo(pcrs), nil
+}
+
+// VerifyQuoteDigest is VerifyQuote for a quote whose PCR values are not
+// at hand: it checks the key, the signature, the structure and the nonce
+// as VerifyQuote does, and returns a QuoteInfo whose PCRDigest the TPM
+// signed but whose PCRs is nil: which values hash to that digest is not
+// known. Use VerifyQuote whenever the PCR values matter.
+func (k *AttestationKey) VerifyQuoteDigest(attest, sig, nonce []byte) (*QuoteInfo, error) {
+	att, _, err := k.verifyQuoteAttest(attest, sig, nonce)
+	if err != nil {
+		return nil, err
+	}
+	return att.quoteInfo(nil), nil
+}
+
+// verifyQuoteAttest checks a quote's signature, structure and nonce.
+func (k *AttestationKey) verifyQuoteAttest(attest, sig, nonce []byte) (*attestation, crypto.Hash, error) {
+	if len(nonce) == 0 {
+		return nil, 0, ErrEmptyNonce
+	}
+	att, hashAlg, err := k.verifyAttest(attest, sig, tpm2.TPMSTAttestQuote, ErrNotAQuote)
+	if err != nil {
+		return nil, 0, err
+	}
+	if subtle.ConstantTimeCompare(att.extraData, nonce) != 1 {
+		return nil, 0, ErrNonceMismatch
+	}
+	return att, hashAlg, nil
+}
+
+// quoteInfo copies what a verified quote states.
+func (a *attestation) quoteInfo(pcrs map[int][]byte) *QuoteInfo {
 	return &QuoteInfo{
-		Nonce:           bytes.Clone(att.ExtraData.Buffer),
-		Clock:           att.ClockInfo.Clock,
-		ResetCount:      att.ClockInfo.ResetCount,
-		RestartCount:    att.ClockInfo.RestartCount,
-		Safe:            bool(att.ClockInfo.Safe),
-		FirmwareVersion: att.FirmwareVersion,
-		PCRDigest:       bytes.Clone(qi.PCRDigest.Buffer),
+		Nonce:           bytes.Clone(a.extraData),
+		Clock:           a.clock,
+		ResetCount:      a.resetCount,
+		RestartCount:    a.restartCount,
+		Safe:            a.safe,
+		FirmwareVersion: a.firmwareVersion,
+		PCRDigest:       bytes.Clone(a.pcrDigest),
 		PCRs:            pcrs,
-	}, nil
+	}
+}
+
+// sameSelection reports whether sel, a list of PCRs, is strictly
+// ascending and names exactly the keys of pcrs.
+func sameSelection(sel []int, pcrs map[int][]byte) bool {
+	if len(sel) != len(pcrs) {
+		return false
+	}
+	for i, p := range sel {
+		if _, ok := pcrs[p]; !ok || (i > 0 && sel[i-1] >= p) {
+			return false
+		}
+	}
+	return true
 }
 
 // verifyAttest checks that attest is a TPMS_ATTEST of type st signed with
-// sig by k. It returns the decoded structure and the hash algorithm of the
-// signature. wrongType is the error for a structure of another type.
-func (k *AttestationKey) verifyAttest(attest, sig []byte, st tpm2.TPMST, wrongType error) (*tpm2.TPMSAttest, crypto.Hash, error) {
-	att, err := unmarshalStrict[tpm2.TPMSAttest](attest, "TPMS_ATTEST", attestLen)
+// sig by k. It returns the decoded structure (aliasing attest) and the
+// hash algorithm of the signature. wrongType is the error for a structure
+// of another type.
+func (k *AttestationKey) verifyAttest(attest, sig []byte, st tpm2.TPMST, wrongType error) (*attestation, crypto.Hash, error) {
+	if len(attest) == 0 {
+		return nil, 0, fmt.Errorf("%w: %w: empty TPMS_ATTEST", wrongType, ErrMalformed)
+	}
+	att, err := decodeAttest(attest)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", wrongType, err)
 	}
@@ -236,87 +321,13 @@ func (k *AttestationKey) verifyAttest(attest, sig []byte, st tpm2.TPMST, wrongTy
 	if err != nil {
 		return nil, 0, err
 	}
-	if att.Magic != tpm2.TPMGeneratedValue {
-		return nil, 0, fmt.Errorf("%w: magic %#x is not TPM_GENERATED_VALUE", wrongType, uint32(att.Magic))
+	if att.magic != uint32(tpm2.TPMGeneratedValue) {
+		return nil, 0, fmt.Errorf("%w: magic %#x is not TPM_GENERATED_VALUE", wrongType, att.magic)
 	}
-	if att.Type != st {
-		return nil, 0, fmt.Errorf("%w: attestation type %#x", wrongType, uint16(att.Type))
+	if att.typ != st {
+		return nil, 0, fmt.Errorf("%w: attestation type %#x", wrongType, uint16(att.typ))
 	}
 	return att, hashAlg, nil
-}
-
-// verifyTPMSignature verifies a marshalled TPMT_SIGNATURE over msg with
-// pub. Accepted: ECDSA, RSASSA and RSAPSS with SHA-256, SHA-384 or
-// SHA-512. It returns the hash algorithm used.
-func verifyTPMSignature(pub crypto.PublicKey, sigBytes, msg []byte) (crypto.Hash, error) {
-	sig, err := unmarshalStrict[tpm2.TPMTSignature](sigBytes, "TPMT_SIGNATURE", signatureLen)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrBadSignature, err)
-	}
-	hashOf := func(alg tpm2.TPMIAlgHash) (crypto.Hash, error) {
-		switch alg {
-		case tpm2.TPMAlgSHA256:
-			return crypto.SHA256, nil
-		case tpm2.TPMAlgSHA384:
-			return crypto.SHA384, nil
-		case tpm2.TPMAlgSHA512:
-			return crypto.SHA512, nil
-		}
-		return 0, fmt.Errorf("%w: hash algorithm %v not accepted", ErrBadSignature, alg)
-	}
-	switch sig.SigAlg {
-	case tpm2.TPMAlgECDSA:
-		k, ok := pub.(*ecdsa.PublicKey)
-		if !ok {
-			return 0, fmt.Errorf("%w: ECDSA signature from a %T key", ErrBadSignature, pub)
-		}
-		es, err := sig.Signature.ECDSA()
-		if err != nil {
-			return 0, fmt.Errorf("%w: %v", ErrBadSignature, err)
-		}
-		h, err := hashOf(es.Hash)
-		if err != nil {
-			return 0, err
-		}
-		d := h.New()
-		d.Write(msg)
-		r := new(big.Int).SetBytes(es.SignatureR.Buffer)
-		s := new(big.Int).SetBytes(es.SignatureS.Buffer)
-		if !ecdsa.Verify(k, d.Sum(nil), r, s) {
-			return 0, ErrBadSignature
-		}
-		return h, nil
-	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
-		k, ok := pub.(*rsa.PublicKey)
-		if !ok {
-			return 0, fmt.Errorf("%w: RSA signature from a %T key", ErrBadSignature, pub)
-		}
-		var rs *tpm2.TPMSSignatureRSA
-		if sig.SigAlg == tpm2.TPMAlgRSASSA {
-			rs, err = sig.Signature.RSASSA()
-		} else {
-			rs, err = sig.Signature.RSAPSS()
-		}
-		if err != nil {
-			return 0, fmt.Errorf("%w: %v", ErrBadSignature, err)
-		}
-		h, err := hashOf(rs.Hash)
-		if err != nil {
-			return 0, err
-		}
-		d := h.New()
-		d.Write(msg)
-		if sig.SigAlg == tpm2.TPMAlgRSASSA {
-			err = rsa.VerifyPKCS1v15(k, h, d.Sum(nil), rs.Sig.Buffer)
-		} else {
-			err = rsa.VerifyPSS(k, h, d.Sum(nil), rs.Sig.Buffer, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
-		}
-		if err != nil {
-			return 0, ErrBadSignature
-		}
-		return h, nil
-	}
-	return 0, fmt.Errorf("%w: signature algorithm %v not accepted", ErrBadSignature, sig.SigAlg)
 }
 
 // CheckMonotonic checks that cur, a quote verified after prev from the same

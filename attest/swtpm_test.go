@@ -17,68 +17,10 @@ import (
 // with EK certificates from swtpm_localca. It is skipped when swtpm is not
 // installed (Debian packages swtpm and swtpm-tools).
 func TestSWTPM(t *testing.T) {
-	for _, bin := range []string{"swtpm", "swtpm_setup", "swtpm_localca"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed: CI must install swtpm and swtpm-tools (.ci/run)", bin)
-			}
-			t.Skipf("%s not installed", bin)
-		}
-	}
-	dir := t.TempDir()
-	state, ca := filepath.Join(dir, "state"), filepath.Join(dir, "ca")
-	for _, d := range []string{state, ca} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A local CA of our own instead of the system-wide one.
-	localca := filepath.Join(dir, "localca.conf")
-	write(t, localca, "statedir = "+ca+"\nsigningkey = "+ca+"/signkey.pem\nissuercert = "+ca+"/issuercert.pem\ncertserial = "+ca+"/certserial\n")
-	write(t, filepath.Join(dir, "localca.options"), "--platform-manufacturer Custody\n--platform-version 2.1\n--platform-model test\n")
-	setupConf := filepath.Join(dir, "swtpm_setup.conf")
-	write(t, setupConf, "create_certs_tool = swtpm_localca\ncreate_certs_tool_config = "+localca+"\ncreate_certs_tool_options = "+filepath.Join(dir, "localca.options")+"\nactive_pcr_banks = sha256\n")
-	out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", state, "--config", setupConf,
-		"--create-ek-cert", "--overwrite").CombinedOutput()
-	if err != nil {
-		t.Fatalf("swtpm_setup: %v\n%s", err, out)
-	}
-
-	port, ctrl := freePort(t), freePort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state,
-		"--server", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(port),
-		"--ctrl", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(ctrl),
-		"--flags", "not-need-init,startup-clear")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("swtpm did not listen on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// swtpm serves one connection at a time; the probe above has closed.
-	var tpm *TPM
-	for tpm == nil {
-		tpm, err = Open("swtpm://" + addr)
-		if err != nil {
-			if time.Now().After(deadline) {
-				t.Fatal(err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	sw := startSWTPM(t, true)
+	tpm := sw.open(t)
 	defer tpm.Close()
+	ca := sw.caDir
 
 	// The EK certificate swtpm_setup stored is read, parsed and verified
 	// against swtpm_localca's CA, and certifies the EK we derive.
@@ -155,6 +97,113 @@ func TestSWTPM(t *testing.T) {
 	}
 }
 
+// requirePrograms skips the test when one of the programs is not installed,
+// or fails it when running in CI (CI=true), where .ci/run installs them
+// (Debian packages named in pkgs).
+func requirePrograms(t testing.TB, pkgs string, programs ...string) {
+	t.Helper()
+	for _, bin := range programs {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed: CI must install %s (.ci/run)", bin, pkgs)
+			}
+			t.Skipf("%s not installed (Debian: %s)", bin, pkgs)
+		}
+	}
+}
+
+// swtpmServer is a swtpm (libtpms) process serving a TPM for one test.
+type swtpmServer struct {
+	// addr is HOST:PORT of the server channel; the control channel is on
+	// the next port, where tpm2-tss' swtpm TCTI expects it.
+	addr string
+	port int
+	// caDir holds swtpm_localca's CA (swtpm-localca-rootca-cert.pem,
+	// issuercert.pem) when the TPM was provisioned with EK certificates.
+	caDir string
+}
+
+// startSWTPM starts swtpm on free local ports with a state of its own in
+// t.TempDir(), and stops it when the test ends. With ekCerts, swtpm_setup
+// first provisions the TPM with EK certificates from a local CA (RSA key
+// generation: a few seconds). It returns once swtpm accepts connections.
+func startSWTPM(t *testing.T, ekCerts bool) *swtpmServer {
+	t.Helper()
+	requirePrograms(t, "swtpm and swtpm-tools", "swtpm", "swtpm_setup", "swtpm_localca")
+	dir := t.TempDir()
+	state, ca := filepath.Join(dir, "state"), filepath.Join(dir, "ca")
+	for _, d := range []string{state, ca} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sw := &swtpmServer{}
+	if ekCerts {
+		// A local CA of our own instead of the system-wide one.
+		localca := filepath.Join(dir, "localca.conf")
+		write(t, localca, "statedir = "+ca+"\nsigningkey = "+ca+"/signkey.pem\nissuercert = "+ca+"/issuercert.pem\ncertserial = "+ca+"/certserial\n")
+		write(t, filepath.Join(dir, "localca.options"), "--platform-manufacturer Custody\n--platform-version 2.1\n--platform-model test\n")
+		setupConf := filepath.Join(dir, "swtpm_setup.conf")
+		write(t, setupConf, "create_certs_tool = swtpm_localca\ncreate_certs_tool_config = "+localca+"\ncreate_certs_tool_options = "+filepath.Join(dir, "localca.options")+"\nactive_pcr_banks = sha256\n")
+		out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", state, "--config", setupConf,
+			"--create-ek-cert", "--overwrite").CombinedOutput()
+		if err != nil {
+			t.Fatalf("swtpm_setup: %v\n%s", err, out)
+		}
+		sw.caDir = ca
+	}
+
+	sw.port = freePortPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state,
+		"--server", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(sw.port),
+		"--ctrl", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(sw.port+1),
+		"--flags", "not-need-init,startup-clear")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	sw.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(sw.port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", sw.addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("swtpm did not listen on %s: %v\n%s", sw.addr, err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return sw
+}
+
+// open opens the swtpm with attest. swtpm serves one connection at a
+// time, so it waits for the previous client to be gone; close the TPM
+// before running another client (tpm2-tools).
+func (sw *swtpmServer) open(t *testing.T) *TPM {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tpm, err := Open("swtpm://" + sw.addr)
+		if err == nil {
+			return tpm
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tcti is the tpm2-tss TCTI configuration that reaches the swtpm.
+func (sw *swtpmServer) tcti() string {
+	return "swtpm:host=127.0.0.1,port=" + strconv.Itoa(sw.port)
+}
+
 func write(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
@@ -171,12 +220,23 @@ func readFile(t *testing.T, path string) []byte {
 	return b
 }
 
-func freePort(t *testing.T) int {
+// freePortPair returns a local TCP port p such that p and p+1 are free
+// (swtpm's server and control channels).
+func freePortPair(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
+		l.Close()
+		if err == nil {
+			l2.Close()
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no two consecutive free TCP ports")
+	return 0
 }

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -49,4 +50,11 @@ func StatementBindingDigest(s *Statement) ([]byte, error) {
 // of the payload. It is what the ledger's hashedrekord leaf commits to.
 func Digest(payloadType string, payload []byte) [32]byte {
 	return sha256.Sum256(dsse.PAE(payloadType, payload))
+}
+
+// RawDigest is how the ledger names bytes that are not an envelope when it
+// rejects them: lowercase hex SHA-256 of the message.
+func RawDigest(data []byte) string {
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
 }

@@ -19,6 +19,7 @@ type Publisher struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	partner string
+	outbox  *Outbox // nil: no durability across station restarts
 }
 
 // NewPublisher returns a publisher for partner over nc.
@@ -31,6 +32,34 @@ func NewPublisher(nc *nats.Conn, partner string) (*Publisher, error) {
 		return nil, err
 	}
 	return &Publisher{nc: nc, js: js, partner: partner}, nil
+}
+
+// WithOutbox makes the publisher keep every event in o until it is answered.
+func (p *Publisher) WithOutbox(o *Outbox) *Publisher {
+	p.outbox = o
+	return p
+}
+
+// Resend publishes every unconfirmed event of the outbox again and waits
+// for their answers, returning them by digest. Events the ledger already
+// logged are answered from the log; nothing is logged twice.
+func (p *Publisher) Resend(ctx context.Context) (map[string]*Receipt, error) {
+	if p.outbox == nil {
+		return nil, nil
+	}
+	pending, err := p.outbox.Unconfirmed()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*Receipt{}
+	for d, env := range pending {
+		r, err := p.Publish(ctx, env)
+		if err != nil {
+			return out, fmt.Errorf("events: re-sending %s: %w", d, err)
+		}
+		out[d] = r
+	}
+	return out, nil
 }
 
 // askStatus requests the event's status from the ledger; the answer joins
@@ -62,6 +91,11 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, err
 		return nil, fmt.Errorf("events: publisher %q cannot publish an event by %q", p.partner, signed.Statement.Predicate.Partner)
 	}
 	digest := signed.DigestHex()
+	if p.outbox != nil {
+		if err := p.outbox.Put(digest, envelope); err != nil {
+			return nil, fmt.Errorf("events: outbox: %w", err)
+		}
+	}
 	answers := make(chan *nats.Msg, 2)
 	var subs []*nats.Subscription
 	for _, subj := range []string{ReceiptSubject(p.partner, digest), RejectionSubject(p.partner, digest)} {
@@ -110,6 +144,11 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, err
 			}
 			if r.Status == StatusUnknown {
 				continue // still in the stream: the ledger will answer
+			}
+			if p.outbox != nil {
+				if err := p.outbox.Done(digest); err != nil {
+					return &r, fmt.Errorf("events: outbox: %w", err)
+				}
 			}
 			return &r, nil
 		case <-retry.C:

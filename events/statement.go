@@ -24,13 +24,14 @@ const (
 	KindDeviceDecommissioned = "device.decommissioned"
 	KindPartnerRegistered    = "partner.registered"
 	KindPartnerRevoked       = "partner.revoked"
+	KindEnrollmentRefused    = "enrollment.refused"
 )
 
 // Kinds lists every event kind of contract version 1.
 var Kinds = []string{
 	KindTPMManufactured, KindStageRecorded, KindHandoffOffered, KindHandoffAccepted,
 	KindDeviceFlagged, KindDeviceCleared, KindDeviceEnrolled, KindDeviceDecommissioned,
-	KindPartnerRegistered, KindPartnerRevoked,
+	KindPartnerRegistered, KindPartnerRevoked, KindEnrollmentRefused,
 }
 
 // Stage names recorded by stage.recorded.
@@ -80,10 +81,12 @@ type Predicate struct {
 	Handoff      *Handoff      `json:"handoff,omitempty"`
 	Flag         *Flag         `json:"flag,omitempty"`
 	Enrolled     *Enrolled     `json:"enrolled,omitempty"`
+	Refused      *Refused      `json:"refused,omitempty"`
 	PartnerInfo  *PartnerInfo  `json:"partnerInfo,omitempty"`
 
-	// Evidence is the TPM quote made for this event. It is absent only from
-	// partner registry events.
+	// Evidence is the TPM quote made for this event. It is absent from
+	// partner registry events, and from enrollment.refused when the device
+	// never produced a verified quote.
 	Evidence *Evidence `json:"evidence,omitempty"`
 }
 
@@ -141,6 +144,18 @@ type Enrolled struct {
 	IDScope           string `json:"idScope"`
 	Challenge         []byte `json:"challenge"` // the gate's nonce: the qualifyingData of the evidence
 	LDevIDCertificate []byte `json:"ldevidCertificate"`
+}
+
+// Refused records a first-boot enrollment an operator's gate refused, and
+// the rule the device broke. When the device's fresh quote verified before
+// the refusal, it is the event's evidence and Challenge is its nonce.
+type Refused struct {
+	Operator       string `json:"operator"`
+	RegistrationID string `json:"registrationId"`
+	IDScope        string `json:"idScope"`
+	Rule           string `json:"rule"`                // the gate's rule name, e.g. pcr-policy
+	Message        string `json:"message"`             // the sentence the device was given
+	Challenge      []byte `json:"challenge,omitempty"` // the gate's nonce, with evidence only
 }
 
 // PartnerInfo is the subject of partner.registered and partner.revoked.
@@ -260,6 +275,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		KindDeviceCleared:        p.Flag != nil,
 		KindDeviceDecommissioned: p.Flag != nil,
 		KindDeviceEnrolled:       p.Enrolled != nil,
+		KindEnrollmentRefused:    p.Refused != nil,
 		KindPartnerRegistered:    p.PartnerInfo != nil,
 		KindPartnerRevoked:       p.PartnerInfo != nil,
 	}
@@ -273,7 +289,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 	if !ValidPartnerName(p.Partner) {
 		return nil, fmt.Errorf("%w: partner %q is not a valid partner name", ErrMalformed, p.Partner)
 	}
-	if !isPartnerEvent && p.Evidence == nil {
+	if !isPartnerEvent && p.Kind != KindEnrollmentRefused && p.Evidence == nil {
 		return nil, fmt.Errorf("%w: device events carry TPM evidence", ErrMalformed)
 	}
 	return &s, nil

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/custodyledger/custody/events"
@@ -36,6 +38,7 @@ type answer struct {
 	logged   bool
 	receipt  *events.Receipt // for rejections, complete; for logged, filled after commit
 	existing bool            // a duplicate of an entry logged earlier
+	entry    *Entry          // the entry, when logged by this batch
 }
 
 func (b *batch) device(id string) (*Device, error) {
@@ -63,10 +66,10 @@ func (b *batch) partner(name string) (*Partner, error) {
 	return p, err
 }
 
-// apply verifies and applies msgs in stream order, commits them durably in
+// apply applies prepared messages in stream order, commits them durably in
 // one batch, then answers publishers and acks. It returns an error only when
 // nothing was committed (the batch will be redelivered).
-func (l *Ledger) apply(ctx context.Context, msgs []jetstream.Msg) error {
+func (l *Ledger) apply(ctx context.Context, msgs []*prepared) error {
 	l.mu.RLock()
 	head := l.head
 	l.mu.RUnlock()
@@ -85,21 +88,20 @@ func (l *Ledger) apply(ctx context.Context, msgs []jetstream.Msg) error {
 	}()
 	lastSeq := head.StreamSeq
 	size := head.Size
-	for _, m := range msgs {
-		meta, err := m.Metadata()
-		if err != nil {
-			return err
+	for _, pr := range msgs {
+		if pr.seq == 0 {
+			return errors.New("ledger: a message without stream metadata")
 		}
-		seq := meta.Sequence.Stream
-		if seq <= head.StreamSeq {
-			// Committed before a crash, not acked: answer again from the log.
-			if a, ok := l.answerExisting(m.Data()); ok {
+		if pr.seq <= lastSeq {
+			// Committed before a crash (or earlier in this batch), not
+			// acked: answer again from the log.
+			if a, ok := l.answerExisting(pr.data); ok {
 				b.answers = append(b.answers, a)
 			}
 			continue
 		}
-		lastSeq = seq
-		if err := b.process(ctx, m.Subject(), m.Data(), seq, &size); err != nil {
+		lastSeq = pr.seq
+		if err := b.process(pr, &size); err != nil {
 			return err
 		}
 	}
@@ -129,28 +131,35 @@ func (l *Ledger) apply(ctx context.Context, msgs []jetstream.Msg) error {
 	l.mu.Lock()
 	l.head = newHead
 	l.mu.Unlock()
+	if len(b.partners) > 0 {
+		l.forgetPartners(slices.Collect(maps.Keys(b.partners)))
+	}
 	if len(b.entries) > 0 {
 		l.log.Debug("committed", "size", newHead.Size, "entries", len(b.entries), "rejected", len(b.rejections))
 	}
 	for _, a := range b.answers {
 		l.send(a, newHead)
 	}
-	for _, m := range msgs {
-		if err := m.Ack(); err != nil {
+	for _, pr := range msgs {
+		if err := pr.msg.Ack(); err != nil {
 			l.log.Warn("ack failed; the event will be redelivered and recognised", "err", err)
 		}
 	}
 	return nil
 }
 
-// process handles one event inside a batch.
-func (b *batch) process(ctx context.Context, subject string, data []byte, seq uint64, size *uint64) error {
+// process handles one prepared event inside a batch.
+func (b *batch) process(pr *prepared, size *uint64) error {
 	l := b.l
 	now := l.cfg.Now()
-	signed, err := events.Open(data)
+	subject, data, seq := pr.subject, pr.data, pr.seq
+	signed, err := pr.signed, pr.openErr
 	if err != nil {
+		// The subject names the publisher (NATS permissions let a partner
+		// publish only under its own prefix), so it can be told why.
 		d := sha256.Sum256(data)
-		b.refuse(d[:], "", "", reject(CodeMalformed, "%v", err), now.Unix())
+		partner, target := subjectParts(subject)
+		b.refuse(d[:], partner, target, reject(CodeMalformed, "%v", err), now.Unix())
 		return nil
 	}
 	st := signed.Statement
@@ -166,7 +175,7 @@ func (b *batch) process(ctx context.Context, subject string, data []byte, seq ui
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	res, rerr := b.verify(ctx, subject, signed)
+	res, rerr := b.verify(pr)
 	if rerr != nil {
 		var re *RuleError
 		if !errors.As(rerr, &re) {
@@ -177,7 +186,7 @@ func (b *batch) process(ctx context.Context, subject string, data []byte, seq ui
 			return nil
 		}
 	}
-	body, err := HashedRekordBody(ctx, signed.Digest[:], signed.Signature, res.signerCert)
+	body, err := pr.leaf(res.signerCert)
 	if err != nil {
 		b.refuse(signed.Digest[:], partner, target, reject(CodeBadSignature, "hashedrekord: %v", err), now.Unix())
 		return nil
@@ -202,7 +211,7 @@ func (b *batch) process(ctx context.Context, subject string, data []byte, seq ui
 	if res.apply != nil {
 		res.apply(idx)
 	}
-	a := answer{partner: partner, digest: signed.DigestHex(), index: idx, logged: true}
+	a := answer{partner: partner, digest: signed.DigestHex(), index: idx, logged: true, entry: e}
 	if e.Status == events.StatusEvidence {
 		a.receipt = &events.Receipt{Status: events.StatusEvidence, Code: e.Code, Reason: e.Reason}
 	}
@@ -240,7 +249,7 @@ func (l *Ledger) send(a answer, head Head) {
 		l.publish(events.RejectionSubject(a.partner, a.digest), r)
 		return
 	}
-	r, err := l.Receipt(a.index, head)
+	r, err := l.receipt(a.index, a.entry, head)
 	if err != nil {
 		l.log.Error("building receipt", "err", err, "index", a.index)
 		return
@@ -260,9 +269,16 @@ func (l *Ledger) publish(subject string, r *events.Receipt) {
 
 // Receipt builds the receipt of the entry at index against head.
 func (l *Ledger) Receipt(index uint64, head Head) (*events.Receipt, error) {
-	e, err := l.cfg.Store.Entry(index)
-	if err != nil {
-		return nil, err
+	return l.receipt(index, nil, head)
+}
+
+// receipt builds a receipt, reading the entry unless e is given.
+func (l *Ledger) receipt(index uint64, e *Entry, head Head) (*events.Receipt, error) {
+	if e == nil {
+		var err error
+		if e, err = l.cfg.Store.Entry(index); err != nil {
+			return nil, err
+		}
 	}
 	hashes, err := inclusionProof(l.cfg.Store, index, head.Size)
 	if err != nil {
@@ -274,4 +290,18 @@ func (l *Ledger) Receipt(index uint64, head Head) (*events.Receipt, error) {
 		LogIndex: index, TreeSize: head.Size, RootHash: head.Root, Hashes: hashes,
 		Checkpoint: string(head.Checkpoint),
 	}, nil
+}
+
+// subjectParts returns the partner and target tokens of an event subject
+// (custody.v1.events.<partner>.<target>), or empty strings.
+func subjectParts(subject string) (partner, target string) {
+	rest, ok := strings.CutPrefix(subject, events.EventsPrefix+".")
+	if !ok {
+		return "", ""
+	}
+	partner, target, _ = strings.Cut(rest, ".")
+	if !events.ValidPartnerName(partner) {
+		return "", ""
+	}
+	return partner, target
 }

@@ -36,7 +36,8 @@ type Config struct {
 	TPMTrust *attest.Bundle
 	// Replicas of the events stream (1 for a single server, 3 for a cluster).
 	Replicas int
-	// BatchSize bounds the events applied in one durable commit. Default 256.
+	// BatchSize bounds the events fetched, verified in parallel and applied
+	// in one durable commit. Default 256, at most 4096.
 	BatchSize int
 	// Logger receives operational logs. Default: discard.
 	Logger *slog.Logger
@@ -60,6 +61,7 @@ func (c *Config) validate() error {
 	if c.BatchSize <= 0 {
 		c.BatchSize = 256
 	}
+	c.BatchSize = min(c.BatchSize, 4096)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -80,6 +82,8 @@ type Ledger struct {
 	mu   sync.RWMutex // guards head; the ingest loop is the only writer
 	head Head
 	rng  *compact.Range // right edge of the tree at head.Size (ingest loop only)
+
+	facts *facts // immutable facts for the parallel verification (prepare.go)
 
 	ready chan struct{}
 }
@@ -131,7 +135,7 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: consumer: %w", err)
 	}
-	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, cons: cons, head: head, rng: rng, ready: make(chan struct{})}
+	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, cons: cons, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
 	if head.Size == 0 {
 		// Never serve a tree of size 0 without a signed checkpoint.
 		cp, err := cfg.LogKey.SignCheckpoint(ctx, 0, Hasher.EmptyRoot())
@@ -145,6 +149,14 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 }
 
 // Run consumes events, and answers status requests, until ctx ends.
+//
+// Ingest is a two-stage pipeline: a fetcher takes batches from the
+// consumer and verifies each batch's events in parallel (prepare.go) while
+// the applier applies the previous batch in stream order and commits it.
+// At most one prepared batch waits between them, so at most three batches
+// are unacked (MaxAckPending is four). If a batch fails to commit, it and
+// everything fetched after it are nak'ed, in order, and the pipeline
+// restarts: JetStream redelivers them in stream order.
 func (l *Ledger) Run(ctx context.Context) error {
 	sub, err := l.cfg.NATS.QueueSubscribe(events.StatusSubject, ConsumerName, l.answerStatus)
 	if err != nil {
@@ -153,37 +165,85 @@ func (l *Ledger) Run(ctx context.Context) error {
 	defer func() { _ = sub.Unsubscribe() }()
 	close(l.ready)
 	for ctx.Err() == nil {
-		batch, err := l.cons.Fetch(l.cfg.BatchSize, jetstream.FetchMaxWait(200*time.Millisecond))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+		if err := l.runPipeline(ctx); err != nil && ctx.Err() == nil {
+			l.log.Error("applying batch failed; it will be redelivered", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
 			}
+		}
+	}
+	return nil
+}
+
+// runPipeline runs fetch+prepare and apply until ctx ends (nil) or a batch
+// fails to commit (its error, after every fetched message was nak'ed).
+func (l *Ledger) runPipeline(ctx context.Context) error {
+	pctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ready := make(chan []*prepared, 1)
+	fetched := make(chan struct{})
+	go func() {
+		defer close(fetched)
+		defer close(ready)
+		for pctx.Err() == nil {
+			msgs := l.fetch(pctx)
+			if len(msgs) == 0 {
+				continue
+			}
+			prs := l.prepareAll(msgs)
+			select {
+			case ready <- prs:
+			case <-pctx.Done():
+				nakAll(prs)
+				return
+			}
+		}
+	}()
+	var failed error
+	for prs := range ready {
+		if failed != nil || ctx.Err() != nil {
+			nakAll(prs)
+			continue
+		}
+		if err := l.apply(ctx, prs); err != nil {
+			// Nothing was acked: JetStream redelivers and nothing is lost.
+			nakAll(prs)
+			failed = err
+			stop()
+		}
+	}
+	<-fetched
+	return failed
+}
+
+// fetch takes the next batch of messages (none after a 200 ms wait).
+func (l *Ledger) fetch(ctx context.Context) []jetstream.Msg {
+	batch, err := l.cons.Fetch(l.cfg.BatchSize, jetstream.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		if ctx.Err() == nil {
 			l.log.Warn("fetch failed", "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(200 * time.Millisecond):
 			}
-			continue
 		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-			l.log.Debug("fetch ended", "err", err)
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if err := l.apply(ctx, msgs); err != nil {
-			// Nothing was acked: JetStream redelivers and nothing is lost.
-			l.log.Error("applying batch failed; will be redelivered", "err", err, "events", len(msgs))
-			for _, m := range msgs {
-				_ = m.Nak()
-			}
-		}
+		return nil
 	}
-	return nil
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+		l.log.Debug("fetch ended", "err", err)
+	}
+	return msgs
+}
+
+func nakAll(prs []*prepared) {
+	for _, pr := range prs {
+		_ = pr.msg.Nak()
+	}
 }
 
 // Head returns the current committed head.

@@ -150,7 +150,7 @@ func TestCustodyRules(t *testing.T) {
 	defer srv.Close()
 	dir := t.TempDir()
 	n, stop := startNode(t, ctx, dir)
-	nc, err := nats.Connect("", nats.InProcessServer(n.NATS))
+	nc, err := n.Connect(node.LedgerUser)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestCustodyRules(t *testing.T) {
 	if h := n2.Ledger.Head(); h.Size != sizeBefore || !bytes.Equal(h.Root, rootBefore) {
 		t.Fatalf("after restart head is %d/%x, want %d/%x", h.Size, h.Root, sizeBefore, rootBefore)
 	}
-	nc2, _ := nats.Connect("", nats.InProcessServer(n2.NATS))
+	nc2, _ := n2.Connect(node.LedgerUser)
 	defer nc2.Close()
 	e.n, e.nc = n2, nc2
 	must(t, "oem offers to ems")(n2.Stations["nova-oem"].Offer(ctx, e.agent, "delta-ems"))

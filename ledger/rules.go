@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/schemas"
 	"github.com/custodyledger/custody/services/pki"
 )
 
@@ -34,20 +32,24 @@ var kindRoles = map[string][]string{
 	events.KindDeviceDecommissioned: {pki.RoleOperator},
 }
 
-// verify checks one event: schema, subject, signer, evidence, custody rules.
-// A *RuleError return is a refusal (or, with verdict.evidence, an event to
-// log as evidence); any other error is a storage failure.
-func (b *batch) verify(ctx context.Context, subject string, s *events.Signed) (*verdict, error) {
+// verify checks one event in stream order: schema, subject, signer,
+// evidence, custody rules, with the stateless checks already made by
+// prepare (prepare.go). A *RuleError return is a refusal (or, with
+// verdict.evidence, an event to log as evidence); any other error is a
+// storage failure.
+//
+// The dispatch by kind is here: partner registry events, enrollment
+// refusals (rules_enrollment.go), birth records, then the custody state
+// machine (custodyRule).
+func (b *batch) verify(pr *prepared) (*verdict, error) {
+	s := pr.signed
 	st := s.Statement
 	p := &st.Predicate
-	if err := schemas.Validate(s.Payload); err != nil {
-		return nil, reject(CodeSchema, "%v", err)
-	}
-	if want := events.EventSubject(p.Partner, st.Target()); subject != want {
-		return nil, reject(CodeSubject, "published on %s, but the statement is by %s about %s (subject %s)", subject, p.Partner, st.Target(), want)
+	if pr.early != nil {
+		return nil, pr.early // schema, subject
 	}
 	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked {
-		return b.partnerEvent(s)
+		return b.partnerEvent(pr)
 	}
 	signer, err := b.partner(p.Partner)
 	if err != nil {
@@ -59,12 +61,13 @@ func (b *batch) verify(ctx context.Context, subject string, s *events.Signed) (*
 	if signer.Revoked {
 		return nil, reject(CodePartnerRevoked, "partner %q was revoked at log index %d; its later events are refused", p.Partner, signer.RevokedIndex)
 	}
-	cert, err := x509.ParseCertificate(signer.Certificate)
-	if err != nil {
+	if ok, err := pr.signatureOK(signer.Certificate); err != nil {
 		return nil, err
-	}
-	if err := s.Verify(cert.PublicKey); err != nil {
+	} else if !ok {
 		return nil, reject(CodeBadSignature, "the envelope's signature does not verify with %s's registered certificate", p.Partner)
+	}
+	if p.Kind == events.KindEnrollmentRefused {
+		return b.enrollmentRefused(s, signer, &verdict{signerCert: signer.Certificate}) // rules_enrollment.go
 	}
 	if !roleMay(signer.Role, p.Kind) {
 		return nil, reject(CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
@@ -72,7 +75,7 @@ func (b *batch) verify(ctx context.Context, subject string, s *events.Signed) (*
 	v := &verdict{signerCert: signer.Certificate}
 	device := st.Device()
 	if p.Kind == events.KindTPMManufactured {
-		return b.manufactured(s, device, v)
+		return b.manufactured(pr, device, v)
 	}
 	dev, err := b.device(device)
 	if err != nil {
@@ -82,14 +85,13 @@ func (b *batch) verify(ctx context.Context, subject string, s *events.Signed) (*
 		return nil, reject(CodeUnknownDevice, "device %s has no tpm.manufactured record", device)
 	}
 	next := cloneDevice(dev)
-	nonce, err := events.BindingDigest(s.Payload)
-	if err != nil {
-		return nil, reject(CodeMalformed, "%v", err)
+	if pr.nonceErr != nil {
+		return nil, pr.nonceErr
 	}
-	if p.Kind == events.KindDeviceEnrolled {
-		nonce = p.Enrolled.Challenge
+	qi, rerr := pr.evidence(dev.IAKPublic)
+	if rerr == nil {
+		rerr = checkCounters(dev.LastQuote, qi)
 	}
-	qi, rerr := checkEvidence(dev.IAKPublic, p.Evidence, nonce, dev.LastQuote)
 	if rerr != nil {
 		return nil, rerr
 	}
@@ -230,9 +232,10 @@ func finish(d *Device, p *events.Predicate, digest string, idx uint64) {
 	}
 }
 
-// checkEvidence verifies a quote against the device's IAK and the nonce the
-// event requires, and that its counters do not go backwards.
-func checkEvidence(iakPublic []byte, ev *events.Evidence, nonce []byte, last *QuoteCounters) (*attest.QuoteInfo, *RuleError) {
+// verifyEvidence verifies a quote against the device's IAK and the nonce
+// the event requires (stateless; checkCounters compares it with the
+// device's history).
+func verifyEvidence(iak *attest.AttestationKey, ev *events.Evidence, nonce []byte) (*attest.QuoteInfo, *RuleError) {
 	if ev == nil {
 		return nil, reject(CodeEvidence, "the event carries no TPM quote")
 	}
@@ -240,30 +243,50 @@ func checkEvidence(iakPublic []byte, ev *events.Evidence, nonce []byte, last *Qu
 	if err != nil {
 		return nil, reject(CodeEvidence, "%v", err)
 	}
-	qi, err := attest.VerifyQuote(iakPublic, q, nonce)
+	qi, err := iak.VerifyQuote(q, nonce)
 	if err != nil {
 		return nil, reject(CodeEvidence, "the TPM quote does not verify against the device's IAK for this event: %v", err)
-	}
-	if last != nil {
-		prev := &attest.QuoteInfo{Clock: last.Clock, ResetCount: last.ResetCount, RestartCount: last.RestartCount}
-		if err := attest.CheckMonotonic(prev, qi); err != nil {
-			return nil, reject(CodeCounters, "%v (replayed or rolled-back TPM state)", err)
-		}
 	}
 	return qi, nil
 }
 
-// manufactured checks a TPM's birth record: EK certificate chain, device ID,
-// IAK certificate, and a quote by that IAK binding this event.
-func (b *batch) manufactured(s *events.Signed, device string, v *verdict) (*verdict, error) {
-	m := s.Statement.Predicate.Manufactured
+// checkCounters checks that a verified quote's counters do not go
+// backwards from the device's last accepted quote.
+func checkCounters(last *QuoteCounters, qi *attest.QuoteInfo) *RuleError {
+	if last == nil {
+		return nil
+	}
+	prev := &attest.QuoteInfo{Clock: last.Clock, ResetCount: last.ResetCount, RestartCount: last.RestartCount}
+	if err := attest.CheckMonotonic(prev, qi); err != nil {
+		return reject(CodeCounters, "%v (replayed or rolled-back TPM state)", err)
+	}
+	return nil
+}
+
+// manufactured checks a TPM's birth record in stream order: the device must
+// be new; its evidence was checked by prepare (checkManufactured).
+func (b *batch) manufactured(pr *prepared, device string, v *verdict) (*verdict, error) {
 	if d, err := b.device(device); err != nil {
 		return nil, err
 	} else if d != nil {
 		return nil, reject(CodeAlreadyExists, "device %s was already manufactured (by %s)", device, d.Vendor)
 	}
-	trust := b.l.cfg.TPMTrust
-	now := b.l.cfg.Now()
+	if pr.mfgErr != nil {
+		return nil, pr.mfgErr
+	}
+	d := pr.mfg
+	v.apply = func(uint64) { b.devices[device] = d }
+	return v, nil
+}
+
+// checkManufactured is the stateless part of a birth record's check: EK
+// certificate chain, device ID, IAK certificate, and a quote by that IAK
+// binding this event (nonce). It returns the device the record creates.
+func (l *Ledger) checkManufactured(s *events.Signed, nonce []byte) (*Device, *RuleError) {
+	m := s.Statement.Predicate.Manufactured
+	device := s.Statement.Device()
+	trust := l.cfg.TPMTrust
+	now := l.cfg.Now()
 	ek, err := attest.ParseEKCertificate(m.EKCertificate)
 	if err != nil {
 		return nil, reject(CodeEKChain, "EK certificate: %v", err)
@@ -299,32 +322,31 @@ func (b *batch) manufactured(s *events.Signed, device string, v *verdict) (*verd
 	if !samePublicKey(iakPub, iakCert.Cert.PublicKey) {
 		return nil, reject(CodeIAKCertificate, "the IAK certificate certifies another key than the IAK public area")
 	}
-	nonce, err := events.BindingDigest(s.Payload)
+	iak, err := attest.ParseAttestationKey(m.IAKPublic)
 	if err != nil {
-		return nil, reject(CodeMalformed, "%v", err)
+		return nil, reject(CodeEvidence, "the IAK: %v", err)
 	}
-	qi, rerr := checkEvidence(m.IAKPublic, s.Statement.Predicate.Evidence, nonce, nil)
+	qi, rerr := verifyEvidence(iak, s.Statement.Predicate.Evidence, nonce)
 	if rerr != nil {
 		return nil, rerr
 	}
 	vendor := s.Statement.Predicate.Partner
-	d := &Device{
+	return &Device{
 		ID: device, Vendor: vendor, Custodian: vendor,
 		EKCertificate: ek.Raw, EKPublic: m.EKPublic, IAKPublic: m.IAKPublic,
 		LastQuote: &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount},
-	}
-	v.apply = func(uint64) { b.devices[device] = d }
-	return v, nil
+	}, nil
 }
 
 // partnerEvent checks a consortium-signed registry event.
-func (b *batch) partnerEvent(s *events.Signed) (*verdict, error) {
+func (b *batch) partnerEvent(pr *prepared) (*verdict, error) {
+	s := pr.signed
 	p := &s.Statement.Predicate
 	ca := b.l.cfg.Consortium
 	if p.Partner != events.ConsortiumPartner {
 		return nil, reject(CodeWrongRole, "only the consortium may publish %s", p.Kind)
 	}
-	if err := s.Verify(ca.PublicKey); err != nil {
+	if ok, err := pr.signatureOK(ca.Raw); err != nil || !ok {
 		return nil, reject(CodeBadSignature, "partner registry events must be signed by the consortium CA key")
 	}
 	info := p.PartnerInfo

@@ -27,6 +27,9 @@ type Store interface {
 	Entry(index uint64) (*Entry, error)
 	// EntryIndexByDigest returns the log index of the event with that digest.
 	EntryIndexByDigest(digest []byte) (uint64, error)
+	// EntryIndexByLeafHash returns the log index of the leaf with that
+	// RFC 6962 leaf hash (Rekor's entry UUID).
+	EntryIndexByLeafHash(leafHash []byte) (uint64, error)
 	// DeviceEntries returns the log indices of a device's entries, ascending.
 	DeviceEntries(device string) ([]uint64, error)
 	// Device returns a device's custody state.

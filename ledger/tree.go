@@ -41,6 +41,19 @@ func loadRange(s Store, size uint64) (*compact.Range, error) {
 	return rangeFactory.NewRange(0, size, hashes)
 }
 
+// rootAt is the root hash of the tree of the given size (at most the
+// committed size), from O(log n) stored nodes.
+func rootAt(s Store, size uint64) ([]byte, error) {
+	if size == 0 {
+		return Hasher.EmptyRoot(), nil
+	}
+	rng, err := loadRange(s, size)
+	if err != nil {
+		return nil, err
+	}
+	return rng.GetRootHash(nil)
+}
+
 // inclusionProof builds the RFC 6962 inclusion proof of leaf index in the
 // tree of the given size from O(log n) stored nodes.
 func inclusionProof(s Store, index, size uint64) ([][]byte, error) {
@@ -66,6 +79,18 @@ func consistencyProof(s Store, size1, size2 uint64) ([][]byte, error) {
 		return nil, err
 	}
 	return nodes.Rehash(hashes, Hasher.HashChildren)
+}
+
+// ProveInclusion is the inclusion proof of leaf index in the tree of the
+// given size (at most the committed size), read from s: O(log n) node reads.
+func ProveInclusion(s Store, index, size uint64) ([][]byte, error) {
+	return inclusionProof(s, index, size)
+}
+
+// ProveConsistency is the consistency proof between two committed sizes,
+// read from s.
+func ProveConsistency(s Store, size1, size2 uint64) ([][]byte, error) {
+	return consistencyProof(s, size1, size2)
 }
 
 // VerifyInclusion checks an inclusion proof of body at index against a root.

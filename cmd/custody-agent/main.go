@@ -188,7 +188,7 @@ func serve(ctx context.Context, args []string) error {
 			writeJSON(w, http.StatusInternalServerError, res)
 			return
 		}
-		cfg := device.EnrollConfig{GateURL: req.Gate, IDScope: req.IDScope, DPSPollInterval: 100 * time.Millisecond}
+		cfg := device.EnrollConfig{GateURL: req.Gate, IDScope: req.IDScope, PollInterval: 100 * time.Millisecond}
 		if len(req.DPSCA) > 0 {
 			cfg.DPSRoots = x509.NewCertPool()
 			cfg.DPSRoots.AppendCertsFromPEM(req.DPSCA)

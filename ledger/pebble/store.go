@@ -10,6 +10,7 @@
 //	e <index:8>          entry (JSON: hashedrekord body and DSSE envelope)
 //	n <level:1><index:8> perfect-subtree node hash (level 0 = leaf hash)
 //	g <digest:32>        event digest → index
+//	l <leaf hash:32>     RFC 6962 leaf hash (Rekor entry UUID) → index
 //	d <device id>        device state (JSON)
 //	i <device id><index:8> device → entry index
 //	p <partner name>     partner state (JSON)
@@ -63,6 +64,7 @@ func nodeKey(id compact.NodeID) []byte {
 	return u64([]byte{'n', byte(id.Level)}, id.Index)
 }
 func digestKey(d []byte) []byte  { return append([]byte{'g'}, d...) }
+func leafKey(h []byte) []byte    { return append([]byte{'l'}, h...) }
 func deviceKey(id string) []byte { return append([]byte{'d'}, id...) }
 func deviceIdxKey(id string, i uint64) []byte {
 	return u64(append([]byte{'i'}, id...), i)
@@ -123,6 +125,9 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		if err := b.Set(digestKey(e.Digest), u64(nil, e.Index), nil); err != nil {
 			return err
 		}
+		if err := b.Set(leafKey(ledger.LeafHash(e.Body)), u64(nil, e.Index), nil); err != nil {
+			return err
+		}
 		if len(e.Target) == 64 && e.Kind != "partner.registered" && e.Kind != "partner.revoked" {
 			if err := b.Set(deviceIdxKey(e.Target, e.Index), nil, nil); err != nil {
 				return err
@@ -170,6 +175,15 @@ func (s *Store) Entry(index uint64) (*ledger.Entry, error) {
 // EntryIndexByDigest implements ledger.Store.
 func (s *Store) EntryIndexByDigest(d []byte) (uint64, error) {
 	b, err := s.get(digestKey(d))
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// EntryIndexByLeafHash implements ledger.Store.
+func (s *Store) EntryIndexByLeafHash(h []byte) (uint64, error) {
+	b, err := s.get(leafKey(h))
 	if err != nil {
 		return 0, err
 	}

@@ -186,44 +186,60 @@ type runner struct {
 
 // device starts one custody-agent process around a simulated TPM.
 func (r *runner) device(name string, seed int) (*DeviceReport, error) {
-	state := filepath.Join(r.dir, "devices", fmt.Sprint(seed))
+	a, err := startAgent(r.ctx, r.agentBin, filepath.Join(r.dir, "devices"), seed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	r.agents = append(r.agents, a.cmd)
+	if r.urls == nil {
+		r.urls = map[*DeviceReport]string{}
+	}
+	d := &DeviceReport{Name: name}
+	r.urls[d] = a.url
+	fmt.Fprintf(r.out, "%s: custody-agent with a simulated TPM (seed %d) at %s\n", name, seed, a.url)
+	return d, nil
+}
+
+// agentProc is a running `custody-agent serve` process.
+type agentProc struct {
+	cmd *exec.Cmd
+	url string
+}
+
+// startAgent starts `custody-agent serve` with the simulator seeded by seed,
+// its state under dir/<seed>, and waits for its factory API.
+func startAgent(ctx context.Context, bin, dir string, seed int) (*agentProc, error) {
+	state := filepath.Join(dir, fmt.Sprint(seed))
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return nil, err
 	}
 	addrFile := filepath.Join(state, "addr")
 	_ = os.Remove(addrFile)
-	cmd := exec.CommandContext(r.ctx, r.agentBin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed),
+	cmd := exec.CommandContext(ctx, bin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed),
 		"--state", state, "--listen", "127.0.0.1:0", "--addr-file", addrFile)
 	logf, err := os.Create(filepath.Join(state, "agent.log"))
 	if err != nil {
 		return nil, err
 	}
+	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", r.agentBin, err)
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	r.agents = append(r.agents, cmd)
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.After(60 * time.Second)
 	for {
 		if b, err := os.ReadFile(addrFile); err == nil {
-			url := strings.TrimSpace(string(b))
-			if r.urls == nil {
-				r.urls = map[*DeviceReport]string{}
-			}
-			d := &DeviceReport{Name: name}
-			r.urls[d] = url
-			fmt.Fprintf(r.out, "%s: custody-agent with a simulated TPM (seed %d) at %s\n", name, seed, url)
-			return d, nil
+			return &agentProc{cmd: cmd, url: strings.TrimSpace(string(b))}, nil
 		}
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("%s: custody-agent exited; see %s", name, filepath.Join(state, "agent.log"))
+			return nil, fmt.Errorf("custody-agent exited; see %s", filepath.Join(state, "agent.log"))
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			return nil, errors.New("custody-agent did not start within 60s")
 		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s: custody-agent did not start", name)
 		}
 	}
 }

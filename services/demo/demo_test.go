@@ -95,3 +95,44 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Errorf("the report does not show device B's refusal")
 	}
 }
+
+// TestSimAllFaults drives ten devices, each with one fault kind, through
+// the chain: every fault must be refused with its own code and every device
+// not flagged or re-flashed must still enroll.
+func TestSimAllFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end simulation")
+	}
+	agent := buildAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	events := filepath.Join(t.TempDir(), "events.jsonl")
+	rep, err := demo.Sim(ctx, demo.SimConfig{
+		Devices: len(demo.AllFaults) + 1, Faults: demo.AllFaults, Rate: 1, Concurrency: 4,
+		Dir: t.TempDir(), Agent: agent, Out: &out, EventsOut: events,
+	})
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := rep.Mismatches(); m != 0 {
+		t.Fatalf("%d mismatches", m)
+	}
+	seen := map[string]bool{}
+	for _, d := range rep.Devices {
+		seen[d.Fault] = true
+	}
+	for _, f := range demo.AllFaults {
+		if !seen[f] {
+			t.Errorf("fault %s was not injected", f)
+		}
+	}
+	b, err := os.ReadFile(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := bytes.Count(b, []byte("\n")); uint64(lines) != rep.Events {
+		t.Errorf("events file has %d lines, the log %d entries", lines, rep.Events)
+	}
+}

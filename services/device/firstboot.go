@@ -3,8 +3,11 @@ package device
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,8 +35,13 @@ type EnrollConfig struct {
 	PCRs []int
 	// HTTPClient reaches the gate. Default http.DefaultClient.
 	HTTPClient *http.Client
-	// DPSPollInterval is how often DPS operations are polled. Default 2s.
-	DPSPollInterval time.Duration
+	// APIVersion is the DPS api-version spoken to the gate. Default
+	// gate.APIVersion2025 (2025-07-01-preview), with which the device also
+	// sends a CSR signed by its LDevID key; older versions send none.
+	APIVersion string
+	// PollInterval is how often registration operations (the gate's and
+	// DPS's) are polled. Default 2s, as the Azure device SDKs.
+	PollInterval time.Duration
 }
 
 // EnrollResult is a completed first boot.
@@ -48,6 +56,7 @@ type EnrollResult struct {
 // RefusedError is the gate's refusal, naming the rule the device failed.
 type RefusedError struct {
 	Rule     string
+	Code     int // DPS-shaped errorCode (gate.RuleCodes)
 	Message  string
 	Decision *gate.Decision
 }
@@ -90,12 +99,19 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 	if err != nil {
 		return nil, fmt.Errorf("enroll: IAK: %w", err)
 	}
+	if cfg.APIVersion == "" {
+		cfg.APIVersion = gate.APIVersion2025
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
 	req := &gate.RegisterRequest{RegistrationID: id, TPM: &gate.TPMInfo{EndorsementKey: ek.Public}}
-	endpoint := strings.TrimRight(cfg.GateURL, "/") + "/" + url.PathEscape(cfg.IDScope) + "/registrations/" + id + "/register?api-version=2021-10-01"
+	regURL := strings.TrimRight(cfg.GateURL, "/") + "/" + url.PathEscape(cfg.IDScope) + "/registrations/" + id
+	query := "?api-version=" + url.QueryEscape(cfg.APIVersion)
 
 	// First call: no proof, the gate answers 401 with a credential.
 	var ch gate.Challenge
-	status, err := putJSON(ctx, hc, endpoint, "", req, &ch)
+	status, err := gateCall(ctx, hc, http.MethodPut, regURL+"/register"+query, "", req, &ch)
 	if err != nil {
 		return nil, err
 	}
@@ -119,24 +135,56 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 		return nil, fmt.Errorf("enroll: LDevID key: %w", err)
 	}
 	req.Payload = &gate.Evidence{Quote: events.NewEvidence(q), LDevID: certify}
+	if cfg.APIVersion == gate.APIVersion2025 {
+		signer, err := tpm.LDevIDSigner()
+		if err != nil {
+			return nil, err
+		}
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: id}}, signer)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: CSR: %w", err)
+		}
+		req.CSR = base64.StdEncoding.EncodeToString(csr)
+	}
 
-	// Second call: authorised by the activated secret.
+	// Second call: authorised by the activated secret. The gate answers
+	// 202 "assigning" with an operation to poll, as DPS does.
 	token := gate.SASToken(cfg.IDScope, id, secret, time.Now().Add(5*time.Minute))
 	var out gate.Outcome
-	status, err = putJSON(ctx, hc, endpoint, token, req, &out)
+	status, err = gateCall(ctx, hc, http.MethodPut, regURL+"/register"+query, token, req, &out)
 	if err != nil {
 		return nil, err
 	}
-	if status != http.StatusOK {
+	if status != http.StatusAccepted && status != http.StatusOK {
 		return nil, fmt.Errorf("enroll: the gate answered %d", status)
 	}
+	for out.Status == gate.StatusAssigning {
+		if out.OperationID == "" {
+			return nil, errors.New("enroll: the gate's registration is assigning but names no operation")
+		}
+		t := time.NewTimer(cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		opID := out.OperationID
+		out = gate.Outcome{}
+		if _, err := gateCall(ctx, hc, http.MethodGet, regURL+"/operations/"+url.PathEscape(opID)+query, token, nil, &out); err != nil {
+			return nil, err
+		}
+	}
+	if out.RegistrationState == nil {
+		return nil, fmt.Errorf("enroll: the gate's operation ended %q without a registration state", out.Status)
+	}
 	res := &EnrollResult{DeviceID: id, Decision: out.RegistrationState.Decision}
-	if out.Status != "assigned" {
+	if out.Status != gate.StatusAssigned {
 		rule, msg := "", out.RegistrationState.ErrorMessage
 		if res.Decision != nil {
 			rule, msg = res.Decision.Rule, res.Decision.Message
 		}
-		return res, &RefusedError{Rule: rule, Message: msg, Decision: res.Decision}
+		return res, &RefusedError{Rule: rule, Code: out.RegistrationState.ErrorCode, Message: msg, Decision: res.Decision}
 	}
 	for _, der := range out.RegistrationState.IssuedCertificateChain {
 		c, err := x509.ParseCertificate(der)
@@ -163,9 +211,7 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 		Certificates: []tls.Certificate{tlsCert},
 		MinVersion:   tls.VersionTLS12,
 	})
-	if cfg.DPSPollInterval > 0 {
-		dc.PollInterval = cfg.DPSPollInterval
-	}
+	dc.PollInterval = cfg.PollInterval
 	st, err := dc.Register(ctx, id)
 	if err != nil {
 		return res, fmt.Errorf("enroll: DPS registration: %w", err)
@@ -174,16 +220,25 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 	return res, nil
 }
 
-func putJSON(ctx context.Context, hc *http.Client, endpoint, auth string, in, out any) (int, error) {
-	body, err := json.Marshal(in)
+// gateCall sends one request to the gate; 200, 202 and 401 answers are
+// decoded into out.
+func gateCall(ctx context.Context, hc *http.Client, method, endpoint, auth string, in, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, endpoint, body)
 	if err != nil {
 		return 0, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, endpoint, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
@@ -196,7 +251,8 @@ func putJSON(ctx context.Context, hc *http.Client, endpoint, auth string, in, ou
 	if err != nil {
 		return 0, err
 	}
-	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusAccepted, http.StatusUnauthorized:
 		if err := json.Unmarshal(data, out); err != nil {
 			return 0, fmt.Errorf("enroll: gate answer: %w", err)
 		}

@@ -52,17 +52,6 @@ type Registry interface {
 	Enroll(ctx context.Context, registrationID string, cert *x509.Certificate) error
 }
 
-// Policy is what a device must show to be enrolled. Every check is recorded
-// in the decision, pass or fail.
-type Policy struct {
-	// RequiredStages must each have been recorded by a custodian.
-	// Default: firmware-programmed.
-	RequiredStages []string
-	// QuotePCRs are the PCRs the fresh quote must cover; each must equal the
-	// value recorded with firmware-programmed. Default [0].
-	QuotePCRs []int
-}
-
 // Config configures a gate.
 type Config struct {
 	// Name is the gate's partner name; Operator the operator it enrolls for.
@@ -70,26 +59,42 @@ type Config struct {
 	// IDScope is the operator's DPS ID scope; requests for another scope are
 	// refused.
 	IDScope string
-	// Key signs device.enrolled events (the gate's partner key).
+	// Key signs device.enrolled and enrollment.refused (the gate's partner key).
 	Key crypto.Signer
-	// NATS carries device.enrolled to the ledger.
+	// NATS carries the gate's events to the ledger.
 	NATS *nats.Conn
 	// Ledger answers custody-state questions.
 	Ledger DeviceState
 	// TPMTrust verifies EK certificate chains.
 	TPMTrust *attest.Bundle
-	// LDevIDCA issues LDevID certificates.
+	// LDevIDCA issues LDevID certificates and signs the CRL.
 	LDevIDCA *pki.CA
 	// Registry creates the DPS enrollment.
 	Registry Registry
 	// DPSEndpoint is the device-facing DPS URL returned to enrolled devices.
 	DPSEndpoint string
-	Policy      Policy
+	// Policy is what a device must show; see Policy. Validated by New.
+	Policy Policy
 	// ChallengeTTL bounds the time between the two registration calls.
 	// Default 2 minutes.
 	ChallengeTTL time.Duration
+	// OperationTTL is how long a registration operation can be polled after
+	// it was decided. Default 10 minutes.
+	OperationTTL time.Duration
 	// LDevIDValidity is an LDevID's lifetime. Default 1 year.
 	LDevIDValidity time.Duration
+	// CRLValidity is the interval between a CRL's thisUpdate and
+	// nextUpdate. Default 1 hour.
+	CRLValidity time.Duration
+	// RefusalLogInterval bounds how often a refusal of a device that has not
+	// proven its TPM (a failed challenge, EK identity, EK chain or
+	// activation) is written to the ledger: at most once per interval per
+	// device, since anybody who knows a device's EK public key can provoke
+	// one. Refusals after activation are always written. Default 10 minutes.
+	RefusalLogInterval time.Duration
+	// PublishTimeout bounds the wait for the ledger's receipt of a decision.
+	// Default 30 s.
+	PublishTimeout time.Duration
 	Logger         *slog.Logger
 	Now            func() time.Time
 }
@@ -102,6 +107,10 @@ type Gate struct {
 	mu         sync.Mutex
 	challenges map[string]*challenge // by registration ID
 	decisions  []*Decision
+	ops        map[string]*operation // by operation ID
+	opOrder    []string              // operation IDs, oldest first
+	unproven   map[string]time.Time  // device → last logged refusal before activation
+	ldevids    ldevids
 }
 
 type challenge struct {
@@ -109,6 +118,13 @@ type challenge struct {
 	nonce   []byte
 	expires time.Time
 }
+
+// Limits on what the gate keeps in memory.
+const (
+	maxDecisions  = 100_000
+	maxOperations = 100_000
+	maxBody       = 1 << 20
+)
 
 // New validates cfg and returns a gate.
 func New(cfg Config) (*Gate, error) {
@@ -120,18 +136,26 @@ func New(cfg Config) (*Gate, error) {
 	case cfg.Key == nil || cfg.NATS == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
 		return nil, errors.New("gate: Key, NATS, Ledger, TPMTrust, LDevIDCA and Registry are required")
 	}
-	if len(cfg.Policy.RequiredStages) == 0 {
-		cfg.Policy.RequiredStages = []string{events.StageFirmwareProgrammed}
+	var err error
+	if cfg.Policy, err = cfg.Policy.withDefaults(); err != nil {
+		return nil, err
 	}
-	if len(cfg.Policy.QuotePCRs) == 0 {
-		cfg.Policy.QuotePCRs = []int{0}
+	for _, d := range []*time.Duration{&cfg.ChallengeTTL, &cfg.OperationTTL, &cfg.LDevIDValidity, &cfg.CRLValidity, &cfg.RefusalLogInterval, &cfg.PublishTimeout} {
+		if *d < 0 {
+			return nil, errors.New("gate: durations must not be negative")
+		}
 	}
-	if cfg.ChallengeTTL <= 0 {
-		cfg.ChallengeTTL = 2 * time.Minute
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
 	}
-	if cfg.LDevIDValidity <= 0 {
-		cfg.LDevIDValidity = 365 * 24 * time.Hour
-	}
+	def(&cfg.ChallengeTTL, 2*time.Minute)
+	def(&cfg.OperationTTL, 10*time.Minute)
+	def(&cfg.LDevIDValidity, 365*24*time.Hour)
+	def(&cfg.CRLValidity, time.Hour)
+	def(&cfg.RefusalLogInterval, 10*time.Minute)
+	def(&cfg.PublishTimeout, 30*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -142,8 +166,14 @@ func New(cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Gate{cfg: cfg, pub: p, challenges: map[string]*challenge{}}, nil
+	return &Gate{
+		cfg: cfg, pub: p, challenges: map[string]*challenge{}, ops: map[string]*operation{},
+		unproven: map[string]time.Time{}, ldevids: ldevids{byDevice: map[string][]*issuedLDevID{}},
+	}, nil
 }
+
+// Policy returns the policy in force, defaults filled.
+func (g *Gate) Policy() Policy { return g.cfg.Policy }
 
 // Check is one policy check's outcome.
 type Check struct {
@@ -155,17 +185,27 @@ type Check struct {
 // Decision is the record of one enrollment decision.
 type Decision struct {
 	RegistrationID string    `json:"registrationId"`
+	OperationID    string    `json:"operationId"`
 	Time           time.Time `json:"time"`
 	Allowed        bool      `json:"allowed"`
-	// Rule names the first check that failed (empty when allowed).
+	// Rule names the first check that failed (empty when allowed); Code is
+	// its DPS-shaped error code (RuleCodes).
 	Rule    string  `json:"rule,omitempty"`
+	Code    int     `json:"errorCode,omitempty"`
 	Message string  `json:"message,omitempty"`
 	Checks  []Check `json:"checks"`
-	// LogIndex is the device.enrolled entry (allowed decisions).
+	// Logged says the decision is in the ledger: LogIndex is its
+	// device.enrolled or enrollment.refused entry. LogNote says why a
+	// refusal was not logged (unknown device, rate limit, ledger error).
+	Logged   bool   `json:"logged"`
 	LogIndex uint64 `json:"logIndex,omitempty"`
+	LogNote  string `json:"logNote,omitempty"`
+	// LDevIDSerial is the serial number (hex) of the LDevID issued.
+	LDevIDSerial string `json:"ldevidSerial,omitempty"`
 }
 
-// Decisions returns the gate's decisions, oldest first.
+// Decisions returns the gate's decisions, oldest first (at most the last
+// 100,000; the ledger holds all of them).
 func (g *Gate) Decisions() []*Decision {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -190,6 +230,10 @@ type RegisterRequest struct {
 	RegistrationID string    `json:"registrationId"`
 	TPM            *TPMInfo  `json:"tpm"`
 	Payload        *Evidence `json:"payload,omitempty"`
+	// CSR (api-version 2025-07-01-preview) is a base64 DER PKCS#10
+	// request signed by the LDevID key, subject CN = the registration ID.
+	// When present its key must be the one the IAK certified.
+	CSR string `json:"csr,omitempty"`
 }
 
 // Challenge is the 401 answer to an unauthorised registration: the
@@ -199,32 +243,90 @@ type Challenge struct {
 	Nonce             []byte `json:"nonce"`
 }
 
-// Outcome is the answer to an authorised registration, shaped like DPS's
-// RegistrationOperationStatus.
+// Outcome is a registration operation, shaped like DPS's
+// RegistrationOperationStatus: status "assigning" while it runs, then
+// "assigned" or "failed".
 type Outcome struct {
-	OperationID       string            `json:"operationId"`
-	Status            string            `json:"status"` // assigned | failed
-	RegistrationState RegistrationState `json:"registrationState"`
+	OperationID       string             `json:"operationId"`
+	Status            string             `json:"status"`
+	RegistrationState *RegistrationState `json:"registrationState,omitempty"`
 }
 
-// RegistrationState is DPS's registration state, plus the LDevID chain
-// (issuedCertificateChain, as DPS's 2025-07-01-preview names it) and the
-// decision record.
+// RegistrationState is DPS's registration state (DeviceRegistrationResult),
+// plus the LDevID chain (issuedCertificateChain, as DPS's
+// 2025-07-01-preview names it), where to register next (the DPS endpoint
+// and ID scope) and the decision record.
 type RegistrationState struct {
 	RegistrationID         string    `json:"registrationId"`
 	Status                 string    `json:"status"`
+	Substatus              string    `json:"substatus,omitempty"`
 	ErrorCode              int       `json:"errorCode,omitempty"`
 	ErrorMessage           string    `json:"errorMessage,omitempty"`
 	CreatedDateTimeUTC     time.Time `json:"createdDateTimeUtc"`
 	LastUpdatedDateTimeUTC time.Time `json:"lastUpdatedDateTimeUtc"`
+	ETag                   string    `json:"etag,omitempty"`
 	IssuedCertificateChain [][]byte  `json:"issuedCertificateChain,omitempty"`
 	DPSEndpoint            string    `json:"dpsEndpoint,omitempty"`
 	IDScope                string    `json:"idScope,omitempty"`
 	Decision               *Decision `json:"decision,omitempty"`
 }
 
+// Registration status values (DPS's).
+const (
+	StatusAssigning = "assigning"
+	StatusAssigned  = "assigned"
+	StatusFailed    = "failed"
+)
+
+// Rule names, in the order the gate checks them.
+const (
+	RuleChallenge      = "challenge"
+	RuleEKIdentity     = "ek-identity"
+	RuleCustodyChain   = "custody-chain"
+	RuleEKChain        = "ek-chain"
+	RuleActivation     = "activation"
+	RuleQuote          = "quote"
+	RuleCounters       = "counters"
+	RuleDecommissioned = "decommissioned"
+	RuleFlagged        = "flagged"
+	RuleStages         = "stages"
+	RulePCRPolicy      = "pcr-policy"
+	RuleReenrollment   = "reenrollment"
+	RuleLDevID         = "ldevid"
+	RuleCSR            = "csr"
+	RuleDPS            = "dps"
+	RuleLedger         = "ledger"
+)
+
+// RuleCodes are the DPS-shaped error codes (six digits, the first three an
+// HTTP status) of refusals, one per rule: registrationState.errorCode.
+var RuleCodes = map[string]int{
+	RuleChallenge:      401101,
+	RuleEKIdentity:     401102,
+	RuleEKChain:        401103,
+	RuleActivation:     401104,
+	RuleQuote:          401105,
+	RuleCounters:       401106,
+	RuleLDevID:         401107,
+	RuleCSR:            400101,
+	RuleDecommissioned: 403101,
+	RuleFlagged:        403102,
+	RuleCustodyChain:   403103,
+	RuleStages:         403104,
+	RulePCRPolicy:      403105,
+	RuleReenrollment:   403106,
+	RuleDPS:            503101,
+	RuleLedger:         503102,
+}
+
+// provenRules are refusals decided before the device proved its TPM.
+var unprovenRules = []string{RuleChallenge, RuleEKIdentity, RuleCustodyChain, RuleEKChain, RuleActivation}
+
 // ErrBadRequest marks requests refused before any decision.
 var ErrBadRequest = errors.New("bad registration request")
+
+// ErrNotFound is an unknown (or expired) registration operation.
+var ErrNotFound = errors.New("no such registration operation")
 
 // Begin answers a registration without proof: it looks the device up by its
 // EK, and returns a credential for the device's IAK encrypted to that EK and
@@ -267,7 +369,15 @@ func (g *Gate) Begin(ctx context.Context, idScope string, req *RegisterRequest) 
 		return nil, err
 	}
 	g.mu.Lock()
-	g.challenges[req.RegistrationID] = &challenge{secret: secret, nonce: nonce, expires: g.cfg.Now().Add(g.cfg.ChallengeTTL)}
+	now := g.cfg.Now()
+	if len(g.challenges) > maxOperations {
+		for id, c := range g.challenges {
+			if now.After(c.expires) {
+				delete(g.challenges, id)
+			}
+		}
+	}
+	g.challenges[req.RegistrationID] = &challenge{secret: secret, nonce: nonce, expires: now.Add(g.cfg.ChallengeTTL)}
 	g.mu.Unlock()
 	return &Challenge{AuthenticationKey: key, Nonce: nonce}, nil
 }
@@ -319,85 +429,105 @@ func (g *Gate) checkSAS(idScope, regID, token string, key []byte) error {
 	return nil
 }
 
-// Finish decides an authorised registration. The returned outcome is
-// "assigned" with the LDevID chain, or "failed" naming the rule broken.
+// Finish decides an authorised registration and returns its operation,
+// already decided: status "assigned" with the LDevID chain, or "failed"
+// with the errorCode and errorMessage of the rule broken. The operation can
+// be read again with Operation, with the same authorization, until
+// OperationTTL has passed. Every decision is appended to the ledger:
+// device.enrolled or enrollment.refused.
 func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *RegisterRequest) (*Outcome, error) {
 	if err := g.checkRequest(idScope, req); err != nil {
 		return nil, err
+	}
+	if authorization == "" {
+		return nil, fmt.Errorf("%w: an authorised registration needs the SAS token", ErrBadRequest)
 	}
 	g.mu.Lock()
 	ch := g.challenges[req.RegistrationID]
 	delete(g.challenges, req.RegistrationID) // one try per challenge
 	g.mu.Unlock()
 	now := g.cfg.Now()
-	d := &Decision{RegistrationID: req.RegistrationID, Time: now}
-	chain, err := g.decide(ctx, idScope, authorization, req, ch, d)
+	d := &Decision{RegistrationID: req.RegistrationID, Time: now, OperationID: newOperationID()}
+	res, err := g.decide(ctx, idScope, authorization, req, ch, d)
 	if err != nil {
 		return nil, err
 	}
-	g.mu.Lock()
-	g.decisions = append(g.decisions, d)
-	g.mu.Unlock()
-	g.cfg.Logger.Info("enrollment decision", "device", d.RegistrationID, "allowed", d.Allowed, "rule", d.Rule, "message", d.Message)
-	out := &Outcome{
-		OperationID: newOperationID(),
-		RegistrationState: RegistrationState{
-			RegistrationID: req.RegistrationID, CreatedDateTimeUTC: now, LastUpdatedDateTimeUTC: g.cfg.Now(),
-			Decision: d,
-		},
+	if !d.Allowed {
+		d.Code = RuleCodes[d.Rule]
+		g.logRefused(ctx, req, d, res)
 	}
+	g.cfg.Logger.Info("enrollment decision", "device", d.RegistrationID, "allowed", d.Allowed, "rule", d.Rule,
+		"message", d.Message, "logged", d.Logged, "log_index", d.LogIndex, "operation", d.OperationID)
+	st := &RegistrationState{
+		RegistrationID: req.RegistrationID, CreatedDateTimeUTC: now.UTC(), LastUpdatedDateTimeUTC: g.cfg.Now().UTC(),
+		ETag: newETag(), Decision: d,
+	}
+	out := &Outcome{OperationID: d.OperationID, RegistrationState: st}
 	if d.Allowed {
-		out.Status, out.RegistrationState.Status = "assigned", "assigned"
-		out.RegistrationState.IssuedCertificateChain = chain
-		out.RegistrationState.DPSEndpoint = g.cfg.DPSEndpoint
-		out.RegistrationState.IDScope = g.cfg.IDScope
+		out.Status, st.Status, st.Substatus = StatusAssigned, StatusAssigned, "initialAssignment"
+		if res.reenrolled {
+			st.Substatus = "reprovisionedToInitialAssignment"
+		}
+		st.IssuedCertificateChain = res.chain
+		st.DPSEndpoint = g.cfg.DPSEndpoint
+		st.IDScope = g.cfg.IDScope
 	} else {
-		out.Status, out.RegistrationState.Status = "failed", "failed"
-		out.RegistrationState.ErrorCode = 401100 + slices.IndexFunc(d.Checks, func(c Check) bool { return !c.OK })
-		out.RegistrationState.ErrorMessage = d.Rule + ": " + d.Message
+		out.Status, st.Status = StatusFailed, StatusFailed
+		st.ErrorCode = d.Code
+		st.ErrorMessage = d.Rule + ": " + d.Message
 	}
+	g.remember(d, out, authorization)
 	return out, nil
+}
+
+// result is what decide produced besides the decision.
+type result struct {
+	chain      [][]byte         // allowed: LDevID, CA
+	quote      *events.Evidence // the verified fresh quote, if it verified
+	nonce      []byte
+	known      bool // the ledger knows the device
+	reenrolled bool
 }
 
 // decide runs every check in order, recording each, and stops at the first
 // failure. On success it issues the LDevID, enrolls in DPS and logs
-// device.enrolled.
-func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *RegisterRequest, ch *challenge, d *Decision) ([][]byte, error) {
-	fail := func(rule, format string, args ...any) {
+// device.enrolled. An error return is an internal failure (no decision).
+func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *RegisterRequest, ch *challenge, d *Decision) (*result, error) {
+	res := &result{}
+	fail := func(rule, format string, args ...any) (*result, error) {
 		msg := fmt.Sprintf(format, args...)
 		d.Checks = append(d.Checks, Check{Name: rule, OK: false, Detail: msg})
 		d.Rule, d.Message = rule, msg
+		return res, nil
 	}
 	pass := func(rule, format string, args ...any) {
 		d.Checks = append(d.Checks, Check{Name: rule, OK: true, Detail: fmt.Sprintf(format, args...)})
 	}
+	pol := &g.cfg.Policy
 	now := g.cfg.Now()
 	if ch == nil || now.After(ch.expires) {
-		fail("challenge", "no live credential challenge for this registration; start again")
-		return nil, nil
+		return fail(RuleChallenge, "no live credential challenge for this registration; start again")
 	}
+	res.nonce = ch.nonce
 	// 1. The registration ID is the device ID: SHA-256 of the EK public key.
 	ekPub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey)
 	if err != nil {
-		fail("ek-identity", "endorsement key: %v", err)
-		return nil, nil
+		return fail(RuleEKIdentity, "endorsement key: %v", err)
 	}
 	if id, _ := attest.DeviceID(ekPub); id != req.RegistrationID {
-		fail("ek-identity", "the registration ID is not the SHA-256 of this EK")
-		return nil, nil
+		return fail(RuleEKIdentity, "the registration ID is not the SHA-256 of this EK")
 	}
-	pass("ek-identity", "registration ID = SHA-256(EK)")
+	pass(RuleEKIdentity, "registration ID = SHA-256(EK)")
 	// 2. The ledger knows the device and holds this EK.
 	dev, err := g.cfg.Ledger.Device(req.RegistrationID)
 	if errors.Is(err, ledger.ErrNotFound) {
-		fail("custody-chain", "the ledger has no custody record of this device")
-		return nil, nil
+		return fail(RuleCustodyChain, "the ledger has no custody record of this device")
 	} else if err != nil {
 		return nil, err
 	}
+	res.known = true
 	if !bytes.Equal(dev.EKPublic, req.TPM.EndorsementKey) {
-		fail("ek-identity", "the EK differs from the one the TPM vendor recorded")
-		return nil, nil
+		return fail(RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
 	}
 	pass("ledger-record", "manufactured by %s", dev.Vendor)
 	// 3. The EK certificate the vendor recorded chains to the trust bundle.
@@ -406,100 +536,136 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 		_, err = ek.Verify(g.cfg.TPMTrust, now)
 	}
 	if err != nil {
-		fail("ek-chain", "EK certificate: %v", err)
-		return nil, nil
+		return fail(RuleEKChain, "EK certificate: %v", err)
 	}
-	pass("ek-chain", "EK certificate chains to the TPM trust bundle (%s)", ek.TPM.Manufacturer)
+	pass(RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", ek.TPM.Manufacturer)
 	// 4. Credential activation: the SAS token is keyed with the secret that
 	// only the TPM holding this EK and the recorded IAK could recover.
 	if err := g.checkSAS(idScope, req.RegistrationID, authorization, ch.secret); err != nil {
-		fail("activation", "credential activation not proven: %v", err)
-		return nil, nil
+		return fail(RuleActivation, "credential activation not proven: %v", err)
 	}
-	pass("activation", "the TPM holding the EK activated the credential for the recorded IAK")
+	pass(RuleActivation, "the TPM holding the EK activated the credential for the recorded IAK")
 	// 5. A fresh quote by the recorded IAK over the gate's nonce.
 	if req.Payload == nil || req.Payload.Quote == nil || req.Payload.LDevID == nil {
-		fail("quote", "the registration carries no quote or LDevID evidence")
-		return nil, nil
+		return fail(RuleQuote, "the registration carries no quote or LDevID evidence")
 	}
 	q, err := req.Payload.Quote.Quote()
 	if err != nil {
-		fail("quote", "%v", err)
-		return nil, nil
+		return fail(RuleQuote, "%v", err)
 	}
 	qi, err := attest.VerifyQuote(dev.IAKPublic, q, ch.nonce)
 	if err != nil {
-		fail("quote", "fresh quote: %v", err)
-		return nil, nil
+		return fail(RuleQuote, "fresh quote: %v", err)
 	}
-	pass("quote", "fresh quote by the recorded IAK over the gate's nonce")
+	res.quote = req.Payload.Quote
+	pass(RuleQuote, "fresh quote by the recorded IAK over the gate's nonce")
 	if dev.LastQuote != nil {
 		prev := &attest.QuoteInfo{Clock: dev.LastQuote.Clock, ResetCount: dev.LastQuote.ResetCount, RestartCount: dev.LastQuote.RestartCount}
 		if err := attest.CheckMonotonic(prev, qi); err != nil {
-			fail("counters", "TPM counters against the device's history: %v", err)
-			return nil, nil
+			return fail(RuleCounters, "TPM counters against the device's history: %v", err)
 		}
 	}
-	pass("counters", "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
+	pass(RuleCounters, "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
 	// 6. Custody: the operator holds the device, the chain is clean.
 	if dev.Decommissioned {
-		fail("decommissioned", "the device was decommissioned")
-		return nil, nil
+		return fail(RuleDecommissioned, "the device was decommissioned")
 	}
 	if dev.Flag != nil {
-		fail("flagged", "the device is flagged (%s, log index %d)", dev.Flag.Reason, dev.Flag.Index)
-		return nil, nil
+		return fail(RuleFlagged, "the device is flagged (%s by %s, log index %d)", dev.Flag.Reason, dev.Flag.By, dev.Flag.Index)
 	}
 	pass("flags", "not flagged")
 	if dev.Custodian != g.cfg.Operator {
-		fail("custody-chain", "the last custodian is %s, not %s", dev.Custodian, g.cfg.Operator)
-		return nil, nil
+		return fail(RuleCustodyChain, "the last custodian is %s, not %s", dev.Custodian, g.cfg.Operator)
 	}
 	if dev.Pending != nil {
-		fail("custody-chain", "a hand-off to %s is pending", dev.Pending.To)
-		return nil, nil
+		return fail(RuleCustodyChain, "a hand-off to %s is pending", dev.Pending.To)
 	}
-	pass("custody-chain", "custodian %s after %d hand-offs", dev.Custodian, dev.Handoffs)
-	for _, s := range g.cfg.Policy.RequiredStages {
+	pass(RuleCustodyChain, "custodian %s after %d hand-offs", dev.Custodian, dev.Handoffs)
+	for _, s := range pol.RequiredStages {
 		if _, ok := dev.Stages[s]; !ok {
-			fail("stages", "required stage %s was never recorded", s)
-			return nil, nil
+			return fail(RuleStages, "required stage %s was never recorded", s)
 		}
 	}
-	pass("stages", "required stages recorded: %s", strings.Join(g.cfg.Policy.RequiredStages, ", "))
-	// 7. PCRs equal what the EMS recorded with the firmware.
-	for _, i := range g.cfg.Policy.QuotePCRs {
-		want, ok := dev.ExpectedPCRs[strconv.Itoa(i)]
-		got := hex.EncodeToString(qi.PCRs[i])
-		if !ok || want != got {
-			fail("pcr-policy", "PCR %d is %s, the firmware record says %s", i, short(got), short(want))
-			return nil, nil
+	pass(RuleStages, "required stages recorded: %s", strings.Join(pol.RequiredStages, ", "))
+	// 7. PCRs equal what the EMS recorded with the firmware, or what the
+	// operator allowed.
+	var sources []string
+	for _, i := range pol.QuotePCRs {
+		v, quoted := qi.PCRs[i]
+		got := hex.EncodeToString(v)
+		ok, src := pol.pcrAccepted(i, got, dev.ExpectedPCRs)
+		if !quoted || !ok {
+			return fail(RulePCRPolicy, "PCR %d is %s, the firmware record says %s", i, short(got), short(dev.ExpectedPCRs[strconv.Itoa(i)]))
 		}
+		sources = append(sources, fmt.Sprintf("%d (%s)", i, src))
 	}
-	pass("pcr-policy", "PCRs %v equal the recorded firmware measurements", g.cfg.Policy.QuotePCRs)
+	pass(RulePCRPolicy, "PCRs accepted: %s", strings.Join(sources, ", "))
+	if dev.Enrolled {
+		if pol.RefuseReenrollment {
+			return fail(RuleReenrollment, "the device is already enrolled and the policy refuses re-enrollment")
+		}
+		res.reenrolled = true
+	}
 	// 8. The LDevID key is TPM-resident and certified by the IAK.
 	ldevPub, err := attest.VerifyCertify(dev.IAKPublic, req.Payload.LDevID, ch.nonce)
 	if err != nil {
-		fail("ldevid", "LDevID certification: %v", err)
-		return nil, nil
+		return fail(RuleLDevID, "LDevID certification: %v", err)
 	}
-	pass("ldevid", "LDevID key certified by the IAK (TPM2_Certify)")
+	pass(RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
+	if req.CSR != "" {
+		if err := checkCSR(req.CSR, req.RegistrationID, ldevPub); err != nil {
+			return fail(RuleCSR, "%v", err)
+		}
+		pass(RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
+	}
 	cert, err := g.issueLDevID(req.RegistrationID, ldevPub)
 	if err != nil {
 		return nil, err
 	}
 	if err := g.cfg.Registry.Enroll(ctx, req.RegistrationID, cert); err != nil {
-		fail("dps", "DPS enrollment: %v", err)
-		return nil, nil
+		return fail(RuleDPS, "DPS enrollment: %v", err)
 	}
-	pass("dps", "individual enrollment created")
+	pass(RuleDPS, "individual enrollment created")
 	idx, err := g.logEnrolled(ctx, req, cert, ch.nonce)
 	if err != nil {
-		fail("ledger", "recording device.enrolled: %v", err)
-		return nil, nil
+		// The certificate was issued but is not recorded: revoke it.
+		g.ldevids.revoke(req.RegistrationID, cert.SerialNumber, now, x509ReasonCessation)
+		return fail(RuleLedger, "recording device.enrolled: %v", err)
 	}
-	d.Allowed, d.LogIndex = true, idx
-	return [][]byte{cert.Raw, g.cfg.LDevIDCA.Cert.Raw}, nil
+	superseded := g.ldevids.add(req.RegistrationID, cert, now)
+	detail := "device.enrolled logged"
+	if superseded > 0 {
+		detail += fmt.Sprintf("; %d earlier LDevID(s) revoked (superseded)", superseded)
+	}
+	pass(RuleLedger, "%s", detail)
+	d.Allowed, d.Logged, d.LogIndex = true, true, idx
+	d.LDevIDSerial = cert.SerialNumber.Text(16)
+	res.chain = [][]byte{cert.Raw, g.cfg.LDevIDCA.Cert.Raw}
+	return res, nil
+}
+
+// checkCSR verifies a base64 DER PKCS#10 request: its signature, its
+// subject CN and that its key is want.
+func checkCSR(b64, regID string, want crypto.PublicKey) error {
+	der, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return fmt.Errorf("the csr is not base64: %v", err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return fmt.Errorf("the csr does not parse: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return fmt.Errorf("the csr's signature does not verify: %v", err)
+	}
+	if csr.Subject.CommonName != regID {
+		return fmt.Errorf("the csr's subject CN %q is not the registration ID", csr.Subject.CommonName)
+	}
+	k, ok := want.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !k.Equal(csr.PublicKey) {
+		return errors.New("the csr's key is not the LDevID key the IAK certified")
+	}
+	return nil
 }
 
 func (g *Gate) issueLDevID(regID string, pub crypto.PublicKey) (*x509.Certificate, error) {
@@ -514,31 +680,6 @@ func (g *Gate) issueLDevID(regID string, pub crypto.PublicKey) (*x509.Certificat
 		URIs:        []*url.URL{u},
 	}
 	return g.cfg.LDevIDCA.Issue(tmpl, pub)
-}
-
-// logEnrolled publishes device.enrolled with the fresh quote as evidence
-// (its qualifyingData is the gate's nonce, recorded as the challenge).
-func (g *Gate) logEnrolled(ctx context.Context, req *RegisterRequest, cert *x509.Certificate, nonce []byte) (uint64, error) {
-	st := events.NewStatement(events.KindDeviceEnrolled, g.cfg.Name, req.RegistrationID, g.cfg.Now(), newEventID())
-	st.Predicate.Enrolled = &events.Enrolled{
-		Operator: g.cfg.Operator, RegistrationID: req.RegistrationID, IDScope: g.cfg.IDScope,
-		Challenge: nonce, LDevIDCertificate: cert.Raw,
-	}
-	st.Predicate.Evidence = req.Payload.Quote
-	env, err := events.Sign(ctx, st, g.cfg.Key, g.cfg.Name)
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	r, err := g.pub.Publish(ctx, env)
-	if err != nil {
-		return 0, err
-	}
-	if r.Status != events.StatusAccepted {
-		return 0, fmt.Errorf("the ledger refused it: %s: %s", r.Code, r.Reason)
-	}
-	return r.LogIndex, nil
 }
 
 func short(s string) string {
@@ -557,8 +698,20 @@ func newEventID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func newOperationID() string {
-	var b [16]byte
+func newETag() string {
+	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return "4." + hex.EncodeToString(b[:8]) + "." + hex.EncodeToString(b[8:])
+	return hex.EncodeToString(b[:])
+}
+
+// newOperationID returns an operation ID shaped like DPS's
+// ("4.<16 hex>.<uuid>").
+func newOperationID() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	u := b[8:]
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u)
+	return "4." + hex.EncodeToString(b[:8]) + "." + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -13,25 +15,65 @@ func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func pkixName(cn string) pkix.Name { return pkix.Name{CommonName: cn} }
 
-// Handler serves the gate's device API:
+// API versions the gate's device API accepts (DPS's): the official Node.js
+// SDK's 2019-03-31, 2021-06-01, 2021-10-01, and 2025-07-01-preview, which
+// adds the csr field.
+const (
+	APIVersion2019 = "2019-03-31"
+	APIVersion2021 = "2021-06-01"
+	APIVersion     = "2021-10-01"
+	APIVersion2025 = "2025-07-01-preview"
+)
+
+// SupportedAPIVersions lists the accepted api-version values.
+var SupportedAPIVersions = []string{APIVersion2019, APIVersion2021, APIVersion, APIVersion2025}
+
+// Error codes of requests refused before any decision (DPS's error body).
+const (
+	CodeBadRequest         = 400004
+	CodeUnsupportedVersion = 400002
+	CodeNotFound           = 404001
+	CodeInternal           = 500000
+)
+
+// Handler serves the gate's device API, DPS's registration protocol with
+// TPM attestation:
 //
 //	PUT /{idScope}/registrations/{registrationId}/register?api-version=…
-//	GET /v1/decisions
+//	    no Authorization      → 401 Challenge {authenticationKey, nonce}
+//	    SharedAccessSignature → 202 {operationId, status: "assigning"}
+//	GET /{idScope}/registrations/{registrationId}/operations/{operationId}?api-version=…
+//	    same Authorization    → 200 Outcome: status "assigned" (with
+//	                            registrationState.issuedCertificateChain) or
+//	                            "failed" (registrationState.errorCode and
+//	                            errorMessage "<rule>: <sentence>")
 //
-// A register call without Authorization gets 401 and a Challenge; with a
-// SharedAccessSignature keyed by the activated secret it gets 200 and an
-// Outcome (status "assigned" or "failed"). Errors are DPS-shaped:
+// and the operator's API:
+//
+//	GET /v1/decisions[?device=<id>]  the gate's decisions, oldest first
+//	GET /v1/policy                   the policy in force
+//	GET /v1/crl                      the LDevID CA's CRL (DER, application/pkix-crl)
+//
+// Requests refused before a decision get DPS's error body:
 // {"errorCode", "trackingId", "message", "timestampUtc"}.
 func (g *Gate) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /{idScope}/registrations/{registrationId}/register", func(w http.ResponseWriter, r *http.Request) {
+		version, ok := apiVersion(w, r)
+		if !ok {
+			return
+		}
 		var req RegisterRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			dpsError(w, http.StatusBadRequest, 400004, "the request body is not a registration: "+err.Error())
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
+			dpsError(w, http.StatusBadRequest, CodeBadRequest, "the request body is not a registration: "+err.Error())
 			return
 		}
 		if req.RegistrationID != r.PathValue("registrationId") {
-			dpsError(w, http.StatusBadRequest, 400004, "registrationId in the body differs from the path")
+			dpsError(w, http.StatusBadRequest, CodeBadRequest, "registrationId in the body differs from the path")
+			return
+		}
+		if req.CSR != "" && version != APIVersion2025 {
+			dpsError(w, http.StatusBadRequest, CodeBadRequest, "csr needs api-version "+APIVersion2025)
 			return
 		}
 		idScope := r.PathValue("idScope")
@@ -39,10 +81,11 @@ func (g *Gate) Handler() http.Handler {
 		if auth == "" {
 			ch, err := g.Begin(r.Context(), idScope, &req)
 			if errors.Is(err, ErrBadRequest) {
-				dpsError(w, http.StatusBadRequest, 400004, err.Error())
+				dpsError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
 				return
 			} else if err != nil {
-				dpsError(w, http.StatusInternalServerError, 500000, "internal error")
+				g.cfg.Logger.Error("enrollment challenge failed", "err", err)
+				dpsError(w, http.StatusInternalServerError, CodeInternal, "internal error")
 				return
 			}
 			writeJSON(w, http.StatusUnauthorized, ch)
@@ -50,23 +93,77 @@ func (g *Gate) Handler() http.Handler {
 		}
 		out, err := g.Finish(r.Context(), idScope, auth, &req)
 		if errors.Is(err, ErrBadRequest) {
-			dpsError(w, http.StatusBadRequest, 400004, err.Error())
+			dpsError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
 			return
 		} else if err != nil {
 			g.cfg.Logger.Error("enrollment failed", "err", err)
-			dpsError(w, http.StatusInternalServerError, 500000, "internal error")
+			dpsError(w, http.StatusInternalServerError, CodeInternal, "internal error")
 			return
 		}
-		writeJSON(w, http.StatusOK, out)
+		// As DPS: the register call answers "assigning" and the device polls
+		// the operation for the outcome, which the gate has already decided.
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusAccepted, &Outcome{OperationID: out.OperationID, Status: StatusAssigning})
+	})
+	mux.HandleFunc("GET /{idScope}/registrations/{registrationId}/operations/{operationId}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := apiVersion(w, r); !ok {
+			return
+		}
+		out, err := g.Operation(r.PathValue("idScope"), r.PathValue("registrationId"), r.PathValue("operationId"), r.Header.Get("Authorization"))
+		switch {
+		case errors.Is(err, ErrBadRequest):
+			dpsError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		case err != nil:
+			dpsError(w, http.StatusNotFound, CodeNotFound, "no such registration operation for this registration and credential")
+		default:
+			writeJSON(w, http.StatusOK, out)
+		}
 	})
 	mux.HandleFunc("GET /v1/decisions", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, g.Decisions())
+		ds := g.Decisions()
+		if dev := r.URL.Query().Get("device"); dev != "" {
+			ds = slices.DeleteFunc(ds, func(d *Decision) bool { return d.RegistrationID != dev })
+		}
+		if ds == nil {
+			ds = []*Decision{}
+		}
+		writeJSON(w, http.StatusOK, ds)
+	})
+	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, g.Policy())
+	})
+	mux.HandleFunc("GET /v1/crl", func(w http.ResponseWriter, r *http.Request) {
+		der, err := g.CRL()
+		if err != nil {
+			g.cfg.Logger.Error("CRL", "err", err)
+			dpsError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+			return
+		}
+		w.Header().Set("Content-Type", "application/pkix-crl")
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(der)
 	})
 	return mux
 }
 
+// apiVersion checks the api-version query parameter, as DPS does.
+func apiVersion(w http.ResponseWriter, r *http.Request) (string, bool) {
+	v := r.URL.Query().Get("api-version")
+	if !slices.Contains(SupportedAPIVersions, v) {
+		dpsError(w, http.StatusBadRequest, CodeUnsupportedVersion,
+			"api-version "+quote(v)+" is not supported (supported: "+strings.Join(SupportedAPIVersions, ", ")+")")
+		return "", false
+	}
+	return v, true
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }

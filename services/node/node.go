@@ -59,6 +59,11 @@ type Config struct {
 	// Operator and Gate name the operator whose gate this node runs.
 	// Defaults blue-operator and blue-gate.
 	Operator, Gate string
+	// Partners of a new demo PKI. Default pki.DefaultPartners().
+	Partners []pki.PartnerSpec
+	// GatePolicy is what the gate requires of a device (gate.Policy;
+	// zero: the default).
+	GatePolicy gate.Policy
 	// TPMInfo is what the TPM vendor writes into EK certificates.
 	TPMInfo attest.TPMInfo
 	Logger  *slog.Logger
@@ -134,7 +139,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 			n.close()
 		}
 	}()
-	if n.PKI, err = pki.InitDemo(cfg.PKIDir, nil); err != nil {
+	if n.PKI, err = pki.InitDemo(cfg.PKIDir, cfg.Partners); err != nil {
 		return nil, fmt.Errorf("node: PKI: %w", err)
 	}
 	if err := n.startNATS(); err != nil {
@@ -151,7 +156,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: TPM trust bundle: %w", err)
 	}
-	lnc, err := n.connect("ledger")
+	lnc, err := n.connect(LedgerUser)
 	if err != nil {
 		return nil, err
 	}
@@ -167,13 +172,14 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		if p.Role == pki.RoleGate {
 			continue
 		}
-		nc, err := n.connect("station-" + name)
+		nc, err := n.connect(name)
 		if err != nil {
 			return nil, err
 		}
 		sc := station.Config{
 			Name: name, Role: p.Role, Key: p.Key, NATS: nc, Ledger: n.store,
 			TPMInfo: cfg.TPMInfo, Logger: cfg.Logger.With("part", "station", "partner", name),
+			OutboxDir: filepath.Join(cfg.DataDir, "outbox", name),
 		}
 		if p.Role == pki.RoleTPMVendor {
 			sc.ManufacturingCA = n.PKI.VendorMfgCA
@@ -202,7 +208,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if !ok || gp.Role != pki.RoleGate {
 		return nil, fmt.Errorf("node: the PKI has no gate partner %q", cfg.Gate)
 	}
-	gnc, err := n.connect("gate")
+	gnc, err := n.connect(cfg.Gate)
 	if err != nil {
 		return nil, err
 	}
@@ -215,13 +221,14 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.Gate, err = gate.New(gate.Config{
 		Name: cfg.Gate, Operator: cfg.Operator, IDScope: cfg.IDScope, Key: gp.Key, NATS: gnc,
 		Ledger: n.store, TPMTrust: trust, LDevIDCA: n.PKI.LDevIDCA,
-		Registry: svc, DPSEndpoint: n.DPSURL(), Logger: cfg.Logger.With("part", "gate"),
+		Registry: svc, DPSEndpoint: n.DPSURL(), Policy: cfg.GatePolicy, Logger: cfg.Logger.With("part", "gate"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/ledger/", http.StripPrefix("/ledger", n.Ledger.Handler()))
+	mux.Handle("/api/v1/", n.Ledger.RekorHandler()) // Rekor v1 read API (rekor-cli --rekor_server <node URL>)
 	mux.Handle("/gate/", http.StripPrefix("/gate", n.Gate.Handler()))
 	for name, s := range n.Stations {
 		mux.Handle("/stations/"+name+"/", http.StripPrefix("/stations/"+name, s.Handler()))
@@ -244,6 +251,17 @@ func (n *Node) URL() string { return "http://" + n.httpLn.Addr().String() }
 
 // DPSURL is the DPS emulator's base URL.
 func (n *Node) DPSURL() string { return "https://" + n.dpsLn.Addr().String() }
+
+// DPSService returns a client for the DPS emulator's service API
+// (enrollments, registration states), trusting the node's TLS CA.
+func (n *Node) DPSService() *dps.ServiceClient {
+	roots := x509.NewCertPool()
+	roots.AddCert(n.PKI.TLSCA)
+	return dps.NewServiceClient(n.DPSURL(), n.dpsKeyNam, n.dpsKey, &http.Client{
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
+		Timeout:   30 * time.Second,
+	})
+}
 
 // NATSURL is the embedded NATS server's client URL ("" without a listener).
 func (n *Node) NATSURL() string {
@@ -269,6 +287,12 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error {
 		if err := n.registerPartners(gctx); err != nil {
 			return err
+		}
+		// Events a station published before a crash and never saw answered.
+		for name, s := range n.Stations {
+			if err := s.Recover(gctx); err != nil {
+				return fmt.Errorf("node: station %s: %w", name, err)
+			}
 		}
 		close(n.ready)
 		n.cfg.Logger.Info("custody node ready", "http", n.URL(), "dps", n.DPSURL(), "log_size", n.Ledger.Head().Size)

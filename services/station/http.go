@@ -46,6 +46,7 @@ type Response struct {
 //	POST /v1/accept       {agent}              accept the pending offer
 //	POST /v1/flag         {agent, reason}      flag the device
 //	POST /v1/clear        {agent, reason}      clear a flag (operators)
+//	GET  /v1/unconfirmed                       events published, not yet answered
 //
 // Answers are JSON Responses: 200 with the receipt when the event is
 // logged; 409 with the ledger's code and reason when it refused the event
@@ -63,6 +64,10 @@ func (s *Station) Handler() http.Handler {
 			}
 			if !strings.HasPrefix(req.Agent, "http://") && !strings.HasPrefix(req.Agent, "https://") {
 				reply(w, http.StatusBadRequest, &Response{Code: "bad-request", Error: "agent must be the device agent's http(s) URL"})
+				return
+			}
+			if msg := check(path, &req); msg != "" {
+				reply(w, http.StatusBadRequest, &Response{Code: "bad-request", Error: msg})
 				return
 			}
 			res, err := fn(r.Context(), &req)
@@ -92,7 +97,40 @@ func (s *Station) Handler() http.Handler {
 	route("/v1/clear", func(ctx context.Context, r *Request) (*Result, error) {
 		return s.Flag(ctx, r.Agent, events.KindDeviceCleared, r.Reason, r.Note)
 	})
+	mux.HandleFunc("GET /v1/unconfirmed", func(w http.ResponseWriter, r *http.Request) {
+		ds, err := s.Unconfirmed()
+		if err != nil {
+			reply(w, http.StatusInternalServerError, &Response{Code: "station", Error: err.Error()})
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"unconfirmed": ds})
+	})
 	return mux
+}
+
+// check names the rule a request breaks before anything is sent to the
+// device or the ledger, or returns "".
+func check(path string, r *Request) string {
+	switch path {
+	case "/v1/stage":
+		if r.Stage != events.StageAssembly && r.Stage != events.StageTestPassed {
+			return "stage must be assembly or test-passed (firmware is recorded by /v1/firmware)"
+		}
+	case "/v1/firmware":
+		if len(r.Image) == 0 {
+			return "firmware needs the image to program"
+		}
+	case "/v1/offer":
+		if !events.ValidPartnerName(r.To) {
+			return "offer needs the recipient partner's name in \"to\""
+		}
+	case "/v1/flag", "/v1/clear":
+		if r.Reason == "" {
+			return "flag and clear need a reason (lost, stolen, rma, compromised, …)"
+		}
+	}
+	return ""
 }
 
 func reply(w http.ResponseWriter, status int, v *Response) {

@@ -57,6 +57,9 @@ type Config struct {
 	TPMInfo attest.TPMInfo
 	// QuotePCRs are the PCRs quoted with every event. Default [0].
 	QuotePCRs []int
+	// OutboxDir keeps events on disk until the ledger answers them ("" for
+	// none: an event in flight is lost if the station crashes).
+	OutboxDir string
 	// ReceiptTimeout bounds the wait for the ledger's answer. Default 30s.
 	ReceiptTimeout time.Duration
 	// HTTPClient reaches device agents. Default http.DefaultClient.
@@ -67,8 +70,9 @@ type Config struct {
 
 // Station is one partner's station.
 type Station struct {
-	cfg Config
-	pub *events.Publisher
+	cfg    Config
+	pub    *events.Publisher
+	outbox *events.Outbox
 }
 
 // New validates cfg and returns a station.
@@ -101,7 +105,32 @@ func New(cfg Config) (*Station, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Station{cfg: cfg, pub: p}, nil
+	s := &Station{cfg: cfg, pub: p}
+	if cfg.OutboxDir != "" {
+		if s.outbox, err = events.OpenOutbox(cfg.OutboxDir); err != nil {
+			return nil, err
+		}
+		p.WithOutbox(s.outbox)
+	}
+	return s, nil
+}
+
+// Recover re-sends every event of the outbox that was never answered (a
+// station that crashed mid-flight) and waits for the answers.
+func (s *Station) Recover(ctx context.Context) error {
+	rs, err := s.pub.Resend(ctx)
+	for d, r := range rs {
+		s.cfg.Logger.Info("recovered event answered", "digest", d, "status", r.Status, "code", r.Code)
+	}
+	return err
+}
+
+// Unconfirmed lists the digests of events published and not yet answered.
+func (s *Station) Unconfirmed() ([]string, error) {
+	if s.outbox == nil {
+		return nil, nil
+	}
+	return s.outbox.Digests()
 }
 
 // Name is the partner's name.

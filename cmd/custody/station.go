@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/pki"
+	"github.com/custodyledger/custody/services/station"
+)
+
+func init() {
+	register("station", command{usage: "station run|call|unconfirmed", summary: "run a partner's station, or call one (manufacture, stage, firmware, offer, accept, flag, clear)", run: stationCmd})
+}
+
+func stationCmd(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, `Usage:
+  custody station run --partner NAME [flags]      serve a partner's station (HTTP API for the factory floor)
+  custody station call OP --agent URL [flags]     call a station: manufacture, stage, firmware, offer, accept, flag, clear
+  custody station unconfirmed [--station URL]     list events published and not yet answered by the ledger
+`)
+		return errUsage
+	}
+	switch args[0] {
+	case "run":
+		return stationRun(ctx, args[1:])
+	case "call":
+		return stationCall(ctx, args[1:])
+	case "unconfirmed":
+		return stationUnconfirmed(ctx, args[1:])
+	}
+	fmt.Fprintf(os.Stderr, "custody station: unknown subcommand %q\n", args[0])
+	return errUsage
+}
+
+func stationRun(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("station run", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: custody station run --partner NAME [flags]
+
+Runs one partner's station apart from custodyd: it connects to NATS as the
+partner's own user (NKEY from <pki>/nats/<partner>.nk), reads custody state
+from the ledger's HTTP API, keeps every event in an outbox until the ledger
+answers, re-sends what was unconfirmed at start-up, and serves the station API
+(see "custody station call").
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	partner := fs.String("partner", "", "the partner's name (its certificate and key are in --pki)")
+	pkiDir := fs.String("pki", ".custody/pki", "PKI directory (partner key, NKEY seed, vendor manufacturing CA)")
+	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server")
+	ledgerURL := fs.String("ledger", "http://127.0.0.1:8480/ledger", "the ledger's HTTP API")
+	listen := fs.String("listen", "127.0.0.1:8490", "listen address of the station API")
+	outbox := fs.String("outbox", "", "outbox directory (default .custody/outbox/<partner>)")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *partner == "" {
+		fs.Usage()
+		return errUsage
+	}
+	d, err := pki.LoadDemo(*pkiDir)
+	if err != nil {
+		return err
+	}
+	p, ok := d.Partners[*partner]
+	if !ok {
+		return fmt.Errorf("no partner %q in %s", *partner, *pkiDir)
+	}
+	kp, err := d.NKey(*partner)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, node.UserOptions(*partner, kp)...)
+	if err != nil {
+		return fmt.Errorf("NATS %s as %s: %w", *natsURL, *partner, err)
+	}
+	defer nc.Close()
+	if *outbox == "" {
+		*outbox = ".custody/outbox/" + *partner
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("partner", *partner)
+	cfg := station.Config{
+		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc,
+		Ledger: station.NewLedgerClient(*ledgerURL, nil), OutboxDir: *outbox, Logger: logger,
+	}
+	if p.Role == pki.RoleTPMVendor {
+		cfg.ManufacturingCA = d.VendorMfgCA
+		cfg.TPMInfo.Manufacturer, cfg.TPMInfo.Model, cfg.TPMInfo.Version = "id:41434D45", "ACME-TPM20", "id:00010002"
+	}
+	s, err := station.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.Recover(ctx); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	logger.Info("station listening", "url", "http://"+ln.Addr().String(), "role", p.Role)
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func stationCall(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("station call", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: custody station call OP --agent URL [flags]
+
+Operations: manufacture (TPM vendor), stage --stage assembly|test-passed,
+firmware --image FILE (EMS), offer --to PARTNER, accept, flag --reason R,
+clear --reason R. Prints the ledger's receipt; a refusal prints the rule broken
+and exits 3.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	stationURL := fs.String("station", "http://127.0.0.1:8480/stations/acme-tpm", "the station's API")
+	agent := fs.String("agent", "", "the device agent's factory API URL")
+	to := fs.String("to", "", "recipient (offer)")
+	stage := fs.String("stage", "", "stage name (stage)")
+	note := fs.String("note", "", "free text (stage, flag, clear)")
+	image := fs.String("image", "", "firmware image file (firmware)")
+	reason := fs.String("reason", "", "lost, stolen, rma, compromised, … (flag, clear)")
+	if len(args) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	op := args[0]
+	if err := parse(fs, args[1:], 0); err != nil {
+		return err
+	}
+	req := &station.Request{Agent: *agent, To: *to, Stage: *stage, Note: *note, Reason: *reason}
+	if *image != "" {
+		b, err := os.ReadFile(*image)
+		if err != nil {
+			return err
+		}
+		req.Image = b
+	}
+	resp, err := station.NewClient(*stationURL, nil).Call(ctx, op, req)
+	if resp != nil {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(resp)
+	}
+	var rej *station.RejectedError
+	if errors.As(err, &rej) {
+		return refusedError{err}
+	}
+	return err
+}
+
+type refusedError struct{ error }
+
+func (refusedError) ExitCode() int { return 3 }
+
+func stationUnconfirmed(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("station unconfirmed", flag.ContinueOnError)
+	stationURL := fs.String("station", "http://127.0.0.1:8480/stations/acme-tpm", "the station's API")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *stationURL+"/v1/unconfirmed", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var out map[string][]string
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return err
+	}
+	for _, d := range out["unconfirmed"] {
+		fmt.Println(d)
+	}
+	return nil
+}

@@ -1,0 +1,256 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/schemas"
+)
+
+// Verification is split in two. prepare, the stateless part, runs on every
+// core for a whole fetched batch: it parses the envelope, validates the
+// schema and the subject, verifies the partner's signature, computes the
+// binding digest, verifies the TPM quote and builds the leaf body. Its
+// results depend only on the event and on facts that never change once
+// committed: a registered partner's certificate (revocation is state, and
+// is checked later) and a manufactured device's IAK. The sequential part
+// (rules.go, apply.go) then applies the custody rules in stream order and
+// uses a prepared result only when the fact it was checked against is the
+// one the sequential state holds; otherwise it checks again itself.
+
+// prepared is the stateless verification of one message.
+type prepared struct {
+	msg     jetstream.Msg
+	seq     uint64
+	subject string
+	data    []byte
+
+	signed  *events.Signed // nil when the envelope is malformed
+	openErr error
+
+	early *RuleError // schema or subject refusal (the first checks)
+
+	sigCert []byte // the certificate the signature was checked against (nil: not checked)
+	sigOK   bool
+	body    []byte // hashedrekord leaf, when sigOK
+
+	nonce    []byte // binding digest (or the enrollment challenge)
+	nonceErr *RuleError
+
+	iak      []byte // IAK public area the quote was checked against (nil: not checked)
+	quote    *attest.QuoteInfo
+	quoteErr *RuleError
+
+	mfg    *Device    // tpm.manufactured: the device it creates, when its evidence holds
+	mfgErr *RuleError // tpm.manufactured: why its evidence fails
+}
+
+// facts caches the immutable facts prepare checks against: partner
+// certificates (with parsed keys) and devices' IAKs (parsed once per key).
+// Both are written once and never change in the log, so a cached value is
+// never wrong; entries are dropped after partner events all the same, and
+// the device cache is bounded.
+type facts struct {
+	mu       sync.RWMutex
+	partners map[string]*partnerKey
+	iaks     map[string]*attest.AttestationKey
+}
+
+type partnerKey struct {
+	cert []byte
+	pub  crypto.PublicKey
+}
+
+// maxCachedIAKs bounds the device IAK cache (about 200 bytes each).
+const maxCachedIAKs = 200_000
+
+func newFacts() *facts {
+	return &facts{partners: map[string]*partnerKey{}, iaks: map[string]*attest.AttestationKey{}}
+}
+
+// partnerKey returns a committed partner's certificate and key, or nil.
+func (l *Ledger) partnerKey(name string) *partnerKey {
+	f := l.facts
+	f.mu.RLock()
+	k, ok := f.partners[name]
+	f.mu.RUnlock()
+	if ok {
+		return k
+	}
+	p, err := l.cfg.Store.Partner(name)
+	if err != nil || p == nil {
+		return nil
+	}
+	cert, err := x509.ParseCertificate(p.Certificate)
+	if err != nil {
+		return nil
+	}
+	k = &partnerKey{cert: p.Certificate, pub: cert.PublicKey}
+	f.mu.Lock()
+	f.partners[name] = k
+	f.mu.Unlock()
+	return k
+}
+
+// forgetPartners drops cached partners (after a commit that changed them).
+func (l *Ledger) forgetPartners(names []string) {
+	f := l.facts
+	f.mu.Lock()
+	for _, n := range names {
+		delete(f.partners, n)
+	}
+	f.mu.Unlock()
+}
+
+// deviceIAK returns a committed device's parsed IAK, or nil.
+func (l *Ledger) deviceIAK(id string) *attest.AttestationKey {
+	f := l.facts
+	f.mu.RLock()
+	k, ok := f.iaks[id]
+	f.mu.RUnlock()
+	if ok {
+		return k
+	}
+	d, err := l.cfg.Store.Device(id)
+	if err != nil || d == nil {
+		return nil
+	}
+	k, err = attest.ParseAttestationKey(d.IAKPublic)
+	if err != nil {
+		return nil
+	}
+	f.mu.Lock()
+	if len(f.iaks) >= maxCachedIAKs {
+		clear(f.iaks)
+	}
+	f.iaks[id] = k
+	f.mu.Unlock()
+	return k
+}
+
+// prepareAll runs prepare over msgs on every core.
+func (l *Ledger) prepareAll(msgs []jetstream.Msg) []*prepared {
+	out := make([]*prepared, len(msgs))
+	workers := min(runtime.GOMAXPROCS(0), len(msgs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(msgs) {
+					return
+				}
+				out[i] = l.prepare(msgs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// prepare is the stateless verification of one message (see above).
+func (l *Ledger) prepare(m jetstream.Msg) *prepared {
+	pr := &prepared{msg: m, subject: m.Subject(), data: m.Data()}
+	if meta, err := m.Metadata(); err == nil {
+		pr.seq = meta.Sequence.Stream
+	}
+	pr.signed, pr.openErr = events.Open(pr.data)
+	if pr.openErr != nil {
+		return pr
+	}
+	s := pr.signed
+	st := s.Statement
+	p := &st.Predicate
+	if err := schemas.Validate(s.Payload); err != nil {
+		pr.early = reject(CodeSchema, "%v", err)
+		return pr
+	}
+	if want := events.EventSubject(p.Partner, st.Target()); pr.subject != want {
+		pr.early = reject(CodeSubject, "published on %s, but the statement is by %s about %s (subject %s)", pr.subject, p.Partner, st.Target(), want)
+		return pr
+	}
+	var pub crypto.PublicKey
+	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked {
+		pr.sigCert, pub = l.cfg.Consortium.Raw, l.cfg.Consortium.PublicKey
+	} else if k := l.partnerKey(p.Partner); k != nil {
+		pr.sigCert, pub = k.cert, k.pub
+	}
+	if pr.sigCert != nil {
+		pr.sigOK = s.Verify(pub) == nil
+		if pr.sigOK {
+			pr.body, _ = HashedRekordBody(s.Digest[:], s.Signature, pr.sigCert)
+		}
+	}
+	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked || p.Kind == events.KindEnrollmentRefused {
+		return pr // rare: the sequential rules check the rest
+	}
+	if p.Kind == events.KindDeviceEnrolled {
+		pr.nonce = p.Enrolled.Challenge
+	} else if n, err := events.BindingDigest(s.Payload); err != nil {
+		pr.nonceErr = reject(CodeMalformed, "%v", err)
+	} else {
+		pr.nonce = n
+	}
+	if p.Kind == events.KindTPMManufactured {
+		if pr.mfgErr = pr.nonceErr; pr.mfgErr == nil {
+			pr.mfg, pr.mfgErr = l.checkManufactured(s, pr.nonce)
+		}
+		return pr
+	}
+	if pr.nonceErr != nil {
+		return pr
+	}
+	if k := l.deviceIAK(st.Device()); k != nil {
+		pr.iak = k.TPMTPublic()
+		pr.quote, pr.quoteErr = verifyEvidence(k, p.Evidence, pr.nonce)
+	}
+	return pr
+}
+
+// signatureOK reports whether the envelope's signature verifies with cert,
+// using the prepared check when it was made against the same certificate.
+func (pr *prepared) signatureOK(cert []byte) (bool, error) {
+	if pr.sigCert != nil && bytes.Equal(pr.sigCert, cert) {
+		return pr.sigOK, nil
+	}
+	c, err := x509.ParseCertificate(cert)
+	if err != nil {
+		return false, err
+	}
+	pr.sigCert, pr.sigOK, pr.body = cert, pr.signed.Verify(c.PublicKey) == nil, nil
+	return pr.sigOK, nil
+}
+
+// leaf returns the hashedrekord body for an event whose signature verified
+// with cert.
+func (pr *prepared) leaf(cert []byte) ([]byte, error) {
+	if pr.body != nil && bytes.Equal(pr.sigCert, cert) {
+		return pr.body, nil
+	}
+	return HashedRekordBody(pr.signed.Digest[:], pr.signed.Signature, cert)
+}
+
+// evidence returns the verified quote of the event against the device's
+// IAK, using the prepared check when it was made against the same IAK.
+// Counters are the sequential part's to compare.
+func (pr *prepared) evidence(iakPublic []byte) (*attest.QuoteInfo, *RuleError) {
+	if pr.iak != nil && bytes.Equal(pr.iak, iakPublic) {
+		return pr.quote, pr.quoteErr
+	}
+	k, err := attest.ParseAttestationKey(iakPublic)
+	if err != nil {
+		return nil, reject(CodeEvidence, "the device's IAK: %v", err)
+	}
+	return verifyEvidence(k, pr.signed.Statement.Predicate.Evidence, pr.nonce)
+}

@@ -1,0 +1,586 @@
+package gate_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/device"
+	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/pki"
+	"github.com/custodyledger/custody/services/station"
+)
+
+const (
+	vendor, odm, oem, ems = "acme-tpm", "orbit-odm", "nova-oem", "delta-ems"
+	operator, grey        = "blue-operator", "grey-operator"
+)
+
+// buildAgent compiles cmd/custody-agent once per test binary: each
+// simulated device is its own process, because the TPM simulator is one per
+// process.
+var (
+	agentOnce sync.Once
+	agentBin  string
+	agentErr  error
+)
+
+func buildAgent(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: builds custody-agent and runs one process per device")
+	}
+	agentOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "custody-gate-e2e-")
+		if err != nil {
+			agentErr = err
+			return
+		}
+		agentBin = filepath.Join(dir, "custody-agent")
+		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/custodyledger/custody/cmd/custody-agent")
+		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentErr = fmt.Errorf("building custody-agent: %v\n%s", err, out)
+		}
+	})
+	if agentErr != nil {
+		t.Fatal(agentErr)
+	}
+	return agentBin
+}
+
+// env is a running node and the device agents of one test.
+type env struct {
+	t   *testing.T
+	ctx context.Context
+	n   *node.Node
+	bin string
+}
+
+func newEnv(t *testing.T, pol gate.Policy) *env {
+	t.Helper()
+	e := newNode(t, pol)
+	e.bin = buildAgent(t)
+	return e
+}
+
+// newNode starts a node (NATS, ledger, stations, gate, DPS) without agents.
+func newNode(t *testing.T, pol gate.Policy) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	n, err := node.New(ctx, node.Config{
+		DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0", GatePolicy: pol,
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node: %v", err)
+		}
+	})
+	select {
+	case <-n.Ready():
+	case err := <-done:
+		t.Fatalf("node stopped: %v", err)
+	case <-ctx.Done():
+		t.Fatal("node not ready")
+	}
+	return &env{t: t, ctx: ctx, n: n}
+}
+
+// agent starts a custody-agent serve process around a simulated TPM and
+// returns its factory API URL.
+func (e *env) agent(seed int) string {
+	t := e.t
+	t.Helper()
+	dir := t.TempDir()
+	addrFile := filepath.Join(dir, "addr")
+	cmd := exec.Command(e.bin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", dir,
+		"--listen", "127.0.0.1:0", "--addr-file", addrFile)
+	var logBuf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, err := os.ReadFile(addrFile); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+		select {
+		case <-exited:
+			t.Fatalf("custody-agent (seed %d) exited:\n%s", seed, logBuf.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("custody-agent (seed %d) did not start", seed)
+		}
+	}
+}
+
+// call runs one station operation for the device at agent.
+func (e *env) call(agent, partner, op string, req *station.Request) (*station.Response, error) {
+	if req == nil {
+		req = &station.Request{}
+	}
+	req.Agent = agent
+	return station.NewClient(e.n.URL()+"/stations/"+partner, nil).Call(e.ctx, op, req)
+}
+
+// must runs a station operation that the ledger must accept and returns the
+// device ID.
+func (e *env) must(agent, partner, op string, req *station.Request) string {
+	e.t.Helper()
+	resp, err := e.call(agent, partner, op, req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", partner, op, err)
+	}
+	return resp.Device
+}
+
+// factory runs vendor → ODM → OEM → EMS, firmware and test, as the demo.
+func (e *env) factory(agent string) (string, error) {
+	steps := []struct {
+		partner, op string
+		req         *station.Request
+	}{
+		{vendor, "manufacture", nil},
+		{vendor, "offer", &station.Request{To: odm}},
+		{odm, "accept", nil},
+		{odm, "stage", &station.Request{Stage: events.StageAssembly}},
+		{odm, "offer", &station.Request{To: oem}},
+		{oem, "accept", nil},
+		{oem, "offer", &station.Request{To: ems}},
+		{ems, "accept", nil},
+		{ems, "firmware", &station.Request{Image: []byte("custody e2e firmware 2.0.1\n")}},
+		{ems, "stage", &station.Request{Stage: events.StageTestPassed}},
+	}
+	var id string
+	for _, s := range steps {
+		resp, err := e.call(agent, s.partner, s.op, s.req)
+		if err != nil {
+			return "", fmt.Errorf("%s %s: %w", s.partner, s.op, err)
+		}
+		if id == "" {
+			id = resp.Device
+		}
+	}
+	return id, nil
+}
+
+// firstBootResult is custody-agent's answer to POST /v1/firstboot.
+type firstBootResult struct {
+	DeviceID    string         `json:"deviceId"`
+	Enrolled    bool           `json:"enrolled"`
+	Rule        string         `json:"rule"`
+	Message     string         `json:"message"`
+	AssignedHub string         `json:"assignedHub"`
+	Decision    *gate.Decision `json:"decision"`
+	Error       string         `json:"error"`
+}
+
+// firstBoot power-cycles the device and runs its enrollment at the gate.
+func (e *env) firstBoot(agent string) *firstBootResult {
+	e.t.Helper()
+	body, _ := json.Marshal(map[string]any{
+		"gate": e.n.URL() + "/gate", "idScope": e.n.IDScope(), "dpsCa": pki.EncodeCertsPEM(e.n.PKI.TLSCA),
+	})
+	req, _ := http.NewRequestWithContext(e.ctx, http.MethodPost, agent+"/v1/firstboot", bytes.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("first boot: %v", err)
+	}
+	defer resp.Body.Close()
+	var r firstBootResult
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		e.t.Fatalf("first boot answer: %v", err)
+	}
+	if r.Error != "" {
+		e.t.Fatalf("first boot failed: %s", r.Error)
+	}
+	return &r
+}
+
+// timeline is the device's verified provenance.
+func (e *env) timeline(id string) ([]ledger.VerifiedEntry, *ledger.Device) {
+	e.t.Helper()
+	p, err := e.n.Ledger.Provenance(id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	entries, _, err := ledger.VerifyProvenance(p, &e.n.PKI.LogKey.PublicKey)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return entries, p.Device
+}
+
+// lastOf returns the device's last entry of kind.
+func (e *env) lastOf(id, kind string) *ledger.VerifiedEntry {
+	e.t.Helper()
+	entries, _ := e.timeline(id)
+	for i := len(entries) - 1; i >= 0; i-- {
+		if entries[i].Kind == kind {
+			return &entries[i]
+		}
+	}
+	e.t.Fatalf("device %s has no %s entry", id, kind)
+	return nil
+}
+
+// wantRefused asserts a refusal naming rule, recorded in the ledger.
+func (e *env) wantRefused(r *firstBootResult, rule string) {
+	e.t.Helper()
+	if r.Enrolled || r.Rule != rule {
+		e.t.Fatalf("want refused by rule %s, got enrolled=%v rule=%q: %s", rule, r.Enrolled, r.Rule, r.Message)
+	}
+	if r.Decision == nil || !r.Decision.Logged || r.Decision.Code != gate.RuleCodes[rule] {
+		e.t.Fatalf("refusal not recorded as expected: %+v", r.Decision)
+	}
+	ent := e.lastOf(r.DeviceID, events.KindEnrollmentRefused)
+	if ent.Index != r.Decision.LogIndex || ent.Statement.Predicate.Refused.Rule != rule || ent.Partner != "blue-gate" {
+		e.t.Fatalf("enrollment.refused entry %d (%+v) does not match the decision (log index %d)", ent.Index, ent.Statement.Predicate.Refused, r.Decision.LogIndex)
+	}
+}
+
+// wantEnrolled asserts an enrollment: device.enrolled in the ledger, an
+// LDevID that chains to the operator's CA, and DPS's registration state
+// "assigned" to the hub the device was given. It returns the LDevID.
+func (e *env) wantEnrolled(r *firstBootResult) *x509.Certificate {
+	e.t.Helper()
+	if !r.Enrolled || r.AssignedHub == "" {
+		e.t.Fatalf("want enrolled, got rule %q: %s", r.Rule, r.Message)
+	}
+	ent := e.lastOf(r.DeviceID, events.KindDeviceEnrolled)
+	if r.Decision == nil || !r.Decision.Logged || r.Decision.LogIndex != ent.Index {
+		e.t.Fatalf("decision %+v does not name device.enrolled entry %d", r.Decision, ent.Index)
+	}
+	cert, err := x509.ParseCertificate(ent.Statement.Predicate.Enrolled.LDevIDCertificate)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(e.n.PKI.LDevIDCA.Cert)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		e.t.Fatalf("the LDevID does not chain to the operator's LDevID CA: %v", err)
+	}
+	if cert.Subject.CommonName != r.DeviceID || cert.SerialNumber.Text(16) != r.Decision.LDevIDSerial {
+		e.t.Fatalf("LDevID subject %q serial %s, decision serial %s", cert.Subject.CommonName, cert.SerialNumber.Text(16), r.Decision.LDevIDSerial)
+	}
+	st, err := e.n.DPSService().GetRegistrationState(e.ctx, r.DeviceID)
+	if err != nil {
+		e.t.Fatalf("DPS registration state: %v", err)
+	}
+	if st.Status != "assigned" || st.AssignedHub != r.AssignedHub {
+		e.t.Fatalf("DPS says %s to %q, the device was given %q", st.Status, st.AssignedHub, r.AssignedHub)
+	}
+	return cert
+}
+
+// crl fetches and verifies the gate's CRL.
+func (e *env) crl() *x509.RevocationList {
+	e.t.Helper()
+	resp, err := http.Get(e.n.URL() + "/gate/v1/crl")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/pkix-crl" {
+		e.t.Fatalf("CRL: %s %s", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	crl, err := x509.ParseRevocationList(buf.Bytes())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := crl.CheckSignatureFrom(e.n.PKI.LDevIDCA.Cert); err != nil {
+		e.t.Fatalf("CRL signature: %v", err)
+	}
+	return crl
+}
+
+func crlReason(crl *x509.RevocationList, c *x509.Certificate) (int, bool) {
+	for _, r := range crl.RevokedCertificateEntries {
+		if r.SerialNumber.Cmp(c.SerialNumber) == 0 {
+			return r.ReasonCode, true
+		}
+	}
+	return 0, false
+}
+
+// TestFirstBootGate runs six devices through the supply chain and the
+// operator's gate, each its own custody-agent process with its own
+// simulated TPM, and checks every decision, its ledger record, the LDevID
+// and DPS:
+//
+//   - clean: enrolled; LDevID chains to the operator's CA; DPS assigned.
+//   - double-sold: the EMS offers it twice; refused (flagged).
+//   - diverted: sold to grey-operator (an offer to an unregistered party is
+//     refused by the ledger); refused at blue's gate (custody-chain).
+//   - re-flashed: new firmware through the factory API after the EMS;
+//     refused (pcr-policy).
+//   - cloned EK: a second TPM presents the clean device's EK; refused
+//     (activation): it cannot activate the credential.
+//   - flagged, then cleared by the operator: refused, then enrolled; then
+//     flagged again, which puts its LDevID on hold in the CRL.
+//
+// The clean device also enrolls a second time with the same TPM (a
+// renewal): a new LDevID, the old one revoked as superseded.
+func TestFirstBootGate(t *testing.T) {
+	e := newEnv(t, gate.Policy{RequiredStages: []string{events.StageAssembly, events.StageFirmwareProgrammed, events.StageTestPassed}})
+	names := []string{"clean", "double", "diverted", "reflashed", "flagged", "clone"}
+	agents := map[string]string{}
+	for i, name := range names {
+		agents[name] = e.agent(4101 + i)
+	}
+	ids := map[string]string{}
+	var mu sync.Mutex
+	var g errgroup.Group
+	for _, name := range names[:5] {
+		g.Go(func() error {
+			id, err := e.factory(agents[name])
+			mu.Lock()
+			ids[name] = id
+			mu.Unlock()
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// The last custody steps of each story.
+	for _, name := range []string{"clean", "reflashed", "flagged"} {
+		e.must(agents[name], ems, "offer", &station.Request{To: operator})
+		e.must(agents[name], operator, "accept", nil)
+	}
+	e.must(agents["double"], ems, "offer", &station.Request{To: operator})
+	resp, err := e.call(agents["double"], ems, "offer", &station.Request{To: grey})
+	var rej *station.RejectedError
+	if !errors.As(err, &rej) || rej.Receipt.Status != events.StatusEvidence || rej.Receipt.Code != string(ledger.CodeEquivocation) {
+		t.Fatalf("double-sold: second offer: %+v, %v", resp, err)
+	}
+	e.must(agents["double"], operator, "accept", nil)
+	_, err = e.call(agents["diverted"], ems, "offer", &station.Request{To: "shady-broker"})
+	if !errors.As(err, &rej) || rej.Receipt.Code != string(ledger.CodeRecipient) {
+		t.Fatalf("diverted: offer to an unregistered party: %v", err)
+	}
+	e.must(agents["diverted"], ems, "offer", &station.Request{To: grey})
+	e.must(agents["diverted"], grey, "accept", nil)
+	if _, err := device.NewClient(agents["reflashed"], nil).ProgramFirmware(e.ctx, []byte("grey-market firmware 6.6.6\n")); err != nil {
+		t.Fatal(err)
+	}
+	e.must(agents["flagged"], operator, "flag", &station.Request{Reason: events.FlagLost, Note: "lost in transit"})
+
+	var cleanCert *x509.Certificate
+	t.Run("clean", func(t *testing.T) {
+		e := *e
+		e.t = t
+		cleanCert = e.wantEnrolled(e.firstBoot(agents["clean"]))
+	})
+	t.Run("double-sold", func(t *testing.T) {
+		e := *e
+		e.t = t
+		r := e.firstBoot(agents["double"])
+		e.wantRefused(r, gate.RuleFlagged)
+		if !strings.Contains(r.Message, "equivocation") {
+			t.Errorf("refusal %q does not name the equivocation", r.Message)
+		}
+		// The gate's fresh quote verified, so the refusal carries it.
+		if ent := e.lastOf(r.DeviceID, events.KindEnrollmentRefused); ent.Statement.Predicate.Evidence == nil {
+			t.Error("the refusal after a verified quote carries no evidence")
+		}
+	})
+	t.Run("diverted", func(t *testing.T) {
+		e := *e
+		e.t = t
+		r := e.firstBoot(agents["diverted"])
+		e.wantRefused(r, gate.RuleCustodyChain)
+		if !strings.Contains(r.Message, grey) {
+			t.Errorf("refusal %q does not name the custodian", r.Message)
+		}
+	})
+	t.Run("re-flashed", func(t *testing.T) {
+		e := *e
+		e.t = t
+		e.wantRefused(e.firstBoot(agents["reflashed"]), gate.RulePCRPolicy)
+	})
+	t.Run("cloned-ek", func(t *testing.T) {
+		e := *e
+		e.t = t
+		e.clonedEK(agents["clean"], agents["clone"])
+	})
+	t.Run("flagged-then-cleared", func(t *testing.T) {
+		e := *e
+		e.t = t
+		e.wantRefused(e.firstBoot(agents["flagged"]), gate.RuleFlagged)
+		e.must(agents["flagged"], operator, "clear", &station.Request{Reason: "cleared", Note: "found"})
+		cert := e.wantEnrolled(e.firstBoot(agents["flagged"]))
+		if _, ok := crlReason(e.crl(), cert); ok {
+			t.Fatal("a valid LDevID is on the CRL")
+		}
+		e.must(agents["flagged"], operator, "flag", &station.Request{Reason: events.FlagStolen})
+		if reason, ok := crlReason(e.crl(), cert); !ok || reason != 6 {
+			t.Fatalf("the flagged device's LDevID is not on hold in the CRL (listed %v, reason %d)", ok, reason)
+		}
+	})
+	t.Run("renewal", func(t *testing.T) {
+		e := *e
+		e.t = t
+		if cleanCert == nil {
+			t.Skip("the clean device did not enroll")
+		}
+		cert := e.wantEnrolled(e.firstBoot(agents["clean"]))
+		if cert.SerialNumber.Cmp(cleanCert.SerialNumber) == 0 {
+			t.Fatal("re-enrollment returned the same LDevID")
+		}
+		crl := e.crl()
+		if reason, ok := crlReason(crl, cleanCert); !ok || reason != 4 {
+			t.Fatalf("the superseded LDevID is not revoked as superseded (listed %v, reason %d)", ok, reason)
+		}
+		if _, ok := crlReason(crl, cert); ok {
+			t.Fatal("the new LDevID is on the CRL")
+		}
+	})
+	t.Run("decisions", func(t *testing.T) {
+		resp, err := http.Get(e.n.URL() + "/gate/v1/decisions?device=" + ids["flagged"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ds []*gate.Decision
+		if err := json.NewDecoder(resp.Body).Decode(&ds); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, d := range ds {
+			got = append(got, fmt.Sprintf("%v:%s", d.Allowed, d.Rule))
+		}
+		if want := []string{"false:flagged", "true:"}; !slices.Equal(got, want) {
+			t.Fatalf("decisions of the flagged device: %v, want %v", got, want)
+		}
+	})
+}
+
+// clonedEK is a second TPM presenting victim's EK public key and
+// registration ID: it gets the challenge, cannot activate the credential
+// (the TPM refuses it), forges a SAS token, quotes with its own IAK, and is
+// refused by the activation rule.
+func (e *env) clonedEK(victim, clone string) {
+	t := e.t
+	ctx := e.ctx
+	id, err := device.NewClient(victim, nil).Identity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloneTPM := device.NewClient(clone, nil)
+	base := e.n.URL() + "/gate/" + e.n.IDScope() + "/registrations/" + id.DeviceID
+	q := "?api-version=" + gate.APIVersion
+	req := &gate.RegisterRequest{RegistrationID: id.DeviceID, TPM: &gate.TPMInfo{EndorsementKey: id.EKPublic}}
+	var ch gate.Challenge
+	if status := doJSON(t, http.MethodPut, base+"/register"+q, "", req, &ch); status != http.StatusUnauthorized {
+		t.Fatalf("first call: %d", status)
+	}
+	var cred attest.Credential
+	if err := json.Unmarshal(ch.AuthenticationKey, &cred); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cloneTPM.ActivateCredential(ctx, &cred)
+	var apiErr *device.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest {
+		t.Fatalf("the clone's TPM activated a credential made for another EK: %v", err)
+	}
+	forged := make([]byte, 32)
+	_, _ = rand.Read(forged)
+	quote, err := cloneTPM.Quote(ctx, ch.Nonce, []int{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certify, err := cloneTPM.NewLDevID(ctx, ch.Nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Payload = &gate.Evidence{Quote: events.NewEvidence(quote), LDevID: certify}
+	token := gate.SASToken(e.n.IDScope(), id.DeviceID, forged, time.Now().Add(time.Minute))
+	var op gate.Outcome
+	if status := doJSON(t, http.MethodPut, base+"/register"+q, token, req, &op); status != http.StatusAccepted || op.Status != gate.StatusAssigning {
+		t.Fatalf("second call: %d %+v", status, op)
+	}
+	// Another credential cannot read the operation.
+	var none gate.Outcome
+	if status := doJSON(t, http.MethodGet, base+"/operations/"+op.OperationID+q, "SharedAccessSignature sr=x", nil, &none); status != http.StatusNotFound {
+		t.Fatalf("an operation was readable with another credential: %d", status)
+	}
+	var out gate.Outcome
+	if status := doJSON(t, http.MethodGet, base+"/operations/"+op.OperationID+q, token, nil, &out); status != http.StatusOK {
+		t.Fatalf("operation: %d", status)
+	}
+	st := out.RegistrationState
+	if out.Status != gate.StatusFailed || st == nil || st.ErrorCode != gate.RuleCodes[gate.RuleActivation] ||
+		!strings.HasPrefix(st.ErrorMessage, gate.RuleActivation+": ") || len(st.IssuedCertificateChain) != 0 {
+		t.Fatalf("the clone was not refused by activation: %+v %+v", out, st)
+	}
+	d := st.Decision
+	if !d.Logged {
+		t.Fatalf("the clone's refusal is not in the ledger: %s", d.LogNote)
+	}
+	ent := e.lastOf(id.DeviceID, events.KindEnrollmentRefused)
+	if ent.Index != d.LogIndex || ent.Statement.Predicate.Evidence != nil {
+		t.Fatalf("refusal entry %d (evidence %v), decision %d: an unverified quote must not be recorded", ent.Index, ent.Statement.Predicate.Evidence != nil, d.LogIndex)
+	}
+}
+
+func doJSON(t *testing.T, method, url, auth string, in, out any) int {
+	t.Helper()
+	var body bytes.Buffer
+	if in != nil {
+		_ = json.NewEncoder(&body).Encode(in)
+	}
+	req, _ := http.NewRequest(method, url, &body)
+	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(out)
+	return resp.StatusCode
+}

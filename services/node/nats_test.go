@@ -1,0 +1,140 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/node"
+)
+
+func start(t *testing.T) *node.Node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := node.New(ctx, node.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-n.Ready():
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("node not ready")
+	}
+	return n
+}
+
+// permissionErrors collects the server's permission violations for a
+// connection.
+type permissionErrors struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (p *permissionErrors) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.errs = append(p.errs, err.Error())
+}
+
+func (p *permissionErrors) wait(t *testing.T, substr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		for _, e := range p.errs {
+			if strings.Contains(e, substr) {
+				p.mu.Unlock()
+				return
+			}
+		}
+		p.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no permission violation mentioning %q; got %v", substr, p.errs)
+}
+
+// TestPartnerPermissions: over the network with its NKEY, the ODM can
+// publish under its own prefix and read its own answers, but cannot publish
+// as the OEM, read the OEM's receipts, or connect without its key.
+func TestPartnerPermissions(t *testing.T) {
+	n := start(t)
+	kp, err := n.PKI.NKey("orbit-odm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var perr permissionErrors
+	nc, err := nats.Connect(n.NATSURL(), append(node.UserOptions("orbit-odm", kp), nats.ErrorHandler(perr.handler))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	dev := strings.Repeat("ab", 32)
+
+	// Allowed: its own subject. The ledger answers on its own rejection
+	// subject (garbage is malformed, and the subject names the publisher).
+	own, err := nc.SubscribeSync(events.RejectionSubject("orbit-odm", ">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.Publish(ctx, events.EventSubject("orbit-odm", dev), []byte(`{"not":"an envelope"}`)); err != nil {
+		t.Fatalf("publishing under its own prefix: %v", err)
+	}
+	m, err := own.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no rejection on its own subject: %v", err)
+	}
+	var r events.Receipt
+	_ = json.Unmarshal(m.Data, &r)
+	if r.Status != events.StatusRejected || r.Code != "malformed" {
+		t.Fatalf("rejection %+v", r)
+	}
+
+	// Denied: publishing as the OEM.
+	pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer pcancel()
+	if _, err := js.Publish(pctx, events.EventSubject("nova-oem", dev), []byte("x")); err == nil {
+		t.Fatal("the ODM published on the OEM's subject")
+	}
+	perr.wait(t, `Permissions Violation for Publish to "custody.v1.events.nova-oem.`)
+
+	// Denied: reading the OEM's receipts.
+	if _, err := nc.Subscribe(events.ReceiptsPrefix+".nova-oem.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	perr.wait(t, `Permissions Violation for Subscription to "custody.v1.receipts.nova-oem.>"`)
+
+	// Denied: connecting without a key, or with another partner's name but
+	// its own key.
+	if c, err := nats.Connect(n.NATSURL(), nats.Timeout(2*time.Second)); err == nil {
+		c.Close()
+		t.Fatal("connected without credentials")
+	}
+}
+
+func TestNATSServerConfigNamesEveryUser(t *testing.T) {
+	n := start(t)
+	conf, err := node.NATSServerConfig(n.PKI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range n.PKI.PartnerNames() {
+		if !strings.Contains(conf, `"custody.v1.events.`+p+`.>"`) {
+			t.Errorf("config lacks %s's publish permission", p)
+		}
+	}
+}
