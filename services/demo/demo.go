@@ -114,22 +114,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fmt.Fprintf(out, "Custody demo in %s\n", cfg.Dir)
-	n, err := node.New(ctx, node.Config{
+	n, stop, err := node.Start(ctx, node.Config{
 		DataDir: filepath.Join(cfg.Dir, "node"), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0", Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	nodeErr := make(chan error, 1)
-	go func() { nodeErr <- n.Run(ctx) }()
-	defer func() { cancel(); <-nodeErr }()
-	select {
-	case <-n.Ready():
-	case err := <-nodeErr:
-		return nil, fmt.Errorf("node stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		return nil, errors.New("node not ready after 60s")
-	}
+	defer func() { _ = stop() }()
 	fmt.Fprintf(out, "node ready: %s (ledger, stations, gate), DPS emulator %s, %d partners registered\n\n",
 		n.URL(), n.DPSURL(), len(n.PKI.Partners))
 

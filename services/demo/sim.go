@@ -155,23 +155,14 @@ func Sim(ctx context.Context, cfg SimConfig) (*SimReport, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	partners := append(pki.DefaultPartners(), pki.PartnerSpec{Name: lapsedPartner, Role: pki.RoleODM})
-	n, err := node.New(ctx, node.Config{
+	n, stop, err := node.Start(ctx, node.Config{
 		DataDir: filepath.Join(cfg.Dir, "node"), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0",
 		Partners: partners, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	nodeErr := make(chan error, 1)
-	go func() { nodeErr <- n.Run(ctx) }()
-	defer func() { cancel(); <-nodeErr }()
-	select {
-	case <-n.Ready():
-	case err := <-nodeErr:
-		return nil, fmt.Errorf("node stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		return nil, errors.New("node not ready after 60s")
-	}
+	defer func() { _ = stop() }()
 	s := &sim{ctx: ctx, n: n, cfg: cfg, agentBin: agent, pubs: map[string]*events.Publisher{}}
 	defer s.stop()
 	if err := s.revokeLapsed(); err != nil {

@@ -17,21 +17,15 @@ import (
 
 func start(t *testing.T) *node.Node {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	n, err := node.New(ctx, node.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0"})
+	n, stop, err := node.Start(context.Background(), node.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("node not ready")
-	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
 	return n
 }
 

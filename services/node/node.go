@@ -385,3 +385,34 @@ func (n *Node) close() {
 		n.store = nil
 	}
 }
+
+// Start builds a node and runs it in the background until stop is called
+// or ctx ends, returning once the node is ready (at most 60 seconds).
+// stop shuts the node down and returns Run's error.
+func Start(ctx context.Context, cfg Config) (n *Node, stop func() error, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	n, err = New(ctx, cfg)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	stop = func() error {
+		cancel()
+		return <-done
+	}
+	select {
+	case <-n.Ready():
+		return n, stop, nil
+	case err := <-done:
+		cancel()
+		if err == nil {
+			err = errors.New("stopped before it was ready")
+		}
+		return nil, nil, fmt.Errorf("node: %w", err)
+	case <-time.After(60 * time.Second):
+		_ = stop()
+		return nil, nil, errors.New("node: not ready after 60s")
+	}
+}
