@@ -28,6 +28,8 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/services/device"
+	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/pki"
 )
 
 // Exit codes of enroll.
@@ -36,6 +38,7 @@ const (
 	exitError   = 1
 	exitUsage   = 2
 	exitRefused = 3
+	exitUnavail = 4
 )
 
 func usage() {
@@ -49,7 +52,10 @@ TPM URIs (--tpm): sim, sim:seed=N (in-process simulator), swtpm://HOST:PORT,
 /dev/tpmrm0.
 
 Run "custody-agent <command> --help" for a command's flags.
-Exit codes of enroll: 0 enrolled, 1 error, 2 usage, 3 refused by the gate.
+Exit codes of enroll: 0 enrolled (device, hub and the LDevID chain as PEM on
+stdout), 1 error, 2 usage, 3 refused by the gate (the rule on stderr),
+4 gate or DPS unavailable after --retries. Enrolling again with the same TPM
+is safe: it renews the LDevID and the gate revokes the previous one.
 `)
 }
 
@@ -75,12 +81,16 @@ func main() {
 		os.Exit(exitUsage)
 	}
 	var refused *device.RefusedError
+	var unavailable *unavailableError
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 	case errors.As(err, &refused):
-		fmt.Fprintln(os.Stderr, "custody-agent:", err)
+		fmt.Fprintf(os.Stderr, "custody-agent: %v (errorCode %d)\n", err, refused.Code)
 		os.Exit(exitRefused)
+	case errors.As(err, &unavailable):
+		fmt.Fprintln(os.Stderr, "custody-agent:", err)
+		os.Exit(exitUnavail)
 	case errors.Is(err, errUsage):
 		os.Exit(exitUsage)
 	default:
@@ -261,6 +271,10 @@ func enrollCmd(ctx context.Context, args []string) error {
 	gateURL := fs.String("gate", "http://127.0.0.1:8480/gate", "the operator's enrollment gate")
 	idScope := fs.String("id-scope", "0ne00C057D1", "the operator's DPS ID scope")
 	dpsCA := fs.String("dps-ca", "", "PEM file of roots for the DPS endpoint (default: system roots; the demo's is <pki>/tls/ca.pem)")
+	apiVersion := fs.String("api-version", gate.APIVersion2025, "DPS api-version spoken to the gate (2025-07-01-preview also sends a CSR)")
+	poll := fs.Duration("poll", 2*time.Second, "interval between registration operation polls (gate and DPS)")
+	retries := fs.Int("retries", 3, "retries after a transport or server error (each retry is a complete enrollment; a refusal is never retried)")
+	certOut := fs.String("cert-out", "", "also write the LDevID chain (PEM) to this file")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -269,7 +283,7 @@ func enrollCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeTPM()
-	cfg := device.EnrollConfig{GateURL: *gateURL, IDScope: *idScope}
+	cfg := device.EnrollConfig{GateURL: *gateURL, IDScope: *idScope, APIVersion: *apiVersion, PollInterval: *poll}
 	if *dpsCA != "" {
 		pemBytes, err := os.ReadFile(filepath.Clean(*dpsCA))
 		if err != nil {
@@ -280,11 +294,48 @@ func enrollCmd(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s holds no PEM certificate", *dpsCA)
 		}
 	}
-	er, err := d.Enroll(ctx, cfg)
-	if err != nil {
-		return err
+	var er *device.EnrollResult
+	for attempt := 0; ; attempt++ {
+		er, err = d.Enroll(ctx, cfg)
+		var refused *device.RefusedError
+		if err == nil || errors.As(err, &refused) || ctx.Err() != nil || attempt >= *retries {
+			break
+		}
+		wait := time.Duration(1<<attempt) * time.Second
+		fmt.Fprintf(os.Stderr, "custody-agent: %v; retrying in %s\n", err, wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
 	}
-	fmt.Printf("device      %s\nenrolled    yes\nhub         %s\nLDevID      %s\nissuer      %s\n",
-		er.DeviceID, er.AssignedHub, er.Certificates[0].Subject, er.Certificates[0].Issuer)
+	if err != nil {
+		var refused *device.RefusedError
+		if errors.As(err, &refused) || ctx.Err() != nil {
+			return err
+		}
+		return &unavailableError{err}
+	}
+	leaf := er.Certificates[0]
+	chain := pki.EncodeCertsPEM(er.Certificates...)
+	fmt.Printf("device      %s\nenrolled    yes\nhub         %s\ndps device  %s\nLDevID      %s\nserial      %s\nvalid until %s\nissuer      %s\n",
+		er.DeviceID, er.AssignedHub, er.DPSDeviceID, leaf.Subject, leaf.SerialNumber.Text(16),
+		leaf.NotAfter.UTC().Format(time.RFC3339), leaf.Issuer)
+	if er.Decision != nil && er.Decision.Logged {
+		fmt.Printf("log index   %d (device.enrolled)\n", er.Decision.LogIndex)
+	}
+	if *certOut != "" {
+		if err := os.WriteFile(*certOut, chain, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("%s", chain)
 	return nil
 }
+
+// unavailableError is an enrollment that failed for a reason other than a
+// refusal (gate or DPS unreachable, server error) after every retry.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }

@@ -78,8 +78,8 @@ func TestRegistrationProtocol(t *testing.T) {
 	base := e.n.URL() + "/gate/" + e.n.IDScope() + "/registrations/" + id
 	for _, c := range []struct {
 		name, method, url, body string
-		status, code             int
-		msg                      string
+		status, code            int
+		msg                     string
 	}{
 		{"no api-version", http.MethodPut, base + "/register", `{"registrationId":"` + id + `"}`, 400, gate.CodeUnsupportedVersion, "api-version"},
 		{"unknown api-version", http.MethodPut, base + "/register?api-version=2017-11-15", `{"registrationId":"` + id + `"}`, 400, gate.CodeUnsupportedVersion, "2019-03-31"},

@@ -29,7 +29,10 @@ func (g *Gate) logEnrolled(ctx context.Context, req *RegisterRequest, cert *x509
 // ledger failure does not change the decision.
 func (g *Gate) logRefused(ctx context.Context, req *RegisterRequest, d *Decision, res *result) {
 	if res == nil || !res.known {
-		d.LogNote = "not logged: the ledger has no record of this device"
+		d.LogNote = "not logged: refused before the device was identified"
+		if d.Rule == RuleCustodyChain {
+			d.LogNote = "not logged: the ledger has no record of this device"
+		}
 		return
 	}
 	if slices.Contains(unprovenRules, d.Rule) {

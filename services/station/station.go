@@ -140,7 +140,11 @@ func (s *Station) Name() string { return s.cfg.Name }
 type RejectedError struct{ Receipt *events.Receipt }
 
 func (e *RejectedError) Error() string {
-	return fmt.Sprintf("ledger %s the event: %s: %s", e.Receipt.Status, e.Receipt.Code, e.Receipt.Reason)
+	what := "rejected the event"
+	if e.Receipt.Status == events.StatusEvidence {
+		what = "logged the event as evidence against its publisher"
+	}
+	return fmt.Sprintf("the ledger %s: %s: %s", what, e.Receipt.Code, e.Receipt.Reason)
 }
 
 // Result is a logged event.
