@@ -56,9 +56,9 @@
 //
 // VerifyQuote and VerifyCertify keep decoded IAKs in a small bounded cache
 // keyed by their exact bytes; a hit returns what a parse would, so the
-// cache changes cost, not results. TPMS_ATTEST and TPMT_SIGNATURE are
-// decoded by hand (wire.go) for the same reason, and fuzzed against
-// go-tpm's decoder.
+// cache changes cost, not results. TPMS_ATTEST, TPMT_SIGNATURE and the
+// TPMT_PUBLIC of ECC and RSA signing keys are decoded by hand (wire.go)
+// for the same reason, and fuzzed against go-tpm's decoder.
 //
 // # tpm2-tools
 //

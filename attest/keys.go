@@ -212,8 +212,12 @@ func PublicKeyFromTPMT(tpmtPublic []byte) (crypto.PublicKey, []byte, error) {
 	return key, name, nil
 }
 
-// parseTPMTPublic strictly decodes a TPMT_PUBLIC.
+// parseTPMTPublic strictly decodes a TPMT_PUBLIC: common signing-key
+// forms by hand (decodePublicFast), everything else with go-tpm.
 func parseTPMTPublic(b []byte) (*tpm2.TPMTPublic, error) {
+	if p, ok := decodePublicFast(b); ok {
+		return p, nil
+	}
 	return unmarshalStrict[tpm2.TPMTPublic](b, "TPMT_PUBLIC", publicLen)
 }
 

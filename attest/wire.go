@@ -1,14 +1,15 @@
 package attest
 
-// Hand-written decoders for the two TPM structures every quote and certify
-// verification reads: TPMS_ATTEST (of type quote or certify) and
-// TPMT_SIGNATURE. go-tpm's reflection-based tpm2.Unmarshal decodes them
-// correctly but costs about half an ECDSA P-256 verification per call;
-// these decoders read the same bytes with cryptobyte, allocate nothing and
-// are as strict: every length is checked, nothing may follow the
-// structure, and any form this package does not verify is refused. The
-// fields returned alias the input. FuzzDecodeAttest checks them against
-// go-tpm's decoder.
+// Hand-written decoders for the TPM structures every quote and certify
+// verification reads: TPMS_ATTEST (of type quote or certify),
+// TPMT_SIGNATURE, and the TPMT_PUBLIC of the usual attestation keys.
+// go-tpm's reflection-based tpm2.Unmarshal decodes them correctly but
+// costs about half an ECDSA P-256 verification per structure; these
+// decoders read the same bytes with cryptobyte and are as strict: every
+// length is checked, nothing may follow the structure, and any form this
+// package does not verify is refused (or, for TPMT_PUBLIC, left to
+// go-tpm). The fields returned alias the input. FuzzDecodeAttest and
+// FuzzDecodePublic check them against go-tpm's decoder.
 
 import (
 	"crypto"
@@ -268,4 +269,98 @@ func addASN1Unsigned(b *cryptobyte.Builder, v []byte) {
 		}
 		b.AddBytes(v)
 	})
+}
+
+// tpmaObjectDefined has the TPMA_OBJECT bits go-tpm names; any other bit
+// set sends decodePublicFast to go-tpm's decoder, which keeps it.
+const tpmaObjectDefined = 1<<1 | 1<<2 | 1<<4 | 1<<5 | 1<<6 | 1<<7 | 1<<8 | 1<<10 | 1<<11 | 1<<16 | 1<<17 | 1<<18 | 1<<19
+
+// decodePublicFast decodes the TPMT_PUBLIC of the signing keys quotes are
+// verified with (IAKs, tpm2-tools AKs) without reflection: an ECC or RSA
+// key with no symmetric algorithm, no KDF, and a NULL, ECDSA, RSASSA or
+// RSAPSS scheme, and no reserved attribute bit. It returns false for any
+// other form or any malformed input; parseTPMTPublic then uses go-tpm's
+// decoder, the reference (FuzzDecodePublic checks they agree).
+func decodePublicFast(b []byte) (*tpm2.TPMTPublic, bool) {
+	s := cryptobyte.String(b)
+	var typ, nameAlg, symAlg, scheme uint16
+	var attrs uint32
+	var policy cryptobyte.String
+	if !s.ReadUint16(&typ) || !s.ReadUint16(&nameAlg) || !s.ReadUint32(&attrs) ||
+		!s.ReadUint16LengthPrefixed(&policy) || !s.ReadUint16(&symAlg) || !s.ReadUint16(&scheme) {
+		return nil, false
+	}
+	if attrs&^tpmaObjectDefined != 0 || tpm2.TPMAlgID(symAlg) != tpm2.TPMAlgNull {
+		return nil, false
+	}
+	bit := func(n uint) bool { return attrs&(1<<n) != 0 }
+	pub := &tpm2.TPMTPublic{
+		Type:    tpm2.TPMAlgID(typ),
+		NameAlg: tpm2.TPMAlgID(nameAlg),
+		ObjectAttributes: tpm2.TPMAObject{
+			FixedTPM: bit(1), STClear: bit(2), FixedParent: bit(4), SensitiveDataOrigin: bit(5),
+			UserWithAuth: bit(6), AdminWithPolicy: bit(7), FirmwareLimited: bit(8), NoDA: bit(10),
+			EncryptedDuplication: bit(11), Restricted: bit(16), Decrypt: bit(17), SignEncrypt: bit(18),
+			X509Sign: bit(19),
+		},
+		AuthPolicy: tpm2.TPM2BDigest{Buffer: policy},
+	}
+	sym := tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull}
+	var hash uint16
+	switch tpm2.TPMAlgID(typ) {
+	case tpm2.TPMAlgECC:
+		es := tpm2.TPMTECCScheme{Scheme: tpm2.TPMAlgID(scheme)}
+		switch tpm2.TPMAlgID(scheme) {
+		case tpm2.TPMAlgNull:
+		case tpm2.TPMAlgECDSA:
+			if !s.ReadUint16(&hash) {
+				return nil, false
+			}
+			es.Details = tpm2.NewTPMUAsymScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSigSchemeECDSA{HashAlg: tpm2.TPMAlgID(hash)})
+		default:
+			return nil, false
+		}
+		var curve, kdf uint16
+		var x, y cryptobyte.String
+		if !s.ReadUint16(&curve) || !s.ReadUint16(&kdf) || tpm2.TPMAlgID(kdf) != tpm2.TPMAlgNull ||
+			!s.ReadUint16LengthPrefixed(&x) || !s.ReadUint16LengthPrefixed(&y) || !s.Empty() {
+			return nil, false
+		}
+		pub.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgECC, &tpm2.TPMSECCParms{
+			Symmetric: sym, Scheme: es, CurveID: tpm2.TPMECCCurve(curve), KDF: tpm2.TPMTKDFScheme{Scheme: tpm2.TPMAlgNull},
+		})
+		pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: x}, Y: tpm2.TPM2BECCParameter{Buffer: y},
+		})
+	case tpm2.TPMAlgRSA:
+		rs := tpm2.TPMTRSAScheme{Scheme: tpm2.TPMAlgID(scheme)}
+		switch tpm2.TPMAlgID(scheme) {
+		case tpm2.TPMAlgNull:
+		case tpm2.TPMAlgRSASSA:
+			if !s.ReadUint16(&hash) {
+				return nil, false
+			}
+			rs.Details = tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSASSA, &tpm2.TPMSSigSchemeRSASSA{HashAlg: tpm2.TPMAlgID(hash)})
+		case tpm2.TPMAlgRSAPSS:
+			if !s.ReadUint16(&hash) {
+				return nil, false
+			}
+			rs.Details = tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSAPSS, &tpm2.TPMSSigSchemeRSAPSS{HashAlg: tpm2.TPMAlgID(hash)})
+		default:
+			return nil, false
+		}
+		var keyBits uint16
+		var exponent uint32
+		var n cryptobyte.String
+		if !s.ReadUint16(&keyBits) || !s.ReadUint32(&exponent) || !s.ReadUint16LengthPrefixed(&n) || !s.Empty() {
+			return nil, false
+		}
+		pub.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
+			Symmetric: sym, Scheme: rs, KeyBits: tpm2.TPMKeyBits(keyBits), Exponent: exponent,
+		})
+		pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: n})
+	default:
+		return nil, false
+	}
+	return pub, true
 }

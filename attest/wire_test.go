@@ -197,3 +197,105 @@ func TestAttestationKeyCache(t *testing.T) {
 		t.Errorf("cache holds %d keys, bound %d", n, akCacheSize)
 	}
 }
+
+// crossCheckPublic: what decodePublicFast accepts, go-tpm decodes to the
+// same attributes and key, and it re-encodes to the input.
+func crossCheckPublic(b []byte) error {
+	fast, ok := decodePublicFast(b)
+	if !ok {
+		return nil
+	}
+	slow, err := unmarshalStrict[tpm2.TPMTPublic](b, "TPMT_PUBLIC", publicLen)
+	if err != nil {
+		return fmt.Errorf("decodePublicFast accepted what go-tpm refuses: %v", err)
+	}
+	if !bytes.Equal(tpm2.Marshal(*fast), b) {
+		return fmt.Errorf("decodePublicFast result re-encodes differently")
+	}
+	if fast.Type != slow.Type || fast.NameAlg != slow.NameAlg || fast.ObjectAttributes != slow.ObjectAttributes ||
+		!bytes.Equal(fast.AuthPolicy.Buffer, slow.AuthPolicy.Buffer) {
+		return fmt.Errorf("header differs: %+v vs %+v", fast, slow)
+	}
+	kf, errf := goPublicKey(fast)
+	ks, errs := goPublicKey(slow)
+	if (errf == nil) != (errs == nil) || errf == nil && !sameKey(kf, ks) {
+		return fmt.Errorf("keys differ: %v / %v", errf, errs)
+	}
+	return nil
+}
+
+// FuzzDecodePublic: decodePublicFast never panics and agrees with go-tpm.
+func FuzzDecodePublic(f *testing.F) {
+	tpm := openSim(f, 49)
+	iak, err := tpm.IAK()
+	if err != nil {
+		f.Fatal(err)
+	}
+	ld, _, err := tpm.NewLDevID([]byte("n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(iak.Public)
+	f.Add(ld.Public)
+	for _, alg := range []KeyAlg{RSA2048, ECCP256} {
+		ek, err := tpm.EK(alg)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(ek.Public)
+	}
+	tpm.Close()
+	ak, err := PublicArea(readTestdata(f, "tpm2tools/ak.pub"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(ak)
+	rsaAK := tpm2.RSASRKTemplate
+	rsaAK.ObjectAttributes.Decrypt, rsaAK.ObjectAttributes.SignEncrypt = false, true
+	rsaAK.Parameters = tpm2.NewTPMUPublicParms(tpm2.TPMAlgRSA, &tpm2.TPMSRSAParms{
+		Symmetric: tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull},
+		Scheme: tpm2.TPMTRSAScheme{Scheme: tpm2.TPMAlgRSAPSS, Details: tpm2.NewTPMUAsymScheme(tpm2.TPMAlgRSAPSS,
+			&tpm2.TPMSSigSchemeRSAPSS{HashAlg: tpm2.TPMAlgSHA384})},
+		KeyBits: 2048,
+	})
+	f.Add(tpm2.Marshal(rsaAK))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := crossCheckPublic(b); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestDecodePublicFastCoversAttestationKeys: the IAK, the LDevID and a
+// tpm2-tools AK take the hand-written path; EKs (which carry a symmetric
+// algorithm) take go-tpm's.
+func TestDecodePublicFastCoversAttestationKeys(t *testing.T) {
+	tpm := openSim(t, 49)
+	iak, err := tpm.IAK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld, _, err := tpm.NewLDevID([]byte("n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := tpm.EK(ECCP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := PublicArea(readTestdata(t, "tpm2tools/ak.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range [][]byte{iak.Public, ld.Public, ak} {
+		if _, ok := decodePublicFast(b); !ok {
+			t.Errorf("key %d: not decoded by hand", i)
+		}
+		if err := crossCheckPublic(b); err != nil {
+			t.Errorf("key %d: %v", i, err)
+		}
+	}
+	if _, ok := decodePublicFast(ek.Public); ok {
+		t.Error("EK decoded by hand")
+	}
+}
