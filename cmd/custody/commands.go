@@ -63,7 +63,7 @@ Flags:
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	start := time.Now()
-	rep, err := demo.Run(ctx, demo.Config{Dir: *dir, Agent: *agent, Logger: logger})
+	rep, err := demo.Run(ctx, demo.Config{Env: demo.Env{Dir: *dir, Agent: *agent, Logger: logger}})
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ Flags:
 	}
 	rep, err := demo.Sim(ctx, demo.SimConfig{
 		Devices: *devices, Faults: kinds, Rate: *rate, Concurrency: *conc,
-		EventsOut: *out, Dir: *dir, Agent: *agent, Logger: logger,
+		EventsOut: *out, Env: demo.Env{Dir: *dir, Agent: *agent, Logger: logger},
 	})
 	if err != nil {
 		return err

@@ -32,8 +32,8 @@ import (
 	"github.com/custodyledger/custody/services/station"
 )
 
-// Config configures a demo run.
-type Config struct {
+// Env is what the demo and the simulator share.
+type Env struct {
 	// Dir holds the node's data and the devices' state. Default: a new
 	// temporary directory, removed afterwards.
 	Dir string
@@ -44,6 +44,34 @@ type Config struct {
 	Out io.Writer
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger
+}
+
+// prepare fills in defaults; cleanup removes a temporary Dir.
+func (e *Env) prepare(prefix string) (cleanup func(), err error) {
+	cleanup = func() {}
+	if e.Out == nil {
+		e.Out = os.Stdout
+	}
+	if e.Logger == nil {
+		e.Logger = slog.New(slog.DiscardHandler)
+	}
+	if e.Agent, err = findAgent(e.Agent); err != nil {
+		return cleanup, err
+	}
+	if e.Dir == "" {
+		dir, err := os.MkdirTemp("", prefix)
+		if err != nil {
+			return cleanup, err
+		}
+		e.Dir = dir
+		cleanup = func() { os.RemoveAll(dir) }
+	}
+	return cleanup, nil
+}
+
+// Config configures a demo run.
+type Config struct {
+	Env
 }
 
 // Step is one event a station published.
@@ -92,21 +120,8 @@ const (
 
 // Run runs the demo.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if cfg.Out == nil {
-		cfg.Out = os.Stdout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Dir == "" {
-		dir, err := os.MkdirTemp("", "custody-demo-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Dir = dir
-	}
-	agent, err := findAgent(cfg.Agent)
+	cleanup, err := cfg.prepare("custody-demo-")
+	defer cleanup()
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +140,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		n.URL(), n.DPSURL(), len(n.PKI.Partners))
 
 	rep := &Report{LogKey: &n.PKI.LogKey.PublicKey, URL: n.URL()}
-	run := &runner{ctx: ctx, n: n, out: out, agentBin: agent, dir: cfg.Dir}
+	run := &runner{ctx: ctx, n: n, out: out, agentBin: cfg.Agent, dir: cfg.Dir}
 	defer run.stopAgents()
 
 	clean, err := run.device("device-a (clean)", 1001)

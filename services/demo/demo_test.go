@@ -39,7 +39,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	rep, err := demo.Run(ctx, demo.Config{Dir: t.TempDir(), Agent: agent, Out: &out})
+	rep, err := demo.Run(ctx, demo.Config{Env: demo.Env{Dir: t.TempDir(), Agent: agent, Out: &out}})
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func TestSimAllFaults(t *testing.T) {
 	events := filepath.Join(t.TempDir(), "events.jsonl")
 	rep, err := demo.Sim(ctx, demo.SimConfig{
 		Devices: len(demo.AllFaults) + 1, Faults: demo.AllFaults, Rate: 1, Concurrency: 4,
-		Dir: t.TempDir(), Agent: agent, Out: &out, EventsOut: events,
+		EventsOut: events, Env: demo.Env{Dir: t.TempDir(), Agent: agent, Out: &out},
 	})
 	t.Log("\n" + out.String())
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -82,10 +81,7 @@ type SimConfig struct {
 	// EventsOut, if set, receives every logged event as JSON lines
 	// {"subject","envelope"}: fully signed and quoted, for load tests.
 	EventsOut string
-	Dir       string
-	Agent     string
-	Out       io.Writer
-	Logger    *slog.Logger
+	Env
 }
 
 // SimDevice is one simulated device's outcome.
@@ -133,21 +129,8 @@ func Sim(ctx context.Context, cfg SimConfig) (*SimReport, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 8
 	}
-	if cfg.Out == nil {
-		cfg.Out = os.Stdout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Dir == "" {
-		dir, err := os.MkdirTemp("", "custody-sim-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Dir = dir
-	}
-	agent, err := findAgent(cfg.Agent)
+	cleanup, err := cfg.prepare("custody-sim-")
+	defer cleanup()
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +146,7 @@ func Sim(ctx context.Context, cfg SimConfig) (*SimReport, error) {
 		return nil, err
 	}
 	defer func() { _ = stop() }()
-	s := &sim{ctx: ctx, n: n, cfg: cfg, agentBin: agent, pubs: map[string]*events.Publisher{}}
+	s := &sim{ctx: ctx, n: n, cfg: cfg, agentBin: cfg.Agent, pubs: map[string]*events.Publisher{}}
 	defer s.stop()
 	if err := s.revokeLapsed(); err != nil {
 		return nil, err
