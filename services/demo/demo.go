@@ -412,6 +412,8 @@ func Summary(st *events.Statement) string {
 		return "EK certificate + IAK (" + p.Manufactured.TPM.Manufacturer + ")"
 	case p.Enrolled != nil:
 		return "enrolled for " + p.Enrolled.Operator
+	case p.Refused != nil:
+		return "refused: " + p.Refused.Rule + ": " + p.Refused.Message
 	case p.Flag != nil:
 		return p.Flag.Reason
 	}

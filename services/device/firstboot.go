@@ -65,11 +65,16 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("enrollment refused: %s: %s", e.Rule, e.Message)
 }
 
-// Enroll runs first boot with the gate: register with the EK, activate the
-// credential the gate encrypted to it, answer with a SAS token keyed by the
-// activated secret, a fresh quote over the gate's nonce and a new LDevID key
-// certified by the IAK; then register at DPS over TLS with the LDevID key,
-// which never leaves the TPM.
+// Enroll runs first boot with the gate, in DPS's registration protocol
+// (docs/design/enrollment.md): register with the EK (401: a credential
+// encrypted to it and a nonce), activate the credential, register again
+// with a SAS token keyed by the activated secret, a fresh quote over the
+// nonce, a new LDevID key certified by the IAK and (2025-07-01-preview) a
+// CSR signed by that key (202: an operation), and poll the operation until
+// it is assigned (the LDevID chain) or failed (a *RefusedError naming the
+// rule). Then register at DPS over TLS with the LDevID key, which never
+// leaves the TPM. Enrolling again with the same TPM is a renewal: a new
+// LDevID, the previous one revoked by the gate.
 func (d *Device) Enroll(ctx context.Context, cfg EnrollConfig) (*EnrollResult, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -195,8 +195,8 @@ func (c *ServiceClient) CreateOrUpdateEnrollment(ctx context.Context, enrollment
 // Enroll makes cert the primary client certificate of the X.509 individual
 // enrollment for registrationID, creating the enrollment (enabled, hashed
 // allocation over all linked hubs) if there is none. An existing enrollment
-// keeps its other settings (hubs, device ID, provisioning status) and is
-// replaced under If-Match, so a concurrent change makes Enroll fail with
+// keeps its other settings (hubs, device ID) and is enabled again, replaced
+// under If-Match, so a concurrent change makes Enroll fail with
 // ErrPreconditionFailed rather than be lost. Enroll is what the enrollment
 // gate needs of DPS.
 func (c *ServiceClient) Enroll(ctx context.Context, registrationID string, cert *x509.Certificate) error {
@@ -213,6 +213,30 @@ func (c *ServiceClient) Enroll(ctx context.Context, registrationID string, cert 
 		return err
 	}
 	cur.Attestation = fresh.Attestation
+	cur.ProvisioningStatus = ProvisioningEnabled
+	cur.RegistrationState = nil
+	_, err = c.CreateOrUpdateEnrollment(ctx, *cur)
+	return err
+}
+
+// SetEnabled sets the provisioningStatus of the individual enrollment for
+// registrationID (enabled or disabled), under If-Match, keeping everything
+// else. A disabled enrollment's devices get status "disabled" when they
+// register. It is what the enrollment gate does when the ledger shows a
+// device flagged or decommissioned.
+func (c *ServiceClient) SetEnabled(ctx context.Context, registrationID string, enabled bool) error {
+	cur, err := c.GetEnrollment(ctx, registrationID)
+	if err != nil {
+		return err
+	}
+	want := ProvisioningDisabled
+	if enabled {
+		want = ProvisioningEnabled
+	}
+	if cur.ProvisioningStatus == want {
+		return nil
+	}
+	cur.ProvisioningStatus = want
 	cur.RegistrationState = nil
 	_, err = c.CreateOrUpdateEnrollment(ctx, *cur)
 	return err

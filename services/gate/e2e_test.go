@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +32,9 @@ import (
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
 )
+
+// reflash is the firmware programmed after the EMS.
+var reflash = []byte("field update 6.6.6\n")
 
 const (
 	vendor, odm, oem, ems = "acme-tpm", "orbit-odm", "nova-oem", "delta-ems"
@@ -55,6 +61,7 @@ func buildAgent(t *testing.T) string {
 			agentErr = err
 			return
 		}
+		benchTeardown = append(benchTeardown, func() { os.RemoveAll(dir) }) // run by TestMain
 		agentBin = filepath.Join(dir, "custody-agent")
 		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/custodyledger/custody/cmd/custody-agent")
 		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "CGO_ENABLED=1")
@@ -214,11 +221,18 @@ type firstBootResult struct {
 	Error       string         `json:"error"`
 }
 
-// firstBoot power-cycles the device and runs its enrollment at the gate.
+// firstBoot power-cycles the device and runs its enrollment at the node's
+// gate.
 func (e *env) firstBoot(agent string) *firstBootResult {
 	e.t.Helper()
+	return e.firstBootAt(agent, e.n.URL()+"/gate")
+}
+
+// firstBootAt power-cycles the device and runs its enrollment at gateURL.
+func (e *env) firstBootAt(agent, gateURL string) *firstBootResult {
+	e.t.Helper()
 	body, _ := json.Marshal(map[string]any{
-		"gate": e.n.URL() + "/gate", "idScope": e.n.IDScope(), "dpsCa": pki.EncodeCertsPEM(e.n.PKI.TLSCA),
+		"gate": gateURL, "idScope": e.n.IDScope(), "dpsCa": pki.EncodeCertsPEM(e.n.PKI.TLSCA),
 	})
 	req, _ := http.NewRequestWithContext(e.ctx, http.MethodPost, agent+"/v1/firstboot", bytes.NewReader(body))
 	resp, err := http.DefaultClient.Do(req)
@@ -335,6 +349,9 @@ func (e *env) crl() *x509.RevocationList {
 	return crl
 }
 
+// r2id is the registration ID an LDevID was issued for.
+func r2id(c *x509.Certificate) string { return c.Subject.CommonName }
+
 func crlReason(crl *x509.RevocationList, c *x509.Certificate) (int, bool) {
 	for _, r := range crl.RevokedCertificateEntries {
 		if r.SerialNumber.Cmp(c.SerialNumber) == 0 {
@@ -361,7 +378,8 @@ func crlReason(crl *x509.RevocationList, c *x509.Certificate) (int, bool) {
 //     flagged again, which puts its LDevID on hold in the CRL.
 //
 // The clean device also enrolls a second time with the same TPM (a
-// renewal): a new LDevID, the old one revoked as superseded.
+// renewal): a new LDevID, the old one revoked as superseded; then the
+// operator decommissions it: its LDevID is revoked and it is refused.
 func TestFirstBootGate(t *testing.T) {
 	e := newEnv(t, gate.Policy{RequiredStages: []string{events.StageAssembly, events.StageFirmwareProgrammed, events.StageTestPassed}})
 	names := []string{"clean", "double", "diverted", "reflashed", "flagged", "clone"}
@@ -402,7 +420,7 @@ func TestFirstBootGate(t *testing.T) {
 	}
 	e.must(agents["diverted"], ems, "offer", &station.Request{To: grey})
 	e.must(agents["diverted"], grey, "accept", nil)
-	if _, err := device.NewClient(agents["reflashed"], nil).ProgramFirmware(e.ctx, []byte("grey-market firmware 6.6.6\n")); err != nil {
+	if _, err := device.NewClient(agents["reflashed"], nil).ProgramFirmware(e.ctx, reflash); err != nil {
 		t.Fatal(err)
 	}
 	e.must(agents["flagged"], operator, "flag", &station.Request{Reason: events.FlagLost, Note: "lost in transit"})
@@ -439,6 +457,26 @@ func TestFirstBootGate(t *testing.T) {
 		e := *e
 		e.t = t
 		e.wantRefused(e.firstBoot(agents["reflashed"]), gate.RulePCRPolicy)
+		// A gate whose operator allow-lists that firmware's PCR 0 (the
+		// firmware's digest extended into a reset PCR) enrolls it.
+		fw := sha256.Sum256(reflash)
+		pcr0 := sha256.Sum256(append(make([]byte, 32), fw[:]...))
+		g2 := e.secondGate(gate.Policy{PCRAllowList: map[int][]string{0: {hex.EncodeToString(pcr0[:])}}})
+		srv := httptest.NewServer(g2.Handler())
+		defer srv.Close()
+		r := e.firstBootAt(agents["reflashed"], srv.URL)
+		if !r.Enrolled {
+			t.Fatalf("the allow-listed firmware was refused: %s: %s", r.Rule, r.Message)
+		}
+		var src string
+		for _, c := range r.Decision.Checks {
+			if c.Name == gate.RulePCRPolicy {
+				src = c.Detail
+			}
+		}
+		if !strings.Contains(src, "operator allow-list") {
+			t.Errorf("pcr-policy check: %q", src)
+		}
 	})
 	t.Run("cloned-ek", func(t *testing.T) {
 		e := *e
@@ -458,6 +496,17 @@ func TestFirstBootGate(t *testing.T) {
 		if reason, ok := crlReason(e.crl(), cert); !ok || reason != 6 {
 			t.Fatalf("the flagged device's LDevID is not on hold in the CRL (listed %v, reason %d)", ok, reason)
 		}
+		// DPS does not read CRLs: the gate's sweep disables the enrollment.
+		if n, err := e.n.Gate.Sweep(e.ctx); err != nil || n != 1 {
+			t.Fatalf("sweep disabled %d enrollments: %v", n, err)
+		}
+		en, err := e.n.DPSService().GetEnrollment(e.ctx, r2id(cert))
+		if err != nil || en.ProvisioningStatus != "disabled" {
+			t.Fatalf("the flagged device's DPS enrollment: %+v, %v", en, err)
+		}
+		if n, err := e.n.Gate.Sweep(e.ctx); err != nil || n != 0 {
+			t.Fatalf("a second sweep disabled %d enrollments: %v", n, err)
+		}
 	})
 	t.Run("renewal", func(t *testing.T) {
 		e := *e
@@ -475,6 +524,42 @@ func TestFirstBootGate(t *testing.T) {
 		}
 		if _, ok := crlReason(crl, cert); ok {
 			t.Fatal("the new LDevID is on the CRL")
+		}
+		// Decommissioned: its LDevID is revoked for good, and it is refused.
+		if _, err := e.n.Stations[operator].Flag(e.ctx, agents["clean"], events.KindDeviceDecommissioned, "end-of-life", "retired"); err != nil {
+			t.Fatal(err)
+		}
+		if reason, ok := crlReason(e.crl(), cert); !ok || reason != 5 {
+			t.Fatalf("the decommissioned device's LDevID is not revoked (listed %v, reason %d)", ok, reason)
+		}
+		e.wantRefused(e.firstBoot(agents["clean"]), gate.RuleDecommissioned)
+	})
+	t.Run("refusal-rules", func(t *testing.T) {
+		e := *e
+		e.t = t
+		e.refusalRules(ids["double"], agents["clone"])
+	})
+	t.Run("restart", func(t *testing.T) {
+		// A gate started on the same log rebuilds its register of LDevIDs
+		// from its device.enrolled entries: the same CRL entries.
+		g2 := e.secondGate(gate.Policy{})
+		key := func(rs []gate.Revoked) []string {
+			var out []string
+			for _, r := range rs {
+				out = append(out, fmt.Sprintf("%s/%s/%d", r.Device[:8], r.Serial.Text(16), r.Reason))
+			}
+			return out
+		}
+		before, err := e.n.Gate.RevokedLDevIDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := g2.RevokedLDevIDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(before) < 3 || !slices.Equal(key(before), key(after)) {
+			t.Fatalf("revoked LDevIDs after a restart:\n%v\nbefore:\n%v", key(after), key(before))
 		}
 	})
 	t.Run("decisions", func(t *testing.T) {
@@ -583,4 +668,90 @@ func doJSON(t *testing.T, method, url, auth string, in, out any) int {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(out)
 	return resp.StatusCode
+}
+
+// refusalRules publishes enrollment.refused statements the ledger must
+// refuse: by a partner that is not a gate, by a gate for another operator,
+// about a device the ledger does not know, and with a quote that is not the
+// device's over the named challenge (a real quote by another TPM).
+func (e *env) refusalRules(dev, otherTPM string) {
+	t := e.t
+	publish := func(partner string, st *events.Statement) *events.Receipt {
+		t.Helper()
+		nc, err := e.n.Connect(partner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		pub, err := events.NewPublisher(nc, partner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := events.Sign(e.ctx, st, e.n.PKI.Partners[partner].Key, partner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := pub.Publish(e.ctx, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	refusal := func(partner, id, operator string) *events.Statement {
+		st := events.NewStatement(events.KindEnrollmentRefused, partner, id, time.Now(), fmt.Sprintf("%032x", time.Now().UnixNano()))
+		st.Predicate.Refused = &events.Refused{Operator: operator, RegistrationID: id, IDScope: e.n.IDScope(), Rule: gate.RuleFlagged, Message: "test"}
+		return st
+	}
+	nonce := bytes.Repeat([]byte{7}, 32)
+	q, err := device.NewClient(otherTPM, nil).Quote(e.ctx, nonce, []int{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withForeignQuote := refusal("blue-gate", dev, operator)
+	withForeignQuote.Predicate.Refused.Challenge = nonce
+	withForeignQuote.Predicate.Evidence = events.NewEvidence(q)
+	unknown := strings.Repeat("0", 63) + "1"
+	for _, c := range []struct {
+		name, partner string
+		st            *events.Statement
+		code          ledger.Code
+	}{
+		{"not a gate", operator, refusal(operator, dev, operator), ledger.CodeWrongRole},
+		{"another operator", "blue-gate", refusal("blue-gate", dev, grey), ledger.CodeWrongRole},
+		{"unknown device", "blue-gate", refusal("blue-gate", unknown, operator), ledger.CodeUnknownDevice},
+		{"foreign quote", "blue-gate", withForeignQuote, ledger.CodeEvidence},
+	} {
+		if r := publish(c.partner, c.st); r.Status != events.StatusRejected || r.Code != string(c.code) {
+			t.Errorf("%s: %s %s (%s), want rejected %s", c.name, r.Status, r.Code, r.Reason, c.code)
+		}
+	}
+	// And the well-formed one is accepted.
+	if r := publish("blue-gate", refusal("blue-gate", dev, operator)); r.Status != events.StatusAccepted {
+		t.Errorf("a gate's refusal record: %s %s: %s", r.Status, r.Code, r.Reason)
+	}
+}
+
+// secondGate starts another gate of blue-operator on the node's ledger,
+// NATS and DPS, with pol: a restarted gate, or one with another policy.
+func (e *env) secondGate(pol gate.Policy) *gate.Gate {
+	t := e.t
+	t.Helper()
+	nc, err := e.n.Connect("blue-gate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	trust, err := attest.ParseBundle(e.n.PKI.EKTrustBundle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gate.New(gate.Config{
+		Name: "blue-gate", Operator: operator, IDScope: e.n.IDScope(), Key: e.n.PKI.Partners["blue-gate"].Key,
+		NATS: nc, Ledger: e.n.Ledger.Store(), Log: e.n.Ledger.Store(), TPMTrust: trust,
+		LDevIDCA: e.n.PKI.LDevIDCA, Registry: e.n.DPSService(), DPSEndpoint: e.n.DPSURL(), Policy: pol,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }

@@ -1,15 +1,23 @@
 // Package gate is the operator's enrollment gate: the service a device talks
-// to at first boot. It speaks the shape of Azure DPS's device registration
-// protocol with TPM attestation (PUT /{idScope}/registrations/{id}/register;
-// a first call answered 401 with a credential encrypted to the device's EK;
-// a second call authorised by a SAS token keyed with the activated secret),
-// and adds what DPS does not check: the EK certificate chain through
-// cross-signed CAs, a fresh quote by the IAK the ledger holds for the device,
-// and the device's custody history in the ledger. Only a device whose every
-// check passes gets an LDevID for a TPM-resident key certified by its IAK,
-// an enrollment in DPS, and a device.enrolled entry in the ledger.
+// to at first boot. It speaks Azure DPS's device registration protocol with
+// TPM attestation (PUT /{idScope}/registrations/{id}/register, a first call
+// answered 401 with a credential encrypted to the device's EK, a second
+// call authorised by a SAS token keyed with the activated secret and
+// answered 202 "assigning", then GET …/operations/{operationId}), in
+// api-versions 2019-03-31 to 2025-07-01-preview (csr, and
+// issuedCertificateChain in the answer). It adds what DPS does not check:
+// the EK certificate chain through cross-signed CAs, a fresh quote by the
+// IAK the ledger holds for the device, and the device's custody history in
+// the ledger, against a documented Policy. Only a device whose every check
+// passes gets an LDevID for a TPM-resident key certified by its IAK, an
+// enrollment in DPS, and a device.enrolled entry in the ledger; every
+// refusal is logged as enrollment.refused, naming the rule. The gate also
+// serves the LDevID CA's CRL (superseded LDevIDs, and those of devices the
+// ledger shows flagged or decommissioned) and disables the DPS enrollment
+// of such devices.
 //
-// See docs/design/enrollment.md for the protocol and the threat model.
+// See docs/design/enrollment.md for the protocol, the policy and the threat
+// model.
 package gate
 
 import (
@@ -45,11 +53,23 @@ type DeviceState interface {
 	Device(id string) (*ledger.Device, error)
 }
 
-// Registry is what the gate needs of the provisioning service: an
-// enrollment for the device's LDevID certificate. services/dps's service
-// client satisfies it through dps.Registry.
+// Log is what the gate reads of the log at start-up to rebuild its
+// register of issued LDevIDs from its own device.enrolled entries.
+// ledger.Store satisfies it.
+type Log interface {
+	Head() (ledger.Head, error)
+	Entry(index uint64) (*ledger.Entry, error)
+}
+
+// Registry is what the gate needs of the provisioning service:
+// services/dps's ServiceClient satisfies it, against the emulator and the
+// real DPS service API.
 type Registry interface {
+	// Enroll makes cert the device's individual enrollment certificate and
+	// enables the enrollment, creating it if needed.
 	Enroll(ctx context.Context, registrationID string, cert *x509.Certificate) error
+	// SetEnabled enables or disables the device's enrollment.
+	SetEnabled(ctx context.Context, registrationID string, enabled bool) error
 }
 
 // Config configures a gate.
@@ -71,6 +91,11 @@ type Config struct {
 	LDevIDCA *pki.CA
 	// Registry creates the DPS enrollment.
 	Registry Registry
+	// Log, if set, is read once by New to rebuild the register of issued
+	// LDevIDs (what the CRL is made from) from this gate's device.enrolled
+	// entries, so a restart forgets no superseded LDevID. Nil: the register
+	// starts empty.
+	Log Log
 	// DPSEndpoint is the device-facing DPS URL returned to enrolled devices.
 	DPSEndpoint string
 	// Policy is what a device must show; see Policy. Validated by New.
@@ -95,8 +120,12 @@ type Config struct {
 	// PublishTimeout bounds the wait for the ledger's receipt of a decision.
 	// Default 30 s.
 	PublishTimeout time.Duration
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// SweepInterval is how often Run sweeps: it disables the DPS enrollment
+	// of every device with an LDevID that the ledger now shows flagged or
+	// decommissioned (DPS and IoT Hub do not read CRLs). Default 30 s.
+	SweepInterval time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // Gate decides first-boot enrollments.
@@ -111,6 +140,7 @@ type Gate struct {
 	opOrder    []string              // operation IDs, oldest first
 	unproven   map[string]time.Time  // device → last logged refusal before activation
 	ldevids    ldevids
+	ekCache    sync.Map // [32]byte SHA-256 of an EK certificate → ekVerified
 }
 
 type challenge struct {
@@ -140,7 +170,7 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Policy, err = cfg.Policy.withDefaults(); err != nil {
 		return nil, err
 	}
-	for _, d := range []*time.Duration{&cfg.ChallengeTTL, &cfg.OperationTTL, &cfg.LDevIDValidity, &cfg.CRLValidity, &cfg.RefusalLogInterval, &cfg.PublishTimeout} {
+	for _, d := range []*time.Duration{&cfg.ChallengeTTL, &cfg.OperationTTL, &cfg.LDevIDValidity, &cfg.CRLValidity, &cfg.RefusalLogInterval, &cfg.PublishTimeout, &cfg.SweepInterval} {
 		if *d < 0 {
 			return nil, errors.New("gate: durations must not be negative")
 		}
@@ -156,6 +186,7 @@ func New(cfg Config) (*Gate, error) {
 	def(&cfg.CRLValidity, time.Hour)
 	def(&cfg.RefusalLogInterval, 10*time.Minute)
 	def(&cfg.PublishTimeout, 30*time.Second)
+	def(&cfg.SweepInterval, 30*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -166,10 +197,18 @@ func New(cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Gate{
+	g := &Gate{
 		cfg: cfg, pub: p, challenges: map[string]*challenge{}, ops: map[string]*operation{},
 		unproven: map[string]time.Time{}, ldevids: ldevids{byDevice: map[string][]*issuedLDevID{}},
-	}, nil
+	}
+	if cfg.Log != nil {
+		n, err := g.loadLDevIDs()
+		if err != nil {
+			return nil, fmt.Errorf("gate: rebuilding the LDevID register from the log: %w", err)
+		}
+		cfg.Logger.Info("LDevID register rebuilt from the log", "ldevids", n)
+	}
+	return g, nil
 }
 
 // Policy returns the policy in force, defaults filled.
@@ -319,7 +358,7 @@ var RuleCodes = map[string]int{
 	RuleLedger:         503102,
 }
 
-// provenRules are refusals decided before the device proved its TPM.
+// unprovenRules are refusals decided before the device proved its TPM.
 var unprovenRules = []string{RuleChallenge, RuleEKIdentity, RuleCustodyChain, RuleEKChain, RuleActivation}
 
 // ErrBadRequest marks requests refused before any decision.
@@ -531,14 +570,11 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 	}
 	pass("ledger-record", "manufactured by %s", dev.Vendor)
 	// 3. The EK certificate the vendor recorded chains to the trust bundle.
-	ek, err := attest.ParseEKCertificate(dev.EKCertificate)
-	if err == nil {
-		_, err = ek.Verify(g.cfg.TPMTrust, now)
-	}
+	manufacturer, err := g.verifyEK(dev.EKCertificate, now)
 	if err != nil {
 		return fail(RuleEKChain, "EK certificate: %v", err)
 	}
-	pass(RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", ek.TPM.Manufacturer)
+	pass(RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
 	// 4. Credential activation: the SAS token is keyed with the secret that
 	// only the TPM holding this EK and the recorded IAK could recover.
 	if err := g.checkSAS(idScope, req.RegistrationID, authorization, ch.secret); err != nil {
@@ -628,8 +664,13 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 	pass(RuleDPS, "individual enrollment created")
 	idx, err := g.logEnrolled(ctx, req, cert, ch.nonce)
 	if err != nil {
-		// The certificate was issued but is not recorded: revoke it.
+		// The certificate was issued but is not recorded: revoke it, and
+		// disable the DPS enrollment that now names it (best effort; the
+		// device enrolls again).
 		g.ldevids.revoke(req.RegistrationID, cert.SerialNumber, now, x509ReasonCessation)
+		if derr := g.cfg.Registry.SetEnabled(ctx, req.RegistrationID, false); derr != nil {
+			g.cfg.Logger.Warn("disabling the DPS enrollment of an unrecorded LDevID", "device", req.RegistrationID, "err", derr)
+		}
 		return fail(RuleLedger, "recording device.enrolled: %v", err)
 	}
 	superseded := g.ldevids.add(req.RegistrationID, cert, now)
@@ -642,6 +683,52 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 	d.LDevIDSerial = cert.SerialNumber.Text(16)
 	res.chain = [][]byte{cert.Raw, g.cfg.LDevIDCA.Cert.Raw}
 	return res, nil
+}
+
+// ekVerified is a cached EK chain verification.
+type ekVerified struct {
+	until        time.Time
+	manufacturer string
+}
+
+// ekCacheTTL bounds how long an EK chain verification is reused.
+const ekCacheTTL = time.Hour
+
+// verifyEK verifies an EK certificate (DER) against the TPM trust bundle
+// and returns the TPM manufacturer. A success is cached by the
+// certificate's SHA-256 until the first expiry in its chain, at most an
+// hour: a device enrolls again with the same EK certificate, and chain
+// building is a third of a decision's CPU.
+func (g *Gate) verifyEK(der []byte, now time.Time) (string, error) {
+	key := sha256.Sum256(der)
+	if v, ok := g.ekCache.Load(key); ok {
+		if ev := v.(ekVerified); now.Before(ev.until) {
+			return ev.manufacturer, nil
+		}
+		g.ekCache.Delete(key)
+	}
+	ek, err := attest.ParseEKCertificate(der)
+	if err != nil {
+		return "", err
+	}
+	chains, err := ek.Verify(g.cfg.TPMTrust, now)
+	if err != nil {
+		return "", err
+	}
+	var until time.Time // the latest expiry among the valid chains
+	for _, chain := range chains {
+		end := now.Add(ekCacheTTL)
+		for _, c := range chain {
+			if c.NotAfter.Before(end) {
+				end = c.NotAfter
+			}
+		}
+		if end.After(until) {
+			until = end
+		}
+	}
+	g.ekCache.Store(key, ekVerified{until: until, manufacturer: ek.TPM.Manufacturer})
+	return ek.TPM.Manufacturer, nil
 }
 
 // checkCSR verifies a base64 DER PKCS#10 request: its signature, its

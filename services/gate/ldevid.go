@@ -1,20 +1,23 @@
 package gate
 
 import (
+	"context"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 )
 
 // CRL reason codes (RFC 5280 §5.3.1) the gate uses.
 const (
-	x509ReasonSuperseded  = 4 // the device enrolled again: a newer LDevID replaces this one
-	x509ReasonCessation   = 5 // decommissioned, or issued but never recorded
-	x509ReasonCertificate = 6 // certificateHold: the device is flagged (lifted when cleared)
+	x509ReasonSuperseded = 4 // the device enrolled again: a newer LDevID replaces this one
+	x509ReasonCessation  = 5 // decommissioned, or issued but never recorded
+	x509ReasonHold       = 6 // certificateHold: the device is flagged (lifted when cleared)
 )
 
 // issuedLDevID is one LDevID the gate issued.
@@ -35,7 +38,8 @@ type issuedLDevID struct {
 type ldevids struct {
 	mu       sync.Mutex
 	byDevice map[string][]*issuedLDevID
-	number   int64 // last CRL number
+	number   int64           // last CRL number
+	disabled map[string]bool // devices whose DPS enrollment the sweep disabled
 }
 
 // add registers a newly issued LDevID and revokes (superseded) the
@@ -51,6 +55,7 @@ func (l *ldevids) add(device string, cert *x509.Certificate, now time.Time) int 
 		}
 	}
 	l.byDevice[device] = append(l.byDevice[device], &issuedLDevID{serial: cert.SerialNumber, notAfter: cert.NotAfter})
+	delete(l.disabled, device) // Enroll enabled the DPS enrollment again
 	return n
 }
 
@@ -111,7 +116,7 @@ func (g *Gate) RevokedLDevIDs() ([]Revoked, error) {
 		case st.Decommissioned:
 			out = append(out, Revoked{Device: it.device, Serial: it.c.serial, Time: now, Reason: x509ReasonCessation})
 		case st.Flag != nil:
-			out = append(out, Revoked{Device: it.device, Serial: it.c.serial, Time: now, Reason: x509ReasonCertificate})
+			out = append(out, Revoked{Device: it.device, Serial: it.c.serial, Time: now, Reason: x509ReasonHold})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -140,4 +145,90 @@ func (g *Gate) CRL() ([]byte, error) {
 	l.number = n
 	l.mu.Unlock()
 	return g.cfg.LDevIDCA.CRL(entries, big.NewInt(n), g.cfg.CRLValidity)
+}
+
+// Sweep disables, in DPS, the enrollment of every device that holds an
+// unexpired LDevID and that the ledger now shows flagged or decommissioned:
+// the CRL revokes the LDevID, but DPS and IoT Hub do not read CRLs. A
+// device whose flag is later cleared stays disabled in DPS until it
+// enrolls at the gate again, passing every check. It returns how many
+// enrollments it disabled.
+func (g *Gate) Sweep(ctx context.Context) (int, error) {
+	revoked, err := g.RevokedLDevIDs()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range revoked {
+		if r.Reason != x509ReasonHold && r.Reason != x509ReasonCessation {
+			continue
+		}
+		l := &g.ldevids
+		l.mu.Lock()
+		done := l.disabled[r.Device]
+		l.mu.Unlock()
+		if done {
+			continue
+		}
+		if err := g.cfg.Registry.SetEnabled(ctx, r.Device, false); err != nil {
+			return n, fmt.Errorf("gate: disabling the DPS enrollment of %s: %w", r.Device, err)
+		}
+		l.mu.Lock()
+		if l.disabled == nil {
+			l.disabled = map[string]bool{}
+		}
+		l.disabled[r.Device] = true
+		l.mu.Unlock()
+		n++
+		g.cfg.Logger.Info("DPS enrollment disabled", "device", r.Device, "crl_reason", r.Reason)
+	}
+	return n, nil
+}
+
+// Run sweeps every SweepInterval until ctx ends.
+func (g *Gate) Run(ctx context.Context) error {
+	t := time.NewTicker(g.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := g.Sweep(ctx); err != nil && ctx.Err() == nil {
+				g.cfg.Logger.Warn("sweep", "err", err)
+			}
+		}
+	}
+}
+
+// loadLDevIDs reads every device.enrolled entry this gate logged, oldest
+// first, into the register: each LDevID supersedes the device's earlier
+// ones as of its entry's integration time. It reads the whole log once
+// (O(log size) at start-up; an index by kind would make it O(enrollments)).
+func (g *Gate) loadLDevIDs() (int, error) {
+	head, err := g.cfg.Log.Head()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := uint64(0); i < head.Size; i++ {
+		e, err := g.cfg.Log.Entry(i)
+		if err != nil {
+			return n, fmt.Errorf("entry %d: %w", i, err)
+		}
+		if e.Kind != events.KindDeviceEnrolled || e.Partner != g.cfg.Name || e.Status != events.StatusAccepted {
+			continue
+		}
+		s, err := events.Open(e.Envelope)
+		if err != nil {
+			return n, fmt.Errorf("entry %d: %w", i, err)
+		}
+		cert, err := x509.ParseCertificate(s.Statement.Predicate.Enrolled.LDevIDCertificate)
+		if err != nil {
+			return n, fmt.Errorf("entry %d: LDevID certificate: %w", i, err)
+		}
+		g.ldevids.add(s.Statement.Device(), cert, time.Unix(e.IntegratedTime, 0))
+		n++
+	}
+	return n, nil
 }

@@ -17,7 +17,7 @@ import (
 // pending, and an IAK-certified LDevID key). Every check is recorded in the
 // decision, pass or fail. The zero Policy is the default below.
 //
-// As JSON (custodyd's --gate-policy file):
+// In JSON, as GET /gate/v1/policy shows it (node.Config.GatePolicy sets it):
 //
 //	{
 //	  "requiredStages": ["assembly", "firmware-programmed", "test-passed"],

@@ -214,14 +214,19 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(n.PKI.TLSCA)
+	// The gate enrolls devices concurrently: keep enough TLS connections to
+	// DPS alive that concurrent decisions do not each pay a handshake.
 	svc := dps.NewServiceClient(n.DPSURL(), n.dpsKeyNam, n.dpsKey, &http.Client{
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}},
-		Timeout:   30 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: true,
+		},
+		Timeout: 30 * time.Second,
 	})
 	n.Gate, err = gate.New(gate.Config{
 		Name: cfg.Gate, Operator: cfg.Operator, IDScope: cfg.IDScope, Key: gp.Key, NATS: gnc,
 		Ledger: n.store, TPMTrust: trust, LDevIDCA: n.PKI.LDevIDCA,
-		Registry: svc, DPSEndpoint: n.DPSURL(), Policy: cfg.GatePolicy, Logger: cfg.Logger.With("part", "gate"),
+		Registry: svc, Log: n.store, DPSEndpoint: n.DPSURL(), Policy: cfg.GatePolicy, Logger: cfg.Logger.With("part", "gate"),
 	})
 	if err != nil {
 		return nil, err
@@ -282,6 +287,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer n.close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.Ledger.Run(gctx) })
+	g.Go(func() error { return n.Gate.Run(gctx) })
 	g.Go(func() error { return serve(gctx, n.httpSrv, n.httpLn, false) })
 	g.Go(func() error { return serve(gctx, n.dpsSrv, n.dpsLn, true) })
 	g.Go(func() error {
