@@ -35,6 +35,8 @@ test-short:
 	$(GO) test -count=1 -short ./...
 
 bench:
+	$(MAKE) build
+	$(GO) run ./ledger/bench --agent $(BIN)/custody-agent --out bench-results $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./attest/ ./ledger/...
 
 fmt:

@@ -22,7 +22,8 @@ import (
 type batch struct {
 	l          *Ledger
 	devices    map[string]*Device
-	partners   map[string]*Partner
+	partners   map[string]*Partner // partners changed by the batch
+	read       map[string]*Partner // partners read from the store (nil: absent)
 	digests    map[[32]byte]uint64
 	entries    []*Entry
 	nodes      map[compact.NodeID][]byte
@@ -59,9 +60,15 @@ func (b *batch) partner(name string) (*Partner, error) {
 	if p, ok := b.partners[name]; ok {
 		return p, nil
 	}
+	if p, ok := b.read[name]; ok {
+		return p, nil
+	}
 	p, err := b.l.cfg.Store.Partner(name)
 	if errors.Is(err, ErrNotFound) {
-		return nil, nil
+		p, err = nil, nil
+	}
+	if err == nil {
+		b.read[name] = p
 	}
 	return p, err
 }
@@ -74,21 +81,25 @@ func (l *Ledger) apply(ctx context.Context, msgs []*prepared) error {
 	head := l.head
 	l.mu.RUnlock()
 	b := &batch{
-		l: l, devices: map[string]*Device{}, partners: map[string]*Partner{},
+		l: l, devices: map[string]*Device{}, partners: map[string]*Partner{}, read: map[string]*Partner{},
 		digests: map[[32]byte]uint64{}, nodes: map[compact.NodeID][]byte{},
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			// Roll the in-memory tree edge back to the committed head.
-			if rng, err := loadRange(l.cfg.Store, head.Size); err == nil {
-				l.rng = rng
-			}
+			l.resync(head)
 		}
 	}()
 	lastSeq := head.StreamSeq
 	size := head.Size
+	// The tree's right edge before the batch: with the batch's new nodes,
+	// it holds every node of the inclusion proofs of the batch's entries
+	// (a left sibling of a new leaf's path lies wholly in the old tree and
+	// its parent does not, so it is one of these), so receipts need no reads.
+	edge := compact.RangeNodes(0, head.Size, nil)
+	edgeHashes := slices.Clone(l.rng.Hashes())
 	for _, pr := range msgs {
+		<-pr.done // verified in parallel (prepare.go)
 		if pr.seq == 0 {
 			return errors.New("ledger: a message without stream metadata")
 		}
@@ -137,8 +148,12 @@ func (l *Ledger) apply(ctx context.Context, msgs []*prepared) error {
 	if len(b.entries) > 0 {
 		l.log.Debug("committed", "size", newHead.Size, "entries", len(b.entries), "rejected", len(b.rejections))
 	}
+	known := knownNodes{known: b.nodes, s: l.cfg.Store}
+	for i, id := range edge {
+		known.known[id] = edgeHashes[i]
+	}
 	for _, a := range b.answers {
-		l.send(a, newHead)
+		l.send(a, newHead, known)
 	}
 	for _, pr := range msgs {
 		if err := pr.msg.Ack(); err != nil {
@@ -146,6 +161,32 @@ func (l *Ledger) apply(ctx context.Context, msgs []*prepared) error {
 		}
 	}
 	return nil
+}
+
+// resync brings the in-memory head and tree edge back to what the store
+// holds after a failed batch: the head before it if the commit did not
+// persist, or the store's newer head if it persisted although Commit
+// reported an error (the redelivered events are then recognised by digest
+// or stream sequence, and nothing is appended twice).
+func (l *Ledger) resync(before Head) {
+	head := before
+	if h, err := l.cfg.Store.Head(); err == nil && h.Size >= before.Size && h.StreamSeq >= before.StreamSeq {
+		head = h
+	} else if err != nil {
+		l.log.Error("reading the head after a failed commit", "err", err)
+	}
+	rng, err := loadRange(l.cfg.Store, head.Size)
+	if err != nil {
+		l.log.Error("reloading the tree edge after a failed commit", "err", err)
+		return
+	}
+	l.rng = rng
+	if head.StreamSeq != before.StreamSeq {
+		l.mu.Lock()
+		l.head = head
+		l.mu.Unlock()
+		l.forgetPartners(nil)
+	}
 }
 
 // process handles one prepared event inside a batch.
@@ -242,14 +283,14 @@ func (l *Ledger) answerExisting(data []byte) (answer, bool) {
 }
 
 // send publishes an answer on the partner's receipt or rejection subject.
-func (l *Ledger) send(a answer, head Head) {
+func (l *Ledger) send(a answer, head Head, nodes nodeReader) {
 	var r *events.Receipt
 	if !a.logged {
 		r = a.receipt
 		l.publish(events.RejectionSubject(a.partner, a.digest), r)
 		return
 	}
-	r, err := l.receipt(a.index, a.entry, head)
+	r, err := l.receipt(a.index, a.entry, head, nodes)
 	if err != nil {
 		l.log.Error("building receipt", "err", err, "index", a.index)
 		return
@@ -269,18 +310,18 @@ func (l *Ledger) publish(subject string, r *events.Receipt) {
 
 // Receipt builds the receipt of the entry at index against head.
 func (l *Ledger) Receipt(index uint64, head Head) (*events.Receipt, error) {
-	return l.receipt(index, nil, head)
+	return l.receipt(index, nil, head, l.cfg.Store)
 }
 
 // receipt builds a receipt, reading the entry unless e is given.
-func (l *Ledger) receipt(index uint64, e *Entry, head Head) (*events.Receipt, error) {
+func (l *Ledger) receipt(index uint64, e *Entry, head Head, nodes nodeReader) (*events.Receipt, error) {
 	if e == nil {
 		var err error
 		if e, err = l.cfg.Store.Entry(index); err != nil {
 			return nil, err
 		}
 	}
-	hashes, err := inclusionProof(l.cfg.Store, index, head.Size)
+	hashes, err := inclusionProof(nodes, index, head.Size)
 	if err != nil {
 		return nil, err
 	}

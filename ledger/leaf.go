@@ -1,13 +1,9 @@
 package ledger
 
 import (
+	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
-
-	"github.com/go-openapi/swag/conv"
-	"github.com/sigstore/rekor/pkg/generated/models"
-	hashedrekord "github.com/sigstore/rekor/pkg/types/hashedrekord/v0.0.1"
 )
 
 // HashedRekordBody builds the log leaf for an event: a Rekor hashedrekord
@@ -15,25 +11,25 @@ import (
 // partner's signature and its certificate (DER), so an unmodified rekor-cli
 // reads our leaves.
 //
-// The bytes are exactly those of rekor's own Canonicalize (the test
-// TestHashedRekordBodyIsCanonical holds that), built from rekor's models,
-// but without Canonicalize's re-verification of the signature: the ledger
-// has already verified it with the partner's key (events.Signed.Verify, the
-// same ECDSA check over the same digest), and it must not pay for it twice.
-// Callers must only pass a signature they have verified.
+// The bytes are exactly those of rekor v1.5.4's own Canonicalize (the JSON
+// of models.Hashedrekord: apiVersion, spec{data{hash}, signature{content,
+// publicKey{content: the certificate's PEM}}}, kind); the test
+// TestHashedRekordBodyIsCanonical holds that. They are written directly,
+// without Canonicalize's re-verification of the signature and without
+// reflection: the ledger has already verified the signature with the
+// partner's key (events.Signed.Verify, the same ECDSA check over the same
+// digest) and must not pay for it twice. Callers must only pass a
+// signature they have verified.
 func HashedRekordBody(digest []byte, sig []byte, certDER []byte) ([]byte, error) {
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER})
-	return json.Marshal(&models.Hashedrekord{
-		APIVersion: conv.Pointer(hashedrekord.APIVERSION),
-		Spec: &models.HashedrekordV001Schema{
-			Data: &models.HashedrekordV001SchemaData{Hash: &models.HashedrekordV001SchemaDataHash{
-				Algorithm: conv.Pointer(models.HashedrekordV001SchemaDataHashAlgorithmSha256),
-				Value:     conv.Pointer(hex.EncodeToString(digest)),
-			}},
-			Signature: &models.HashedrekordV001SchemaSignature{
-				Content:   sig,
-				PublicKey: &models.HashedrekordV001SchemaSignaturePublicKey{Content: certPEM},
-			},
-		},
-	})
+	enc := base64.StdEncoding
+	b := make([]byte, 0, 160+hex.EncodedLen(len(digest))+enc.EncodedLen(len(sig))+enc.EncodedLen(len(certPEM)))
+	b = append(b, `{"apiVersion":"0.0.1","spec":{"data":{"hash":{"algorithm":"sha256","value":"`...)
+	b = hex.AppendEncode(b, digest)
+	b = append(b, `"}},"signature":{"content":"`...)
+	b = enc.AppendEncode(b, sig)
+	b = append(b, `","publicKey":{"content":"`...)
+	b = enc.AppendEncode(b, certPEM)
+	b = append(b, `"}}},"kind":"hashedrekord"}`...)
+	return b, nil
 }

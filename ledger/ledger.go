@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -77,7 +78,8 @@ type Ledger struct {
 	cfg        Config
 	log        *slog.Logger
 	consortium *x509.CertPool
-	cons       jetstream.Consumer
+	stream     jetstream.Stream
+	cons       jetstream.Consumer // the fetcher's; replaced only while no pipeline runs
 
 	mu   sync.RWMutex // guards head; the ingest loop is the only writer
 	head Head
@@ -124,18 +126,10 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: events stream: %w", err)
 	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       ConsumerName,
-		Description:   "The custody ledger: verifies and logs events in stream order",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute,
-		MaxAckPending: 4 * cfg.BatchSize,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ledger: consumer: %w", err)
+	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
+	if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
+		return nil, err
 	}
-	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, cons: cons, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
 	if head.Size == 0 {
 		// Never serve a tree of size 0 without a signed checkpoint.
 		cp, err := cfg.LogKey.SignCheckpoint(ctx, 0, Hasher.EmptyRoot())
@@ -149,14 +143,18 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 }
 
 // Run consumes events, and answers status requests, until ctx ends.
+// Run must not be called twice.
 //
-// Ingest is a two-stage pipeline: a fetcher takes batches from the
-// consumer and verifies each batch's events in parallel (prepare.go) while
-// the applier applies the previous batch in stream order and commits it.
-// At most one prepared batch waits between them, so at most three batches
-// are unacked (MaxAckPending is four). If a batch fails to commit, it and
-// everything fetched after it are nak'ed, in order, and the pipeline
-// restarts: JetStream redelivers them in stream order.
+// Ingest is a streaming pipeline. A fetcher takes batches from the consumer
+// and queues each message to a pool of verifiers, one per core, which run
+// the stateless checks (prepare.go); the applier takes the batches in order
+// and applies each event, in stream order, as soon as its verification is
+// done, then commits the batch. So verification of later events overlaps
+// with the rules, the commit and its fsync of earlier ones. At most two
+// batches wait between fetcher and applier, so at most four are unacked
+// (MaxAckPending). If a batch fails to commit, it and everything fetched
+// after it are nak'ed, and the pipeline restarts on a fresh consumer from
+// the last committed stream sequence (see openConsumer).
 func (l *Ledger) Run(ctx context.Context) error {
 	sub, err := l.cfg.NATS.QueueSubscribe(events.StatusSubject, ConsumerName, l.answerStatus)
 	if err != nil {
@@ -165,43 +163,89 @@ func (l *Ledger) Run(ctx context.Context) error {
 	defer func() { _ = sub.Unsubscribe() }()
 	close(l.ready)
 	for ctx.Err() == nil {
-		if err := l.runPipeline(ctx); err != nil && ctx.Err() == nil {
-			l.log.Error("applying batch failed; it will be redelivered", "err", err)
+		err := l.runPipeline(ctx)
+		for err != nil && ctx.Err() == nil {
+			l.log.Error("applying a batch failed; resuming after the last commit", "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(200 * time.Millisecond):
 			}
+			err = l.openConsumer(ctx, l.Head().StreamSeq)
 		}
 	}
 	return nil
 }
 
-// runPipeline runs fetch+prepare and apply until ctx ends (nil) or a batch
-// fails to commit (its error, after every fetched message was nak'ed).
+// openConsumer (re)creates the ledger's consumer to deliver the stream from
+// the message after seq, the last one the store holds as applied. The
+// store's stream sequence, not the consumer's ack state, is the ledger's
+// position: a fresh consumer delivers in stream order, whereas redeliveries
+// of nak'ed or timed-out messages after a failure may come out of order.
+// So the consumer is recreated at start and after every failed commit.
+func (l *Ledger) openConsumer(ctx context.Context, seq uint64) error {
+	if err := l.stream.DeleteConsumer(ctx, ConsumerName); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("ledger: consumer: %w", err)
+	}
+	cons, err := l.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "The custody ledger: verifies and logs events in stream order",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxAckPending: 4 * l.cfg.BatchSize,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   seq + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: consumer: %w", err)
+	}
+	l.cons = cons
+	return nil
+}
+
+// runPipeline runs the fetcher, the verifiers and the applier until ctx
+// ends (nil) or a batch fails to commit (its error, after every fetched
+// message was nak'ed).
 func (l *Ledger) runPipeline(ctx context.Context) error {
 	pctx, stop := context.WithCancel(ctx)
 	defer stop()
-	ready := make(chan []*prepared, 1)
-	fetched := make(chan struct{})
+	jobs := make(chan *prepared, l.cfg.BatchSize)
+	batches := make(chan []*prepared, 2)
+	var workers sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for pr := range jobs {
+				l.prepare(pr)
+				close(pr.done)
+			}
+		}()
+	}
 	go func() {
-		defer close(fetched)
-		defer close(ready)
+		defer close(batches)
+		defer close(jobs)
 		for pctx.Err() == nil {
 			msgs := l.fetch(pctx)
 			if len(msgs) == 0 {
 				continue
 			}
-			prs := l.prepareAll(msgs)
-			select {
-			case ready <- prs:
-			case <-pctx.Done():
-				nakAll(prs)
-				return
+			prs := make([]*prepared, len(msgs))
+			for i, m := range msgs {
+				prs[i] = &prepared{msg: m, done: make(chan struct{})}
 			}
+			for _, pr := range prs {
+				if pctx.Err() != nil {
+					break // stopped: the applier naks this batch without waiting for it
+				}
+				jobs <- pr // the verifiers drain jobs until it is closed
+			}
+			// Every fetched batch goes to the applier, which naks it if the
+			// pipeline stopped: naks happen in one place, in stream order.
+			batches <- prs
 		}
 	}()
 	var failed error
-	for prs := range ready {
+	for prs := range batches {
 		if failed != nil || ctx.Err() != nil {
 			nakAll(prs)
 			continue
@@ -213,7 +257,7 @@ func (l *Ledger) runPipeline(ctx context.Context) error {
 			stop()
 		}
 	}
-	<-fetched
+	workers.Wait()
 	return failed
 }
 

@@ -337,4 +337,14 @@ func TestCustodyRules(t *testing.T) {
 	if _, _, err := ledger.VerifyProvenance(&hp, logKey); err != nil {
 		t.Fatal(err)
 	}
+	// And packaged as an offline bundle, it verifies with the log key alone.
+	b, err := ledger.NewBundle(e.device, &hp, logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(b)
+	vb, err := ledger.VerifyBundle(data, logKey)
+	if err != nil || len(vb.Entries) != len(hp.Entries) {
+		t.Fatalf("bundle: %v", err)
+	}
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/x509"
-	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -15,8 +13,8 @@ import (
 	"github.com/custodyledger/custody/schemas"
 )
 
-// Verification is split in two. prepare, the stateless part, runs on every
-// core for a whole fetched batch: it parses the envelope, validates the
+// Verification is split in two. prepare, the stateless part, runs on a pool
+// of verifiers, one per core, message by message: it parses the envelope, validates the
 // schema and the subject, verifies the partner's signature, computes the
 // binding digest, verifies the TPM quote and builds the leaf body. Its
 // results depend only on the event and on facts that never change once
@@ -29,6 +27,7 @@ import (
 // prepared is the stateless verification of one message.
 type prepared struct {
 	msg     jetstream.Msg
+	done    chan struct{} // closed when prepare has filled in the rest
 	seq     uint64
 	subject string
 	data    []byte
@@ -100,10 +99,14 @@ func (l *Ledger) partnerKey(name string) *partnerKey {
 	return k
 }
 
-// forgetPartners drops cached partners (after a commit that changed them).
+// forgetPartners drops cached partners (after a commit that changed them;
+// nil: all of them).
 func (l *Ledger) forgetPartners(names []string) {
 	f := l.facts
 	f.mu.Lock()
+	if names == nil {
+		clear(f.partners)
+	}
 	for _, n := range names {
 		delete(f.partners, n)
 	}
@@ -136,49 +139,28 @@ func (l *Ledger) deviceIAK(id string) *attest.AttestationKey {
 	return k
 }
 
-// prepareAll runs prepare over msgs on every core.
-func (l *Ledger) prepareAll(msgs []jetstream.Msg) []*prepared {
-	out := make([]*prepared, len(msgs))
-	workers := min(runtime.GOMAXPROCS(0), len(msgs))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(msgs) {
-					return
-				}
-				out[i] = l.prepare(msgs[i])
-			}
-		}()
-	}
-	wg.Wait()
-	return out
-}
-
-// prepare is the stateless verification of one message (see above).
-func (l *Ledger) prepare(m jetstream.Msg) *prepared {
-	pr := &prepared{msg: m, subject: m.Subject(), data: m.Data()}
+// prepare is the stateless verification of one message (see above),
+// filling in pr (whose msg is set).
+func (l *Ledger) prepare(pr *prepared) {
+	m := pr.msg
+	pr.subject, pr.data = m.Subject(), m.Data()
 	if meta, err := m.Metadata(); err == nil {
 		pr.seq = meta.Sequence.Stream
 	}
 	pr.signed, pr.openErr = events.Open(pr.data)
 	if pr.openErr != nil {
-		return pr
+		return
 	}
 	s := pr.signed
 	st := s.Statement
 	p := &st.Predicate
 	if err := schemas.Validate(s.Payload); err != nil {
 		pr.early = reject(CodeSchema, "%v", err)
-		return pr
+		return
 	}
 	if want := events.EventSubject(p.Partner, st.Target()); pr.subject != want {
 		pr.early = reject(CodeSubject, "published on %s, but the statement is by %s about %s (subject %s)", pr.subject, p.Partner, st.Target(), want)
-		return pr
+		return
 	}
 	var pub crypto.PublicKey
 	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked {
@@ -193,7 +175,7 @@ func (l *Ledger) prepare(m jetstream.Msg) *prepared {
 		}
 	}
 	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked || p.Kind == events.KindEnrollmentRefused {
-		return pr // rare: the sequential rules check the rest
+		return // rare: the sequential rules check the rest
 	}
 	if p.Kind == events.KindDeviceEnrolled {
 		pr.nonce = p.Enrolled.Challenge
@@ -206,16 +188,15 @@ func (l *Ledger) prepare(m jetstream.Msg) *prepared {
 		if pr.mfgErr = pr.nonceErr; pr.mfgErr == nil {
 			pr.mfg, pr.mfgErr = l.checkManufactured(s, pr.nonce)
 		}
-		return pr
+		return
 	}
 	if pr.nonceErr != nil {
-		return pr
+		return
 	}
 	if k := l.deviceIAK(st.Device()); k != nil {
 		pr.iak = k.TPMTPublic()
 		pr.quote, pr.quoteErr = verifyEvidence(k, p.Evidence, pr.nonce)
 	}
-	return pr
 }
 
 // signatureOK reports whether the envelope's signature verifies with cert,

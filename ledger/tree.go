@@ -54,9 +54,44 @@ func rootAt(s Store, size uint64) ([]byte, error) {
 	return rng.GetRootHash(nil)
 }
 
+// nodeReader reads perfect-subtree node hashes (a Store, or a Store with
+// the nodes of a batch not yet readable from it).
+type nodeReader interface {
+	Nodes(ids []compact.NodeID) ([][]byte, error)
+}
+
+// knownNodes serves nodes from memory, then from the store.
+type knownNodes struct {
+	known map[compact.NodeID][]byte
+	s     Store
+}
+
+func (k knownNodes) Nodes(ids []compact.NodeID) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	var missing []compact.NodeID
+	var at []int
+	for i, id := range ids {
+		if h, ok := k.known[id]; ok {
+			out[i] = h
+		} else {
+			missing, at = append(missing, id), append(at, i)
+		}
+	}
+	if len(missing) > 0 {
+		hs, err := k.s.Nodes(missing)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range at {
+			out[i] = hs[j]
+		}
+	}
+	return out, nil
+}
+
 // inclusionProof builds the RFC 6962 inclusion proof of leaf index in the
 // tree of the given size from O(log n) stored nodes.
-func inclusionProof(s Store, index, size uint64) ([][]byte, error) {
+func inclusionProof(s nodeReader, index, size uint64) ([][]byte, error) {
 	nodes, err := proof.Inclusion(index, size)
 	if err != nil {
 		return nil, err

@@ -7,7 +7,7 @@
 // Key layout (all integers big-endian):
 //
 //	h                    head (JSON)
-//	e <index:8>          entry (JSON: hashedrekord body and DSSE envelope)
+//	e <index:8>          entry (metadata JSON, hashedrekord body, DSSE envelope; see encodeEntry)
 //	n <level:1><index:8> perfect-subtree node hash (level 0 = leaf hash)
 //	g <digest:32>        event digest → index
 //	l <leaf hash:32>     RFC 6962 leaf hash (Rekor entry UUID) → index
@@ -30,6 +30,7 @@ import (
 	"sort"
 
 	cpebble "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/custodyledger/custody/ledger"
@@ -37,25 +38,45 @@ import (
 
 // Store is a ledger.Store on Pebble.
 type Store struct {
-	db *cpebble.DB
+	db    *cpebble.DB
+	cache *cpebble.Cache
 }
 
-var _ ledger.Store = (*Store)(nil)
+// Tuning: a block cache that holds the hot right edge of the tree and
+// recent entries; bloom filters so that the dedup lookup of a new digest (a
+// miss) reads no data block; memtables large enough that a burst of ingest
+// flushes rarely. Pebble reserves the memtables' memory inside the block
+// cache, so the cache must be several memtables larger than them or it
+// caches nothing.
+const (
+	cacheSize    = 128 << 20
+	memTableSize = 16 << 20
+)
 
 // Open opens (or creates) the store in dir.
 func Open(dir string) (*Store, error) {
-	db, err := cpebble.Open(dir, &cpebble.Options{
+	c := cpebble.NewCache(cacheSize)
+	opts := &cpebble.Options{
 		FormatMajorVersion: cpebble.FormatNewest,
 		Logger:             quietLogger{},
-	})
+		Cache:              c,
+		MemTableSize:       memTableSize,
+	}
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10) // later levels inherit it
+	db, err := cpebble.Open(dir, opts)
 	if err != nil {
+		c.Unref()
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, cache: c}, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	err := s.db.Close()
+	s.cache.Unref()
+	return err
+}
 
 func u64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 
@@ -119,7 +140,11 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		return b.Set(k, data, nil)
 	}
 	for _, e := range c.Entries {
-		if err := set(entryKey(e.Index), e); err != nil {
+		v, err := encodeEntry(e)
+		if err != nil {
+			return err
+		}
+		if err := b.Set(entryKey(e.Index), v, nil); err != nil {
 			return err
 		}
 		if err := b.Set(digestKey(e.Digest), u64(nil, e.Index), nil); err != nil {
@@ -165,11 +190,11 @@ func (s *Store) Commit(c *ledger.Commit) error {
 
 // Entry implements ledger.Store.
 func (s *Store) Entry(index uint64) (*ledger.Entry, error) {
-	var e ledger.Entry
-	if err := s.getJSON(entryKey(index), &e); err != nil {
+	v, err := s.get(entryKey(index))
+	if err != nil {
 		return nil, err
 	}
-	return &e, nil
+	return decodeEntry(v)
 }
 
 // EntryIndexByDigest implements ledger.Store.
@@ -247,17 +272,87 @@ func (s *Store) Rejection(d []byte) (*ledger.Rejection, error) {
 	return &r, nil
 }
 
-// Nodes implements ledger.Store.
+// Nodes implements ledger.Store: one iterator for all the nodes asked
+// (a proof asks O(log n) of them), instead of one Get each.
 func (s *Store) Nodes(ids []compact.NodeID) ([][]byte, error) {
 	out := make([][]byte, len(ids))
-	for i, id := range ids {
-		h, err := s.get(nodeKey(id))
-		if err != nil {
-			return nil, fmt.Errorf("tree node (level %d, index %d): %w", id.Level, id.Index, err)
-		}
-		out[i] = h
+	if len(ids) == 0 {
+		return out, nil
 	}
-	return out, nil
+	it, err := s.db.NewIter(&cpebble.IterOptions{LowerBound: []byte{'n'}, UpperBound: []byte{'n' + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	for i, id := range ids {
+		k := nodeKey(id)
+		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
+			if err := it.Error(); err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("tree node (level %d, index %d): %w", id.Level, id.Index, ledger.ErrNotFound)
+		}
+		out[i] = bytes.Clone(it.Value())
+	}
+	return out, it.Error()
+}
+
+// An entry is stored as: version byte 1, uvarint length and JSON of the
+// entry's metadata (everything but Body and Envelope), uvarint length and
+// the body, then the envelope: no base64 for the two large fields.
+const entryV1 = 1
+
+func encodeEntry(e *ledger.Entry) ([]byte, error) {
+	meta := *e
+	meta.Body, meta.Envelope = nil, nil
+	mj, err := json.Marshal(&meta)
+	if err != nil {
+		return nil, err
+	}
+	v := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(mj)+len(e.Body)+len(e.Envelope))
+	v = append(v, entryV1)
+	v = binary.AppendUvarint(v, uint64(len(mj)))
+	v = append(v, mj...)
+	v = binary.AppendUvarint(v, uint64(len(e.Body)))
+	v = append(v, e.Body...)
+	return append(v, e.Envelope...), nil
+}
+
+func decodeEntry(v []byte) (*ledger.Entry, error) {
+	bad := errors.New("pebble store: corrupt entry record")
+	if len(v) > 0 && v[0] == '{' { // written before entryV1: all JSON
+		var e ledger.Entry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, err
+		}
+		return &e, nil
+	}
+	if len(v) == 0 || v[0] != entryV1 {
+		return nil, bad
+	}
+	v = v[1:]
+	part := func() ([]byte, error) {
+		n, k := binary.Uvarint(v)
+		if k <= 0 || n > uint64(len(v)-k) {
+			return nil, bad
+		}
+		p := v[k : k+int(n)]
+		v = v[k+int(n):]
+		return p, nil
+	}
+	mj, err := part()
+	if err != nil {
+		return nil, err
+	}
+	var e ledger.Entry
+	if err := json.Unmarshal(mj, &e); err != nil {
+		return nil, err
+	}
+	if e.Body, err = part(); err != nil {
+		return nil, err
+	}
+	e.Envelope = v
+	return &e, nil
 }
 
 type quietLogger struct{}

@@ -1,0 +1,164 @@
+package ledger_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/transparency-dev/merkle/compact"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/ledger/pebble"
+	"github.com/custodyledger/custody/services/pki"
+)
+
+// faultyStore fails its failAt-th commit, after persisting it or not.
+type faultyStore struct {
+	*pebble.Store
+	mu      sync.Mutex
+	commits int
+	failAt  int
+	persist bool
+}
+
+func (f *faultyStore) Commit(c *ledger.Commit) error {
+	f.mu.Lock()
+	f.commits++
+	n := f.commits
+	f.mu.Unlock()
+	if n == f.failAt {
+		if f.persist {
+			if err := f.Store.Commit(c); err != nil {
+				return err
+			}
+		}
+		return errors.New("injected commit failure")
+	}
+	return f.Store.Commit(c)
+}
+
+// TestCommitFailure injects a failed commit ("fail and don't persist",
+// "fail and persist") in the middle of a stream of events: every event must
+// end up logged exactly once, in stream order, under a consistent tree.
+func TestCommitFailure(t *testing.T) {
+	for _, persist := range []bool{false, true} {
+		t.Run(fmt.Sprintf("persist=%v", persist), func(t *testing.T) { commitFailure(t, persist) })
+	}
+}
+
+func commitFailure(t *testing.T, persist bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ps, err := pebble.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	store := &faultyStore{Store: ps, failAt: 2, persist: persist}
+	ca, err := pki.NewRootCA("Test Consortium", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := attest.ParseBundle(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	logKey, err := ledger.NewLogKey("custody.test", lk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.New(ctx, ledger.Config{Store: store, NATS: nc, LogKey: logKey, Consortium: ca.Cert, TPMTrust: trust, BatchSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 14
+	var names []string
+	for i := range n {
+		name := fmt.Sprintf("odm-%02d", i)
+		p, err := ca.NewPartner(name, pki.RoleODM, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(p.Cert.Raw)
+		st := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: name, Role: pki.RoleODM, Certificate: p.Cert.Raw}, hex.EncodeToString(sum[:]), time.Now(), eventID(i))
+		env, err := events.Sign(ctx, st, ca.Key, events.ConsortiumPartner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.PublishAsync(events.EventSubject(events.ConsortiumPartner, name), env); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	<-js.PublishAsyncComplete()
+	deadline := time.Now().Add(60 * time.Second)
+	for l.Head().Size < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("logged %d of %d", l.Head().Size, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // nothing more may arrive
+	head := l.Head()
+	if head.Size != n {
+		t.Fatalf("logged %d entries for %d events", head.Size, n)
+	}
+	if store.commits <= store.failAt {
+		t.Fatalf("the failure was not injected (%d commits)", store.commits)
+	}
+	rng := (&compact.RangeFactory{Hash: ledger.Hasher.HashChildren}).NewEmptyRange(0)
+	for i := range uint64(n) {
+		e, err := ps.Entry(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Target != names[i] {
+			t.Fatalf("entry %d registers %s, want %s (stream order)", i, e.Target, names[i])
+		}
+		if err := rng.Append(ledger.LeafHash(e.Body), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, _ := rng.GetRootHash(nil)
+	cp, err := ledger.VerifyCheckpoint(head.Checkpoint, &lk.PublicKey)
+	if err != nil || cp.Size != n || string(cp.Root) != string(root) {
+		t.Fatalf("checkpoint %+v does not commit to the entries (%v)", cp, err)
+	}
+}

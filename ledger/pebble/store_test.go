@@ -1,0 +1,85 @@
+package pebble_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/transparency-dev/merkle/compact"
+
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/ledger/pebble"
+)
+
+// TestCommitReopen commits entries and tree nodes, reopens the store and
+// reads them back through every index.
+func TestCommitReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := pebble.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf := compact.RangeFactory{Hash: ledger.Hasher.HashChildren}
+	rng := rf.NewEmptyRange(0)
+	nodes := map[compact.NodeID][]byte{}
+	var entries []*ledger.Entry
+	for i := range uint64(5) {
+		e := &ledger.Entry{
+			Index: i, Digest: bytes.Repeat([]byte{byte(i + 1)}, 32), Kind: "stage.recorded", Partner: "orbit-odm",
+			Target: string(bytes.Repeat([]byte{'a'}, 64)), Status: "accepted", IntegratedTime: 1700000000 + int64(i),
+			StreamSeq: 10 + i, Body: []byte(`{"kind":"hashedrekord","n":` + string(rune('0'+i)) + `}`),
+			Envelope: []byte(`{"payloadType":"x","payload":"e30=","signatures":[]}`),
+		}
+		if i == 3 {
+			e.Envelope = nil // an empty envelope survives too
+		}
+		entries = append(entries, e)
+		if err := rng.Append(ledger.LeafHash(e.Body), func(id compact.NodeID, h []byte) { nodes[id] = h }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, _ := rng.GetRootHash(nil)
+	if err := s.Commit(&ledger.Commit{Head: ledger.Head{Size: 5, Root: root, StreamSeq: 14}, Entries: entries, Nodes: nodes}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = pebble.Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	h, err := s.Head()
+	if err != nil || h.Size != 5 || !bytes.Equal(h.Root, root) || h.StreamSeq != 14 {
+		t.Fatalf("head %+v %v", h, err)
+	}
+	for _, want := range entries {
+		got, err := s.Entry(want.Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Kind != want.Kind || got.IntegratedTime != want.IntegratedTime || !bytes.Equal(got.Body, want.Body) ||
+			!bytes.Equal(got.Envelope, want.Envelope) || !bytes.Equal(got.Digest, want.Digest) || got.StreamSeq != want.StreamSeq {
+			t.Fatalf("entry %d: got %+v, want %+v", want.Index, got, want)
+		}
+		if i, err := s.EntryIndexByLeafHash(ledger.LeafHash(want.Body)); err != nil || i != want.Index {
+			t.Fatalf("by leaf hash: %d %v", i, err)
+		}
+		if i, err := s.EntryIndexByDigest(want.Digest); err != nil || i != want.Index {
+			t.Fatalf("by digest: %d %v", i, err)
+		}
+	}
+	p, err := ledger.ProveInclusion(s, 3, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.VerifyInclusion(entries[3].Body, 3, 5, p, root); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Entry(5); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("missing entry: %v", err)
+	}
+	if _, err := s.Nodes([]compact.NodeID{compact.NewNodeID(0, 99)}); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("missing node: %v", err)
+	}
+}
