@@ -38,6 +38,7 @@ bench:
 	$(MAKE) build
 	$(GO) run ./ledger/bench --agent $(BIN)/custody-agent --out bench-results $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./attest/ ./ledger/...
+	CUSTODY_BENCH_DEVICES=200 CUSTODY_BENCH_CONCURRENCY=200 $(GO) test -run '^$$' -bench GateDecisions -benchtime 800x ./services/gate/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

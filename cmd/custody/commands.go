@@ -107,7 +107,8 @@ func provenanceCmd(ctx context.Context, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: custody provenance [flags] DEVICE
 
-Prints a device's custody timeline from the ledger. Every entry's inclusion
+Prints a device's custody timeline from the ledger, and with --bundle writes
+it as an offline bundle. Every entry's inclusion
 proof, leaf and partner signature is verified against the ledger's signed
 checkpoint with the log's public key, which is read from a file you trust
 (--log-key), never from the server.
@@ -119,6 +120,7 @@ Flags:
 	server := fs.String("server", "http://127.0.0.1:8480", "custodyd's HTTP address")
 	logKey := fs.String("log-key", ".custody/pki/log/log.pub", "the ledger's checkpoint public key (PEM)")
 	asJSON := fs.Bool("json", false, "print the verified provenance as JSON")
+	bundle := fs.String("bundle", "", `also write the verified provenance as a self-contained offline bundle ("-": stdout); check it anywhere with "custody verify FILE --log-key KEY"`)
 	// Flags may follow the device ID.
 	var rest []string
 	for len(args) > 0 {
@@ -168,6 +170,14 @@ Flags:
 	entries, cp, err := ledger.VerifyProvenance(&p, pub)
 	if err != nil {
 		return fmt.Errorf("VERIFICATION FAILED: %w", err)
+	}
+	if *bundle != "" {
+		if err := writeBundle(*bundle, device, &p, pub); err != nil {
+			return err
+		}
+		if *bundle == "-" {
+			return nil
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
