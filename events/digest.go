@@ -25,6 +25,33 @@ func BindingDigest(payload []byte) ([]byte, error) {
 	if pred, ok := doc["predicate"].(map[string]any); ok {
 		delete(pred, "evidence")
 	}
+	return canonicalDigest(doc)
+}
+
+// BindingDigestOf is BindingDigest of a payload already decoded into
+// generic JSON (maps, slices, strings, json.Number); doc is not modified.
+func BindingDigestOf(doc any) ([]byte, error) {
+	top, ok := doc.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: the statement is not a JSON object", ErrMalformed)
+	}
+	c := make(map[string]any, len(top))
+	for k, v := range top {
+		c[k] = v
+	}
+	if pred, ok := top["predicate"].(map[string]any); ok {
+		p := make(map[string]any, len(pred))
+		for k, v := range pred {
+			if k != "evidence" {
+				p[k] = v
+			}
+		}
+		c["predicate"] = p
+	}
+	return canonicalDigest(c)
+}
+
+func canonicalDigest(doc any) ([]byte, error) {
 	plain, err := json.Marshal(doc)
 	if err != nil {
 		return nil, err

@@ -1,7 +1,10 @@
 package events_test
 
 import (
+	"bytes"
 	"encoding/hex"
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/custodyledger/custody/events"
@@ -36,5 +39,25 @@ func TestVectors(t *testing.T) {
 	}
 	if _, err := events.ParseStatement([]byte(vectorPayload)); err != nil {
 		t.Fatalf("the vector does not parse: %v", err)
+	}
+}
+
+func TestBindingDigestOfDecoded(t *testing.T) {
+	want, _ := events.BindingDigest([]byte(vectorPayload))
+	var doc any
+	dec := json.NewDecoder(strings.NewReader(vectorPayload))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	got, err := events.BindingDigestOf(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("BindingDigestOf differs from BindingDigest")
+	}
+	if _, ok := doc.(map[string]any)["predicate"].(map[string]any)["evidence"]; !ok {
+		t.Fatal("BindingDigestOf modified its input")
 	}
 }

@@ -18,6 +18,7 @@ import (
 //	GET /v1/log/entries/{index}       one entry with its inclusion proof
 //	GET /v1/devices/{id}/provenance   a device's history with proofs
 //	GET /v1/events/{digest}           a publisher's receipt or rejection
+//	GET /v1/partners/{name}/pending   devices with a pending offer to a partner
 func (l *Ledger) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/log/checkpoint", func(w http.ResponseWriter, r *http.Request) {
@@ -72,6 +73,14 @@ func (l *Ledger) Handler() http.Handler {
 			return
 		}
 		writeJSON(w, p)
+	})
+	mux.HandleFunc("GET /v1/partners/{name}/pending", func(w http.ResponseWriter, r *http.Request) {
+		ids, err := l.cfg.Store.PendingOffers(r.PathValue("name"))
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "internal", "cannot read pending offers")
+			return
+		}
+		writeJSON(w, map[string]any{"devices": ids})
 	})
 	mux.HandleFunc("GET /v1/events/{digest}", func(w http.ResponseWriter, r *http.Request) {
 		d, err := hex.DecodeString(r.PathValue("digest"))

@@ -196,7 +196,13 @@ func TestCustodyRules(t *testing.T) {
 		rr := e.publish("nova-oem", e.quoted(st))
 		wantCode(t, "accept", rr, nil, events.StatusRejected, ledger.CodeNotRecipient)
 	})
+	if ids, err := n.Ledger.Store().PendingOffers("orbit-odm"); err != nil || len(ids) != 1 || ids[0] != e.device {
+		t.Fatalf("pending offers to orbit-odm: %v %v", ids, err)
+	}
 	checkReceipt(must(t, "odm accepts")(e.station("orbit-odm").Accept(ctx, e.agent)))
+	if ids, _ := n.Ledger.Store().PendingOffers("orbit-odm"); len(ids) != 0 {
+		t.Fatalf("accepted offer still pending: %v", ids)
+	}
 	assembly := must(t, "assembly")(e.station("orbit-odm").RecordStage(ctx, e.agent, events.StageAssembly, "line 3"))
 
 	t.Run("replayed quote", func(t *testing.T) {

@@ -154,7 +154,13 @@ func (l *Ledger) prepare(pr *prepared) {
 	s := pr.signed
 	st := s.Statement
 	p := &st.Predicate
-	if err := schemas.Validate(s.Payload); err != nil {
+	// One generic parse of the payload serves the schema and the binding
+	// digest.
+	doc, err := schemas.Decode(s.Payload)
+	if err == nil {
+		err = schemas.ValidateDocument(p.Kind, doc)
+	}
+	if err != nil {
 		pr.early = reject(CodeSchema, "%v", err)
 		return
 	}
@@ -179,7 +185,7 @@ func (l *Ledger) prepare(pr *prepared) {
 	}
 	if p.Kind == events.KindDeviceEnrolled {
 		pr.nonce = p.Enrolled.Challenge
-	} else if n, err := events.BindingDigest(s.Payload); err != nil {
+	} else if n, err := events.BindingDigestOf(doc); err != nil {
 		pr.nonceErr = reject(CodeMalformed, "%v", err)
 	} else {
 		pr.nonce = n

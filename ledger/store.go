@@ -38,6 +38,9 @@ type Store interface {
 	Partner(name string) (*Partner, error)
 	// Rejection returns a refused event's record by digest.
 	Rejection(digest []byte) (*Rejection, error)
+	// PendingOffers returns the IDs of devices with a pending offer to the
+	// named recipient, sorted.
+	PendingOffers(to string) ([]string, error)
 	// Nodes returns the hashes of perfect-subtree nodes of the Merkle tree
 	// (level 0 = leaf hashes), in the order asked.
 	Nodes(ids []compact.NodeID) ([][]byte, error)

@@ -7,7 +7,6 @@ package schemas
 import (
 	"bytes"
 	"embed"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"path"
@@ -91,33 +90,46 @@ func (e *ValidationError) Error() string {
 	return fmt.Sprintf("event does not match schema custody/v1/%s.json: %s", e.Kind, e.Detail)
 }
 
-// Validate checks a statement payload (the DSSE payload bytes) against the
-// v1 schema of its predicate's kind.
-func Validate(payload []byte) error {
+// Decode parses a payload into the generic form ValidateDocument and
+// events.BindingDigestOf take (numbers kept exact), so a verifier parses
+// the payload once for both.
+func Decode(payload []byte) (any, error) {
+	return jsonschema.UnmarshalJSON(bytes.NewReader(payload))
+}
+
+// ValidateDocument checks a decoded statement against the v1 schema of
+// kind. The caller must have checked that kind is the predicate's kind.
+func ValidateDocument(kind string, doc any) error {
 	once.Do(load)
 	if loadErr != nil {
 		return loadErr
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
-	if err != nil {
-		return &ValidationError{Kind: "?", Detail: "not JSON: " + err.Error()}
-	}
-	var head struct {
-		Predicate struct {
-			Kind string `json:"kind"`
-		} `json:"predicate"`
-	}
-	_ = json.Unmarshal(payload, &head)
-	s, ok := compiled[head.Predicate.Kind]
+	s, ok := compiled[kind]
 	if !ok {
-		return &ValidationError{Kind: head.Predicate.Kind, Detail: fmt.Sprintf("unknown event kind %q", head.Predicate.Kind)}
+		return &ValidationError{Kind: kind, Detail: fmt.Sprintf("unknown event kind %q", kind)}
 	}
 	if err := s.Validate(doc); err != nil {
 		detail := err.Error()
 		if ve, ok := err.(*jsonschema.ValidationError); ok {
 			detail = strings.ReplaceAll(ve.Error(), "\n", "; ")
 		}
-		return &ValidationError{Kind: head.Predicate.Kind, Detail: detail}
+		return &ValidationError{Kind: kind, Detail: detail}
 	}
 	return nil
+}
+
+// Validate checks a statement payload (the DSSE payload bytes) against the
+// v1 schema of its predicate's kind.
+func Validate(payload []byte) error {
+	doc, err := Decode(payload)
+	if err != nil {
+		return &ValidationError{Kind: "?", Detail: "not JSON: " + err.Error()}
+	}
+	kind := ""
+	if top, ok := doc.(map[string]any); ok {
+		if pred, ok := top["predicate"].(map[string]any); ok {
+			kind, _ = pred["kind"].(string)
+		}
+	}
+	return ValidateDocument(kind, doc)
 }

@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register("station", command{usage: "station run|call|unconfirmed", summary: "run a partner's station, or call one (manufacture, stage, firmware, offer, accept, flag, clear)", run: stationCmd})
+	register("station", command{usage: "station run|call|pending", summary: "run a partner's station, call one (manufacture, stage, firmware, offer, accept, flag, clear), list its pending offers", run: stationCmd})
 }
 
 func stationCmd(ctx context.Context, args []string) error {
@@ -29,6 +29,7 @@ func stationCmd(ctx context.Context, args []string) error {
   custody station run --partner NAME [flags]      serve a partner's station (HTTP API for the factory floor)
   custody station call OP --agent URL [flags]     call a station: manufacture, stage, firmware, offer, accept, flag, clear
   custody station unconfirmed [--station URL]     list events published and not yet answered by the ledger
+  custody station pending [--station URL]         list offers waiting for this partner to accept
 `)
 		return errUsage
 	}
@@ -38,7 +39,9 @@ func stationCmd(ctx context.Context, args []string) error {
 	case "call":
 		return stationCall(ctx, args[1:])
 	case "unconfirmed":
-		return stationUnconfirmed(ctx, args[1:])
+		return stationList(ctx, "unconfirmed", args[1:])
+	case "pending":
+		return stationList(ctx, "pending", args[1:])
 	}
 	fmt.Fprintf(os.Stderr, "custody station: unknown subcommand %q\n", args[0])
 	return errUsage
@@ -180,13 +183,14 @@ type refusedError struct{ error }
 
 func (refusedError) ExitCode() int { return 3 }
 
-func stationUnconfirmed(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("station unconfirmed", flag.ContinueOnError)
+// stationList prints a station's list (unconfirmed events or pending offers).
+func stationList(ctx context.Context, what string, args []string) error {
+	fs := flag.NewFlagSet("station "+what, flag.ContinueOnError)
 	stationURL := fs.String("station", "http://127.0.0.1:8480/stations/acme-tpm", "the station's API")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *stationURL+"/v1/unconfirmed", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *stationURL+"/v1/"+what, nil)
 	if err != nil {
 		return err
 	}
@@ -195,12 +199,12 @@ func stationUnconfirmed(ctx context.Context, args []string) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var out map[string][]string
+	var out map[string][]json.RawMessage
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return err
 	}
-	for _, d := range out["unconfirmed"] {
-		fmt.Println(d)
+	for _, d := range out[what] {
+		fmt.Println(string(d))
 	}
 	return nil
 }

@@ -16,6 +16,7 @@
 //	p <partner name>     partner state (JSON)
 //	q <partner name><index:8> partner → entry index
 //	r <digest:32>        rejection record (JSON)
+//	o <recipient>/<device id>  pending offer to recipient (value: offer digest)
 //
 // An inclusion or consistency proof reads O(log n) node keys.
 package pebble
@@ -91,6 +92,10 @@ func deviceIdxKey(id string, i uint64) []byte {
 	return u64(append([]byte{'i'}, id...), i)
 }
 func partnerKey(n string) []byte { return append([]byte{'p'}, n...) }
+
+func offerKey(to, device string) []byte {
+	return append(append([]byte{'o'}, to...), append([]byte{'/'}, device...)...)
+}
 func partnerIdxKey(n string, i uint64) []byte {
 	return u64(append([]byte{'q'}, n...), i)
 }
@@ -168,6 +173,20 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		}
 	}
 	for _, d := range c.Devices {
+		// Keep the pending-offer index in step with the device's state.
+		if old, err := s.Device(d.ID); err == nil && old.Pending != nil &&
+			(d.Pending == nil || d.Pending.To != old.Pending.To) {
+			if err := b.Delete(offerKey(old.Pending.To, d.ID), nil); err != nil {
+				return err
+			}
+		} else if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+			return err
+		}
+		if d.Pending != nil {
+			if err := b.Set(offerKey(d.Pending.To, d.ID), []byte(d.Pending.Digest), nil); err != nil {
+				return err
+			}
+		}
 		if err := set(deviceKey(d.ID), d); err != nil {
 			return err
 		}
@@ -242,6 +261,22 @@ func (s *Store) indexScan(prefix []byte) ([]uint64, error) {
 		out = append(out, binary.BigEndian.Uint64(k[len(prefix):]))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, it.Error()
+}
+
+// PendingOffers implements ledger.Store.
+func (s *Store) PendingOffers(to string) ([]string, error) {
+	prefix := append(append([]byte{'o'}, to...), '/')
+	upper := append(bytes.Clone(prefix[:len(prefix)-1]), '/'+1)
+	it, err := s.db.NewIter(&cpebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []string
+	for it.First(); it.Valid(); it.Next() {
+		out = append(out, string(it.Key()[len(prefix):]))
+	}
 	return out, it.Error()
 }
 

@@ -46,6 +46,7 @@ type Response struct {
 //	POST /v1/accept       {agent}              accept the pending offer
 //	POST /v1/flag         {agent, reason}      flag the device
 //	POST /v1/clear        {agent, reason}      clear a flag (operators)
+//	GET  /v1/pending                           offers waiting for this partner
 //	GET  /v1/unconfirmed                       events published, not yet answered
 //
 // Answers are JSON Responses: 200 with the receipt when the event is
@@ -96,6 +97,15 @@ func (s *Station) Handler() http.Handler {
 	})
 	route("/v1/clear", func(ctx context.Context, r *Request) (*Result, error) {
 		return s.Flag(ctx, r.Agent, events.KindDeviceCleared, r.Reason, r.Note)
+	})
+	mux.HandleFunc("GET /v1/pending", func(w http.ResponseWriter, r *http.Request) {
+		ps, err := s.PendingOffers()
+		if err != nil {
+			reply(w, http.StatusBadGateway, &Response{Code: "ledger", Error: err.Error()})
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"pending": ps})
 	})
 	mux.HandleFunc("GET /v1/unconfirmed", func(w http.ResponseWriter, r *http.Request) {
 		ds, err := s.Unconfirmed()

@@ -56,3 +56,22 @@ func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
 	}
 	return p.Device, nil
 }
+
+// PendingOffers implements DeviceState.
+func (c *LedgerClient) PendingOffers(to string) ([]string, error) {
+	resp, err := c.hc.Get(c.base + "/v1/partners/" + to + "/pending")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("ledger: %s", resp.Status)
+	}
+	var out struct {
+		Devices []string `json:"devices"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	return out.Devices, nil
+}

@@ -35,9 +35,38 @@ import (
 	"github.com/custodyledger/custody/services/pki"
 )
 
-// DeviceState is what a station reads of the ledger: a device's custody state.
+// DeviceState is what a station reads of the ledger: a device's custody
+// state, and the devices offered to a partner.
 type DeviceState interface {
 	Device(id string) (*ledger.Device, error)
+	PendingOffers(to string) ([]string, error)
+}
+
+// Pending is an offer waiting for this station's partner to accept it.
+type Pending struct {
+	Device string `json:"device"`
+	From   string `json:"from"`
+	Offer  string `json:"offer"`
+	Index  uint64 `json:"logIndex"`
+}
+
+// PendingOffers lists the offers made to this station's partner.
+func (s *Station) PendingOffers() ([]Pending, error) {
+	ids, err := s.cfg.Ledger.PendingOffers(s.cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	out := []Pending{}
+	for _, id := range ids {
+		d, err := s.cfg.Ledger.Device(id)
+		if err != nil {
+			return nil, err
+		}
+		if d.Pending != nil && d.Pending.To == s.cfg.Name {
+			out = append(out, Pending{Device: id, From: d.Pending.From, Offer: d.Pending.Digest, Index: d.Pending.Index})
+		}
+	}
+	return out, nil
 }
 
 // Config configures a station.
