@@ -261,9 +261,34 @@ func (l *Ledger) runPipeline(ctx context.Context) error {
 	return failed
 }
 
-// fetch takes the next batch of messages (none after a 200 ms wait).
+// fetch takes the next batch of messages: whatever is waiting, up to
+// BatchSize, without delay; when nothing is, it waits (up to a second) for
+// the first message and then takes whatever arrived with it. A lone event
+// is thus applied within milliseconds, and a busy stream in full batches.
 func (l *Ledger) fetch(ctx context.Context) []jetstream.Msg {
-	batch, err := l.cons.Fetch(l.cfg.BatchSize, jetstream.FetchMaxWait(200*time.Millisecond))
+	msgs := l.pull(ctx, l.cfg.BatchSize, 0)
+	if len(msgs) > 0 || ctx.Err() != nil {
+		return msgs
+	}
+	msgs = l.pull(ctx, 1, time.Second)
+	if len(msgs) == 0 {
+		return nil
+	}
+	return append(msgs, l.pull(ctx, l.cfg.BatchSize-1, 0)...)
+}
+
+// pull fetches up to n messages, waiting up to wait (0: no wait).
+func (l *Ledger) pull(ctx context.Context, n int, wait time.Duration) []jetstream.Msg {
+	if n <= 0 {
+		return nil
+	}
+	var batch jetstream.MessageBatch
+	var err error
+	if wait == 0 {
+		batch, err = l.cons.FetchNoWait(n)
+	} else {
+		batch, err = l.cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("fetch failed", "err", err)
