@@ -50,7 +50,7 @@ func stationCmd(ctx context.Context, args []string) error {
 func stationRun(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("station run", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: custody station run --partner NAME [flags]
+		fmt.Fprint(fs.Output(), `Usage: custody station run --partner NAME | --role ROLE [flags]
 
 Runs one partner's station apart from custodyd: it connects to NATS as the
 partner's own user (NKEY from <pki>/nats/<partner>.nk), reads custody state
@@ -63,6 +63,7 @@ Flags:
 		fs.PrintDefaults()
 	}
 	partner := fs.String("partner", "", "the partner's name (its certificate and key are in --pki)")
+	role := fs.String("role", "", "instead of --partner: the role (tpm-vendor, odm, oem, ems, operator) of the PKI's only partner with it")
 	pkiDir := fs.String("pki", ".custody/pki", "PKI directory (partner key, NKEY seed, vendor manufacturing CA)")
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server")
 	ledgerURL := fs.String("ledger", "http://127.0.0.1:8480/ledger", "the ledger's HTTP API")
@@ -71,13 +72,25 @@ Flags:
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if *partner == "" {
-		fs.Usage()
+	if (*partner == "") == (*role == "") {
+		fmt.Fprintln(fs.Output(), "custody station run: give exactly one of --partner and --role")
 		return errUsage
 	}
 	d, err := pki.LoadDemo(*pkiDir)
 	if err != nil {
 		return err
+	}
+	if *role != "" {
+		var names []string
+		for _, name := range d.PartnerNames() {
+			if d.Partners[name].Role == *role {
+				names = append(names, name)
+			}
+		}
+		if len(names) != 1 {
+			return fmt.Errorf("%d partners in %s have role %q (%v): name one with --partner", len(names), *pkiDir, *role, names)
+		}
+		*partner = names[0]
 	}
 	p, ok := d.Partners[*partner]
 	if !ok {
