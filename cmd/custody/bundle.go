@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -67,23 +66,9 @@ Flags:
 	logKey := fs.String("log-key", ".custody/pki/log/log.pub", "the ledger's checkpoint public key (PEM)")
 	asJSON := fs.Bool("json", false, "print the verified entries as JSON")
 	// Flags may follow the file name.
-	var rest []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return errUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		rest = append(rest, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if len(rest) != 1 {
-		fs.Usage()
-		return errUsage
+	rest, err := parseInterleaved(fs, args, 1)
+	if err != nil {
+		return err
 	}
 	pub, err := readPublicKey(*logKey)
 	if err != nil {

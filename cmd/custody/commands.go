@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -122,23 +121,9 @@ Flags:
 	asJSON := fs.Bool("json", false, "print the verified provenance as JSON")
 	bundle := fs.String("bundle", "", `also write the verified provenance as a self-contained offline bundle ("-": stdout); check it anywhere with "custody verify FILE --log-key KEY"`)
 	// Flags may follow the device ID.
-	var rest []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return errUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		rest = append(rest, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if len(rest) != 1 {
-		fs.Usage()
-		return errUsage
+	rest, err := parseInterleaved(fs, args, 1)
+	if err != nil {
+		return err
 	}
 	device := rest[0]
 	if !events.ValidDeviceID(device) {

@@ -88,3 +88,27 @@ func parse(fs *flag.FlagSet, args []string, nargs int) error {
 	}
 	return nil
 }
+
+// parseInterleaved parses flags that may stand before, between or after
+// exactly n positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string, n int) ([]string, error) {
+	var rest []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, errUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(rest) != n {
+		fs.Usage()
+		return nil, errUsage
+	}
+	return rest, nil
+}
