@@ -13,6 +13,8 @@ const (
 	EventsPrefix    = "custody.v1.events"
 	ReceiptsPrefix  = "custody.v1.receipts"
 	RejectPrefix    = "custody.v1.rejections"
+	// CheckpointTopic carries the ledger's latest signed checkpoint (a C2SP
+	// signed note), published at a bounded interval while the log grows.
 	CheckpointTopic = "custody.v1.checkpoints"
 	// StatusSubject is a request/reply service of the ledger: the request
 	// body is an event digest (hex), the reply its Receipt, or a Receipt

@@ -40,11 +40,21 @@ type Config struct {
 	// BatchSize bounds the events fetched, verified in parallel and applied
 	// in one durable commit. Default 256, at most 4096.
 	BatchSize int
+	// CheckpointInterval is how often the latest checkpoint is published on
+	// events.CheckpointTopic and in the KV bucket CheckpointBucket, when the
+	// log has grown: a stable checkpoint for witnesses and monitors (one per
+	// entry would keep witnesses from agreeing). Receipts carry the
+	// checkpoint of their own commit regardless. Default 1s.
+	CheckpointInterval time.Duration
 	// Logger receives operational logs. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
 }
+
+// CheckpointBucket is the KV bucket holding the latest published checkpoint
+// under the key "latest" (history: the last 64 published).
+const CheckpointBucket = "CUSTODY_CHECKPOINTS"
 
 func (c *Config) validate() error {
 	switch {
@@ -63,6 +73,9 @@ func (c *Config) validate() error {
 		c.BatchSize = 256
 	}
 	c.BatchSize = min(c.BatchSize, 4096)
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -79,7 +92,9 @@ type Ledger struct {
 	log        *slog.Logger
 	consortium *x509.CertPool
 	stream     jetstream.Stream
-	cons       jetstream.Consumer // the fetcher's; replaced only while no pipeline runs
+	// checkpoints is the KV bucket of published checkpoints.
+	checkpoints jetstream.KeyValue
+	cons        jetstream.Consumer // the fetcher's; replaced only while no pipeline runs
 
 	mu   sync.RWMutex // guards head; the ingest loop is the only writer
 	head Head
@@ -126,7 +141,17 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: events stream: %w", err)
 	}
-	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      CheckpointBucket,
+		Description: "The ledger's latest signed checkpoint (key: latest)",
+		History:     64,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(cfg.Replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: checkpoint bucket: %w", err)
+	}
+	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, checkpoints: kv, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
 	if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
 		return nil, err
 	}
@@ -161,6 +186,12 @@ func (l *Ledger) Run(ctx context.Context) error {
 		return fmt.Errorf("ledger: status service: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		l.publishCheckpoints(ctx)
+	}()
+	defer func() { <-pubDone }()
 	close(l.ready)
 	for ctx.Err() == nil {
 		err := l.runPipeline(ctx)
@@ -344,4 +375,43 @@ func (l *Ledger) answerStatus(m *nats.Msg) {
 		return
 	}
 	_ = m.Respond(data)
+}
+
+// publishCheckpoints publishes the latest checkpoint every
+// CheckpointInterval while the log grows, until ctx ends.
+func (l *Ledger) publishCheckpoints(ctx context.Context) {
+	t := time.NewTicker(l.cfg.CheckpointInterval)
+	defer t.Stop()
+	var published uint64
+	first := true
+	for {
+		head := l.Head()
+		if first || head.Size > published {
+			if err := l.PublishCheckpoint(ctx, head); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				l.log.Warn("publishing checkpoint", "err", err, "size", head.Size)
+			} else {
+				published, first = head.Size, false
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// PublishCheckpoint publishes head's signed checkpoint on
+// events.CheckpointTopic and as "latest" in CheckpointBucket.
+func (l *Ledger) PublishCheckpoint(ctx context.Context, head Head) error {
+	if len(head.Checkpoint) == 0 {
+		return nil
+	}
+	if _, err := l.checkpoints.Put(ctx, "latest", head.Checkpoint); err != nil {
+		return err
+	}
+	return l.cfg.NATS.Publish(events.CheckpointTopic, head.Checkpoint)
 }

@@ -34,6 +34,7 @@ func PartnerPermissions(partner string) *server.Permissions {
 			events.StatusSubject,
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
+			events.CheckpointTopic,
 			events.ReceiptsPrefix + "." + partner + ".>",
 			events.RejectPrefix + "." + partner + ".>",
 			InboxPrefix(partner) + ".>",

@@ -1,0 +1,89 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/pki"
+)
+
+// TestCheckpointsPublished: when the log grows, a partner receives the new
+// signed checkpoint on custody.v1.checkpoints, and the KV bucket holds it as
+// "latest"; both verify with the log key.
+func TestCheckpointsPublished(t *testing.T) {
+	n := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	odm, err := n.Connect("orbit-odm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer odm.Close()
+	sub, err := odm.SubscribeSync(events.CheckpointTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := odm.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Grow the log by one partner registration.
+	cons, err := n.Connect(events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	p, err := n.PKI.ConsortiumCA.NewPartner("late-ems", pki.RoleEMS, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := events.NewPartnerStatement(events.KindPartnerRegistered,
+		events.PartnerInfo{Name: p.Name, Role: p.Role, Certificate: p.Cert.Raw},
+		"00000000000000000000000000000000000000000000000000000000000000bb", time.Now(), "fedcba9876543210fedcba9876543210")
+	env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := events.NewPublisher(cons, events.ConsortiumPartner)
+	r, err := pub.Publish(ctx, env)
+	if err != nil || r.Status != events.StatusAccepted {
+		t.Fatalf("registration: %+v %v", r, err)
+	}
+	want := r.LogIndex + 1
+	for {
+		m, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("no checkpoint of size %d published: %v", want, err)
+		}
+		cp, err := ledger.VerifyCheckpoint(m.Data, &n.PKI.LogKey.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cp.Size >= want {
+			break
+		}
+	}
+	lc, err := n.Connect(node.LedgerUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	js, _ := jetstream.New(lc)
+	kv, err := js.KeyValue(ctx, ledger.CheckpointBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := ledger.VerifyCheckpoint(e.Value(), &n.PKI.LogKey.PublicKey)
+	if err != nil || cp.Size < want {
+		t.Fatalf("KV latest checkpoint: %+v %v", cp, err)
+	}
+}
