@@ -308,6 +308,58 @@ func TestCustodyRules(t *testing.T) {
 		t.Fatalf("timeline:\n got %s\nwant %s", got, want)
 	}
 
+	t.Run("offline replay of the custody rules", func(t *testing.T) {
+		b, err := ledger.NewBundle(e.device, prov, logKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := json.Marshal(b)
+		vb, err := ledger.VerifyBundle(data, logKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tpmTrust, err := attest.ParseBundle(n.PKI.EKTrustBundle())
+		if err != nil {
+			t.Fatal(err)
+		}
+		trust := ledger.OfflineTrust{TPMTrust: tpmTrust, Consortium: n.PKI.ConsortiumCA.Cert}
+		st, err := vb.Replay(trust)
+		if err != nil {
+			t.Fatalf("replay: %v", err)
+		}
+		if st.Custodian != prov.Device.Custodian || st.Flag == nil || st.Flag.Reason != "equivocation" {
+			t.Fatalf("replayed state %+v, ledger's %+v", st, prov.Device)
+		}
+		// The ledger's verdict is not in the leaf: a bundle that calls an
+		// accepted hand-off evidence (or the equivocation accepted) is caught.
+		for i := range b.Provenance.Entries {
+			pe := &b.Provenance.Entries[i]
+			if pe.Kind != events.KindHandoffOffered {
+				continue
+			}
+			orig := pe.Status
+			if orig == events.StatusAccepted {
+				pe.Status = events.StatusEvidence
+			} else {
+				pe.Status = events.StatusAccepted
+			}
+			data, _ := json.Marshal(b)
+			pe.Status = orig
+			vb, err := ledger.VerifyBundle(data, logKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := vb.Replay(trust); err == nil {
+				t.Errorf("entry %d: a false %s verdict replayed cleanly", pe.Index, orig)
+			}
+		}
+		// Another consortium's CA does not vouch for these partners.
+		other := n.PKI.WebTrustRoot.Cert
+		if _, err := vb.Replay(ledger.OfflineTrust{TPMTrust: tpmTrust, Consortium: other}); err == nil {
+			t.Error("replay accepted partner certificates from another CA")
+		}
+	})
+
 	// Restart: the log, the state and the proofs survive; the tree grows
 	// consistently.
 	sizeBefore, rootBefore := cp.Size, cp.Root

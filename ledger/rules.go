@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"time"
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
@@ -98,7 +99,7 @@ func (b *batch) verify(pr *prepared) (*verdict, error) {
 	if dev.Decommissioned {
 		return nil, reject(CodeDecommissioned, "device %s was decommissioned", device)
 	}
-	rerr = b.custodyRule(p, signer, dev, next, qi)
+	rerr = custodyRule(p, signer, dev, next, qi, b.partner)
 	if rerr != nil {
 		if rerr.Code != CodeEquivocation {
 			return nil, rerr
@@ -131,7 +132,13 @@ func roleMay(role, kind string) bool {
 }
 
 // custodyRule applies the state machine of DESIGN.md to next (a copy of dev).
-func (b *batch) custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *attest.QuoteInfo) *RuleError {
+// partnerLookup finds a partner's registry state (nil, nil if unknown).
+type partnerLookup func(name string) (*Partner, error)
+
+// custodyRule applies the custody state machine of DESIGN.md to one event
+// (dev is the device's state before it, next a copy to change). partners
+// answers whether a hand-off's recipient is registered.
+func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *attest.QuoteInfo, partners partnerLookup) *RuleError {
 	switch p.Kind {
 	case events.KindStageRecorded:
 		if dev.Custodian != p.Partner {
@@ -154,7 +161,7 @@ func (b *batch) custodyRule(p *events.Predicate, signer *Partner, dev, next *Dev
 		if dev.Pending != nil {
 			return reject(CodeEquivocation, "%s offered the device to %s while its offer to %s (log index %d) is pending: double hand-off", p.Partner, h.To, dev.Pending.To, dev.Pending.Index)
 		}
-		to, err := b.partner(h.To)
+		to, err := partners(h.To)
 		if err != nil || to == nil || to.Revoked || to.Role == pki.RoleGate {
 			return reject(CodeRecipient, "recipient %q is not a registered, active custody partner", h.To)
 		}
@@ -283,10 +290,15 @@ func (b *batch) manufactured(pr *prepared, device string, v *verdict) (*verdict,
 // certificate chain, device ID, IAK certificate, and a quote by that IAK
 // binding this event (nonce). It returns the device the record creates.
 func (l *Ledger) checkManufactured(s *events.Signed, nonce []byte) (*Device, *RuleError) {
+	return checkManufactured(l.cfg.TPMTrust, l.cfg.Now(), s, nonce)
+}
+
+// checkManufactured verifies a birth record against a TPM trust bundle at
+// time now: EK and IAK certificate chains and their binding, the device ID,
+// and the quote by the IAK over nonce. It returns the new device's state.
+func checkManufactured(trust *attest.Bundle, now time.Time, s *events.Signed, nonce []byte) (*Device, *RuleError) {
 	m := s.Statement.Predicate.Manufactured
 	device := s.Statement.Device()
-	trust := l.cfg.TPMTrust
-	now := l.cfg.Now()
 	ek, err := attest.ParseEKCertificate(m.EKCertificate)
 	if err != nil {
 		return nil, reject(CodeEKChain, "EK certificate: %v", err)

@@ -4,15 +4,18 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
+	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/demo"
+	"github.com/custodyledger/custody/services/pki"
 )
 
 func init() {
@@ -52,8 +55,11 @@ Verifies a provenance bundle (written by "custody provenance DEVICE --bundle
 FILE") offline, with the log's public key read from a file you trust: the
 checkpoint's signature, every entry's inclusion proof, that each leaf
 commits to its envelope and each envelope's signature, and that every entry
-is about the bundle's device. It then prints the device's timeline. FILE "-"
-reads stdin. Exit status 0 only if everything verifies.
+is about the bundle's device. With --tpm-trust and --consortium it also
+replays the ledger's checks: partner certificates and roles, the EK and IAK
+certificate chains, every TPM quote and its counters, and the custody rules,
+entry by entry, against the ledger's verdicts. It then prints the device's
+timeline. FILE "-" reads stdin. Exit status 0 only if everything verifies.
 
 A bundle proves what it contains was logged; it cannot prove that nothing
 else about the device was logged. Compare its checkpoint with a newer one to
@@ -65,6 +71,8 @@ Flags:
 	}
 	logKey := fs.String("log-key", ".custody/pki/log/log.pub", "the ledger's checkpoint public key (PEM)")
 	asJSON := fs.Bool("json", false, "print the verified entries as JSON")
+	tpmTrust := fs.String("tpm-trust", "", "TPM trust bundle (PEM roots, intermediates, cross-certificates); with --consortium, also replay the custody rules offline")
+	consortium := fs.String("consortium", "", "consortium CA certificate (PEM) that issues partner certificates; with --tpm-trust, also replay the custody rules offline")
 	// Flags may follow the file name.
 	rest, err := parseInterleaved(fs, args, 1)
 	if err != nil {
@@ -87,6 +95,16 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("VERIFICATION FAILED: %w", err)
 	}
+	var replayed *ledger.Device
+	if *tpmTrust != "" || *consortium != "" {
+		trust, err := offlineTrust(*tpmTrust, *consortium)
+		if err != nil {
+			return err
+		}
+		if replayed, err = vb.Replay(trust); err != nil {
+			return fmt.Errorf("VERIFICATION FAILED: %w", err)
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -101,6 +119,17 @@ Flags:
 		}
 		fmt.Printf("  #%-5d %s  %-22s %-14s %-36s %s\n", e.Index, time.Unix(e.IntegratedTime, 0).UTC().Format(time.RFC3339), e.Kind, e.Partner, demo.Summary(e.Statement), mark)
 	}
+	if d := replayed; d != nil {
+		fmt.Printf("custody rules replayed offline (certificates, quotes, counters, custody): custodian %s", d.Custodian)
+		if d.Flag != nil {
+			fmt.Printf(", FLAGGED (%s, entry #%d)", d.Flag.Reason, d.Flag.Index)
+		}
+		if d.Enrolled {
+			fmt.Print(", enrolled")
+		}
+		fmt.Println()
+		return nil
+	}
 	if d := vb.ClaimedState; d != nil {
 		fmt.Printf("ledger's state when bundled (not verifiable offline): custodian %s", d.Custodian)
 		if d.Flag != nil {
@@ -109,4 +138,28 @@ Flags:
 		fmt.Println()
 	}
 	return nil
+}
+
+// offlineTrust reads the PEM files an offline replay trusts.
+func offlineTrust(tpmTrustFile, consortiumFile string) (ledger.OfflineTrust, error) {
+	var t ledger.OfflineTrust
+	if tpmTrustFile == "" || consortiumFile == "" {
+		return t, errors.New("replaying the custody rules needs both --tpm-trust and --consortium")
+	}
+	b, err := os.ReadFile(tpmTrustFile)
+	if err != nil {
+		return t, err
+	}
+	if t.TPMTrust, err = attest.ParseBundle(b); err != nil {
+		return t, fmt.Errorf("%s: %w", tpmTrustFile, err)
+	}
+	certs, err := pki.ReadCertsPEM(consortiumFile)
+	if err != nil {
+		return t, err
+	}
+	if len(certs) != 1 {
+		return t, fmt.Errorf("%s: want one consortium CA certificate, have %d", consortiumFile, len(certs))
+	}
+	t.Consortium = certs[0]
+	return t, nil
 }

@@ -1,0 +1,154 @@
+package ledger
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/pki"
+)
+
+// OfflineTrust is what an offline verifier trusts besides the log key: the
+// TPM trust bundle (EK and IAK certificate chains) and the consortium CA
+// (partner certificates and their roles).
+type OfflineTrust struct {
+	TPMTrust   *attest.Bundle
+	Consortium *x509.Certificate
+}
+
+// Replay re-runs the ledger's checks over a verified bundle, offline: each
+// signer's certificate chains to the consortium CA with a role that may
+// publish its event; the birth record's EK and IAK certificates chain to the
+// TPM trust bundle and bind each other; every quote verifies against the
+// recorded IAK over the event's binding digest, with counters that never go
+// backwards; and the custody rules (custodian, offers, acceptances,
+// equivocation, flags) give, entry by entry, the ledger's own verdict
+// (accepted, or logged as evidence). It returns the device's custody state
+// derived from the bundle alone.
+//
+// What it cannot check offline: whether a hand-off's recipient was a
+// registered partner at the time, which operator a gate enrolls for, and
+// partner revocations (all in the registry, not in the device's entries).
+func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
+	if trust.TPMTrust == nil || trust.Consortium == nil {
+		return nil, errors.New("replay: the TPM trust bundle and the consortium CA are required")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(trust.Consortium)
+	// A recipient's registration is not in the bundle: assume an active
+	// custody partner (see above).
+	unknown := func(name string) (*Partner, error) { return &Partner{Name: name, Role: "unknown"}, nil }
+	var dev *Device
+	for _, e := range vb.Entries {
+		at := time.Unix(e.IntegratedTime, 0)
+		fail := func(format string, args ...any) error {
+			return fmt.Errorf("replay: entry %d (%s by %s): %s", e.Index, e.Kind, e.Partner, fmt.Sprintf(format, args...))
+		}
+		cert, err := leafCertificate(e.Body)
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		id, err := pki.VerifyPartner(cert, pool, at)
+		if err != nil {
+			return nil, fail("signer certificate: %v", err)
+		}
+		p := &e.Statement.Predicate
+		if id.Name != p.Partner {
+			return nil, fail("signed by %s's certificate, claims %s", id.Name, p.Partner)
+		}
+		signer := &Partner{Name: id.Name, Role: id.Role, Certificate: cert.Raw}
+		s, err := events.Open(e.Envelope)
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		nonce, err := events.BindingDigest(s.Payload)
+		if err != nil {
+			return nil, fail("%v", err)
+		}
+		if dev == nil {
+			if p.Kind != events.KindTPMManufactured {
+				return nil, fail("the bundle does not start with the device's birth record")
+			}
+			if !roleMay(signer.Role, p.Kind) {
+				return nil, fail("role %s may not publish %s", signer.Role, p.Kind)
+			}
+			d, rerr := checkManufactured(trust.TPMTrust, at, s, nonce)
+			if rerr != nil {
+				return nil, fail("%v", rerr)
+			}
+			dev = d
+			continue
+		}
+		if p.Kind == events.KindEnrollmentRefused {
+			if signer.Role != pki.RoleGate {
+				return nil, fail("role %s may not publish %s", signer.Role, p.Kind)
+			}
+			continue // a record of a decision: no state change
+		}
+		if !roleMay(signer.Role, p.Kind) {
+			return nil, fail("role %s may not publish %s", signer.Role, p.Kind)
+		}
+		if p.Kind == events.KindDeviceEnrolled {
+			nonce = p.Enrolled.Challenge
+			signer.Operator = p.Enrolled.Operator // the gate's operator is in the registry, not here
+		}
+		iak, err := attest.ParseAttestationKey(dev.IAKPublic)
+		if err != nil {
+			return nil, fail("IAK: %v", err)
+		}
+		qi, rerr := verifyEvidence(iak, p.Evidence, nonce)
+		if rerr == nil {
+			rerr = checkCounters(dev.LastQuote, qi)
+		}
+		if rerr == nil && dev.Decommissioned {
+			rerr = reject(CodeDecommissioned, "device %s was decommissioned", dev.ID)
+		}
+		next := cloneDevice(dev)
+		if rerr == nil {
+			rerr = custodyRule(p, signer, dev, next, qi, unknown)
+		}
+		switch {
+		case rerr == nil && e.Status == events.StatusAccepted:
+			next.LastQuote = &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount}
+			finish(next, p, e.Digest, e.Index)
+			dev = next
+		case rerr != nil && rerr.Code == CodeEquivocation && e.Status == events.StatusEvidence:
+			dev = cloneDevice(dev)
+			dev.Flag = &DeviceFlag{Reason: "equivocation", By: p.Partner, Index: e.Index}
+		case rerr != nil:
+			return nil, fail("the ledger says %s, the custody rules say %v", e.Status, rerr)
+		default:
+			return nil, fail("the ledger says %s (%s), but the event keeps every custody rule", e.Status, e.Code)
+		}
+	}
+	if dev == nil {
+		return nil, errors.New("replay: the bundle has no entries")
+	}
+	return dev, nil
+}
+
+// leafCertificate is the signer's certificate in a hashedrekord leaf.
+func leafCertificate(body []byte) (*x509.Certificate, error) {
+	var rk struct {
+		Spec struct {
+			Signature struct {
+				PublicKey struct {
+					Content []byte `json:"content"`
+				} `json:"publicKey"`
+			} `json:"signature"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(body, &rk); err != nil {
+		return nil, fmt.Errorf("leaf body: %w", err)
+	}
+	blk, _ := pem.Decode(rk.Spec.Signature.PublicKey.Content)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, errors.New("the leaf carries no signer certificate")
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}
