@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"time"
 
 	cpebble "github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -50,8 +51,8 @@ type Store struct {
 // cache, so the cache must be several memtables larger than them or it
 // caches nothing.
 const (
-	cacheSize    = 128 << 20
-	memTableSize = 16 << 20
+	cacheSize    = 256 << 20
+	memTableSize = 64 << 20
 )
 
 // Open opens (or creates) the store in dir.
@@ -62,8 +63,24 @@ func Open(dir string) (*Store, error) {
 		Logger:             quietLogger{},
 		Cache:              c,
 		MemTableSize:       memTableSize,
+		// Appends arrive in bursts; let L0 absorb a few flushes before
+		// compacting, and keep the compactions on the second core.
+		L0CompactionThreshold: 8,
+		LBaseMaxBytes:         256 << 20,
 	}
 	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10) // later levels inherit it
+	// A log writes each entry (its envelope and leaf body, about 2.5 KiB)
+	// once and never changes it: keep large values in blob files so that
+	// compactions move keys, not the entries themselves.
+	opts.Experimental.ValueSeparationPolicy = func() cpebble.ValueSeparationPolicy {
+		return cpebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           256,
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     10 * time.Minute,
+			TargetGarbageRatio:    0.2,
+		}
+	}
 	db, err := cpebble.Open(dir, opts)
 	if err != nil {
 		c.Unref()
