@@ -186,6 +186,11 @@ func (l *Ledger) Run(ctx context.Context) error {
 		return fmt.Errorf("ledger: status service: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	svc, err := l.AddMicroService()
+	if err != nil {
+		return fmt.Errorf("ledger: query service: %w", err)
+	}
+	defer func() { _ = svc.Stop() }()
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)

@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,5 +87,46 @@ func TestCheckpointsPublished(t *testing.T) {
 	cp, err := ledger.VerifyCheckpoint(e.Value(), &n.PKI.LogKey.PublicKey)
 	if err != nil || cp.Size < want {
 		t.Fatalf("KV latest checkpoint: %+v %v", cp, err)
+	}
+}
+
+// TestLedgerMicroService: a partner asks the ledger's NATS micro service for
+// the checkpoint and a device's provenance, as it would over HTTP.
+func TestLedgerMicroService(t *testing.T) {
+	n := start(t)
+	nc, err := n.Connect("nova-oem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	m, err := nc.Request(ledger.MicroSubjectPrefix+".checkpoint", nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := ledger.VerifyCheckpoint(m.Data, &n.PKI.LogKey.PublicKey)
+	if err != nil || cp.Size == 0 {
+		t.Fatalf("checkpoint: %+v %v", cp, err)
+	}
+	m, err = nc.Request(ledger.MicroSubjectPrefix+".provenance", []byte(strings.Repeat("0", 64)), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := m.Header.Get("Nats-Service-Error-Code"); code != "404" {
+		t.Fatalf("unknown device answered code %q: %s", code, m.Data)
+	}
+	m, err = nc.Request(ledger.MicroSubjectPrefix+".entry", []byte("0"), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct {
+		Entry    ledger.ProvenEntry `json:"entry"`
+		TreeSize uint64             `json:"treeSize"`
+		RootHash []byte             `json:"rootHash"`
+	}
+	if err := json.Unmarshal(m.Data, &e); err != nil {
+		t.Fatal(err)
+	}
+	if err := ledger.VerifyInclusion(e.Entry.Body, 0, e.TreeSize, e.Entry.InclusionProof, e.RootHash); err != nil {
+		t.Fatalf("entry 0 over NATS: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/pki"
 )
 
@@ -32,6 +33,7 @@ func PartnerPermissions(partner string) *server.Permissions {
 		Publish: &server.SubjectPermission{Allow: []string{
 			events.EventsPrefix + "." + partner + ".>",
 			events.StatusSubject,
+			ledger.MicroSubjectPrefix + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			events.CheckpointTopic,

@@ -1,0 +1,105 @@
+package ledger
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strconv"
+
+	"github.com/nats-io/nats.go/micro"
+)
+
+// MicroSubjectPrefix is where the ledger's query service listens:
+// custody.v1.ledger.<endpoint>.
+const MicroSubjectPrefix = "custody.v1.ledger"
+
+// AddMicroService serves the read API as a NATS micro service (discoverable
+// with `nats micro ls`), with the same answers as the HTTP API:
+//
+//	custody.v1.ledger.checkpoint    ""            the latest signed checkpoint
+//	custody.v1.ledger.provenance    device ID     Provenance (entries with proofs)
+//	custody.v1.ledger.entry         log index     one entry with its inclusion proof
+//	custody.v1.ledger.consistency   {"first","second"}  consistency proof
+//	custody.v1.ledger.event         digest (hex)  a publisher's receipt or rejection
+//
+// Errors carry a status code ("400", "404", "500") and a sentence.
+func (l *Ledger) AddMicroService() (micro.Service, error) {
+	svc, err := micro.AddService(l.cfg.NATS, micro.Config{
+		Name:        "custody-ledger",
+		Version:     "1.0.0",
+		Description: "Custody ledger: checkpoints, proofs, provenance",
+	})
+	if err != nil {
+		return nil, err
+	}
+	g := svc.AddGroup(MicroSubjectPrefix)
+	add := func(name string, fn func(micro.Request)) error {
+		return g.AddEndpoint(name, micro.HandlerFunc(fn))
+	}
+	errs := []error{
+		add("checkpoint", func(r micro.Request) { _ = r.Respond(l.Head().Checkpoint) }),
+		add("provenance", func(r micro.Request) {
+			p, err := l.Provenance(string(r.Data()))
+			if respondErr(r, err) {
+				return
+			}
+			_ = r.RespondJSON(p)
+		}),
+		add("entry", func(r micro.Request) {
+			i, err := strconv.ParseUint(string(r.Data()), 10, 64)
+			head := l.Head()
+			if err != nil || i >= head.Size {
+				_ = r.Error("404", "no entry at that index", nil)
+				return
+			}
+			pe, err := l.provenEntry(i, head.Size)
+			if respondErr(r, err) {
+				return
+			}
+			_ = r.RespondJSON(map[string]any{"entry": pe, "treeSize": head.Size, "rootHash": head.Root, "checkpoint": string(head.Checkpoint)})
+		}),
+		add("consistency", func(r micro.Request) {
+			var q struct{ First, Second uint64 }
+			if err := json.Unmarshal(r.Data(), &q); err != nil {
+				_ = r.Error("400", "want {\"first\": size, \"second\": size}", nil)
+				return
+			}
+			hashes, err := l.ConsistencyProof(q.First, q.Second)
+			if err != nil {
+				_ = r.Error("400", err.Error(), nil)
+				return
+			}
+			_ = r.RespondJSON(map[string]any{"first": q.First, "second": q.Second, "hashes": hashes})
+		}),
+		add("event", func(r micro.Request) {
+			d, err := hex.DecodeString(string(r.Data()))
+			if err != nil || len(d) != 32 {
+				_ = r.Error("400", "the request is an event digest: 64 hex digits", nil)
+				return
+			}
+			rc, err := l.EventStatus(d)
+			if respondErr(r, err) {
+				return
+			}
+			_ = r.RespondJSON(rc)
+		}),
+	}
+	if err := errors.Join(errs...); err != nil {
+		_ = svc.Stop()
+		return nil, err
+	}
+	return svc, nil
+}
+
+// respondErr answers a failed query; it reports whether it did.
+func respondErr(r micro.Request, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrNotFound):
+		_ = r.Error("404", "not found", nil)
+	default:
+		_ = r.Error("500", "internal error", nil)
+	}
+	return true
+}
