@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync"
 	"time"
 
 	cpebble "github.com/cockroachdb/pebble/v2"
@@ -42,7 +43,16 @@ import (
 type Store struct {
 	db    *cpebble.DB
 	cache *cpebble.Cache
+
+	// upper holds the tree nodes at level upperLevel and above: about one
+	// per 2^upperLevel leaves (2,500 for 10M leaves), and on nearly every
+	// proof's path, so a proof reads at most upperLevel nodes from disk
+	// whatever the tree's size.
+	upperMu sync.RWMutex
+	upper   map[compact.NodeID][]byte
 }
+
+const upperLevel = 12
 
 // Tuning: a block cache that holds the hot right edge of the tree and
 // recent entries; bloom filters so that the dedup lookup of a new digest (a
@@ -86,7 +96,7 @@ func Open(dir string) (*Store, error) {
 		c.Unref()
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
-	return &Store{db: db, cache: c}, nil
+	return &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}}, nil
 }
 
 // Close closes the database.
@@ -221,7 +231,17 @@ func (s *Store) Commit(c *ledger.Commit) error {
 	if err := set(headKey, c.Head); err != nil {
 		return err
 	}
-	return b.Commit(cpebble.Sync)
+	if err := b.Commit(cpebble.Sync); err != nil {
+		return err
+	}
+	s.upperMu.Lock()
+	for id, h := range c.Nodes {
+		if id.Level >= upperLevel {
+			s.upper[id] = h
+		}
+	}
+	s.upperMu.Unlock()
+	return nil
 }
 
 // Entry implements ledger.Store.
@@ -337,6 +357,15 @@ func (s *Store) Nodes(ids []compact.NodeID) ([][]byte, error) {
 	}
 	defer it.Close()
 	for i, id := range ids {
+		if id.Level >= upperLevel {
+			s.upperMu.RLock()
+			h, ok := s.upper[id]
+			s.upperMu.RUnlock()
+			if ok {
+				out[i] = h
+				continue
+			}
+		}
 		k := nodeKey(id)
 		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
 			if err := it.Error(); err != nil {
@@ -345,6 +374,11 @@ func (s *Store) Nodes(ids []compact.NodeID) ([][]byte, error) {
 			return nil, fmt.Errorf("tree node (level %d, index %d): %w", id.Level, id.Index, ledger.ErrNotFound)
 		}
 		out[i] = bytes.Clone(it.Value())
+		if id.Level >= upperLevel { // perfect-subtree nodes never change
+			s.upperMu.Lock()
+			s.upper[id] = out[i]
+			s.upperMu.Unlock()
+		}
 	}
 	return out, it.Error()
 }
