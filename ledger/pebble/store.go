@@ -8,7 +8,8 @@
 //
 //	h                    head (JSON)
 //	e <index:8>          entry (metadata JSON, hashedrekord body, DSSE envelope; see encodeEntry)
-//	n <level:1><index:8> perfect-subtree node hash (level 0 = leaf hash)
+//	n <band:1><tile:8><level:1><index:8> perfect-subtree node hash (level 0 =
+//	                     leaf hash), grouped in tiles of 8 levels (nodeKey)
 //	g <digest:32>        event digest → index
 //	l <leaf hash:32>     RFC 6962 leaf hash (Rekor entry UUID) → index
 //	d <device id>        device state (JSON)
@@ -109,9 +110,20 @@ func (s *Store) Close() error {
 func u64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 
 func entryKey(i uint64) []byte { return u64([]byte{'e'}, i) }
+// nodeKey groups tree nodes by tile, as C2SP tlog-tiles does: the nodes of
+// levels 8b..8b+7 under one node of level 8b+8 (up to 511 hashes) are
+// adjacent in key order, so the part of a proof inside one tile is one or
+// two block reads rather than eight random ones.
 func nodeKey(id compact.NodeID) []byte {
-	return u64([]byte{'n', byte(id.Level)}, id.Index)
+	band := id.Level / tileHeight
+	tile := id.Index >> (tileHeight*(band+1) - id.Level)
+	k := u64([]byte{'n', byte(band)}, tile)
+	k = append(k, byte(id.Level))
+	return u64(k, id.Index)
 }
+
+// tileHeight is the number of tree levels grouped in one tile.
+const tileHeight = 8
 func digestKey(d []byte) []byte  { return append([]byte{'g'}, d...) }
 func leafKey(h []byte) []byte    { return append([]byte{'l'}, h...) }
 func deviceKey(id string) []byte { return append([]byte{'d'}, id...) }
