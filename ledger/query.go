@@ -49,15 +49,22 @@ func (l *Ledger) Provenance(device string) (*Provenance, error) {
 		return nil, err
 	}
 	p := &Provenance{Device: dev, TreeSize: head.Size, RootHash: head.Root, Checkpoint: string(head.Checkpoint)}
+	var in []uint64
 	for _, i := range idx {
-		if i >= head.Size {
-			continue // committed after the head we read
+		if i < head.Size { // later ones were committed after the head we read
+			in = append(in, i)
 		}
-		pe, err := l.provenEntry(i, head.Size)
+	}
+	proofs, err := inclusionProofs(l.cfg.Store, in, head.Size)
+	if err != nil {
+		return nil, err
+	}
+	for k, i := range in {
+		e, err := l.cfg.Store.Entry(i)
 		if err != nil {
 			return nil, err
 		}
-		p.Entries = append(p.Entries, *pe)
+		p.Entries = append(p.Entries, provenEntry(i, e, proofs[k]))
 	}
 	return p, nil
 }
@@ -71,11 +78,16 @@ func (l *Ledger) provenEntry(i, size uint64) (*ProvenEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ProvenEntry{
+	pe := provenEntry(i, e, hashes)
+	return &pe, nil
+}
+
+func provenEntry(i uint64, e *Entry, proof [][]byte) ProvenEntry {
+	return ProvenEntry{
 		Index: i, Digest: e.DigestHex(), Kind: e.Kind, Partner: e.Partner, Status: e.Status,
 		Code: e.Code, Reason: e.Reason, IntegratedTime: e.IntegratedTime,
-		Body: e.Body, Envelope: e.Envelope, InclusionProof: hashes,
-	}, nil
+		Body: e.Body, Envelope: e.Envelope, InclusionProof: proof,
+	}
 }
 
 // ConsistencyProof returns the proof that the tree at size1 is a prefix of

@@ -103,6 +103,48 @@ func inclusionProof(s nodeReader, index, size uint64) ([][]byte, error) {
 	return nodes.Rehash(hashes, Hasher.HashChildren)
 }
 
+// inclusionProofs builds the inclusion proofs of several leaves in one tree
+// size with one read of the nodes they need (proofs of one device's entries
+// share the nodes near the root).
+func inclusionProofs(s nodeReader, indices []uint64, size uint64) ([][][]byte, error) {
+	plans := make([]proof.Nodes, len(indices))
+	pos := map[compact.NodeID]int{}
+	var ids []compact.NodeID
+	for k, i := range indices {
+		n, err := proof.Inclusion(i, size)
+		if err != nil {
+			return nil, err
+		}
+		plans[k] = n
+		for _, id := range n.IDs {
+			if _, ok := pos[id]; !ok {
+				pos[id] = len(ids)
+				ids = append(ids, id)
+			}
+		}
+	}
+	hashes, err := s.Nodes(ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][][]byte, len(indices))
+	for k, n := range plans {
+		h := make([][]byte, len(n.IDs))
+		for j, id := range n.IDs {
+			h[j] = hashes[pos[id]]
+		}
+		if out[k], err = n.Rehash(h, Hasher.HashChildren); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ProveInclusions is ProveInclusion for several leaves at once.
+func ProveInclusions(s Store, indices []uint64, size uint64) ([][][]byte, error) {
+	return inclusionProofs(s, indices, size)
+}
+
 // consistencyProof builds the RFC 6962 consistency proof between two sizes.
 func consistencyProof(s Store, size1, size2 uint64) ([][]byte, error) {
 	nodes, err := proof.Consistency(size1, size2)
