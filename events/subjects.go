@@ -9,10 +9,10 @@ import (
 // NATS layout. Events flow on the stream; receipts and rejections are core
 // NATS messages addressed to one partner and one event digest.
 const (
-	StreamName      = "CUSTODY_EVENTS"
-	EventsPrefix    = "custody.v1.events"
-	ReceiptsPrefix  = "custody.v1.receipts"
-	RejectPrefix    = "custody.v1.rejections"
+	StreamName     = "CUSTODY_EVENTS"
+	EventsPrefix   = "custody.v1.events"
+	ReceiptsPrefix = "custody.v1.receipts"
+	RejectPrefix   = "custody.v1.rejections"
 	// CheckpointTopic carries the ledger's latest signed checkpoint (a C2SP
 	// signed note), published at a bounded interval while the log grows.
 	CheckpointTopic = "custody.v1.checkpoints"

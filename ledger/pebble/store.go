@@ -110,6 +110,7 @@ func (s *Store) Close() error {
 func u64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 
 func entryKey(i uint64) []byte { return u64([]byte{'e'}, i) }
+
 // nodeKey groups tree nodes by tile, as C2SP tlog-tiles does: the nodes of
 // levels 8b..8b+7 under one node of level 8b+8 (up to 511 hashes) are
 // adjacent in key order, so the part of a proof inside one tile is one or
@@ -124,6 +125,7 @@ func nodeKey(id compact.NodeID) []byte {
 
 // tileHeight is the number of tree levels grouped in one tile.
 const tileHeight = 8
+
 func digestKey(d []byte) []byte  { return append([]byte{'g'}, d...) }
 func leafKey(h []byte) []byte    { return append([]byte{'l'}, h...) }
 func deviceKey(id string) []byte { return append([]byte{'d'}, id...) }
