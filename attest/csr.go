@@ -1,7 +1,6 @@
 package attest
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/x509"
@@ -44,7 +43,7 @@ func (t *TPM) LDevIDCSR(subject pkix.Name, ev *CertifyEvidence) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	if !publicKeysEqual(pub, signer.Public()) {
+	if !SamePublicKey(pub, signer.Public()) {
 		return nil, fmt.Errorf("attest: the evidence is for another key than the current LDevID")
 	}
 	return CreateLDevIDCSR(signer, subject, ev)
@@ -110,14 +109,15 @@ func (c *LDevIDCSR) Verify(iakPublic []byte, nonce []byte) (crypto.PublicKey, er
 	if err != nil {
 		return nil, err
 	}
-	if !publicKeysEqual(pub, c.CSR.PublicKey) {
+	if !SamePublicKey(pub, c.CSR.PublicKey) {
 		return nil, fmt.Errorf("%w: the CSR's key is not the key the IAK certified", ErrNameMismatch)
 	}
 	return pub, nil
 }
 
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	x, err1 := x509.MarshalPKIXPublicKey(a)
-	y, err2 := x509.MarshalPKIXPublicKey(b)
-	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+// SamePublicKey reports whether a and b are the same public key.
+func SamePublicKey(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	ae, ok := a.(equaler)
+	return ok && ae.Equal(b)
 }

@@ -59,6 +59,12 @@ func (o *Outbox) Put(digestHex string, envelope []byte) error {
 	return syncDir(o.dir)
 }
 
+// Has reports whether the event with this digest is waiting in the outbox.
+func (o *Outbox) Has(digestHex string) bool {
+	_, err := os.Stat(o.path(digestHex))
+	return err == nil
+}
+
 // Done forgets an answered event.
 func (o *Outbox) Done(digestHex string) error {
 	err := os.Remove(o.path(digestHex))

@@ -91,7 +91,7 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, err
 		return nil, fmt.Errorf("events: publisher %q cannot publish an event by %q", p.partner, signed.Statement.Predicate.Partner)
 	}
 	digest := signed.DigestHex()
-	if p.outbox != nil {
+	if p.outbox != nil && !p.outbox.Has(digest) { // a re-send is already on disk
 		if err := p.outbox.Put(digest, envelope); err != nil {
 			return nil, fmt.Errorf("events: outbox: %w", err)
 		}

@@ -1,6 +1,8 @@
 package events
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -318,4 +320,12 @@ func (e *Evidence) Quote() (*attest.Quote, error) {
 		q.PCRs[i] = v
 	}
 	return q, nil
+}
+
+// NewEventID returns a fresh event ID: 128 random bits in hex. It makes
+// every statement, and so every event digest, unique.
+func NewEventID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -151,12 +151,44 @@ func VerifyProvenance(p *Provenance, logKey *ecdsa.PublicKey) ([]VerifiedEntry, 
 // verifyLeaf checks that a hashedrekord body commits to the envelope's
 // digest and that the envelope's signature verifies with the leaf's key.
 func verifyLeaf(body, envelope []byte) (*events.Statement, error) {
+	lf, err := parseLeaf(body)
+	if err != nil {
+		return nil, err
+	}
+	s, err := events.Open(envelope)
+	if err != nil {
+		return nil, err
+	}
+	if lf.hash != hex.EncodeToString(s.Digest[:]) {
+		return nil, errors.New("the leaf does not commit to this envelope")
+	}
+	if !bytes.Equal(lf.signature, s.Signature) {
+		return nil, errors.New("the leaf's signature is not the envelope's")
+	}
+	pub, err := parseCertOrKey(lf.key)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Verify(pub); err != nil {
+		return nil, err
+	}
+	return s.Statement, nil
+}
+
+// leaf is what a hashedrekord leaf body commits to.
+type leaf struct {
+	hash      string     // hex SHA-256 of the DSSE PAE
+	signature []byte     // the envelope's signature
+	key       *pem.Block // the signer's certificate (or public key)
+}
+
+// parseLeaf reads a hashedrekord v0.0.1 body (unverified).
+func parseLeaf(body []byte) (*leaf, error) {
 	var rk struct {
 		Spec struct {
 			Data struct {
 				Hash struct {
-					Algorithm string `json:"algorithm"`
-					Value     string `json:"value"`
+					Value string `json:"value"`
 				} `json:"hash"`
 			} `json:"data"`
 			Signature struct {
@@ -170,26 +202,9 @@ func verifyLeaf(body, envelope []byte) (*events.Statement, error) {
 	if err := json.Unmarshal(body, &rk); err != nil {
 		return nil, fmt.Errorf("leaf body: %w", err)
 	}
-	s, err := events.Open(envelope)
-	if err != nil {
-		return nil, err
-	}
-	if rk.Spec.Data.Hash.Value != hex.EncodeToString(s.Digest[:]) {
-		return nil, errors.New("the leaf does not commit to this envelope")
-	}
-	if !bytes.Equal(rk.Spec.Signature.Content, s.Signature) {
-		return nil, errors.New("the leaf's signature is not the envelope's")
-	}
 	blk, _ := pem.Decode(rk.Spec.Signature.PublicKey.Content)
 	if blk == nil {
 		return nil, errors.New("the leaf's public key is not PEM")
 	}
-	pub, err := parseCertOrKey(blk)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.Verify(pub); err != nil {
-		return nil, err
-	}
-	return s.Statement, nil
+	return &leaf{hash: rk.Spec.Data.Hash.Value, signature: rk.Spec.Signature.Content, key: blk}, nil
 }

@@ -2,8 +2,6 @@ package ledger
 
 import (
 	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
@@ -134,21 +132,12 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 
 // leafCertificate is the signer's certificate in a hashedrekord leaf.
 func leafCertificate(body []byte) (*x509.Certificate, error) {
-	var rk struct {
-		Spec struct {
-			Signature struct {
-				PublicKey struct {
-					Content []byte `json:"content"`
-				} `json:"publicKey"`
-			} `json:"signature"`
-		} `json:"spec"`
+	lf, err := parseLeaf(body)
+	if err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(body, &rk); err != nil {
-		return nil, fmt.Errorf("leaf body: %w", err)
-	}
-	blk, _ := pem.Decode(rk.Spec.Signature.PublicKey.Content)
-	if blk == nil || blk.Type != "CERTIFICATE" {
+	if lf.key.Type != "CERTIFICATE" {
 		return nil, errors.New("the leaf carries no signer certificate")
 	}
-	return x509.ParseCertificate(blk.Bytes)
+	return x509.ParseCertificate(lf.key.Bytes)
 }

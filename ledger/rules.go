@@ -310,7 +310,7 @@ func checkManufactured(trust *attest.Bundle, now time.Time, s *events.Signed, no
 	if err != nil {
 		return nil, reject(CodeEKChain, "EK public area: %v", err)
 	}
-	if !samePublicKey(ekPub, ek.Cert.PublicKey) {
+	if !attest.SamePublicKey(ekPub, ek.Cert.PublicKey) {
 		return nil, reject(CodeEKChain, "the EK certificate certifies another key than the EK public area")
 	}
 	id, err := attest.DeviceID(ekPub)
@@ -331,7 +331,7 @@ func checkManufactured(trust *attest.Bundle, now time.Time, s *events.Signed, no
 	if err := iakCert.MatchesEK(ek); err != nil {
 		return nil, reject(CodeIAKCertificate, "%v", err)
 	}
-	if !samePublicKey(iakPub, iakCert.Cert.PublicKey) {
+	if !attest.SamePublicKey(iakPub, iakCert.Cert.PublicKey) {
 		return nil, reject(CodeIAKCertificate, "the IAK certificate certifies another key than the IAK public area")
 	}
 	iak, err := attest.ParseAttestationKey(m.IAKPublic)
@@ -420,10 +420,4 @@ func cloneDevice(d *Device) *Device {
 		c.Flag = &f
 	}
 	return &c
-}
-
-func samePublicKey(a, b any) bool {
-	x, err1 := x509.MarshalPKIXPublicKey(a)
-	y, err2 := x509.MarshalPKIXPublicKey(b)
-	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }

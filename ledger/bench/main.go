@@ -235,7 +235,7 @@ func run(cfg config) error {
 		go func() {
 			defer wg.Done()
 			for j := range per {
-				st := events.NewStatement(events.KindStageRecorded, "acme-tpm", d.id, time.Now(), randomID())
+				st := events.NewStatement(events.KindStageRecorded, "acme-tpm", d.id, time.Now(), events.NewEventID())
 				st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: fmt.Sprintf("bench %d", j)}
 				nonce, err := events.StatementBindingDigest(st)
 				if err != nil {
@@ -664,12 +664,6 @@ func startAgent(ctx context.Context, bin, dir string, seed int) (*exec.Cmd, stri
 	}
 	_ = cmd.Process.Kill()
 	return nil, "", errors.New("custody-agent did not start")
-}
-
-func randomID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 func cpuTime() time.Duration {

@@ -323,26 +323,38 @@ func short(d *DeviceReport) string {
 
 // firstBoot asks the device's agent to power-cycle and enroll at the gate.
 func (r *runner) firstBoot(d *DeviceReport) error {
-	body, _ := json.Marshal(map[string]any{
-		"gate": r.n.URL() + "/gate", "idScope": r.n.IDScope(),
-		"dpsCa": pki.EncodeCertsPEM(r.n.PKI.TLSCA),
-	})
-	req, err := http.NewRequestWithContext(r.ctx, http.MethodPost, r.urls[d]+"/v1/firstboot", bytes.NewReader(body))
+	fb, err := firstBoot(r.ctx, r.n, r.urls[d])
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", d.Name, err)
+	}
+	d.FirstBoot = *fb
+	return nil
+}
+
+// firstBoot asks the agent at agentURL to power-cycle its TPM and enroll at
+// the node's gate; a refusal is an answer, not an error.
+func firstBoot(ctx context.Context, n *node.Node, agentURL string) (*FirstBoot, error) {
+	body, _ := json.Marshal(map[string]any{
+		"gate": n.URL() + "/gate", "idScope": n.IDScope(),
+		"dpsCa": pki.EncodeCertsPEM(n.PKI.TLSCA),
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, agentURL+"/v1/firstboot", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: first boot: %w", d.Name, err)
+		return nil, fmt.Errorf("first boot: %w", err)
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&d.FirstBoot); err != nil {
-		return fmt.Errorf("%s: first boot answer: %w", d.Name, err)
+	var fb FirstBoot
+	if err := json.NewDecoder(resp.Body).Decode(&fb); err != nil {
+		return nil, fmt.Errorf("first boot answer: %w", err)
 	}
-	if d.FirstBoot.Error != "" {
-		return fmt.Errorf("%s: first boot failed: %s", d.Name, d.FirstBoot.Error)
+	if fb.Error != "" {
+		return nil, fmt.Errorf("first boot failed: %s", fb.Error)
 	}
-	return nil
+	return &fb, nil
 }
 
 // timeline reads the device's provenance over HTTP and verifies it offline

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -251,7 +250,7 @@ func (s *sim) publisher(partner string) (*events.Publisher, error) {
 
 func (s *sim) revokeLapsed() error {
 	p := s.n.PKI.Partners[lapsedPartner]
-	st := events.NewPartnerStatement(events.KindPartnerRevoked, events.PartnerInfo{Name: p.Name, Role: p.Role}, strings.Repeat("0", 64), time.Now(), randHex())
+	st := events.NewPartnerStatement(events.KindPartnerRevoked, events.PartnerInfo{Name: p.Name, Role: p.Role}, strings.Repeat("0", 64), time.Now(), events.NewEventID())
 	env, err := events.Sign(s.ctx, st, s.n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
 	if err != nil {
 		return err
@@ -274,12 +273,6 @@ func (s *sim) send(partner string, env []byte) (*events.Receipt, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
 	return pub.Publish(ctx, env)
-}
-
-func randHex() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // op is one station call of the clean chain.
@@ -380,7 +373,7 @@ func (s *sim) run(d *SimDevice) error {
 			return err
 		}
 	}
-	fb, err := s.firstBoot(url)
+	fb, err := firstBoot(s.ctx, s.n, url)
 	if err != nil {
 		return err
 	}
@@ -396,7 +389,7 @@ func (s *sim) run(d *SimDevice) error {
 func (s *sim) attack(d *SimDevice, dev *device.Client, assembly *events.Receipt) (string, error) {
 	ctx := s.ctx
 	newStage := func(partner string) *events.Statement {
-		st := events.NewStatement(events.KindStageRecorded, partner, d.ID, time.Now(), randHex())
+		st := events.NewStatement(events.KindStageRecorded, partner, d.ID, time.Now(), events.NewEventID())
 		st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: "injected by the simulator"}
 		return st
 	}
@@ -514,7 +507,7 @@ func (s *sim) raw(d *SimDevice) (string, error) {
 // tamperedPCRs has the EMS record firmware with PCR values the TPM did not
 // quote.
 func (s *sim) tamperedPCRs(d *SimDevice, dev *device.Client) (string, error) {
-	st := events.NewStatement(events.KindStageRecorded, ems, d.ID, time.Now(), randHex())
+	st := events.NewStatement(events.KindStageRecorded, ems, d.ID, time.Now(), events.NewEventID())
 	st.Predicate.Stage = &events.Stage{Name: events.StageFirmwareProgrammed,
 		FirmwareDigest: strings.Repeat("ab", 32), PCRs: map[string]string{"0": strings.Repeat("cd", 32)}}
 	nonce, err := events.StatementBindingDigest(st)
@@ -532,16 +525,6 @@ func (s *sim) tamperedPCRs(d *SimDevice, dev *device.Client) (string, error) {
 	}
 	r, err := s.send(ems, env)
 	return observed(r, err), nil
-}
-
-func (s *sim) firstBoot(url string) (*FirstBoot, error) {
-	r := &runner{ctx: s.ctx, n: s.n, urls: map[*DeviceReport]string{}}
-	d := &DeviceReport{Name: url}
-	r.urls[d] = url
-	if err := r.firstBoot(d); err != nil {
-		return nil, err
-	}
-	return &d.FirstBoot, nil
 }
 
 // judge compares a device's observed decisions with the expected ones.

@@ -164,6 +164,43 @@ func (e *Emulator) checkAllocation(policy, hostName string, iotHubs []string, st
 	return ""
 }
 
+// enrollmentFields are the fields that a PUT of an individual enrollment
+// and of an enrollment group share.
+type enrollmentFields struct {
+	idName       string // the ID's JSON name, for messages
+	id, status   *string
+	att          *AttestationMechanism
+	policy, host string
+	hubs         []string
+	group        bool
+}
+
+// checkEnrollment validates a written enrollment or group against the path's
+// ID, filling in the ID and the provisioning status when absent, and parses
+// its attestation. It answers the request itself when the body is refused.
+func (e *Emulator) checkEnrollment(w http.ResponseWriter, r *http.Request, pathID string, f enrollmentFields) (client, signing []*x509.Certificate, ok bool) {
+	if *f.id == "" {
+		*f.id = pathID
+	}
+	if *f.id != pathID {
+		e.fail(w, r, http.StatusBadRequest, CodeInvalidRequest,
+			fmt.Sprintf("the body's %s %q differs from the path's %q", f.idName, *f.id, pathID))
+		return nil, nil, false
+	}
+	if *f.status == "" {
+		*f.status = ProvisioningEnabled
+	}
+	client, signing, msg := e.parseAttestation(f.att, f.group)
+	if msg == "" {
+		msg = e.checkAllocation(f.policy, f.host, f.hubs, *f.status)
+	}
+	if msg != "" {
+		e.fail(w, r, http.StatusBadRequest, CodeInvalidRequest, msg)
+		return nil, nil, false
+	}
+	return client, signing, true
+}
+
 // enrollment serves /enrollments/{registrationId}.
 func (e *Emulator) enrollment(w http.ResponseWriter, r *http.Request, id string) {
 	if !ValidRegistrationID(id) {
@@ -191,23 +228,11 @@ func (e *Emulator) enrollment(w http.ResponseWriter, r *http.Request, id string)
 		if !e.readJSON(w, r, maxServiceBody, &in) {
 			return
 		}
-		if in.RegistrationID == "" {
-			in.RegistrationID = id
-		}
-		if in.RegistrationID != id {
-			e.fail(w, r, http.StatusBadRequest, CodeInvalidRequest,
-				fmt.Sprintf("the body's registrationId %q differs from the path's %q", in.RegistrationID, id))
-			return
-		}
-		if in.ProvisioningStatus == "" {
-			in.ProvisioningStatus = ProvisioningEnabled
-		}
-		client, signing, msg := e.parseAttestation(&in.Attestation, false)
-		if msg == "" {
-			msg = e.checkAllocation(in.AllocationPolicy, in.IoTHubHostName, in.IoTHubs, in.ProvisioningStatus)
-		}
-		if msg != "" {
-			e.fail(w, r, http.StatusBadRequest, CodeInvalidRequest, msg)
+		client, signing, ok := e.checkEnrollment(w, r, id, enrollmentFields{
+			idName: "registrationId", id: &in.RegistrationID, status: &in.ProvisioningStatus, att: &in.Attestation,
+			policy: in.AllocationPolicy, host: in.IoTHubHostName, hubs: in.IoTHubs,
+		})
+		if !ok {
 			return
 		}
 		now := e.now().UTC()
@@ -295,23 +320,11 @@ func (e *Emulator) enrollmentGroup(w http.ResponseWriter, r *http.Request, id st
 		if !e.readJSON(w, r, maxServiceBody, &in) {
 			return
 		}
-		if in.EnrollmentGroupID == "" {
-			in.EnrollmentGroupID = id
-		}
-		if in.EnrollmentGroupID != id {
-			e.fail(w, r, http.StatusBadRequest, CodeInvalidRequest,
-				fmt.Sprintf("the body's enrollmentGroupId %q differs from the path's %q", in.EnrollmentGroupID, id))
-			return
-		}
-		if in.ProvisioningStatus == "" {
-			in.ProvisioningStatus = ProvisioningEnabled
-		}
-		_, signing, msg := e.parseAttestation(&in.Attestation, true)
-		if msg == "" {
-			msg = e.checkAllocation(in.AllocationPolicy, in.IoTHubHostName, in.IoTHubs, in.ProvisioningStatus)
-		}
-		if msg != "" {
-			e.fail(w, r, http.StatusBadRequest, CodeInvalidRequest, msg)
+		_, signing, ok := e.checkEnrollment(w, r, id, enrollmentFields{
+			idName: "enrollmentGroupId", id: &in.EnrollmentGroupID, status: &in.ProvisioningStatus, att: &in.Attestation,
+			policy: in.AllocationPolicy, host: in.IoTHubHostName, hubs: in.IoTHubs, group: true,
+		})
+		if !ok {
 			return
 		}
 		now := e.now().UTC()

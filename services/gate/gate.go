@@ -779,12 +779,6 @@ func short(s string) string {
 	return s
 }
 
-func newEventID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 func newETag() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])

@@ -13,7 +13,7 @@ import (
 // (its qualifyingData is the gate's nonce, recorded as the challenge) and
 // waits for the ledger's receipt.
 func (g *Gate) logEnrolled(ctx context.Context, req *RegisterRequest, cert *x509.Certificate, nonce []byte) (uint64, error) {
-	st := events.NewStatement(events.KindDeviceEnrolled, g.cfg.Name, req.RegistrationID, g.cfg.Now(), newEventID())
+	st := events.NewStatement(events.KindDeviceEnrolled, g.cfg.Name, req.RegistrationID, g.cfg.Now(), events.NewEventID())
 	st.Predicate.Enrolled = &events.Enrolled{
 		Operator: g.cfg.Operator, RegistrationID: req.RegistrationID, IDScope: g.cfg.IDScope,
 		Challenge: nonce, LDevIDCertificate: cert.Raw,
@@ -56,7 +56,7 @@ func (g *Gate) logRefused(ctx context.Context, req *RegisterRequest, d *Decision
 			return
 		}
 	}
-	st := events.NewStatement(events.KindEnrollmentRefused, g.cfg.Name, req.RegistrationID, g.cfg.Now(), newEventID())
+	st := events.NewStatement(events.KindEnrollmentRefused, g.cfg.Name, req.RegistrationID, g.cfg.Now(), events.NewEventID())
 	msg := d.Message
 	if len(msg) > 1024 {
 		msg = msg[:1021] + "..."

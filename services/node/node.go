@@ -10,8 +10,10 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -354,7 +356,7 @@ func (n *Node) registerPartners(ctx context.Context) error {
 		if p.Role == pki.RoleGate {
 			info.Operator = n.cfg.Operator
 		}
-		st := events.NewPartnerStatement(events.KindPartnerRegistered, info, certDigest(p.Cert), time.Now(), randomID())
+		st := events.NewPartnerStatement(events.KindPartnerRegistered, info, certDigest(p.Cert), time.Now(), events.NewEventID())
 		env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
 		if err != nil {
 			return err
@@ -421,4 +423,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, stop func() error, err err
 		_ = stop()
 		return nil, nil, errors.New("node: not ready after 60s")
 	}
+}
+
+func certDigest(c *x509.Certificate) string {
+	s := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(s[:])
 }

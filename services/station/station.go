@@ -182,12 +182,6 @@ type Result struct {
 	Receipt *events.Receipt `json:"receipt"`
 }
 
-func newEventID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // publish quotes st on the device, signs and publishes it, and waits for the
 // receipt. A refusal, or an event logged only as evidence, is a
 // *RejectedError carrying the receipt.
@@ -300,7 +294,7 @@ func (s *Station) Manufacture(ctx context.Context, agentURL string) (*Result, er
 	if err != nil {
 		return nil, fmt.Errorf("station: issuing the IAK certificate: %w", err)
 	}
-	st := events.NewStatement(events.KindTPMManufactured, s.cfg.Name, id.DeviceID, now, newEventID())
+	st := events.NewStatement(events.KindTPMManufactured, s.cfg.Name, id.DeviceID, now, events.NewEventID())
 	st.Predicate.Manufactured = &events.Manufactured{
 		EKCertificate: ekCert.Raw, EKPublic: id.EKPublic, IAKPublic: id.IAKPublic, IAKCertificate: iakCert.Raw,
 		TPM: events.TPMInfo{Manufacturer: s.cfg.TPMInfo.Manufacturer, Model: s.cfg.TPMInfo.Model, Version: s.cfg.TPMInfo.Version},
@@ -319,7 +313,7 @@ func (s *Station) RecordStage(ctx context.Context, agentURL, stage, note string)
 	if err != nil {
 		return nil, err
 	}
-	st := events.NewStatement(events.KindStageRecorded, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st := events.NewStatement(events.KindStageRecorded, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Stage = &events.Stage{Name: stage, Note: note}
 	return s.publish(ctx, dev, st, nil)
 }
@@ -340,7 +334,7 @@ func (s *Station) ProgramFirmware(ctx context.Context, agentURL string, image []
 	if err != nil {
 		return nil, fmt.Errorf("station: programming firmware: %w", err)
 	}
-	st := events.NewStatement(events.KindStageRecorded, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st := events.NewStatement(events.KindStageRecorded, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Stage = &events.Stage{Name: events.StageFirmwareProgrammed, FirmwareDigest: digest, PCRs: map[string]string{}}
 	nonce, err := events.StatementBindingDigest(st)
 	if err != nil {
@@ -366,7 +360,7 @@ func (s *Station) Offer(ctx context.Context, agentURL, to string) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
-	st := events.NewStatement(events.KindHandoffOffered, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st := events.NewStatement(events.KindHandoffOffered, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Handoff = &events.Handoff{From: s.cfg.Name, To: to}
 	return s.publish(ctx, dev, st, nil)
 }
@@ -385,7 +379,7 @@ func (s *Station) Accept(ctx context.Context, agentURL string) (*Result, error) 
 	if state.Pending == nil || state.Pending.To != s.cfg.Name {
 		return nil, fmt.Errorf("station: device %s has no pending offer to %s", id, s.cfg.Name)
 	}
-	st := events.NewStatement(events.KindHandoffAccepted, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st := events.NewStatement(events.KindHandoffAccepted, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Handoff = &events.Handoff{From: state.Pending.From, To: s.cfg.Name, Offer: state.Pending.Digest}
 	return s.publish(ctx, dev, st, nil)
 }
@@ -400,7 +394,7 @@ func (s *Station) Flag(ctx context.Context, agentURL, kind, reason, note string)
 	if err != nil {
 		return nil, err
 	}
-	st := events.NewStatement(kind, s.cfg.Name, id, s.cfg.Now(), newEventID())
+	st := events.NewStatement(kind, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Flag = &events.Flag{Reason: reason, Note: note}
 	return s.publish(ctx, dev, st, nil)
 }
