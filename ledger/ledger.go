@@ -151,6 +151,9 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: checkpoint bucket: %w", err)
 	}
+	if head, err = rebaseOnStream(ctx, cfg, stream, head); err != nil {
+		return nil, err
+	}
 	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, checkpoints: kv, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
 	if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
 		return nil, err
@@ -165,6 +168,31 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 		l.head.Checkpoint = cp
 	}
 	return l, nil
+}
+
+// rebaseOnStream handles an events stream that ends before the last
+// sequence the log applied: the broker lost its unsynced tail (power loss)
+// or its data was replaced. New messages would reuse sequence numbers the
+// log holds as applied and be skipped, so the log's position moves back to
+// the stream's end (durably, before any message is consumed). Nothing is
+// appended twice: an event the log already holds is recognised by digest
+// when its publisher re-sends it from its outbox.
+func rebaseOnStream(ctx context.Context, cfg Config, stream jetstream.Stream, head Head) (Head, error) {
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return head, fmt.Errorf("ledger: events stream: %w", err)
+	}
+	last := info.State.LastSeq
+	if head.StreamSeq <= last {
+		return head, nil
+	}
+	cfg.Logger.Warn("the events stream ends before the log's position: the broker lost messages the log applied; resuming at the stream's end (re-sent events are recognised by digest)",
+		"log_stream_seq", head.StreamSeq, "stream_last_seq", last)
+	head.StreamSeq = last
+	if err := cfg.Store.Commit(&Commit{Head: head}); err != nil {
+		return head, fmt.Errorf("ledger: moving the stream position back to %d: %w", last, err)
+	}
+	return head, nil
 }
 
 // Run consumes events, and answers status requests, until ctx ends.

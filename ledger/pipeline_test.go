@@ -2,6 +2,9 @@ package ledger_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -120,5 +123,72 @@ func TestFactsChangingInOneBatch(t *testing.T) {
 		if r == nil || r.Status != w.status || r.Code != string(w.code) {
 			t.Errorf("event %d: got %+v, want %s %s", i, r, w.status, w.code)
 		}
+	}
+}
+
+// TestStreamLosesItsTail: the broker loses messages the log already applied
+// (here all of its data, as a replaced or wiped JetStream store would). New
+// events reuse stream sequences the log holds as applied; they must be
+// logged, not skipped, and a re-sent old event must be answered from the
+// log, not logged twice.
+func TestStreamLosesItsTail(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	n, stop := startNode(t, ctx, dir)
+	consortium := func(name string, id int) []byte {
+		p, err := n.PKI.ConsortiumCA.NewPartner(name, pki.RoleODM, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(p.Cert.Raw)
+		st := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: p.Name, Role: p.Role, Certificate: p.Cert.Raw}, hex.EncodeToString(sum[:]), time.Now(), eventID(id))
+		env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	publish := func(n *node.Node, env []byte) *events.Receipt {
+		t.Helper()
+		nc, err := n.Connect(events.ConsortiumPartner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		pub, _ := events.NewPublisher(nc, events.ConsortiumPartner)
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		r, err := pub.Publish(pctx, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != events.StatusAccepted {
+			t.Fatalf("%s %s: %s", r.Status, r.Code, r.Reason)
+		}
+		return r
+	}
+	old := consortium("old-odm", 1)
+	first := publish(n, old)
+	for i := range 5 {
+		publish(n, consortium(fmt.Sprintf("odm-%d", i), 10+i))
+	}
+	size := n.Ledger.Head().Size
+	stop()
+	if err := os.RemoveAll(filepath.Join(dir, "nats")); err != nil {
+		t.Fatal(err)
+	}
+
+	n, stop = startNode(t, ctx, dir)
+	defer stop()
+	r := publish(n, consortium("new-odm", 99))
+	if r.LogIndex != size {
+		t.Fatalf("new event logged at #%d, want #%d", r.LogIndex, size)
+	}
+	again := publish(n, old)
+	if again.LogIndex != first.LogIndex {
+		t.Fatalf("re-sent event answered with #%d, want its original #%d", again.LogIndex, first.LogIndex)
+	}
+	if got := n.Ledger.Head().Size; got != size+1 {
+		t.Fatalf("log size %d, want %d", got, size+1)
 	}
 }

@@ -103,7 +103,12 @@ func (l *Ledger) ConsistencyProof(size1, size2 uint64) ([][]byte, error) {
 // receipt if it is logged, the rejection if it was refused.
 func (l *Ledger) EventStatus(digest []byte) (*events.Receipt, error) {
 	if i, err := l.cfg.Store.EntryIndexByDigest(digest); err == nil {
-		return l.Receipt(i, l.Head())
+		h := l.Head()
+		if i >= h.Size {
+			// Committed a moment ago; the head and the receipts follow.
+			return nil, ErrNotFound
+		}
+		return l.Receipt(i, h)
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
