@@ -2,12 +2,12 @@ package ledger_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
