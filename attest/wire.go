@@ -276,10 +276,10 @@ func addASN1Unsigned(b *cryptobyte.Builder, v []byte) {
 const tpmaObjectDefined = 1<<1 | 1<<2 | 1<<4 | 1<<5 | 1<<6 | 1<<7 | 1<<8 | 1<<10 | 1<<11 | 1<<16 | 1<<17 | 1<<18 | 1<<19
 
 // decodePublicFast decodes the TPMT_PUBLIC of the signing keys quotes are
-// verified with (IAKs, tpm2-tools AKs) without reflection: an ECC or RSA
-// key with no symmetric algorithm, no KDF, and a NULL, ECDSA, RSASSA or
-// RSAPSS scheme, and no reserved attribute bit. It returns false for any
-// other form or any malformed input; parseTPMTPublic then uses go-tpm's
+// verified with (IAKs, tpm2-tools AKs) and of EKs without reflection: an
+// ECC or RSA key with no symmetric algorithm or AES (an EK's), no KDF, and
+// a NULL, ECDSA, RSASSA or RSAPSS scheme, and no reserved attribute bit.
+// It returns false for any other form or any malformed input; parseTPMTPublic then uses go-tpm's
 // decoder, the reference (FuzzDecodePublic checks they agree).
 func decodePublicFast(b []byte) (*tpm2.TPMTPublic, bool) {
 	s := cryptobyte.String(b)
@@ -287,10 +287,29 @@ func decodePublicFast(b []byte) (*tpm2.TPMTPublic, bool) {
 	var attrs uint32
 	var policy cryptobyte.String
 	if !s.ReadUint16(&typ) || !s.ReadUint16(&nameAlg) || !s.ReadUint32(&attrs) ||
-		!s.ReadUint16LengthPrefixed(&policy) || !s.ReadUint16(&symAlg) || !s.ReadUint16(&scheme) {
+		!s.ReadUint16LengthPrefixed(&policy) || !s.ReadUint16(&symAlg) {
 		return nil, false
 	}
-	if attrs&^tpmaObjectDefined != 0 || tpm2.TPMAlgID(symAlg) != tpm2.TPMAlgNull {
+	if attrs&^tpmaObjectDefined != 0 {
+		return nil, false
+	}
+	sym := tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull}
+	switch tpm2.TPMAlgID(symAlg) {
+	case tpm2.TPMAlgNull:
+	case tpm2.TPMAlgAES: // an EK's: AES-128 CFB in the TCG EK profile
+		var keyBits, mode uint16
+		if !s.ReadUint16(&keyBits) || !s.ReadUint16(&mode) {
+			return nil, false
+		}
+		sym = tpm2.TPMTSymDefObject{
+			Algorithm: tpm2.TPMAlgAES,
+			KeyBits:   tpm2.NewTPMUSymKeyBits(tpm2.TPMAlgAES, tpm2.TPMKeyBits(keyBits)),
+			Mode:      tpm2.NewTPMUSymMode(tpm2.TPMAlgAES, tpm2.TPMIAlgSymMode(mode)),
+		}
+	default:
+		return nil, false
+	}
+	if !s.ReadUint16(&scheme) {
 		return nil, false
 	}
 	bit := func(n uint) bool { return attrs&(1<<n) != 0 }
@@ -305,7 +324,6 @@ func decodePublicFast(b []byte) (*tpm2.TPMTPublic, bool) {
 		},
 		AuthPolicy: tpm2.TPM2BDigest{Buffer: policy},
 	}
-	sym := tpm2.TPMTSymDefObject{Algorithm: tpm2.TPMAlgNull}
 	var hash uint16
 	switch tpm2.TPMAlgID(typ) {
 	case tpm2.TPMAlgECC:

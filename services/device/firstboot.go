@@ -82,87 +82,20 @@ func (d *Device) Enroll(ctx context.Context, cfg EnrollConfig) (*EnrollResult, e
 }
 
 func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg EnrollConfig) (*EnrollResult, error) {
-	if cfg.GateURL == "" || cfg.IDScope == "" {
-		return nil, errors.New("enroll: the gate URL and ID scope are required")
+	reg, err := prepareRegistration(ctx, tpm, ekAlg, &cfg)
+	if err != nil {
+		return nil, err
 	}
-	if len(cfg.PCRs) == 0 {
-		cfg.PCRs = []int{0}
-	}
+	id, regURL, query, token := reg.id, reg.regURL, reg.query, reg.token
 	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	ek, err := tpm.EK(ekAlg)
-	if err != nil {
-		return nil, fmt.Errorf("enroll: EK: %w", err)
-	}
-	id, err := attest.DeviceID(ek.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	iak, err := tpm.IAK()
-	if err != nil {
-		return nil, fmt.Errorf("enroll: IAK: %w", err)
-	}
-	if cfg.APIVersion == "" {
-		cfg.APIVersion = gate.APIVersion2025
-	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 2 * time.Second
-	}
-	req := &gate.RegisterRequest{RegistrationID: id, TPM: &gate.TPMInfo{EndorsementKey: ek.Public}}
-	regURL := strings.TrimRight(cfg.GateURL, "/") + "/" + url.PathEscape(cfg.IDScope) + "/registrations/" + id
-	query := "?api-version=" + url.QueryEscape(cfg.APIVersion)
-
-	// First call: no proof, the gate answers 401 with a credential.
-	var ch gate.Challenge
-	status, err := gateCall(ctx, hc, http.MethodPut, regURL+"/register"+query, "", req, &ch)
-	if err != nil {
-		return nil, err
-	}
-	if status != http.StatusUnauthorized {
-		return nil, fmt.Errorf("enroll: the gate answered %d to an unauthenticated registration, want 401", status)
-	}
-	var cred attest.Credential
-	if err := json.Unmarshal(ch.AuthenticationKey, &cred); err != nil {
-		return nil, fmt.Errorf("enroll: authenticationKey: %w", err)
-	}
-	secret, err := tpm.ActivateCredential(iak, ekAlg, &cred)
-	if err != nil {
-		return nil, fmt.Errorf("enroll: activating the gate's credential: %w", err)
-	}
-	q, err := tpm.Quote(ch.Nonce, cfg.PCRs)
-	if err != nil {
-		return nil, fmt.Errorf("enroll: quote: %w", err)
-	}
-	_, certify, err := tpm.NewLDevID(ch.Nonce)
-	if err != nil {
-		return nil, fmt.Errorf("enroll: LDevID key: %w", err)
-	}
-	req.Payload = &gate.Evidence{Quote: events.NewEvidence(q), LDevID: certify}
-	if cfg.APIVersion == gate.APIVersion2025 {
-		signer, err := tpm.LDevIDSigner()
-		if err != nil {
-			return nil, err
-		}
-		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: id}}, signer)
-		if err != nil {
-			return nil, fmt.Errorf("enroll: CSR: %w", err)
-		}
-		req.CSR = base64.StdEncoding.EncodeToString(csr)
-	}
 
 	// Second call: authorised by the activated secret. The gate answers
 	// 202 "assigning" with an operation to poll, as DPS does.
-	token := gate.SASToken(cfg.IDScope, id, secret, time.Now().Add(5*time.Minute))
-	var out gate.Outcome
-	status, err = gateCall(ctx, hc, http.MethodPut, regURL+"/register"+query, token, req, &out)
+	op, err := reg.Submit(ctx, hc)
 	if err != nil {
 		return nil, err
 	}
-	if status != http.StatusAccepted && status != http.StatusOK {
-		return nil, fmt.Errorf("enroll: the gate answered %d", status)
-	}
+	out := *op
 	for out.Status == gate.StatusAssigning {
 		if out.OperationID == "" {
 			return nil, errors.New("enroll: the gate's registration is assigning but names no operation")
@@ -225,16 +158,148 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 	return res, nil
 }
 
+// Registration is a device's authorised registration at the gate, ready to
+// send: the first call was answered with a credential and a nonce, and the
+// TPM work (credential activation, the quote, the LDevID key and its
+// certification, and the CSR) is done. Enroll is PrepareRegistration, then
+// Submit, then polling the operation and registering at DPS; a load test
+// separates the halves to time the gate's decisions alone.
+type Registration struct {
+	id, regURL, query, token string
+	body                     []byte // the JSON RegisterRequest
+}
+
+// DeviceID is the registration ID (the device ID).
+func (r *Registration) DeviceID() string { return r.id }
+
+// PrepareRegistration runs the first half of Enroll: the unauthorised
+// registration call and the device's TPM work for the second call, which it
+// returns unsent. Only cfg's GateURL, IDScope, PCRs, HTTPClient and
+// APIVersion are used. It holds the device for its whole duration, as
+// Enroll does.
+func (d *Device) PrepareRegistration(ctx context.Context, cfg EnrollConfig) (*Registration, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return prepareRegistration(ctx, d.cfg.TPM, d.cfg.EKAlg, &cfg)
+}
+
+// prepareRegistration fills in cfg's defaults, runs the first call and the
+// TPM work, and returns the second call.
+func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg *EnrollConfig) (*Registration, error) {
+	if cfg.GateURL == "" || cfg.IDScope == "" {
+		return nil, errors.New("enroll: the gate URL and ID scope are required")
+	}
+	if len(cfg.PCRs) == 0 {
+		cfg.PCRs = []int{0}
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = http.DefaultClient
+	}
+	hc := cfg.HTTPClient
+	ek, err := tpm.EK(ekAlg)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: EK: %w", err)
+	}
+	id, err := attest.DeviceID(ek.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	iak, err := tpm.IAK()
+	if err != nil {
+		return nil, fmt.Errorf("enroll: IAK: %w", err)
+	}
+	if cfg.APIVersion == "" {
+		cfg.APIVersion = gate.APIVersion2025
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
+	req := &gate.RegisterRequest{RegistrationID: id, TPM: &gate.TPMInfo{EndorsementKey: ek.Public}}
+	regURL := strings.TrimRight(cfg.GateURL, "/") + "/" + url.PathEscape(cfg.IDScope) + "/registrations/" + id
+	query := "?api-version=" + url.QueryEscape(cfg.APIVersion)
+
+	// First call: no proof, the gate answers 401 with a credential.
+	var ch gate.Challenge
+	status, err := gateCall(ctx, hc, http.MethodPut, regURL+"/register"+query, "", req, &ch)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusUnauthorized {
+		return nil, fmt.Errorf("enroll: the gate answered %d to an unauthenticated registration, want 401", status)
+	}
+	var cred attest.Credential
+	if err := json.Unmarshal(ch.AuthenticationKey, &cred); err != nil {
+		return nil, fmt.Errorf("enroll: authenticationKey: %w", err)
+	}
+	secret, err := tpm.ActivateCredential(iak, ekAlg, &cred)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: activating the gate's credential: %w", err)
+	}
+	q, err := tpm.Quote(ch.Nonce, cfg.PCRs)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: quote: %w", err)
+	}
+	_, certify, err := tpm.NewLDevID(ch.Nonce)
+	if err != nil {
+		return nil, fmt.Errorf("enroll: LDevID key: %w", err)
+	}
+	req.Payload = &gate.Evidence{Quote: events.NewEvidence(q), LDevID: certify}
+	if cfg.APIVersion == gate.APIVersion2025 {
+		signer, err := tpm.LDevIDSigner()
+		if err != nil {
+			return nil, err
+		}
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: id}}, signer)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: CSR: %w", err)
+		}
+		req.CSR = base64.StdEncoding.EncodeToString(csr)
+	}
+
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	token := gate.SASToken(cfg.IDScope, id, secret, time.Now().Add(5*time.Minute))
+	return &Registration{id: id, regURL: regURL, query: query, token: token, body: body}, nil
+}
+
+// Submit sends the authorised registration call. The gate decides during
+// the call and answers 202 "assigning" (or 200) with the operation, whose
+// outcome GET …/operations/{operationId} returns.
+func (r *Registration) Submit(ctx context.Context, hc *http.Client) (*gate.Outcome, error) {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	var out gate.Outcome
+	status, err := gateCallBody(ctx, hc, http.MethodPut, r.regURL+"/register"+r.query, r.token, r.body, &out)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusAccepted && status != http.StatusOK {
+		return nil, fmt.Errorf("enroll: the gate answered %d", status)
+	}
+	return &out, nil
+}
+
 // gateCall sends one request to the gate; 200, 202 and 401 answers are
 // decoded into out.
 func gateCall(ctx context.Context, hc *http.Client, method, endpoint, auth string, in, out any) (int, error) {
-	var body io.Reader
+	var body []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
 			return 0, err
 		}
-		body = bytes.NewReader(b)
+	}
+	return gateCallBody(ctx, hc, method, endpoint, auth, body, out)
+}
+
+// gateCallBody is gateCall with the request body already JSON (nil: none).
+func gateCallBody(ctx context.Context, hc *http.Client, method, endpoint, auth string, in []byte, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		body = bytes.NewReader(in)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, endpoint, body)
 	if err != nil {

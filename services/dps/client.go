@@ -182,14 +182,24 @@ func escapeID(id string) string { return url.PathEscape(id) }
 // enrollment.ETag is set it is sent as If-Match, so the write fails with
 // ErrPreconditionFailed if the enrollment changed since it was read.
 func (c *ServiceClient) CreateOrUpdateEnrollment(ctx context.Context, enrollment IndividualEnrollment) (*IndividualEnrollment, error) {
-	if enrollment.RegistrationID == "" {
-		return nil, errors.New("dps: enrollment has no registrationId")
-	}
 	var out IndividualEnrollment
-	if err := c.do(ctx, http.MethodPut, "/enrollments/"+escapeID(enrollment.RegistrationID), enrollment.ETag, enrollment, &out); err != nil {
+	if err := c.putEnrollment(ctx, enrollment, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// putEnrollment writes an individual enrollment and decodes the service's
+// answer into out (nil: the answer is not needed).
+func (c *ServiceClient) putEnrollment(ctx context.Context, enrollment IndividualEnrollment, out *IndividualEnrollment) error {
+	if enrollment.RegistrationID == "" {
+		return errors.New("dps: enrollment has no registrationId")
+	}
+	var o any
+	if out != nil {
+		o = out
+	}
+	return c.do(ctx, http.MethodPut, "/enrollments/"+escapeID(enrollment.RegistrationID), enrollment.ETag, enrollment, o)
 }
 
 // Enroll makes cert the primary client certificate of the X.509 individual
@@ -207,16 +217,14 @@ func (c *ServiceClient) Enroll(ctx context.Context, registrationID string, cert 
 	cur, err := c.GetEnrollment(ctx, registrationID)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		_, err = c.CreateOrUpdateEnrollment(ctx, fresh)
-		return err
+		return c.putEnrollment(ctx, fresh, nil)
 	case err != nil:
 		return err
 	}
 	cur.Attestation = fresh.Attestation
 	cur.ProvisioningStatus = ProvisioningEnabled
 	cur.RegistrationState = nil
-	_, err = c.CreateOrUpdateEnrollment(ctx, *cur)
-	return err
+	return c.putEnrollment(ctx, *cur, nil)
 }
 
 // SetEnabled sets the provisioningStatus of the individual enrollment for
@@ -238,8 +246,7 @@ func (c *ServiceClient) SetEnabled(ctx context.Context, registrationID string, e
 	}
 	cur.ProvisioningStatus = want
 	cur.RegistrationState = nil
-	_, err = c.CreateOrUpdateEnrollment(ctx, *cur)
-	return err
+	return c.putEnrollment(ctx, *cur, nil)
 }
 
 // GetEnrollment reads an individual enrollment.

@@ -182,24 +182,45 @@ func (e *env) must(agent, partner, op string, req *station.Request) string {
 
 // factory runs vendor → ODM → OEM → EMS, firmware and test, as the demo.
 func (e *env) factory(agent string) (string, error) {
-	steps := []struct {
-		partner, op string
-		req         *station.Request
-	}{
-		{vendor, "manufacture", nil},
-		{vendor, "offer", &station.Request{To: odm}},
-		{odm, "accept", nil},
-		{odm, "stage", &station.Request{Stage: events.StageAssembly}},
-		{odm, "offer", &station.Request{To: oem}},
-		{oem, "accept", nil},
-		{oem, "offer", &station.Request{To: ems}},
-		{ems, "accept", nil},
-		{ems, "firmware", &station.Request{Image: []byte("custody e2e firmware 2.0.1\n")}},
-		{ems, "stage", &station.Request{Stage: events.StageTestPassed}},
+	return runSteps(e.ctx, nil, e.n.URL(), agent, factorySteps)
+}
+
+// step is one station operation on a device.
+type step struct {
+	partner, op string
+	req         station.Request
+}
+
+// factorySteps take a device from its manufacture to the EMS's test, as the
+// demo does; toOperator then hands it to the operator.
+var (
+	factorySteps = []step{
+		{vendor, "manufacture", station.Request{}},
+		{vendor, "offer", station.Request{To: odm}},
+		{odm, "accept", station.Request{}},
+		{odm, "stage", station.Request{Stage: events.StageAssembly}},
+		{odm, "offer", station.Request{To: oem}},
+		{oem, "accept", station.Request{}},
+		{oem, "offer", station.Request{To: ems}},
+		{ems, "accept", station.Request{}},
+		{ems, "firmware", station.Request{Image: []byte("custody e2e firmware 2.0.1\n")}},
+		{ems, "stage", station.Request{Stage: events.StageTestPassed}},
 	}
+	toOperator = []step{
+		{ems, "offer", station.Request{To: operator}},
+		{operator, "accept", station.Request{}},
+	}
+)
+
+// runSteps runs station operations, in order, on the device whose factory
+// API is at agent, through the stations of the node at nodeURL (hc nil:
+// http.DefaultClient), and returns the device ID.
+func runSteps(ctx context.Context, hc *http.Client, nodeURL, agent string, steps ...[]step) (string, error) {
 	var id string
-	for _, s := range steps {
-		resp, err := e.call(agent, s.partner, s.op, s.req)
+	for _, s := range slices.Concat(steps...) {
+		req := s.req
+		req.Agent = agent
+		resp, err := station.NewClient(nodeURL+"/stations/"+s.partner, hc).Call(ctx, s.op, &req)
 		if err != nil {
 			return "", fmt.Errorf("%s %s: %w", s.partner, s.op, err)
 		}
