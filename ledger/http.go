@@ -16,9 +16,14 @@ import (
 //	GET /v1/log/public-key            the checkpoint key (PEM)
 //	GET /v1/log/consistency?first=&second=   consistency proof
 //	GET /v1/log/entries/{index}       one entry with its inclusion proof
-//	GET /v1/devices/{id}/provenance   a device's history with proofs
+//	                                  (its envelope only for a reader with a right to it)
+//	GET /v1/devices/{id}/provenance   a device's history with proofs (partners only)
 //	GET /v1/events/{digest}           a publisher's receipt or rejection
 //	GET /v1/partners/{name}/pending   devices with a pending offer to a partner
+//	                                  (that partner only)
+//
+// Private reads take "Authorization: Bearer <token>", a read token the
+// partner signs (NewReadToken; see access.go for who may read what).
 func (l *Ledger) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/log/checkpoint", func(w http.ResponseWriter, r *http.Request) {
@@ -43,7 +48,7 @@ func (l *Ledger) Handler() http.Handler {
 		}
 		hashes, err := l.ConsistencyProof(a, b)
 		if err != nil {
-			httpError(w, http.StatusBadRequest, "bad-request", err.Error())
+			httpError(w, http.StatusBadRequest, "bad-request", "no consistency proof between those sizes: need first ≤ second ≤ the tree size")
 			return
 		}
 		writeJSON(w, map[string]any{"first": a, "second": b, "hashes": hashes})
@@ -55,7 +60,11 @@ func (l *Ledger) Handler() http.Handler {
 			httpError(w, http.StatusNotFound, "not-found", "no entry at that index")
 			return
 		}
-		pe, err := l.provenEntry(i, head.Size)
+		reader, ok := l.httpReader(w, r)
+		if !ok {
+			return
+		}
+		pe, err := l.entryFor(i, head.Size, reader)
 		if err != nil {
 			httpError(w, http.StatusInternalServerError, "internal", "cannot read the entry")
 			return
@@ -63,7 +72,14 @@ func (l *Ledger) Handler() http.Handler {
 		writeJSON(w, map[string]any{"entry": pe, "treeSize": head.Size, "rootHash": head.Root, "checkpoint": string(head.Checkpoint)})
 	})
 	mux.HandleFunc("GET /v1/devices/{id}/provenance", func(w http.ResponseWriter, r *http.Request) {
-		p, err := l.Provenance(r.PathValue("id"))
+		reader, ok := l.httpReader(w, r)
+		if !ok {
+			return
+		}
+		p, err := l.ProvenanceFor(r.PathValue("id"), reader)
+		if accessError(w, err) {
+			return
+		}
 		if errors.Is(err, ErrNotFound) {
 			httpError(w, http.StatusNotFound, string(CodeUnknownDevice), "the ledger has no record of that device")
 			return
@@ -75,7 +91,14 @@ func (l *Ledger) Handler() http.Handler {
 		writeJSON(w, p)
 	})
 	mux.HandleFunc("GET /v1/partners/{name}/pending", func(w http.ResponseWriter, r *http.Request) {
-		ids, err := l.cfg.Store.PendingOffers(r.PathValue("name"))
+		reader, ok := l.httpReader(w, r)
+		if !ok {
+			return
+		}
+		ids, err := l.PendingOffersFor(r.PathValue("name"), reader)
+		if accessError(w, err) {
+			return
+		}
 		if err != nil {
 			httpError(w, http.StatusInternalServerError, "internal", "cannot read pending offers")
 			return
@@ -100,6 +123,31 @@ func (l *Ledger) Handler() http.Handler {
 		writeJSON(w, rc)
 	})
 	return mux
+}
+
+// httpReader authenticates the request's bearer token: "" for none; false
+// (after answering 401) for a bad one.
+func (l *Ledger) httpReader(w http.ResponseWriter, r *http.Request) (string, bool) {
+	reader, err := l.Authenticate(r.Header.Get("Authorization"))
+	if err != nil {
+		accessError(w, err)
+		return "", false
+	}
+	return reader, true
+}
+
+// accessError answers an authentication or authorisation failure.
+func accessError(w http.ResponseWriter, err error) bool {
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="custody-ledger"`)
+		httpError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
+	case errors.Is(err, ErrForbidden):
+		httpError(w, http.StatusForbidden, "forbidden", "only the device's custodian, its pending recipient, and the partners that published its entries read its history")
+	default:
+		return false
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -382,10 +382,20 @@ func TestCustodyRules(t *testing.T) {
 	if err := ledger.VerifyConsistency(sizeBefore, head.Size, proof, rootBefore, head.Root); err != nil {
 		t.Fatalf("consistency across restart: %v", err)
 	}
-	// The HTTP API serves the same provenance.
-	resp, err := http.Get(n2.URL() + "/ledger/v1/devices/" + e.device + "/provenance")
+	// The HTTP API serves the same provenance to the device's custodian.
+	holder := prov.Device.Custodian
+	token, err := ledger.NewReadToken(holder, n2.PKI.Partners[holder].Key, time.Minute)
 	if err != nil {
 		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, n2.URL()+"/ledger/v1/devices/"+e.device+"/provenance", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("provenance as the custodian %s: %s", holder, resp.Status)
 	}
 	defer resp.Body.Close()
 	var hp ledger.Provenance

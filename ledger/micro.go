@@ -17,12 +17,15 @@ const MicroSubjectPrefix = "custody.v1.ledger"
 // with `nats micro ls`), with the same answers as the HTTP API:
 //
 //	custody.v1.ledger.checkpoint    ""            the latest signed checkpoint
-//	custody.v1.ledger.provenance    device ID     Provenance (entries with proofs)
+//	custody.v1.ledger.provenance    device ID     Provenance (entries with proofs; partners only)
 //	custody.v1.ledger.entry         log index     one entry with its inclusion proof
+//	                                              (its envelope only for a reader with a right to it)
 //	custody.v1.ledger.consistency   {"first","second"}  consistency proof
 //	custody.v1.ledger.event         digest (hex)  a publisher's receipt or rejection
 //
-// Errors carry a status code ("400", "404", "500") and a sentence.
+// Private reads take a read token in the request's Authorization header,
+// as on HTTP (see access.go). Errors carry a status code ("400", "401",
+// "403", "404", "500") and a sentence.
 func (l *Ledger) AddMicroService() (micro.Service, error) {
 	svc, err := micro.AddService(l.cfg.NATS, micro.Config{
 		Name:        "custody-ledger",
@@ -39,7 +42,11 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 	errs := []error{
 		add("checkpoint", func(r micro.Request) { _ = r.Respond(l.Head().Checkpoint) }),
 		add("provenance", func(r micro.Request) {
-			p, err := l.Provenance(string(r.Data()))
+			reader, err := l.Authenticate(r.Headers().Get("Authorization"))
+			if respondErr(r, err) {
+				return
+			}
+			p, err := l.ProvenanceFor(string(r.Data()), reader)
 			if respondErr(r, err) {
 				return
 			}
@@ -52,7 +59,11 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 				_ = r.Error("404", "no entry at that index", nil)
 				return
 			}
-			pe, err := l.provenEntry(i, head.Size)
+			reader, err := l.Authenticate(r.Headers().Get("Authorization"))
+			if respondErr(r, err) {
+				return
+			}
+			pe, err := l.entryFor(i, head.Size, reader)
 			if respondErr(r, err) {
 				return
 			}
@@ -66,7 +77,7 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 			}
 			hashes, err := l.ConsistencyProof(q.First, q.Second)
 			if err != nil {
-				_ = r.Error("400", err.Error(), nil)
+				_ = r.Error("400", "no consistency proof between those sizes: need first ≤ second ≤ the tree size", nil)
 				return
 			}
 			_ = r.RespondJSON(map[string]any{"first": q.First, "second": q.Second, "hashes": hashes})
@@ -98,6 +109,10 @@ func respondErr(r micro.Request, err error) bool {
 		return false
 	case errors.Is(err, ErrNotFound):
 		_ = r.Error("404", "not found", nil)
+	case errors.Is(err, ErrUnauthenticated):
+		_ = r.Error("401", err.Error(), nil)
+	case errors.Is(err, ErrForbidden):
+		_ = r.Error("403", "only the device's custodian, its pending recipient, and the partners that published its entries read its history", nil)
 	default:
 		_ = r.Error("500", "internal error", nil)
 	}

@@ -69,19 +69,6 @@ func (l *Ledger) Provenance(device string) (*Provenance, error) {
 	return p, nil
 }
 
-func (l *Ledger) provenEntry(i, size uint64) (*ProvenEntry, error) {
-	e, err := l.cfg.Store.Entry(i)
-	if err != nil {
-		return nil, err
-	}
-	hashes, err := inclusionProof(l.cfg.Store, i, size)
-	if err != nil {
-		return nil, err
-	}
-	pe := provenEntry(i, e, hashes)
-	return &pe, nil
-}
-
 func provenEntry(i uint64, e *Entry, proof [][]byte) ProvenEntry {
 	return ProvenEntry{
 		Index: i, Digest: e.DigestHex(), Kind: e.Kind, Partner: e.Partner, Status: e.Status,

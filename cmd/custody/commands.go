@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/json"
@@ -107,7 +108,11 @@ func provenanceCmd(ctx context.Context, args []string) error {
 		fmt.Fprint(fs.Output(), `Usage: custody provenance [flags] DEVICE
 
 Prints a device's custody timeline from the ledger, and with --bundle writes
-it as an offline bundle. Every entry's inclusion
+it as an offline bundle. Histories are private: you read as a partner
+(--as), with a read token signed by its key (from --key, or the demo PKI in
+--pki). The device's custodian and the recipient of its pending offer see
+its whole history; a partner that handled it before sees its own entries.
+Every entry's inclusion
 proof, leaf and partner signature is verified against the ledger's signed
 checkpoint with the log's public key, which is read from a file you trust
 (--log-key), never from the server.
@@ -119,6 +124,9 @@ Flags:
 	server := fs.String("server", "http://127.0.0.1:8480", "custodyd's HTTP address")
 	logKey := fs.String("log-key", ".custody/pki/log/log.pub", "the ledger's checkpoint public key (PEM)")
 	asJSON := fs.Bool("json", false, "print the verified provenance as JSON")
+	as := fs.String("as", "", "read as this partner (required), e.g. blue-operator")
+	keyFile := fs.String("key", "", "the partner's private key (PEM); default: from the demo PKI in --pki")
+	pkiDir := fs.String("pki", ".custody/pki", "demo PKI directory, for --as without --key")
 	bundle := fs.String("bundle", "", `also write the verified provenance as a self-contained offline bundle ("-": stdout); check it anywhere with "custody verify FILE --log-key KEY"`)
 	// Flags may follow the device ID.
 	rest, err := parseInterleaved(fs, args, 1)
@@ -129,7 +137,18 @@ Flags:
 	if !events.ValidDeviceID(device) {
 		return fmt.Errorf("%q is not a device ID (64 lowercase hex digits: SHA-256 of the EK public key)", device)
 	}
+	if *as == "" {
+		return fmt.Errorf("%w: --as PARTNER is required: a device's history is private to its parties", errUsage)
+	}
 	pub, err := readPublicKey(*logKey)
+	if err != nil {
+		return err
+	}
+	key, err := partnerKey(*as, *keyFile, *pkiDir)
+	if err != nil {
+		return err
+	}
+	token, err := ledger.NewReadToken(*as, key, time.Minute)
 	if err != nil {
 		return err
 	}
@@ -137,6 +156,7 @@ Flags:
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
@@ -146,7 +166,9 @@ Flags:
 		return fmt.Errorf("the ledger has no record of device %s", device)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("ledger answered %s", resp.Status)
+		var e struct{ Code, Message string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("ledger answered %s: %s", resp.Status, e.Message)
 	}
 	var p ledger.Provenance
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
@@ -192,6 +214,27 @@ Flags:
 		fmt.Println()
 	}
 	return nil
+}
+
+// partnerKey is a partner's signing key: from keyFile (PEM), or from the
+// demo PKI in pkiDir.
+func partnerKey(name, keyFile, pkiDir string) (crypto.Signer, error) {
+	if keyFile != "" {
+		b, err := os.ReadFile(keyFile)
+		if err != nil {
+			return nil, err
+		}
+		return pki.ParseKeyPEM(b)
+	}
+	d, err := pki.LoadDemo(pkiDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w (or pass --key)", err)
+	}
+	p, ok := d.Partners[name]
+	if !ok {
+		return nil, fmt.Errorf("the PKI in %s has no partner %q (partners: %s)", pkiDir, name, strings.Join(d.PartnerNames(), ", "))
+	}
+	return p.Key, nil
 }
 
 func readPublicKey(path string) (*ecdsa.PublicKey, error) {

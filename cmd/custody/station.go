@@ -111,7 +111,7 @@ Flags:
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("partner", *partner)
 	cfg := station.Config{
 		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc,
-		Ledger: station.NewLedgerClient(*ledgerURL, nil), OutboxDir: *outbox, Logger: logger,
+		Ledger: station.NewLedgerClient(*ledgerURL, nil).WithIdentity(p.Name, p.Key), OutboxDir: *outbox, Logger: logger,
 	}
 	if p.Role == pki.RoleTPMVendor {
 		cfg.ManufacturingCA = d.VendorMfgCA

@@ -357,10 +357,20 @@ func firstBoot(ctx context.Context, n *node.Node, agentURL string) (*FirstBoot, 
 	return &fb, nil
 }
 
-// timeline reads the device's provenance over HTTP and verifies it offline
-// against the log key from the PKI.
+// timeline reads the device's provenance over HTTP, as the operator that
+// holds it (histories are private to their parties), and verifies it
+// offline against the log key from the PKI.
 func (r *runner) timeline(d *DeviceReport) error {
-	resp, err := http.Get(r.n.URL() + "/ledger/v1/devices/" + d.ID + "/provenance")
+	token, err := ledger.NewReadToken(operator, r.n.PKI.Partners[operator].Key, time.Minute)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(http.MethodGet, r.n.URL()+"/ledger/v1/devices/"+d.ID+"/provenance", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/custodyledger/custody/events"
@@ -107,7 +108,14 @@ func TestLedgerMicroService(t *testing.T) {
 	if err != nil || cp.Size == 0 {
 		t.Fatalf("checkpoint: %+v %v", cp, err)
 	}
-	m, err = nc.Request(ledger.MicroSubjectPrefix+".provenance", []byte(strings.Repeat("0", 64)), 10*time.Second)
+	token, err := ledger.NewReadToken("nova-oem", n.PKI.Partners["nova-oem"].Key, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := nats.NewMsg(ledger.MicroSubjectPrefix + ".provenance")
+	req.Data = []byte(strings.Repeat("0", 64))
+	req.Header.Set("Authorization", "Bearer "+token)
+	m, err = nc.RequestMsg(req, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

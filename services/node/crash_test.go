@@ -256,7 +256,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	// over the network, like an external partner's.
 	st, err := station.New(station.Config{
 		Name: partner, Role: p.Role, Key: p.Key, NATS: nc,
-		Ledger: station.NewLedgerClient(c.url()+"/ledger", nil), ManufacturingCA: demo.VendorMfgCA,
+		Ledger: station.NewLedgerClient(c.url()+"/ledger", nil).WithIdentity(partner, p.Key), ManufacturingCA: demo.VendorMfgCA,
 		TPMInfo:   attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"},
 		OutboxDir: filepath.Join(t.TempDir(), "station-outbox"),
 	})

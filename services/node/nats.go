@@ -90,6 +90,9 @@ func (n *Node) startNATS() error {
 		if _, err := fmt.Sscan(port, &opts.Port); err != nil {
 			return fmt.Errorf("node: NATS port: %w", err)
 		}
+		if opts.Port == 0 {
+			opts.Port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

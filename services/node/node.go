@@ -139,10 +139,11 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, Stations: map[string]*station.Station{}, ready: make(chan struct{})}
+	built := &Node{cfg: cfg, Stations: map[string]*station.Station{}, ready: make(chan struct{})}
+	n = built
 	defer func() {
 		if err != nil {
-			n.close()
+			built.close() // n is nil on the error returns
 		}
 	}()
 	if n.PKI, err = pki.InitDemo(cfg.PKIDir, cfg.Partners); err != nil {

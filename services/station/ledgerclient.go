@@ -2,20 +2,66 @@ package station
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/custodyledger/custody/ledger"
 )
 
 // LedgerClient reads custody state from a ledger's HTTP API, for stations
-// that run apart from custodyd.
+// that run apart from custodyd. Device histories are private: the client
+// signs read tokens as its partner (WithIdentity).
 type LedgerClient struct {
 	base string
 	hc   *http.Client
+
+	partner string
+	key     crypto.Signer
+	mu      sync.Mutex
+	token   string
+	renew   time.Time
+}
+
+// WithIdentity makes the client read as partner, signing read tokens with
+// its consortium key.
+func (c *LedgerClient) WithIdentity(partner string, key crypto.Signer) *LedgerClient {
+	c.partner, c.key = partner, key
+	return c
+}
+
+// get sends an authenticated GET.
+func (c *LedgerClient) get(path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.key != nil {
+		c.mu.Lock()
+		if time.Now().After(c.renew) {
+			if c.token, err = ledger.NewReadToken(c.partner, c.key, 5*time.Minute); err != nil {
+				c.mu.Unlock()
+				return nil, err
+			}
+			c.renew = time.Now().Add(4 * time.Minute)
+		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		c.mu.Unlock()
+	}
+	return c.hc.Do(req)
+}
+
+// statusError names what the ledger refused.
+func statusError(resp *http.Response) error {
+	var e struct{ Code, Message string }
+	if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+		return fmt.Errorf("ledger: %s: %s: %s", resp.Status, e.Code, e.Message)
+	}
+	return fmt.Errorf("ledger: %s", resp.Status)
 }
 
 // NewLedgerClient returns a client for the ledger API at base (for example
@@ -29,11 +75,7 @@ func NewLedgerClient(base string, hc *http.Client) *LedgerClient {
 
 // Device implements DeviceState.
 func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
-	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, c.base+"/v1/devices/"+id+"/provenance", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.get("/v1/devices/" + id + "/provenance")
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +85,7 @@ func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
 	case http.StatusNotFound:
 		return nil, ledger.ErrNotFound
 	default:
-		return nil, fmt.Errorf("ledger: %s", resp.Status)
+		return nil, statusError(resp)
 	}
 	var p struct {
 		Device *ledger.Device `json:"device"`
@@ -59,13 +101,13 @@ func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
 
 // PendingOffers implements DeviceState.
 func (c *LedgerClient) PendingOffers(to string) ([]string, error) {
-	resp, err := c.hc.Get(c.base + "/v1/partners/" + to + "/pending")
+	resp, err := c.get("/v1/partners/" + to + "/pending")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("ledger: %s", resp.Status)
+		return nil, statusError(resp)
 	}
 	var out struct {
 		Devices []string `json:"devices"`
