@@ -12,7 +12,6 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
-	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
 )
 
@@ -71,7 +70,8 @@ func TestCheckpointsPublished(t *testing.T) {
 			break
 		}
 	}
-	lc, err := n.Connect(node.LedgerUser)
+	// Any partner reads the bucket.
+	lc, err := n.Connect("nova-oem")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,10 @@ func PartnerPermissions(partner string) *server.Permissions {
 			events.EventsPrefix + "." + partner + ".>",
 			events.StatusSubject,
 			ledger.MicroSubjectPrefix + ".>",
+			// Read the latest checkpoint from its KV bucket: bucket info
+			// and direct gets, nothing that writes or makes consumers.
+			"$JS.API.STREAM.INFO.KV_" + ledger.CheckpointBucket,
+			"$JS.API.DIRECT.GET.KV_" + ledger.CheckpointBucket + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			events.CheckpointTopic,
