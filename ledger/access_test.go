@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,10 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
-	"github.com/custodyledger/custody/services/device"
 )
 
 // TestReadAccess: proofs are public, a device's history is private to its
@@ -24,17 +21,7 @@ import (
 // history of devices it holds or is about to receive).
 func TestReadAccess(t *testing.T) {
 	ctx := context.Background()
-	tpm, err := attest.Open("sim:seed=5151")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tpm.Close()
-	d, err := device.New(device.Config{TPM: tpm, StateDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent := httptest.NewServer(d.Handler())
-	defer agent.Close()
+	agent := simAgent(t, 5151)
 	n, stop := startNode(t, ctx, t.TempDir())
 	defer stop()
 

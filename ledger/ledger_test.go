@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -135,19 +136,27 @@ func must(t *testing.T, what string) func(*station.Result, error) *events.Receip
 // TestCustodyRules drives one simulated device through the custody rules:
 // every accepted event must come with a receipt whose proof verifies, and
 // each attack must be refused with its own code, leaving the log intact.
-func TestCustodyRules(t *testing.T) {
-	ctx := context.Background()
-	tpm, err := attest.Open("sim:seed=4242")
+// simAgent serves a device's factory API over the in-process simulated TPM
+// (one per process at a time), closed at the test's end.
+func simAgent(t *testing.T, seed int) *httptest.Server {
+	t.Helper()
+	tpm, err := attest.Open(fmt.Sprintf("sim:seed=%d", seed))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tpm.Close()
+	t.Cleanup(func() { _ = tpm.Close() })
 	d, err := device.New(device.Config{TPM: tpm, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(d.Handler())
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestCustodyRules(t *testing.T) {
+	ctx := context.Background()
+	srv := simAgent(t, 4242)
 	dir := t.TempDir()
 	n, stop := startNode(t, ctx, dir)
 	nc, err := n.Connect(node.LedgerUser)
