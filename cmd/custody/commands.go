@@ -112,10 +112,9 @@ it as an offline bundle. Histories are private: you read as a partner
 (--as), with a read token signed by its key (from --key, or the demo PKI in
 --pki). The device's custodian and the recipient of its pending offer see
 its whole history; a partner that handled it before sees its own entries.
-Every entry's inclusion
-proof, leaf and partner signature is verified against the ledger's signed
-checkpoint with the log's public key, which is read from a file you trust
-(--log-key), never from the server.
+Every entry's inclusion proof, leaf and partner signature is verified
+against the ledger's signed checkpoint with the log's public key, which is
+read from a file you trust (--log-key), never from the server.
 
 Flags:
 `)
