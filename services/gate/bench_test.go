@@ -281,6 +281,12 @@ func btoi(b bool) int {
 //     and challenge-cpu-ms: its CPU per challenge, at challenges/s;
 //   - device-cpu-ms/decision: the device-side process's CPU while it sends
 //     the authorised calls (it shares the machine's cores with the server);
+//   - cpu-bound-decisions/s: what the cores would do for the gate process
+//     and the device side alone (GOMAXPROCS over their CPU per decision),
+//     and foreign-cpu-%: the share of the cores other processes took during
+//     the timed phases (from /proc/stat); decisions/s is the server's
+//     ceiling only when that is near 0;
+//   - alloc-kB/decision: the gate process's heap allocation per decision;
 //   - the baseline, measured in the same run in this process: ECDSA P-256
 //     verifies per second on all cores, decisions/s as a ratio to it, and
 //     verify-equiv: the CPU of a decision in units of one verify's CPU.
@@ -312,9 +318,10 @@ func BenchmarkGateDecisions(b *testing.B) {
 		b.Skip(benchErr)
 	}
 	s := benchState
-	var wall, cpu, beginWall, beginCPU, deviceCPU time.Duration
+	var wall, cpu, busy, beginWall, beginCPU, deviceCPU time.Duration
 	var lat []time.Duration
 	challenges, rounds := 0, 0
+	var alloc uint64
 	b.StopTimer()
 	for done := 0; done < b.N; {
 		k := min(s.swtpm, b.N-done)
@@ -345,12 +352,15 @@ func BenchmarkGateDecisions(b *testing.B) {
 		stopProfile := startProfile(b, rounds)
 		rounds++
 		b.StartTimer()
+		busy0, alloc0 := machineBusy(), allocated()
 		start, cpu0 = time.Now(), processCPU()
 		if err := s.devices.do(&helperCmd{Op: "submit", Conc: conc}, &r); err != nil {
 			b.Fatal(err)
 		}
 		wall += time.Since(start)
 		cpu += processCPU() - cpu0
+		busy += machineBusy() - busy0
+		alloc += allocated() - alloc0
 		b.StopTimer()
 		stopProfile()
 		deviceCPU += time.Duration(r.CPUNanos)
@@ -384,6 +394,16 @@ func BenchmarkGateDecisions(b *testing.B) {
 	b.ReportMetric(ms(beginCPU, challenges), "challenge-cpu-ms")
 	b.ReportMetric(float64(challenges)/beginWall.Seconds(), "challenges/s")
 	b.ReportMetric(ms(deviceCPU, len(lat)), "device-cpu-ms/decision")
+	b.ReportMetric(float64(alloc)/1024/float64(len(lat)), "alloc-kB/decision")
+	// What the machine's cores could do if the gate process and the device
+	// side had them to themselves, and how much of them other processes
+	// took during the timed phases (busy CPU not ours): decisions/s is only
+	// the server's ceiling when that is near 0.
+	procs := runtime.GOMAXPROCS(0)
+	b.ReportMetric(float64(procs)*float64(time.Second)/(float64(cpu+deviceCPU)/float64(len(lat))), "cpu-bound-decisions/s")
+	if busy > 0 {
+		b.ReportMetric(max(0, 100*float64(busy-cpu-deviceCPU)/(float64(procs)*float64(wall))), "foreign-cpu-%")
+	}
 	b.ReportMetric(verifies, "ecdsa-verify/s")
 	b.ReportMetric(rate/verifies, "ratio-to-verify/s")
 	b.ReportMetric(float64(cpu)/float64(len(lat))/float64(verifyCPU), "verify-equiv")
@@ -439,6 +459,38 @@ func ecdsaVerifyRate() (perSec float64, cpu time.Duration) {
 	wg.Wait()
 	elapsed, used := time.Since(start), processCPU()-cpu0
 	return float64(total.Load()) / elapsed.Seconds(), used / time.Duration(total.Load())
+}
+
+// machineBusy is the CPU time all cores have spent busy (not idle or
+// waiting for I/O) since boot, from /proc/stat (0 where there is none).
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal …
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// allocated is the bytes this process has allocated on the heap so far.
+func allocated() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
 }
 
 // processCPU is the user+system CPU time this process has used.
