@@ -169,9 +169,6 @@ type Registration struct {
 	body                     []byte // the JSON RegisterRequest
 }
 
-// DeviceID is the registration ID (the device ID).
-func (r *Registration) DeviceID() string { return r.id }
-
 // PrepareRegistration runs the first half of Enroll: the unauthorised
 // registration call and the device's TPM work for the second call, which it
 // returns unsent. Only cfg's GateURL, IDScope, PCRs, HTTPClient and
