@@ -44,6 +44,9 @@ const TokenAudience = "custody-ledger"
 // MaxTokenLifetime bounds a read token's validity (exp - iat).
 const MaxTokenLifetime = 10 * time.Minute
 
+// forbiddenHistory is the sentence a refused history read answers with.
+const forbiddenHistory = "only the device's custodian, its pending recipient, and the partners that published its entries read its history"
+
 // Access errors.
 var (
 	ErrUnauthenticated = errors.New("ledger: this read needs a partner's token")
@@ -158,28 +161,28 @@ func (l *Ledger) canReadEntry(reader string, e *Entry) bool {
 // the device's custodian or its pending recipient; only its own entries
 // (device state withheld) for a partner that handled the device before;
 // ErrForbidden for anyone else, and ErrUnauthenticated for the anonymous
-// reader.
+// reader. Proofs are built only for the entries the reader gets.
 func (l *Ledger) ProvenanceFor(device, reader string) (*Provenance, error) {
 	if reader == "" {
 		return nil, ErrUnauthenticated
 	}
-	p, err := l.Provenance(device)
+	decided, holds := false, false
+	p, err := l.provenance(device, func(dev *Device, e *Entry) bool {
+		if !decided {
+			decided, holds = true, l.holdsHistory(reader, dev)
+		}
+		return holds || e.Partner == reader
+	})
 	if err != nil {
 		return nil, err
 	}
-	if l.holdsHistory(reader, p.Device) {
+	if holds || (!decided && l.holdsHistory(reader, p.Device)) {
 		return p, nil
 	}
-	own := p.Entries[:0:0]
-	for _, e := range p.Entries {
-		if e.Partner == reader {
-			own = append(own, e)
-		}
-	}
-	if len(own) == 0 {
+	if len(p.Entries) == 0 {
 		return nil, ErrForbidden
 	}
-	p.Entries, p.Device = own, nil
+	p.Device = nil
 	return p, nil
 }
 

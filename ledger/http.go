@@ -143,7 +143,7 @@ func accessError(w http.ResponseWriter, err error) bool {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="custody-ledger"`)
 		httpError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
 	case errors.Is(err, ErrForbidden):
-		httpError(w, http.StatusForbidden, "forbidden", "only the device's custodian, its pending recipient, and the partners that published its entries read its history")
+		httpError(w, http.StatusForbidden, "forbidden", forbiddenHistory)
 	default:
 		return false
 	}

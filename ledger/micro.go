@@ -112,7 +112,7 @@ func respondErr(r micro.Request, err error) bool {
 	case errors.Is(err, ErrUnauthenticated):
 		_ = r.Error("401", err.Error(), nil)
 	case errors.Is(err, ErrForbidden):
-		_ = r.Error("403", "only the device's custodian, its pending recipient, and the partners that published its entries read its history", nil)
+		_ = r.Error("403", forbiddenHistory, nil)
 	default:
 		_ = r.Error("500", "internal error", nil)
 	}

@@ -39,6 +39,12 @@ type Provenance struct {
 
 // Provenance returns a device's history against the current checkpoint.
 func (l *Ledger) Provenance(device string) (*Provenance, error) {
+	return l.provenance(device, nil)
+}
+
+// provenance is Provenance limited to the entries keep accepts (nil: all):
+// entries are read first and proofs are built only for those kept.
+func (l *Ledger) provenance(device string, keep func(dev *Device, e *Entry) bool) (*Provenance, error) {
 	head := l.Head()
 	dev, err := l.cfg.Store.Device(device)
 	if err != nil {
@@ -50,9 +56,17 @@ func (l *Ledger) Provenance(device string) (*Provenance, error) {
 	}
 	p := &Provenance{Device: dev, TreeSize: head.Size, RootHash: head.Root, Checkpoint: string(head.Checkpoint)}
 	var in []uint64
+	var entries []*Entry
 	for _, i := range idx {
-		if i < head.Size { // later ones were committed after the head we read
-			in = append(in, i)
+		if i >= head.Size { // committed after the head we read
+			continue
+		}
+		e, err := l.cfg.Store.Entry(i)
+		if err != nil {
+			return nil, err
+		}
+		if keep == nil || keep(dev, e) {
+			in, entries = append(in, i), append(entries, e)
 		}
 	}
 	proofs, err := inclusionProofs(l.cfg.Store, in, head.Size)
@@ -60,11 +74,7 @@ func (l *Ledger) Provenance(device string) (*Provenance, error) {
 		return nil, err
 	}
 	for k, i := range in {
-		e, err := l.cfg.Store.Entry(i)
-		if err != nil {
-			return nil, err
-		}
-		p.Entries = append(p.Entries, provenEntry(i, e, proofs[k]))
+		p.Entries = append(p.Entries, provenEntry(i, entries[k], proofs[k]))
 	}
 	return p, nil
 }
