@@ -52,6 +52,17 @@ func (s ecdsaSigner) KeyID() (string, error) { return s.keyID, nil }
 // Sign wraps st in a DSSE envelope signed by key (ECDSA P-256), with keyID
 // naming the signer (the partner's name). It returns the envelope's JSON.
 func Sign(ctx context.Context, st *Statement, key crypto.Signer, keyID string) ([]byte, error) {
+	s, err := SignStatement(ctx, st, key, keyID)
+	if err != nil {
+		return nil, err
+	}
+	return s.Raw, nil
+}
+
+// SignStatement is Sign returning the envelope opened, as [Open] would
+// return it, without parsing back what it just wrote: Statement is st
+// itself.
+func SignStatement(ctx context.Context, st *Statement, key crypto.Signer, keyID string) (*Signed, error) {
 	if _, ok := key.Public().(*ecdsa.PublicKey); !ok {
 		return nil, errors.New("events: partner keys are ECDSA P-256")
 	}
@@ -67,7 +78,21 @@ func Sign(ctx context.Context, st *Statement, key crypto.Signer, keyID string) (
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(env)
+	raw, err := json.Marshal(env)
+	if err != nil {
+		return nil, err
+	}
+	if len(env.Signatures) != 1 {
+		return nil, fmt.Errorf("events: the envelope has %d signatures, want 1", len(env.Signatures))
+	}
+	sig, err := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
+	if err != nil {
+		return nil, err
+	}
+	return &Signed{
+		Envelope: env, Raw: raw, Payload: payload, Signature: sig, KeyID: keyID,
+		Statement: st, Digest: Digest(PayloadType, payload),
+	}, nil
 }
 
 // Open parses an envelope and its statement without verifying anything: the

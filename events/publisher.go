@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,11 +18,23 @@ import (
 // the ledger's receipt. An event is done when its receipt arrives, not when
 // JetStream acknowledges it: JetStream may hold it only in memory until its
 // next fsync, while the ledger's receipt means the event is durable in the log.
+//
+// A Publisher holds one standing subscription to the partner's receipts and
+// one to its rejections (custody.v1.receipts.<partner>.* and
+// custody.v1.rejections.<partner>.*), made at its first Publish, and hands
+// each answer to the Publish waiting for that digest. Answers nobody waits
+// for (events of the same partner published by another process) are
+// dropped. A Publisher is safe for concurrent use.
 type Publisher struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	partner string
 	outbox  *Outbox // nil: no durability across station restarts
+
+	subOnce sync.Once
+	subErr  error
+	mu      sync.Mutex
+	waiting map[string][]chan *nats.Msg // event digest (hex) → Publish calls waiting for it
 }
 
 // NewPublisher returns a publisher for partner over nc.
@@ -31,7 +46,62 @@ func NewPublisher(nc *nats.Conn, partner string) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{nc: nc, js: js, partner: partner}, nil
+	return &Publisher{nc: nc, js: js, partner: partner, waiting: map[string][]chan *nats.Msg{}}, nil
+}
+
+// subscribe makes the standing subscriptions, once, and waits until the
+// server has them, so that no answer to an event published afterwards is
+// missed.
+func (p *Publisher) subscribe(ctx context.Context) error {
+	p.subOnce.Do(func() {
+		for _, prefix := range []string{ReceiptsPrefix, RejectPrefix} {
+			sub, err := p.nc.Subscribe(prefix+"."+p.partner+".*", p.route)
+			if err != nil {
+				p.subErr = fmt.Errorf("events: subscribing to the ledger's answers: %w", err)
+				return
+			}
+			// Answers are small and handed on at once; a burst of other
+			// processes' answers must not make this one a slow consumer.
+			_ = sub.SetPendingLimits(1<<20, 256<<20)
+		}
+		p.subErr = p.nc.FlushWithContext(ctx)
+	})
+	return p.subErr
+}
+
+// route hands an answer to the Publish calls waiting for its digest (the
+// subject's last token).
+func (p *Publisher) route(m *nats.Msg) {
+	i := strings.LastIndexByte(m.Subject, '.')
+	if i < 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ch := range p.waiting[m.Subject[i+1:]] {
+		select {
+		case ch <- m:
+		default: // the waiter has answers to read already
+		}
+	}
+}
+
+// wait registers a Publish waiting for digest's answers; the returned func
+// ends the wait.
+func (p *Publisher) wait(digest string, answers chan *nats.Msg) func() {
+	p.mu.Lock()
+	p.waiting[digest] = append(p.waiting[digest], answers)
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		ws := slices.DeleteFunc(p.waiting[digest], func(c chan *nats.Msg) bool { return c == answers })
+		if len(ws) == 0 {
+			delete(p.waiting, digest)
+		} else {
+			p.waiting[digest] = ws
+		}
+	}
 }
 
 // WithOutbox makes the publisher keep every event in o until it is answered.
@@ -87,32 +157,33 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, err
 	if err != nil {
 		return nil, err
 	}
+	return p.PublishSigned(ctx, signed)
+}
+
+// PublishSigned is Publish for an envelope already opened (by [Open] or
+// [SignStatement]).
+func (p *Publisher) PublishSigned(ctx context.Context, signed *Signed) (*Receipt, error) {
 	if signed.Statement.Predicate.Partner != p.partner {
 		return nil, fmt.Errorf("events: publisher %q cannot publish an event by %q", p.partner, signed.Statement.Predicate.Partner)
 	}
+	envelope := signed.Raw
 	digest := signed.DigestHex()
 	if p.outbox != nil && !p.outbox.Has(digest) { // a re-send is already on disk
 		if err := p.outbox.Put(digest, envelope); err != nil {
 			return nil, fmt.Errorf("events: outbox: %w", err)
 		}
 	}
-	answers := make(chan *nats.Msg, 2)
-	var subs []*nats.Subscription
-	for _, subj := range []string{ReceiptSubject(p.partner, digest), RejectionSubject(p.partner, digest)} {
-		sub, err := p.nc.ChanSubscribe(subj, answers)
-		if err != nil {
-			return nil, err
-		}
-		subs = append(subs, sub)
-	}
-	defer func() {
-		for _, s := range subs {
-			_ = s.Unsubscribe()
-		}
-	}()
-	if err := p.nc.FlushWithContext(ctx); err != nil {
+	if err := p.subscribe(ctx); err != nil {
 		return nil, err
 	}
+	answers := make(chan *nats.Msg, 4)
+	defer p.wait(digest, answers)()
+	var asked []*nats.Subscription // status requests, on duplicates
+	defer func() {
+		for _, sub := range asked {
+			_ = sub.Unsubscribe()
+		}
+	}()
 	subject := EventSubject(p.partner, signed.Statement.Target())
 	send := func() error {
 		ack, err := p.js.Publish(ctx, subject, envelope, jetstream.WithMsgID(digest))
@@ -123,7 +194,7 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, err
 			// JetStream already holds this event: the ledger may have
 			// answered long ago. Ask it.
 			if sub := p.askStatus(digest, answers); sub != nil {
-				subs = append(subs, sub)
+				asked = append(asked, sub)
 			}
 		}
 		return nil

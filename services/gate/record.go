@@ -81,13 +81,13 @@ func (g *Gate) logRefused(ctx context.Context, req *RegisterRequest, d *Decision
 // publish signs st with the gate's key, publishes it and waits for the
 // ledger's receipt.
 func (g *Gate) publish(ctx context.Context, st *events.Statement) (uint64, error) {
-	env, err := events.Sign(ctx, st, g.cfg.Key, g.cfg.Name)
+	signed, err := events.SignStatement(ctx, st, g.cfg.Key, g.cfg.Name)
 	if err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.PublishTimeout)
 	defer cancel()
-	r, err := g.pub.Publish(ctx, env)
+	r, err := g.pub.PublishSigned(ctx, signed)
 	if err != nil {
 		return 0, err
 	}

@@ -1,0 +1,145 @@
+package events_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custodyledger/custody/events"
+)
+
+// SignStatement returns what Open returns for the envelope it wrote.
+func TestSignStatementMatchesOpen(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, err := events.SignStatement(context.Background(), offer(t), key, "delta-ems")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := events.Open(s.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Digest != s.Digest || string(o.Payload) != string(s.Payload) || string(o.Signature) != string(s.Signature) || o.KeyID != s.KeyID {
+		t.Fatal("SignStatement and Open disagree on the envelope")
+	}
+	if err := s.Verify(&key.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	if o.Statement.Target() != s.Statement.Target() || o.Statement.Predicate.Partner != s.Statement.Predicate.Partner {
+		t.Fatal("SignStatement and Open disagree on the statement")
+	}
+}
+
+// A Publisher's concurrent Publish calls each get the answer for their own
+// event, over the publisher's standing subscriptions, whether a receipt or
+// a rejection; answers for events it did not publish are dropped.
+func TestPublisherRoutesAnswers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.CreateStream(ctx, events.StreamConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A stand-in for the ledger: events whose event ID ends in "f" are
+	// rejected, the others logged at their stream sequence; every answer is
+	// preceded by a stray receipt for an event nobody published.
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		s, err := events.Open(m.Data())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		meta, _ := m.Metadata()
+		p := s.Statement.Predicate.Partner
+		stray, _ := json.Marshal(events.Receipt{Status: events.StatusAccepted, LogIndex: 1 << 40})
+		_ = nc.Publish(events.ReceiptSubject(p, fmt.Sprintf("%064x", meta.Sequence.Stream)), stray)
+		id := s.Statement.Predicate.EventID
+		r := events.Receipt{Status: events.StatusAccepted, Digest: s.DigestHex(), LogIndex: meta.Sequence.Stream}
+		subj := events.ReceiptSubject(p, s.DigestHex())
+		if id[len(id)-1] == 'f' {
+			r = events.Receipt{Status: events.StatusRejected, Digest: s.DigestHex(), Code: "test", Reason: "ends in f"}
+			subj = events.RejectionSubject(p, s.DigestHex())
+		}
+		b, _ := json.Marshal(r)
+		_ = nc.Publish(subj, b)
+		_ = m.Ack()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, err := events.NewPublisher(nc, "delta-ems")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			st := offer(t)
+			st.Predicate.EventID = fmt.Sprintf("%032x", i)
+			s, err := events.SignStatement(ctx, st, key, "delta-ems")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			var r *events.Receipt
+			if i%2 == 0 {
+				r, err = pub.PublishSigned(ctx, s)
+			} else {
+				r, err = pub.Publish(ctx, s.Raw)
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if r.Digest != s.DigestHex() {
+				t.Errorf("event %d got the answer for %s", i, r.Digest)
+			}
+			if wantRejected := i%16 == 15; (r.Status == events.StatusRejected) != wantRejected || r.Status == events.StatusRejected && r.Code != "test" {
+				t.Errorf("event %d: status %s (%s)", i, r.Status, r.Code)
+			}
+		})
+	}
+	wg.Wait()
+	// The other partner's events are not this publisher's to send.
+	other := offer(t)
+	other.Predicate.Partner = "blue-operator"
+	s, _ := events.SignStatement(ctx, other, key, "blue-operator")
+	if _, err := pub.PublishSigned(ctx, s); err == nil {
+		t.Fatal("a publisher sent another partner's event")
+	}
+}
