@@ -3,7 +3,9 @@ package attest
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -317,7 +319,7 @@ func (k *AttestationKey) verifyAttest(attest, sig []byte, st tpm2.TPMST, wrongTy
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", wrongType, err)
 	}
-	hashAlg, err := verifyTPMSignature(k.key, sig, attest)
+	hashAlg, err := k.verifySignature(sig, attest)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -328,6 +330,58 @@ func (k *AttestationKey) verifyAttest(attest, sig []byte, st tpm2.TPMST, wrongTy
 		return nil, 0, fmt.Errorf("%w: attestation type %#x", wrongType, uint16(att.typ))
 	}
 	return att, hashAlg, nil
+}
+
+// verifySignature checks the key's TPMT_SIGNATURE sig over attest,
+// remembering successes: a quote is verified by the gate and again by the
+// ledger when the gate's device.enrolled carries it, in the same process
+// when they run in one node. The check is a pure function of the key, the
+// message and the signature, so a success remembered under the SHA-256 of
+// all three is the answer a new verification would give. Failures are not
+// remembered.
+func (k *AttestationKey) verifySignature(sig, attest []byte) (crypto.Hash, error) {
+	h := sha256.New()
+	var n [4]byte
+	for _, b := range [][]byte{k.public, attest, sig} {
+		binary.BigEndian.PutUint32(n[:], uint32(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	verified.RLock()
+	hashAlg, ok := verified.m[key]
+	verified.RUnlock()
+	if ok {
+		return hashAlg, nil
+	}
+	hashAlg, err := verifyTPMSignature(k.key, sig, attest)
+	if err != nil {
+		return 0, err
+	}
+	verified.Lock()
+	defer verified.Unlock()
+	if verified.m == nil {
+		verified.m = make(map[[sha256.Size]byte]crypto.Hash)
+	}
+	if len(verified.m) >= verifiedSize {
+		for victim := range verified.m {
+			delete(verified.m, victim)
+			break
+		}
+	}
+	verified.m[key] = hashAlg
+	return hashAlg, nil
+}
+
+// verifiedSize bounds the signatures verifySignature remembers.
+const verifiedSize = 4096
+
+// verified maps SHA-256(key, message, signature) of TPM signatures that
+// verified to the digest algorithm they used.
+var verified struct {
+	sync.RWMutex
+	m map[[sha256.Size]byte]crypto.Hash
 }
 
 // CheckMonotonic checks that cur, a quote verified after prev from the same

@@ -54,6 +54,22 @@ func TestQuote(t *testing.T) {
 		t.Errorf("clock info %+v", info)
 	}
 
+	// The success is remembered (verifySignature); the subtests below, run
+	// after it, show that nothing but the same key, message and signature
+	// hits it.
+	t.Run("remembered success", func(t *testing.T) {
+		again, err := VerifyQuote(iak.Public, q, nonce)
+		if err != nil || again.Clock != info.Clock || !bytes.Equal(again.PCRDigest, info.PCRDigest) {
+			t.Fatalf("second verification: %+v, %v", again, err)
+		}
+		k, _ := ParseAttestationKey(iak.Public)
+		verified.RLock()
+		n := len(verified.m)
+		verified.RUnlock()
+		if n == 0 || k == nil {
+			t.Fatal("no verified signature remembered")
+		}
+	})
 	t.Run("wrong nonce", func(t *testing.T) {
 		if _, err := VerifyQuote(iak.Public, q, []byte("another nonce")); !errors.Is(err, ErrNonceMismatch) {
 			t.Errorf("got %v", err)
@@ -298,10 +314,43 @@ func BenchmarkVerifyQuote(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
+		forgetVerified()
 		if _, err := VerifyQuote(iak.Public, q, nonce); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkVerifyQuoteRemembered is VerifyQuote of a quote verified before
+// in the process (the ledger re-checking the quote of the gate's
+// device.enrolled): the signature check is remembered.
+func BenchmarkVerifyQuoteRemembered(b *testing.B) {
+	tpm := openSim(b, 21)
+	iak, err := tpm.IAK()
+	if err != nil {
+		b.Fatal(err)
+	}
+	nonce := []byte("benchmark nonce")
+	q, err := tpm.Quote(nonce, []int{0})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tpm.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := VerifyQuote(iak.Public, q, nonce); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// forgetVerified empties the remembered signature checks, so that a
+// benchmark measures the verification itself.
+func forgetVerified() {
+	verified.Lock()
+	clear(verified.m)
+	verified.Unlock()
 }
 
 // BenchmarkECDSAP256Verify is the floor: ecdsa.VerifyASN1 of a P-256
@@ -346,6 +395,7 @@ func BenchmarkAttestationKeyVerifyQuote(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
+		forgetVerified()
 		if _, err := k.VerifyQuote(q, nonce); err != nil {
 			b.Fatal(err)
 		}
@@ -370,6 +420,7 @@ func BenchmarkVerifyQuoteUncachedKey(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
+		forgetVerified()
 		k, err := ParseAttestationKey(iak.Public)
 		if err != nil {
 			b.Fatal(err)

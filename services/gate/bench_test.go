@@ -21,6 +21,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -165,6 +167,9 @@ func setupBench(n, total, bulkProcs int) (*benchSetup, error) {
 		return nil, errNoSWTPM
 	}
 	start := time.Now()
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(node.GCPercent) // as custodyd runs the node
+	}
 	dir, err := os.MkdirTemp("", "custody-gate-bench-")
 	if err != nil {
 		return nil, err
@@ -410,6 +415,10 @@ func BenchmarkGateDecisions(b *testing.B) {
 	b.ReportMetric(rate/verifies, "ratio-to-verify/s")
 	b.ReportMetric(float64(cpu)/float64(len(lat))/float64(verifyCPU), "verify-equiv")
 	b.ReportMetric(float64(s.ledger), "ledger-devices")
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/gogc:percent"}}
+	metrics.Read(live)
+	b.ReportMetric(float64(live[0].Value.Uint64())/(1<<20), "heap-live-MiB")
+	b.ReportMetric(float64(live[1].Value.Uint64()), "gogc")
 }
 
 // startProfile starts a CPU profile of this process into
@@ -939,7 +948,12 @@ func (r *recorder) firmware(ctx context.Context, partner string, image []byte) e
 	return err
 }
 
-var benchPortMu sync.Mutex
+// benchPorts are the ports handed to swtpm processes: swtpm binds after
+// exec returns, so a port freePorts found free may be one just handed out.
+var (
+	benchPortMu sync.Mutex
+	benchPorts  = map[int]bool{}
+)
 
 // startSWTPMDevice starts a swtpm process with its state in dir/tpm, opens
 // it, and serves a device's factory API over it. cleanup registers what must
@@ -949,34 +963,48 @@ func startSWTPMDevice(dir string, cleanup func(func())) (*benchDevice, error) {
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return nil, err
 	}
-	benchPortMu.Lock()
-	port, err := freePorts()
-	if err != nil {
-		benchPortMu.Unlock()
-		return nil, err
-	}
-	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state,
-		"--server", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(port),
-		"--ctrl", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(port+1),
-		"--flags", "not-need-init,startup-clear")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err = cmd.Start()
-	benchPortMu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// Another process may take the ports between freePorts and swtpm's
+	// bind: then swtpm exits, and it starts again on other ports.
 	var tpm *attest.TPM
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if tpm, err = attest.Open("swtpm://127.0.0.1:" + strconv.Itoa(port)); err == nil {
-			break
+	var port int
+	for attempt := 0; tpm == nil; attempt++ {
+		benchPortMu.Lock()
+		p, err := freePorts()
+		if err != nil {
+			benchPortMu.Unlock()
+			return nil, err
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("swtpm: %v\n%s", err, strings.TrimSpace(stderr.String()))
+		port = p
+		cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+state,
+			"--server", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(port),
+			"--ctrl", "type=tcp,bindaddr=127.0.0.1,port="+strconv.Itoa(port+1),
+			"--flags", "not-need-init,startup-clear")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err = cmd.Start()
+		benchPortMu.Unlock()
+		if err != nil {
+			return nil, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if tpm, err = attest.Open("swtpm://127.0.0.1:" + strconv.Itoa(port)); err == nil {
+				break
+			}
+			if isExited(exited) {
+				if attempt < 5 && strings.Contains(stderr.String(), "Address already in use") {
+					break // try other ports
+				}
+				return nil, fmt.Errorf("swtpm exited: %v\n%s", err, strings.TrimSpace(stderr.String()))
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("swtpm: %v\n%s", err, strings.TrimSpace(stderr.String()))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cleanup(func() { _ = tpm.Close() })
@@ -989,6 +1017,17 @@ func startSWTPMDevice(dir string, cleanup func(func())) (*benchDevice, error) {
 	return &benchDevice{tpm: tpm, dev: d, http: srv, addr: addr}, nil
 }
 
+func isExited(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// freePorts returns a port p such that p and p+1 are free and were not
+// handed out before; the caller holds benchPortMu.
 func freePorts() (int, error) {
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -1000,7 +1039,10 @@ func freePorts() (int, error) {
 		l.Close()
 		if err == nil {
 			l2.Close()
-			return p, nil
+			if !benchPorts[p] && !benchPorts[p+1] {
+				benchPorts[p], benchPorts[p+1] = true, true
+				return p, nil
+			}
 		}
 	}
 	return 0, errors.New("no two consecutive free ports")

@@ -1,11 +1,13 @@
 package gate
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"strings"
 	"testing"
@@ -62,4 +64,24 @@ func FuzzCheckCSR(f *testing.F) {
 			}
 		}
 	})
+}
+
+// rawSubject writes what crypto/x509 writes for pkix.Name{CommonName: id}.
+func TestRawSubjectMatchesPKIX(t *testing.T) {
+	for _, id := range []string{
+		"0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c", "Device42", "",
+		"with space", "a*b", "a&b", "ünïcode", strings.Repeat("f", 200),
+	} {
+		got, err := rawSubject(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := asn1.Marshal(pkix.Name{CommonName: id}.ToRDNSequence())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%q: rawSubject %x, crypto/x509 %x", id, got, want)
+		}
+	}
 }

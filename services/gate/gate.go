@@ -28,6 +28,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	encasn1 "encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -41,6 +43,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
@@ -761,8 +765,12 @@ func checkCSR(b64, regID string, want crypto.PublicKey) error {
 func (g *Gate) issueLDevID(regID string, pub crypto.PublicKey) (*x509.Certificate, error) {
 	now := g.cfg.Now()
 	u, _ := url.Parse("urn:custody:device:" + regID)
+	subject, err := rawSubject(regID)
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
-		Subject:     pkixName(regID),
+		RawSubject:  subject,
 		NotBefore:   now.Add(-5 * time.Minute),
 		NotAfter:    now.Add(g.cfg.LDevIDValidity),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
@@ -771,6 +779,34 @@ func (g *Gate) issueLDevID(regID string, pub crypto.PublicKey) (*x509.Certificat
 	}
 	return g.cfg.LDevIDCA.Issue(tmpl, pub)
 }
+
+// rawSubject is the DER of the subject CN=regID exactly as crypto/x509
+// writes pkix.Name{CommonName: regID}: for a registration ID of letters and
+// digits (a device ID is 64 hex digits) a PrintableString, built directly,
+// since marshalling a pkix.Name through encoding/asn1 took an eighth of an
+// LDevID's issuance; anything else through encoding/asn1.
+func rawSubject(regID string) ([]byte, error) {
+	alnum := regID != ""
+	for _, c := range regID {
+		alnum = alnum && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')
+	}
+	if !alnum {
+		return encasn1.Marshal(pkix.Name{CommonName: regID}.ToRDNSequence())
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // RDNSequence
+		b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) { // RelativeDistinguishedName
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // AttributeTypeAndValue
+				b.AddASN1ObjectIdentifier(oidCommonName)
+				b.AddASN1(cbasn1.PrintableString, func(b *cryptobyte.Builder) { b.AddBytes([]byte(regID)) })
+			})
+		})
+	})
+	return b.Bytes()
+}
+
+// oidCommonName is id-at-commonName (RFC 5280).
+var oidCommonName = encasn1.ObjectIdentifier{2, 5, 4, 3}
 
 func short(s string) string {
 	if len(s) > 16 {
