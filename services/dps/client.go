@@ -180,7 +180,9 @@ func escapeID(id string) string { return url.PathEscape(id) }
 
 // CreateOrUpdateEnrollment writes an individual enrollment. When
 // enrollment.ETag is set it is sent as If-Match, so the write fails with
-// ErrPreconditionFailed if the enrollment changed since it was read.
+// ErrPreconditionFailed if the enrollment changed since it was read; "*"
+// replaces whatever is there. Without an etag the write only creates: DPS
+// refuses it with 409 (ErrConflict) when the enrollment exists.
 func (c *ServiceClient) CreateOrUpdateEnrollment(ctx context.Context, enrollment IndividualEnrollment) (*IndividualEnrollment, error) {
 	var out IndividualEnrollment
 	if err := c.putEnrollment(ctx, enrollment, &out); err != nil {
@@ -209,16 +211,21 @@ func (c *ServiceClient) putEnrollment(ctx context.Context, enrollment Individual
 // under If-Match, so a concurrent change makes Enroll fail with
 // ErrPreconditionFailed rather than be lost. Enroll is what the enrollment
 // gate needs of DPS.
+//
+// It tries the create first (a PUT without If-Match, which DPS refuses with
+// 409 when the enrollment exists), so a device's first enrollment is one
+// call; only a conflict reads the enrollment to update it.
 func (c *ServiceClient) Enroll(ctx context.Context, registrationID string, cert *x509.Certificate) error {
 	if cert == nil {
 		return errors.New("dps: enroll: no certificate")
 	}
 	fresh := NewX509Enrollment(registrationID, cert, nil)
+	err := c.putEnrollment(ctx, fresh, nil)
+	if !errors.Is(err, ErrConflict) {
+		return err
+	}
 	cur, err := c.GetEnrollment(ctx, registrationID)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return c.putEnrollment(ctx, fresh, nil)
-	case err != nil:
+	if err != nil {
 		return err
 	}
 	cur.Attestation = fresh.Attestation

@@ -54,7 +54,9 @@
 //
 // The service API authenticates with shared access signatures checked against
 // one configured key name and key; the signed resource (sr) must name the
-// service host. Enrollment writes honour If-Match (412 on a stale etag).
+// service host. Enrollment writes honour If-Match (412 on a stale etag, *
+// for any); a write without If-Match only creates, and is refused with 409
+// when the enrollment or group exists, as DPS refuses it.
 //
 // Refusals use DPS's error body, {"errorCode", "trackingId", "message",
 // "timestampUtc"}, with six-digit codes whose first three digits are the HTTP

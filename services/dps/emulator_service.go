@@ -36,10 +36,17 @@ func (e *Emulator) serviceAPI(w http.ResponseWriter, r *http.Request, next func(
 }
 
 // ifMatch applies an If-Match header to a resource whose current etag is
-// current (exists false: there is none). It writes the 412 itself.
-func (e *Emulator) ifMatch(w http.ResponseWriter, r *http.Request, current string, exists bool) bool {
+// current (exists false: there is none). It writes the 412 itself. put
+// marks a create-or-update: as in DPS, one without If-Match only creates,
+// and is refused with 409 when the resource exists (send its etag, or *,
+// to replace it).
+func (e *Emulator) ifMatch(w http.ResponseWriter, r *http.Request, current string, exists, put bool) bool {
 	h := strings.TrimSpace(r.Header.Get("If-Match"))
 	if h == "" {
+		if put && exists {
+			e.fail(w, r, http.StatusConflict, CodeConflict, "the resource already exists: to replace it, send If-Match with its etag (or *)")
+			return false
+		}
 		return true
 	}
 	if h == "*" {
@@ -242,7 +249,7 @@ func (e *Emulator) enrollment(w http.ResponseWriter, r *http.Request, id string)
 		if old != nil {
 			oldETag = old.e.ETag
 		}
-		if !e.ifMatch(w, r, oldETag, old != nil) {
+		if !e.ifMatch(w, r, oldETag, old != nil, true) {
 			e.mu.Unlock()
 			return
 		}
@@ -268,7 +275,7 @@ func (e *Emulator) enrollment(w http.ResponseWriter, r *http.Request, id string)
 			e.fail(w, r, http.StatusNotFound, CodeEnrollmentNotFound, fmt.Sprintf("individual enrollment %q not found", id))
 			return
 		}
-		if !e.ifMatch(w, r, old.e.ETag, true) {
+		if !e.ifMatch(w, r, old.e.ETag, true, false) {
 			e.mu.Unlock()
 			return
 		}
@@ -334,7 +341,7 @@ func (e *Emulator) enrollmentGroup(w http.ResponseWriter, r *http.Request, id st
 		if old != nil {
 			oldETag = old.g.ETag
 		}
-		if !e.ifMatch(w, r, oldETag, old != nil) {
+		if !e.ifMatch(w, r, oldETag, old != nil, true) {
 			e.mu.Unlock()
 			return
 		}
@@ -357,7 +364,7 @@ func (e *Emulator) enrollmentGroup(w http.ResponseWriter, r *http.Request, id st
 			e.fail(w, r, http.StatusNotFound, CodeEnrollmentNotFound, fmt.Sprintf("enrollment group %q not found", id))
 			return
 		}
-		if !e.ifMatch(w, r, old.g.ETag, true) {
+		if !e.ifMatch(w, r, old.g.ETag, true, false) {
 			e.mu.Unlock()
 			return
 		}
@@ -407,7 +414,7 @@ func (e *Emulator) registrationState(w http.ResponseWriter, r *http.Request, id 
 			e.fail(w, r, http.StatusNotFound, CodeNotFound, fmt.Sprintf("registration %q not found", id))
 			return
 		}
-		if !e.ifMatch(w, r, rec.state.ETag, true) {
+		if !e.ifMatch(w, r, rec.state.ETag, true, false) {
 			e.mu.Unlock()
 			return
 		}

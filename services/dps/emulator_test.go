@@ -64,7 +64,7 @@ type testEnv struct {
 	logBuf *strings.Builder
 }
 
-func newEnv(t *testing.T) *testEnv {
+func newEnv(t testing.TB) *testEnv {
 	t.Helper()
 	env := &testEnv{clock: &testClock{}, logBuf: &strings.Builder{}}
 	var logMu sync.Mutex
@@ -605,6 +605,18 @@ func TestEnrollmentETags(t *testing.T) {
 	if v2.ETag == v1.ETag || !v2.CreatedDateTimeUTC.Equal(v1.CreatedDateTimeUTC) {
 		t.Fatalf("update: etag %q→%q created %v→%v", v1.ETag, v2.ETag, v1.CreatedDateTimeUTC, v2.CreatedDateTimeUTC)
 	}
+	// Without an etag a write only creates (as DPS: 409); * replaces.
+	blind := *v2
+	blind.ETag = ""
+	_, err = env.svc.CreateOrUpdateEnrollment(ctx(t), blind)
+	wantError(t, err, http.StatusConflict, CodeConflict)
+	if !errors.Is(err, ErrConflict) {
+		t.Error("not ErrConflict")
+	}
+	blind.ETag = "*"
+	if v2, err = env.svc.CreateOrUpdateEnrollment(ctx(t), blind); err != nil {
+		t.Fatalf("If-Match *: %v", err)
+	}
 	stale := *v1 // still carries the first etag
 	stale.ProvisioningStatus = ProvisioningDisabled
 	_, err = env.svc.CreateOrUpdateEnrollment(ctx(t), stale)
@@ -694,8 +706,8 @@ func TestConcurrentUse(t *testing.T) {
 		wg.Go(func() {
 			id := fmt.Sprintf("indiv-%d", i)
 			dev := device(env.devCA, id)
-			for range 3 {
-				if _, err := env.svc.CreateOrUpdateEnrollment(ctx(t), NewX509Enrollment(id, dev.Leaf, nil)); err != nil {
+			for range 3 { // creates, then updates
+				if err := env.svc.Enroll(ctx(t), id, dev.Leaf); err != nil {
 					errs <- err
 					return
 				}

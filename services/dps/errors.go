@@ -21,6 +21,7 @@ const (
 	CodeNotFound               = 404001 // ID scope, operation, registration or path unknown
 	CodeEnrollmentNotFound     = 404002 // individual enrollment or group unknown
 	CodeMethodNotAllowed       = 405001
+	CodeConflict               = 409001 // a create (PUT without If-Match) of a resource that exists
 	CodePreconditionFailed     = 412002 // If-Match does not match the current etag
 	CodeRequestEntityTooLarge  = 413001
 	CodeUnsupportedContentType = 415001
@@ -33,6 +34,7 @@ var (
 	ErrBadRequest           = errors.New("dps: bad request")
 	ErrUnauthorized         = errors.New("dps: unauthorized")
 	ErrNotFound             = errors.New("dps: not found")
+	ErrConflict             = errors.New("dps: conflict (the resource already exists)")
 	ErrPreconditionFailed   = errors.New("dps: precondition failed (etag mismatch)")
 	ErrThrottled            = errors.New("dps: throttled")
 	ErrRegistrationFailed   = errors.New("dps: registration failed")
@@ -70,6 +72,8 @@ func (e *Error) Is(target error) bool {
 		return e.StatusCode == http.StatusUnauthorized
 	case ErrNotFound:
 		return e.StatusCode == http.StatusNotFound
+	case ErrConflict:
+		return e.StatusCode == http.StatusConflict
 	case ErrPreconditionFailed:
 		return e.StatusCode == http.StatusPreconditionFailed
 	case ErrThrottled:
