@@ -11,8 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/custodyledger/custody/services/node"

@@ -12,7 +12,6 @@ import (
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
-
 // API versions the gate's device API accepts (DPS's): the official Node.js
 // SDK's 2019-03-31, 2021-06-01, 2021-10-01, and 2025-07-01-preview, which
 // adds the csr field.
