@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -242,7 +243,7 @@ var ErrMalformed = errors.New("malformed statement")
 // verify any signature or evidence; the result is untrusted.
 func ParseStatement(payload []byte) (*Statement, error) {
 	var s Statement
-	dec := json.NewDecoder(strings.NewReader(string(payload)))
+	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
