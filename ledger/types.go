@@ -1,7 +1,9 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/hex"
+	"maps"
 
 	"github.com/custodyledger/custody/events"
 )
@@ -46,6 +48,32 @@ type Device struct {
 	Enrolled       bool              `json:"enrolled"`
 	Decommissioned bool              `json:"decommissioned"`
 	Handoffs       int               `json:"handoffs"` // accepted hand-offs
+}
+
+// Clone returns a deep copy of d: nothing it holds is shared with d.
+func (d *Device) Clone() *Device {
+	if d == nil {
+		return nil
+	}
+	c := *d
+	c.EKCertificate = bytes.Clone(d.EKCertificate)
+	c.EKPublic = bytes.Clone(d.EKPublic)
+	c.IAKPublic = bytes.Clone(d.IAKPublic)
+	c.Stages = maps.Clone(d.Stages)
+	c.ExpectedPCRs = maps.Clone(d.ExpectedPCRs)
+	if d.Pending != nil {
+		p := *d.Pending
+		c.Pending = &p
+	}
+	if d.LastQuote != nil {
+		q := *d.LastQuote
+		c.LastQuote = &q
+	}
+	if d.Flag != nil {
+		f := *d.Flag
+		c.Flag = &f
+	}
+	return &c
 }
 
 // Offer is a pending hand-off.

@@ -51,7 +51,19 @@ type Store struct {
 	// whatever the tree's size.
 	upperMu sync.RWMutex
 	upper   map[compact.NodeID][]byte
+
+	// devices holds decoded device states as last committed, so that the
+	// reads of one event (the gate's, the ledger's rules, Commit's own)
+	// decode a device's JSON once rather than each time; see Device.
+	devMu   sync.RWMutex
+	devices map[string]*ledger.Device
+	devGen  uint64 // bumped by every Commit that writes devices
 }
+
+// maxCachedDevices bounds the decoded device states kept (about 2 kB
+// each, most of it the EK certificate): the devices moving through the
+// supply chain or enrolling at a time.
+const maxCachedDevices = 32 << 10
 
 const upperLevel = 12
 
@@ -113,7 +125,7 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 		c.Unref()
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
-	return &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}}, nil
+	return &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, devices: map[string]*ledger.Device{}}, nil
 }
 
 // Close closes the database.
@@ -271,6 +283,14 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		}
 	}
 	s.upperMu.Unlock()
+	if len(c.Devices) > 0 {
+		s.devMu.Lock()
+		for _, d := range c.Devices {
+			s.cacheDevice(d)
+		}
+		s.devGen++
+		s.devMu.Unlock()
+	}
 	return nil
 }
 
@@ -348,12 +368,38 @@ func (s *Store) PendingOffers(to string) ([]string, error) {
 }
 
 // Device implements ledger.Store.
+// The state comes from the decoded-state cache when it holds the device
+// (callers get their own copy), else from the database: a state decoded
+// while a Commit wrote devices is not cached, as it may predate it.
 func (s *Store) Device(id string) (*ledger.Device, error) {
+	s.devMu.RLock()
+	cached, gen := s.devices[id], s.devGen
+	s.devMu.RUnlock()
+	if cached != nil {
+		return cached.Clone(), nil
+	}
 	var d ledger.Device
 	if err := s.getJSON(deviceKey(id), &d); err != nil {
 		return nil, err
 	}
+	s.devMu.Lock()
+	if s.devGen == gen {
+		s.cacheDevice(&d)
+	}
+	s.devMu.Unlock()
 	return &d, nil
+}
+
+// cacheDevice keeps a copy of d; the caller holds devMu. When the cache is
+// full an arbitrary device is dropped.
+func (s *Store) cacheDevice(d *ledger.Device) {
+	if _, ok := s.devices[d.ID]; !ok && len(s.devices) >= maxCachedDevices {
+		for victim := range s.devices {
+			delete(s.devices, victim)
+			break
+		}
+	}
+	s.devices[d.ID] = d.Clone()
 }
 
 // Partner implements ledger.Store.

@@ -3,6 +3,8 @@ package pebble_test
 import (
 	"bytes"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -81,5 +83,85 @@ func TestCommitReopen(t *testing.T) {
 	}
 	if _, err := s.Nodes([]compact.NodeID{compact.NewNodeID(0, 99)}); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("missing node: %v", err)
+	}
+}
+
+// Device states come back as committed, whether from the decoded-state
+// cache or from disk, and a caller's copy is its own: changing it changes
+// nothing the store holds. Readers running alongside commits never see a
+// state older than the last commit that finished before they read.
+func TestDeviceStates(t *testing.T) {
+	dir := t.TempDir()
+	s, err := pebble.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := string(bytes.Repeat([]byte{'b'}, 64))
+	dev := &ledger.Device{
+		ID: id, Vendor: "acme-tpm", EKCertificate: []byte("ek cert"), EKPublic: []byte("ek"), IAKPublic: []byte("iak"),
+		Custodian: "orbit-odm", Stages: map[string]uint64{"firmware": 3}, ExpectedPCRs: map[string]string{"0": "ab"},
+		LastQuote: &ledger.QuoteCounters{Clock: 7}, Pending: &ledger.Offer{To: "blue-operator", Digest: "d1", From: "orbit-odm"},
+	}
+	commit := func(d *ledger.Device, size uint64) {
+		t.Helper()
+		if err := s.Commit(&ledger.Commit{Head: ledger.Head{Size: size}, Devices: []*ledger.Device{d}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(dev, 1)
+	dev.Custodian = "changed after commit" // the store kept its own copy
+	got, err := s.Device(id)
+	if err != nil || got.Custodian != "orbit-odm" {
+		t.Fatalf("after commit: %+v %v", got, err)
+	}
+	got.Stages["tampered"] = 1
+	got.EKCertificate[0] = 'X'
+	got.LastQuote.Clock = 99
+	got.Pending.To = "grey-market"
+	again, _ := s.Device(id)
+	if _, ok := again.Stages["tampered"]; ok || again.EKCertificate[0] != 'e' || again.LastQuote.Clock != 7 || again.Pending.To != "blue-operator" {
+		t.Fatalf("a caller's change reached the store: %+v", again)
+	}
+	// Readers alongside commits: each commit raises Clock; a reader that
+	// starts after commit n finished sees at least n.
+	var done atomic.Uint64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for done.Load() < 200 {
+				floor := done.Load()
+				d, err := s.Device(id)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d.LastQuote.Clock < floor {
+					t.Errorf("read clock %d after commit %d finished", d.LastQuote.Clock, floor)
+					return
+				}
+			}
+		})
+	}
+	for n := uint64(8); n <= 200; n++ {
+		next := again.Clone()
+		next.LastQuote.Clock = n
+		next.Pending = nil
+		commit(next, n)
+		done.Store(n)
+	}
+	wg.Wait()
+	// The pending-offer index followed the device's state.
+	if offers, err := s.PendingOffers("blue-operator"); err != nil || len(offers) != 0 {
+		t.Fatalf("pending offers after the offer was resolved: %v %v", offers, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = pebble.Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if d, err := s.Device(id); err != nil || d.LastQuote.Clock != 200 || d.Pending != nil || d.Custodian != "orbit-odm" {
+		t.Fatalf("after reopen: %+v %v", d, err)
 	}
 }
