@@ -165,9 +165,6 @@ func partnerKey(n string) []byte { return append([]byte{'p'}, n...) }
 func offerKey(to, device string) []byte {
 	return append(append([]byte{'o'}, to...), append([]byte{'/'}, device...)...)
 }
-func partnerIdxKey(n string, i uint64) []byte {
-	return u64(append([]byte{'q'}, n...), i)
-}
 func rejectionKey(d []byte) []byte { return append([]byte{'r'}, d...) }
 
 var headKey = []byte{'h'}
@@ -231,9 +228,6 @@ func (s *Store) Commit(c *ledger.Commit) error {
 			if err := b.Set(deviceIdxKey(e.Target, e.Index), nil, nil); err != nil {
 				return err
 			}
-		}
-		if err := b.Set(partnerIdxKey(e.Partner, e.Index), nil, nil); err != nil {
-			return err
 		}
 	}
 	for id, h := range c.Nodes {
@@ -325,11 +319,6 @@ func (s *Store) EntryIndexByLeafHash(h []byte) (uint64, error) {
 func (s *Store) DeviceEntries(id string) ([]uint64, error) {
 	prefix := append([]byte{'i'}, id...)
 	return s.indexScan(prefix)
-}
-
-// PartnerEntries returns the log indices of a partner's entries.
-func (s *Store) PartnerEntries(name string) ([]uint64, error) {
-	return s.indexScan(append([]byte{'q'}, name...))
 }
 
 func (s *Store) indexScan(prefix []byte) ([]uint64, error) {
