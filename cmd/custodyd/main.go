@@ -46,7 +46,7 @@ Flags:
 	hubs := fs.String("hubs", "blue-hub-1.azure-devices.net,blue-hub-2.azure-devices.net", "comma-separated IoT hubs the DPS emulator allocates to")
 	origin := fs.String("origin", "custody.local", "checkpoint origin hostname (the note origin is \"<origin> - <tree ID>\")")
 	cacheMiB := fs.Int("ledger-cache-mb", 256, "the ledger store's block cache in MiB; proofs are fastest while the tree's nodes (about 90 bytes per leaf) fit in it")
-	gcPercent := fs.Int("gc-percent", node.GCPercent, "the Go garbage collector's GOGC (ignored when the GOGC variable is set): the node allocates about 250 kB per enrollment decision and the heap it keeps is small, so collecting less often saves CPU for a few hundred MB of memory")
+	gcPercent := fs.Int("gc-percent", node.GCPercent, "the Go garbage collector's GOGC (ignored when the GOGC variable is set): the node allocates about 200 kB per enrollment decision and keeps a heap of tens of MB, so collecting less often saves CPU for a few hundred MB of memory")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
