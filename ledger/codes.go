@@ -19,7 +19,7 @@ const (
 	CodeBadSignature   Code = "bad-signature"    // DSSE signature does not verify with the registered key
 	CodeWrongRole      Code = "wrong-role"       // signer's role may not publish this kind
 	CodeBadCertificate Code = "bad-certificate"  // partner certificate does not chain to the consortium CA
-	CodeAlreadyExists  Code = "already-exists"   // device or partner already registered
+	CodeAlreadyExists  Code = "already-exists"   // device or partner already registered, offer already accepted by its recipient
 	CodeUnknownDevice  Code = "unknown-device"   // no tpm.manufactured for this device
 	CodeEKChain        Code = "ek-chain"         // EK certificate does not chain to the TPM trust bundle
 	CodeIAKCertificate Code = "iak-certificate"  // IAK certificate does not match or chain

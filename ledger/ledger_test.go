@@ -212,6 +212,15 @@ func TestCustodyRules(t *testing.T) {
 	if ids, _ := n.Ledger.Store().PendingOffers("orbit-odm"); len(ids) != 0 {
 		t.Fatalf("accepted offer still pending: %v", ids)
 	}
+	t.Run("re-acceptance by the recipient is a repeat, not equivocation", func(t *testing.T) {
+		dev, _ := n.Ledger.Store().Device(e.device)
+		st := events.NewStatement(events.KindHandoffAccepted, "orbit-odm", e.device, time.Now(), eventID(21))
+		st.Predicate.Handoff = &events.Handoff{From: "acme-tpm", To: "orbit-odm", Offer: dev.LastAccepted}
+		wantCode(t, "re-accept", e.publish("orbit-odm", e.quoted(st)), nil, events.StatusRejected, ledger.CodeAlreadyExists)
+		if dev, _ := n.Ledger.Store().Device(e.device); dev.Flag != nil || dev.Custodian != "orbit-odm" {
+			t.Fatalf("a repeated acceptance changed the device: %+v", dev)
+		}
+	})
 	assembly := must(t, "assembly")(e.station("orbit-odm").RecordStage(ctx, e.agent, events.StageAssembly, "line 3"))
 
 	t.Run("replayed quote", func(t *testing.T) {
@@ -286,6 +295,15 @@ func TestCustodyRules(t *testing.T) {
 		}
 	})
 	must(t, "oem accepts")(e.station("nova-oem").Accept(ctx, e.agent))
+	t.Run("acceptance of an accepted offer by another partner is equivocation", func(t *testing.T) {
+		dev, _ := n.Ledger.Store().Device(e.device)
+		st := events.NewStatement(events.KindHandoffAccepted, "grey-operator", e.device, time.Now(), eventID(22))
+		st.Predicate.Handoff = &events.Handoff{From: "orbit-odm", To: "grey-operator", Offer: dev.LastAccepted}
+		wantCode(t, "second acceptance", e.publish("grey-operator", e.quoted(st)), nil, events.StatusEvidence, ledger.CodeEquivocation)
+		if dev, _ := n.Ledger.Store().Device(e.device); dev.Custodian != "nova-oem" {
+			t.Fatalf("the evidence changed the custodian: %s", dev.Custodian)
+		}
+	})
 
 	t.Run("revoked partner", func(t *testing.T) {
 		p := n.PKI.Partners["orbit-odm"]
@@ -312,7 +330,7 @@ func TestCustodyRules(t *testing.T) {
 	for _, en := range entries {
 		kinds = append(kinds, en.Kind+"/"+en.Status)
 	}
-	want := "tpm.manufactured/accepted handoff.offered/accepted handoff.accepted/accepted stage.recorded/accepted handoff.offered/accepted handoff.offered/evidence handoff.accepted/accepted"
+	want := "tpm.manufactured/accepted handoff.offered/accepted handoff.accepted/accepted stage.recorded/accepted handoff.offered/accepted handoff.offered/evidence handoff.accepted/accepted handoff.accepted/evidence"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Fatalf("timeline:\n got %s\nwant %s", got, want)
 	}

@@ -169,7 +169,13 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 		h := p.Handoff
 		if dev.Pending == nil {
 			if dev.LastAccepted == h.Offer {
-				return reject(CodeEquivocation, "offer %s was already accepted; a second acceptance conflicts with it", h.Offer)
+				if dev.Custodian == p.Partner && h.To == p.Partner {
+					// The recipient, still holding the device, accepting
+					// again (a new envelope for the same hand-off): a
+					// repeat, not a conflict.
+					return reject(CodeAlreadyExists, "%s already accepted offer %s; the first acceptance is in the log", p.Partner, h.Offer)
+				}
+				return reject(CodeEquivocation, "offer %s was already accepted; a second acceptance by %s conflicts with it", h.Offer, p.Partner)
 			}
 			return reject(CodeNoPendingOffer, "device %s has no pending offer", dev.ID)
 		}
