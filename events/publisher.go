@@ -31,9 +31,9 @@ type Publisher struct {
 	partner string
 	outbox  *Outbox // nil: no durability across station restarts
 
-	subOnce sync.Once
-	subErr  error
-	mu      sync.Mutex
+	subMu      sync.Mutex
+	subscribed bool
+	mu         sync.Mutex
 	waiting map[string][]chan *nats.Msg // event digest (hex) → Publish calls waiting for it
 }
 
@@ -51,22 +51,36 @@ func NewPublisher(nc *nats.Conn, partner string) (*Publisher, error) {
 
 // subscribe makes the standing subscriptions, once, and waits until the
 // server has them, so that no answer to an event published afterwards is
-// missed.
+// missed. A failed attempt leaves nothing behind; the next Publish tries
+// again.
 func (p *Publisher) subscribe(ctx context.Context) error {
-	p.subOnce.Do(func() {
+	p.subMu.Lock()
+	defer p.subMu.Unlock()
+	if p.subscribed {
+		return nil
+	}
+	var subs []*nats.Subscription
+	err := func() error {
 		for _, prefix := range []string{ReceiptsPrefix, RejectPrefix} {
 			sub, err := p.nc.Subscribe(prefix+"."+p.partner+".*", p.route)
 			if err != nil {
-				p.subErr = fmt.Errorf("events: subscribing to the ledger's answers: %w", err)
-				return
+				return err
 			}
+			subs = append(subs, sub)
 			// Answers are small and handed on at once; a burst of other
 			// processes' answers must not make this one a slow consumer.
 			_ = sub.SetPendingLimits(1<<20, 256<<20)
 		}
-		p.subErr = p.nc.FlushWithContext(ctx)
-	})
-	return p.subErr
+		return p.nc.FlushWithContext(ctx)
+	}()
+	if err != nil {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
+		}
+		return fmt.Errorf("events: subscribing to the ledger's answers: %w", err)
+	}
+	p.subscribed = true
+	return nil
 }
 
 // route hands an answer to the Publish calls waiting for its digest (the
