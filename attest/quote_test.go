@@ -300,17 +300,7 @@ func TestCheckMonotonicAcrossReboot(t *testing.T) {
 // BenchmarkVerifyQuote measures VerifyQuote of a real simulator quote of
 // one PCR; compare with BenchmarkECDSAP256Verify, the bare signature check.
 func BenchmarkVerifyQuote(b *testing.B) {
-	tpm := openSim(b, 21)
-	iak, err := tpm.IAK()
-	if err != nil {
-		b.Fatal(err)
-	}
-	nonce := []byte("benchmark nonce")
-	q, err := tpm.Quote(nonce, []int{0})
-	if err != nil {
-		b.Fatal(err)
-	}
-	tpm.Close()
+	iak, q, nonce := benchQuote(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -325,7 +315,20 @@ func BenchmarkVerifyQuote(b *testing.B) {
 // in the process (the ledger re-checking the quote of the gate's
 // device.enrolled): the signature check is remembered.
 func BenchmarkVerifyQuoteRemembered(b *testing.B) {
+	iak, q, nonce := benchQuote(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := VerifyQuote(iak.Public, q, nonce); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchQuote is a real simulator quote of one PCR, with its IAK and nonce.
+func benchQuote(b *testing.B) (*Key, *Quote, []byte) {
 	tpm := openSim(b, 21)
+	defer tpm.Close()
 	iak, err := tpm.IAK()
 	if err != nil {
 		b.Fatal(err)
@@ -335,14 +338,7 @@ func BenchmarkVerifyQuoteRemembered(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tpm.Close()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := VerifyQuote(iak.Public, q, nonce); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return iak, q, nonce
 }
 
 // forgetVerified empties the remembered signature checks, so that a
@@ -377,17 +373,7 @@ func BenchmarkECDSAP256Verify(b *testing.B) {
 // BenchmarkAttestationKeyVerifyQuote is VerifyQuote with the IAK decoded
 // once, as a ledger verifying many quotes of one device would.
 func BenchmarkAttestationKeyVerifyQuote(b *testing.B) {
-	tpm := openSim(b, 21)
-	iak, err := tpm.IAK()
-	if err != nil {
-		b.Fatal(err)
-	}
-	nonce := []byte("benchmark nonce")
-	q, err := tpm.Quote(nonce, []int{0})
-	if err != nil {
-		b.Fatal(err)
-	}
-	tpm.Close()
+	iak, q, nonce := benchQuote(b)
 	k, err := ParseAttestationKey(iak.Public)
 	if err != nil {
 		b.Fatal(err)
@@ -406,17 +392,7 @@ func BenchmarkAttestationKeyVerifyQuote(b *testing.B) {
 // first time: the IAK is decoded (go-tpm's reflection decoder, the Name's
 // hash, the point check) on every call, as without the key cache.
 func BenchmarkVerifyQuoteUncachedKey(b *testing.B) {
-	tpm := openSim(b, 21)
-	iak, err := tpm.IAK()
-	if err != nil {
-		b.Fatal(err)
-	}
-	nonce := []byte("benchmark nonce")
-	q, err := tpm.Quote(nonce, []int{0})
-	if err != nil {
-		b.Fatal(err)
-	}
-	tpm.Close()
+	iak, q, nonce := benchQuote(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {

@@ -34,7 +34,7 @@ type Publisher struct {
 	subMu      sync.Mutex
 	subscribed bool
 	mu         sync.Mutex
-	waiting map[string][]chan *nats.Msg // event digest (hex) → Publish calls waiting for it
+	waiting    map[string][]chan *nats.Msg // event digest (hex) → Publish calls waiting for it
 }
 
 // NewPublisher returns a publisher for partner over nc.

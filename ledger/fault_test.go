@@ -14,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/natstest"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/ledger/pebble"
 	"github.com/custodyledger/custody/services/pki"
@@ -63,20 +62,7 @@ func TestCommitFailure(t *testing.T) {
 func commitFailure(t *testing.T, persist bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Connect(t)
 	ps, err := pebble.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

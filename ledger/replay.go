@@ -106,7 +106,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 		if rerr == nil && dev.Decommissioned {
 			rerr = reject(CodeDecommissioned, "device %s was decommissioned", dev.ID)
 		}
-		next := cloneDevice(dev)
+		next := dev.Clone()
 		if rerr == nil {
 			rerr = custodyRule(p, signer, dev, next, qi, unknown)
 		}
@@ -116,7 +116,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			finish(next, p, e.Digest, e.Index)
 			dev = next
 		case rerr != nil && rerr.Code == CodeEquivocation && e.Status == events.StatusEvidence:
-			dev = cloneDevice(dev)
+			dev = dev.Clone()
 			dev.Flag = &DeviceFlag{Reason: "equivocation", By: p.Partner, Index: e.Index}
 		case rerr != nil:
 			return nil, fail("the ledger says %s, the custody rules say %v", e.Status, rerr)

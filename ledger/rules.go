@@ -85,7 +85,7 @@ func (b *batch) verify(pr *prepared) (*verdict, error) {
 	if dev == nil {
 		return nil, reject(CodeUnknownDevice, "device %s has no tpm.manufactured record", device)
 	}
-	next := cloneDevice(dev)
+	next := dev.Clone()
 	if pr.nonceErr != nil {
 		return nil, pr.nonceErr
 	}
@@ -106,7 +106,7 @@ func (b *batch) verify(pr *prepared) (*verdict, error) {
 		}
 		// Equivocation is evidence: log it, flag the device, change nothing else.
 		v.evidence = true
-		flagged := cloneDevice(dev)
+		flagged := dev.Clone()
 		v.apply = func(idx uint64) {
 			flagged.Flag = &DeviceFlag{Reason: "equivocation", By: p.Partner, Index: idx}
 			b.devices[device] = flagged
@@ -407,23 +407,4 @@ func (b *batch) partnerEvent(pr *prepared) (*verdict, error) {
 		return nil, fmt.Errorf("ledger: not a partner event: %s", p.Kind)
 	}
 	return v, nil
-}
-
-func cloneDevice(d *Device) *Device {
-	c := *d
-	c.Stages = maps.Clone(d.Stages)
-	c.ExpectedPCRs = maps.Clone(d.ExpectedPCRs)
-	if d.Pending != nil {
-		o := *d.Pending
-		c.Pending = &o
-	}
-	if d.LastQuote != nil {
-		q := *d.LastQuote
-		c.LastQuote = &q
-	}
-	if d.Flag != nil {
-		f := *d.Flag
-		c.Flag = &f
-	}
-	return &c
 }
