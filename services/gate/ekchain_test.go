@@ -5,9 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"strconv"
 	"testing"
 	"time"
 
@@ -163,5 +165,37 @@ func TestCAChainsSkipNameConstraints(t *testing.T) {
 	}
 	if len(cc.byIssuer) != 0 {
 		t.Fatal("a CA part with name constraints was remembered")
+	}
+}
+
+// The cache of EK verifications stays bounded, dropping expired entries
+// first.
+func TestEKCacheBounded(t *testing.T) {
+	g := &Gate{}
+	now := time.Now()
+	key := func(i int) [32]byte { return sha256.Sum256([]byte(strconv.Itoa(i))) }
+	for i := range maxEKCache {
+		until := now.Add(time.Hour)
+		if i%2 == 0 {
+			until = now.Add(-time.Second) // expired
+		}
+		g.rememberEK(key(i), ekVerified{until: until, manufacturer: "m"}, now)
+	}
+	if len(g.ekCache) != maxEKCache {
+		t.Fatalf("%d entries before the cache is full", len(g.ekCache))
+	}
+	g.rememberEK(key(-1), ekVerified{until: now.Add(time.Hour)}, now)
+	if n := len(g.ekCache); n != maxEKCache/2+1 {
+		t.Fatalf("%d entries after a full cache dropped its expired ones, want %d", n, maxEKCache/2+1)
+	}
+	for i := maxEKCache; len(g.ekCache) < maxEKCache; i++ {
+		g.rememberEK(key(i), ekVerified{until: now.Add(time.Hour)}, now)
+	}
+	g.rememberEK(key(-2), ekVerified{until: now.Add(time.Hour)}, now)
+	if n := len(g.ekCache); n > maxEKCache*3/4+1 {
+		t.Fatalf("%d entries after a full cache of live ones, want at most %d", n, maxEKCache*3/4+1)
+	}
+	if _, ok := g.ekCache[key(-2)]; !ok {
+		t.Fatal("the new entry was not kept")
 	}
 }

@@ -144,8 +144,9 @@ type Gate struct {
 	opOrder    []string              // operation IDs, oldest first
 	unproven   map[string]time.Time  // device → last logged refusal before activation
 	ldevids    ldevids
-	ekCache    sync.Map // [32]byte SHA-256 of an EK certificate → ekVerified
-	caChains   caChains // the verified CA parts of EK certificate chains
+	ekMu       sync.RWMutex
+	ekCache    map[[32]byte]ekVerified // SHA-256 of an EK certificate → its verification
+	caChains   caChains                // the verified CA parts of EK certificate chains
 }
 
 type challenge struct {
@@ -696,8 +697,13 @@ type ekVerified struct {
 	manufacturer string
 }
 
-// ekCacheTTL bounds how long an EK chain verification is reused.
-const ekCacheTTL = time.Hour
+// ekCacheTTL bounds how long an EK chain verification is reused, and
+// maxEKCache how many are kept: a gate enrolling a thousand devices a
+// second would otherwise keep every EK it ever saw.
+const (
+	ekCacheTTL = time.Hour
+	maxEKCache = 64 << 10
+)
 
 // verifyEK verifies an EK certificate (DER) against the TPM trust bundle
 // and returns the TPM manufacturer. A success is cached by the
@@ -708,11 +714,11 @@ const ekCacheTTL = time.Hour
 // (caChains).
 func (g *Gate) verifyEK(der []byte, now time.Time) (string, error) {
 	key := sha256.Sum256(der)
-	if v, ok := g.ekCache.Load(key); ok {
-		if ev := v.(ekVerified); now.Before(ev.until) {
-			return ev.manufacturer, nil
-		}
-		g.ekCache.Delete(key)
+	g.ekMu.RLock()
+	ev, ok := g.ekCache[key]
+	g.ekMu.RUnlock()
+	if ok && now.Before(ev.until) {
+		return ev.manufacturer, nil
 	}
 	ek, err := attest.ParseEKCertificate(der)
 	if err != nil {
@@ -734,8 +740,32 @@ func (g *Gate) verifyEK(der []byte, now time.Time) (string, error) {
 			until = end
 		}
 	}
-	g.ekCache.Store(key, ekVerified{until: until, manufacturer: ek.TPM.Manufacturer})
+	g.rememberEK(key, ekVerified{until: until, manufacturer: ek.TPM.Manufacturer}, now)
 	return ek.TPM.Manufacturer, nil
+}
+
+// rememberEK caches an EK chain verification. A full cache first drops
+// the expired ones, then arbitrary ones down to three quarters.
+func (g *Gate) rememberEK(key [32]byte, v ekVerified, now time.Time) {
+	g.ekMu.Lock()
+	defer g.ekMu.Unlock()
+	if g.ekCache == nil {
+		g.ekCache = map[[32]byte]ekVerified{}
+	}
+	if len(g.ekCache) >= maxEKCache {
+		for k, ev := range g.ekCache {
+			if !now.Before(ev.until) {
+				delete(g.ekCache, k)
+			}
+		}
+		for k := range g.ekCache {
+			if len(g.ekCache) < maxEKCache*3/4 {
+				break
+			}
+			delete(g.ekCache, k)
+		}
+	}
+	g.ekCache[key] = v
 }
 
 // checkCSR verifies a base64 DER PKCS#10 request: its signature, its
