@@ -155,9 +155,11 @@ func (l *Ledger) apply(ctx context.Context, msgs []*prepared) error {
 	for _, a := range b.answers {
 		l.send(a, newHead, known)
 	}
-	for _, pr := range msgs {
-		if err := pr.msg.Ack(); err != nil {
-			l.log.Warn("ack failed; the event will be redelivered and recognised", "err", err)
+	// The consumer acks all: acking the batch's last message (they come in
+	// stream order) acknowledges the batch.
+	if len(msgs) > 0 {
+		if err := msgs[len(msgs)-1].msg.Ack(); err != nil {
+			l.log.Warn("ack failed; the batch's events will be redelivered and recognised", "err", err)
 		}
 	}
 	return nil

@@ -253,7 +253,7 @@ func (l *Ledger) openConsumer(ctx context.Context, seq uint64) error {
 	cons, err := l.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "The custody ledger: verifies and logs events in stream order",
-		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckPolicy:     jetstream.AckAllPolicy, // one ack per committed batch: its last message
 		AckWait:       time.Minute,
 		MaxAckPending: 4 * l.cfg.BatchSize,
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
