@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -98,23 +97,19 @@ func (l *Ledger) Authenticate(token string) (string, error) {
 		return "", fmt.Errorf("%w: malformed token: %v", ErrUnauthenticated, err)
 	}
 	name := unverified.Subject
-	p, err := l.cfg.Store.Partner(name)
-	if err != nil || p == nil {
+	k := l.partnerKey(name)
+	if k == nil {
 		return "", fmt.Errorf("%w: %q is not a registered partner", ErrUnauthenticated, name)
 	}
-	if p.Revoked {
+	if k.rec.Revoked {
 		return "", fmt.Errorf("%w: partner %q is revoked", ErrUnauthenticated, name)
 	}
-	cert, err := x509.ParseCertificate(p.Certificate)
-	if err != nil {
-		return "", fmt.Errorf("%w: partner %q has no usable certificate", ErrUnauthenticated, name)
-	}
 	now := l.cfg.Now()
-	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+	if now.Before(k.parsed.NotBefore) || now.After(k.parsed.NotAfter) {
 		return "", fmt.Errorf("%w: partner %q's certificate is not valid now", ErrUnauthenticated, name)
 	}
 	var c jwt.Claims
-	if err := tok.Claims(cert.PublicKey, &c); err != nil {
+	if err := tok.Claims(k.pub, &c); err != nil {
 		return "", fmt.Errorf("%w: the token is not signed by partner %q's key", ErrUnauthenticated, name)
 	}
 	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: name, Subject: name, AnyAudience: jwt.Audience{TokenAudience}, Time: now}, 30*time.Second); err != nil {
@@ -129,8 +124,8 @@ func (l *Ledger) Authenticate(token string) (string, error) {
 // readerParty is who a reader acts for in custody: a gate reads as its
 // operator.
 func (l *Ledger) readerParty(reader string) string {
-	if p, err := l.cfg.Store.Partner(reader); err == nil && p != nil && p.Role == pki.RoleGate && p.Operator != "" {
-		return p.Operator
+	if k := l.partnerKey(reader); k != nil && k.rec.Role == pki.RoleGate && k.rec.Operator != "" {
+		return k.rec.Operator
 	}
 	return reader
 }

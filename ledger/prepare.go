@@ -52,20 +52,27 @@ type prepared struct {
 	mfgErr *RuleError // tpm.manufactured: why its evidence fails
 }
 
-// facts caches the immutable facts prepare checks against: partner
-// certificates (with parsed keys) and devices' IAKs (parsed once per key).
-// Both are written once and never change in the log, so a cached value is
-// never wrong; entries are dropped after partner events all the same, and
-// the device cache is bounded.
+// facts caches what prepare and the read API check against: partners'
+// registry records with their parsed certificates, and devices' IAKs
+// (parsed once per key). A partner's certificate and a device's IAK never
+// change in the log; a partner's record changes once, when it is revoked,
+// so partners are dropped after every commit that changes one
+// (forgetPartners), and a record read from the store while that happened
+// is not cached. The device cache is bounded.
 type facts struct {
-	mu       sync.RWMutex
-	partners map[string]*partnerKey
-	iaks     map[string]*attest.AttestationKey
+	mu         sync.RWMutex
+	partners   map[string]*partnerKey
+	partnerGen uint64 // bumped by forgetPartners
+	iaks       map[string]*attest.AttestationKey
 }
 
+// partnerKey is a committed partner: its registry record, its certificate
+// (DER and parsed) and public key.
 type partnerKey struct {
-	cert []byte
-	pub  crypto.PublicKey
+	rec    *Partner
+	cert   []byte
+	parsed *x509.Certificate
+	pub    crypto.PublicKey
 }
 
 // maxCachedIAKs bounds the device IAK cache (about 200 bytes each).
@@ -75,11 +82,13 @@ func newFacts() *facts {
 	return &facts{partners: map[string]*partnerKey{}, iaks: map[string]*attest.AttestationKey{}}
 }
 
-// partnerKey returns a committed partner's certificate and key, or nil.
+// partnerKey returns a committed partner (revoked or not), or nil for a
+// name the registry does not hold.
 func (l *Ledger) partnerKey(name string) *partnerKey {
 	f := l.facts
 	f.mu.RLock()
 	k, ok := f.partners[name]
+	gen := f.partnerGen
 	f.mu.RUnlock()
 	if ok {
 		return k
@@ -92,9 +101,11 @@ func (l *Ledger) partnerKey(name string) *partnerKey {
 	if err != nil {
 		return nil
 	}
-	k = &partnerKey{cert: p.Certificate, pub: cert.PublicKey}
+	k = &partnerKey{rec: p, cert: p.Certificate, parsed: cert, pub: cert.PublicKey}
 	f.mu.Lock()
-	f.partners[name] = k
+	if f.partnerGen == gen {
+		f.partners[name] = k
+	}
 	f.mu.Unlock()
 	return k
 }
@@ -110,6 +121,7 @@ func (l *Ledger) forgetPartners(names []string) {
 	for _, n := range names {
 		delete(f.partners, n)
 	}
+	f.partnerGen++
 	f.mu.Unlock()
 }
 
