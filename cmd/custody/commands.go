@@ -7,10 +7,10 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +20,7 @@ import (
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/demo"
 	"github.com/custodyledger/custody/services/pki"
+	"github.com/custodyledger/custody/services/station"
 )
 
 func init() {
@@ -147,38 +148,19 @@ Flags:
 	if err != nil {
 		return err
 	}
-	token, err := ledger.NewReadToken(*as, key, time.Minute)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*server, "/")+"/ledger/v1/devices/"+device+"/provenance", nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
+	p, err := station.NewLedgerClient(strings.TrimRight(*server, "/")+"/ledger", nil).WithIdentity(*as, key).Provenance(device)
+	if errors.Is(err, ledger.ErrNotFound) {
 		return fmt.Errorf("the ledger has no record of device %s", device)
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Code, Message string }
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("ledger answered %s: %s", resp.Status, e.Message)
-	}
-	var p ledger.Provenance
-	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+	if err != nil {
 		return err
 	}
-	entries, cp, err := ledger.VerifyProvenance(&p, pub)
+	entries, cp, err := ledger.VerifyProvenance(p, pub)
 	if err != nil {
 		return fmt.Errorf("VERIFICATION FAILED: %w", err)
 	}
 	if *bundle != "" {
-		if err := writeBundle(*bundle, device, &p, pub); err != nil {
+		if err := writeBundle(*bundle, device, p, pub); err != nil {
 			return err
 		}
 		if *bundle == "-" {

@@ -9,7 +9,6 @@
 package demo
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -361,28 +360,11 @@ func firstBoot(ctx context.Context, n *node.Node, agentURL string) (*FirstBoot, 
 // holds it (histories are private to their parties), and verifies it
 // offline against the log key from the PKI.
 func (r *runner) timeline(d *DeviceReport) error {
-	token, err := ledger.NewReadToken(operator, r.n.PKI.Partners[operator].Key, time.Minute)
+	p, err := station.NewLedgerClient(r.n.URL()+"/ledger", nil).WithIdentity(operator, r.n.PKI.Partners[operator].Key).Provenance(d.ID)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: provenance: %w", d.Name, err)
 	}
-	req, err := http.NewRequest(http.MethodGet, r.n.URL()+"/ledger/v1/devices/"+d.ID+"/provenance", nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: provenance: %s", d.Name, resp.Status)
-	}
-	var p ledger.Provenance
-	if err := json.NewDecoder(bufio.NewReader(resp.Body)).Decode(&p); err != nil {
-		return err
-	}
-	entries, cp, err := ledger.VerifyProvenance(&p, &r.n.PKI.LogKey.PublicKey)
+	entries, cp, err := ledger.VerifyProvenance(p, &r.n.PKI.LogKey.PublicKey)
 	if err != nil {
 		return fmt.Errorf("%s: provenance does not verify: %w", d.Name, err)
 	}

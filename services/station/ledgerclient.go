@@ -73,8 +73,10 @@ func NewLedgerClient(base string, hc *http.Client) *LedgerClient {
 	return &LedgerClient{base: strings.TrimRight(base, "/"), hc: hc}
 }
 
-// Device implements DeviceState.
-func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
+// Provenance reads a device's history with its proofs, as the client's
+// partner sees it (unverified: see ledger.VerifyProvenance).
+// ledger.ErrNotFound: the ledger has no record of the device.
+func (c *LedgerClient) Provenance(id string) (*ledger.Provenance, error) {
 	resp, err := c.get("/v1/devices/" + id + "/provenance")
 	if err != nil {
 		return nil, err
@@ -87,10 +89,17 @@ func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
 	default:
 		return nil, statusError(resp)
 	}
-	var p struct {
-		Device *ledger.Device `json:"device"`
-	}
+	var p ledger.Provenance
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Device implements DeviceState.
+func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
+	p, err := c.Provenance(id)
+	if err != nil {
 		return nil, err
 	}
 	if p.Device == nil {
