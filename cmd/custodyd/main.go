@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -54,9 +53,7 @@ Flags:
 		}
 		os.Exit(2)
 	}
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(*gcPercent)
-	}
+	node.ApplyGCPercent(*gcPercent)
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug

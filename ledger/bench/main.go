@@ -45,7 +45,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -192,9 +191,7 @@ func run(cfg config) error {
 		Method: fmt.Sprintf("%d custody-agent processes, each its own simulated TPM (EK, IAK); %d stage.recorded events per device, each quoted by its device over its binding digest and DSSE-signed by the vendor; all pre-generated, then published async to the embedded JetStream", cfg.Devices, cfg.Events/cfg.Devices),
 	}
 	logf("node in %s", dir)
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(node.GCPercent) // as custodyd runs the node
-	}
+	node.ApplyGCPercent(node.GCPercent) // as custodyd runs the node
 	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0"})
 	if err != nil {
 		return err

@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
@@ -167,9 +166,7 @@ func setupBench(n, total, bulkProcs int) (*benchSetup, error) {
 		return nil, errNoSWTPM
 	}
 	start := time.Now()
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(node.GCPercent) // as custodyd runs the node
-	}
+	node.ApplyGCPercent(node.GCPercent) // as custodyd runs the node
 	dir, err := os.MkdirTemp("", "custody-gate-bench-")
 	if err != nil {
 		return nil, err

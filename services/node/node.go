@@ -19,7 +19,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"time"
 
@@ -43,6 +45,14 @@ import (
 // of MB, so 400 costs a few hundred MB of peak heap for a quarter of the
 // collection work.
 const GCPercent = 400
+
+// ApplyGCPercent sets the garbage collector's GOGC to percent for the
+// process, unless the GOGC environment variable chose one.
+func ApplyGCPercent(percent int) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(percent)
+	}
+}
 
 // Config configures a node. The zero value plus DataDir runs on a laptop.
 type Config struct {
