@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -167,38 +166,20 @@ const akCacheSize = 4096
 // akCache maps the exact TPMT_PUBLIC bytes of a key that passed
 // ParseAttestationKey to the decoded key. AttestationKey is immutable, so
 // one value serves every caller.
-var akCache struct {
-	sync.RWMutex
-	m map[string]*AttestationKey
-}
+var akCache = boundedCache[string, *AttestationKey]{max: akCacheSize}
 
 // cachedAttestationKey is ParseAttestationKey with a bounded cache: the
 // same bytes always decode to the same key, so a hit returns what a parse
-// would. Keys that fail to parse are not cached. When the cache is full an
-// arbitrary entry is dropped.
+// would. Keys that fail to parse are not cached.
 func cachedAttestationKey(tpmtPublic []byte) (*AttestationKey, error) {
-	akCache.RLock()
-	k, ok := akCache.m[string(tpmtPublic)]
-	akCache.RUnlock()
-	if ok {
+	if k, ok := akCache.get(string(tpmtPublic)); ok {
 		return k, nil
 	}
 	k, err := ParseAttestationKey(tpmtPublic)
 	if err != nil {
 		return nil, err
 	}
-	akCache.Lock()
-	defer akCache.Unlock()
-	if akCache.m == nil {
-		akCache.m = make(map[string]*AttestationKey)
-	}
-	if len(akCache.m) >= akCacheSize {
-		for victim := range akCache.m {
-			delete(akCache.m, victim)
-			break
-		}
-	}
-	akCache.m[string(k.public)] = k
+	akCache.put(string(k.public), k)
 	return k, nil
 }
 
@@ -349,40 +330,20 @@ func (k *AttestationKey) verifySignature(sig, attest []byte) (crypto.Hash, error
 	}
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
-	verified.RLock()
-	hashAlg, ok := verified.m[key]
-	verified.RUnlock()
-	if ok {
+	if hashAlg, ok := verified.get(key); ok {
 		return hashAlg, nil
 	}
 	hashAlg, err := verifyTPMSignature(k.key, sig, attest)
 	if err != nil {
 		return 0, err
 	}
-	verified.Lock()
-	defer verified.Unlock()
-	if verified.m == nil {
-		verified.m = make(map[[sha256.Size]byte]crypto.Hash)
-	}
-	if len(verified.m) >= verifiedSize {
-		for victim := range verified.m {
-			delete(verified.m, victim)
-			break
-		}
-	}
-	verified.m[key] = hashAlg
+	verified.put(key, hashAlg)
 	return hashAlg, nil
 }
 
-// verifiedSize bounds the signatures verifySignature remembers.
-const verifiedSize = 4096
-
 // verified maps SHA-256(key, message, signature) of TPM signatures that
-// verified to the digest algorithm they used.
-var verified struct {
-	sync.RWMutex
-	m map[[sha256.Size]byte]crypto.Hash
-}
+// verified to the digest algorithm they used; it keeps 4096.
+var verified = boundedCache[[sha256.Size]byte, crypto.Hash]{max: 4096}
 
 // CheckMonotonic checks that cur, a quote verified after prev from the same
 // TPM, does not show the TPM's counters going backwards: resetCount must

@@ -63,10 +63,7 @@ func TestQuote(t *testing.T) {
 			t.Fatalf("second verification: %+v, %v", again, err)
 		}
 		k, _ := ParseAttestationKey(iak.Public)
-		verified.RLock()
-		n := len(verified.m)
-		verified.RUnlock()
-		if n == 0 || k == nil {
+		if verified.len() == 0 || k == nil {
 			t.Fatal("no verified signature remembered")
 		}
 	})
@@ -344,9 +341,7 @@ func benchQuote(b *testing.B) (*Key, *Quote, []byte) {
 // forgetVerified empties the remembered signature checks, so that a
 // benchmark measures the verification itself.
 func forgetVerified() {
-	verified.Lock()
-	clear(verified.m)
-	verified.Unlock()
+	verified.clear()
 }
 
 // BenchmarkECDSAP256Verify is the floor: ecdsa.VerifyASN1 of a P-256

@@ -175,10 +175,7 @@ func TestAttestationKeyCache(t *testing.T) {
 			t.Fatalf("EK as attestation key: %v", err)
 		}
 	}
-	akCache.RLock()
-	_, cached := akCache.m[string(ek.Public)]
-	akCache.RUnlock()
-	if cached {
+	if _, cached := akCache.get(string(ek.Public)); cached {
 		t.Error("a refused key was cached")
 	}
 	// Fill the cache past its bound with distinct valid keys.
@@ -190,10 +187,7 @@ func TestAttestationKeyCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	akCache.RLock()
-	n := len(akCache.m)
-	akCache.RUnlock()
-	if n > akCacheSize {
+	if n := akCache.len(); n > akCacheSize {
 		t.Errorf("cache holds %d keys, bound %d", n, akCacheSize)
 	}
 }
