@@ -165,16 +165,8 @@ func TestReadAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cnc, err := n.Connect(events.ConsortiumPartner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cnc.Close()
-	pub, _ := events.NewPublisher(cnc, events.ConsortiumPartner)
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if rr, err := pub.Publish(pctx, env); err != nil || rr.Status != events.StatusAccepted {
-		t.Fatalf("revocation: %+v %v", rr, err)
+	if rr := publishAs(t, ctx, n, events.ConsortiumPartner, env); rr.Status != events.StatusAccepted {
+		t.Fatalf("revocation: %+v", rr)
 	}
 	if c := get(provenance, revoked, nil); c != http.StatusUnauthorized {
 		t.Fatalf("revoked partner's token: %d, want 401", c)

@@ -150,18 +150,7 @@ func TestStreamLosesItsTail(t *testing.T) {
 	}
 	publish := func(n *node.Node, env []byte) *events.Receipt {
 		t.Helper()
-		nc, err := n.Connect(events.ConsortiumPartner)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		pub, _ := events.NewPublisher(nc, events.ConsortiumPartner)
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		r, err := pub.Publish(pctx, env)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := publishAs(t, ctx, n, events.ConsortiumPartner, env)
 		if r.Status != events.StatusAccepted {
 			t.Fatalf("%s %s: %s", r.Status, r.Code, r.Reason)
 		}
