@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/nodetest"
 	"github.com/custodyledger/custody/ledger"
 )
 
@@ -165,7 +166,7 @@ func TestReadAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rr := publishAs(t, ctx, n, events.ConsortiumPartner, env); rr.Status != events.StatusAccepted {
+	if rr := nodetest.PublishAs(t, ctx, n, events.ConsortiumPartner, env); rr.Status != events.StatusAccepted {
 		t.Fatalf("revocation: %+v", rr)
 	}
 	if c := get(provenance, revoked, nil); c != http.StatusUnauthorized {

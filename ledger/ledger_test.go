@@ -87,28 +87,6 @@ func (e *env) publishRaw(partner string, envelope []byte) *events.Receipt {
 	return r
 }
 
-// publishAs publishes envelope on partner's own NATS connection to node n
-// and returns the ledger's answer.
-func publishAs(t *testing.T, ctx context.Context, n *node.Node, partner string, envelope []byte) *events.Receipt {
-	t.Helper()
-	nc, err := n.Connect(partner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	pub, err := events.NewPublisher(nc, partner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	r, err := pub.Publish(pctx, envelope)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 // quoted fills st's evidence with a real quote over its binding digest.
 func (e *env) quoted(st *events.Statement) *events.Statement {
 	e.t.Helper()

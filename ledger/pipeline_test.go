@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/nodetest"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
@@ -150,7 +151,7 @@ func TestStreamLosesItsTail(t *testing.T) {
 	}
 	publish := func(n *node.Node, env []byte) *events.Receipt {
 		t.Helper()
-		r := publishAs(t, ctx, n, events.ConsortiumPartner, env)
+		r := nodetest.PublishAs(t, ctx, n, events.ConsortiumPartner, env)
 		if r.Status != events.StatusAccepted {
 			t.Fatalf("%s %s: %s", r.Status, r.Code, r.Reason)
 		}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/nodetest"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
@@ -699,24 +700,11 @@ func (e *env) refusalRules(dev, otherTPM string) {
 	t := e.t
 	publish := func(partner string, st *events.Statement) *events.Receipt {
 		t.Helper()
-		nc, err := e.n.Connect(partner)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		pub, err := events.NewPublisher(nc, partner)
-		if err != nil {
-			t.Fatal(err)
-		}
 		env, err := events.Sign(e.ctx, st, e.n.PKI.Partners[partner].Key, partner)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := pub.Publish(e.ctx, env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return nodetest.PublishAs(t, e.ctx, e.n, partner, env)
 	}
 	refusal := func(partner, id, operator string) *events.Statement {
 		st := events.NewStatement(events.KindEnrollmentRefused, partner, id, time.Now(), fmt.Sprintf("%032x", time.Now().UnixNano()))
