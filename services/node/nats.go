@@ -121,7 +121,15 @@ func (n *Node) connect(user string) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.conns = append(n.conns, nc)
+	n.connsMu.Lock()
+	open := n.conns[:0] // callers may have closed theirs already
+	for _, c := range n.conns {
+		if !c.IsClosed() {
+			open = append(open, c)
+		}
+	}
+	n.conns = append(open, nc)
+	n.connsMu.Unlock()
 	return nc, nil
 }
 

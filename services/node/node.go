@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -140,6 +141,7 @@ type Node struct {
 	DPS      *dps.Emulator
 
 	store     *pebble.Store
+	connsMu   sync.Mutex // Connect is called from any goroutine
 	conns     []*nats.Conn
 	httpLn    net.Listener
 	dpsLn     net.Listener
@@ -397,7 +399,11 @@ func (n *Node) registerPartners(ctx context.Context) error {
 }
 
 func (n *Node) close() {
-	for _, nc := range n.conns {
+	n.connsMu.Lock()
+	conns := n.conns
+	n.conns = nil
+	n.connsMu.Unlock()
+	for _, nc := range conns {
 		nc.Close()
 	}
 	if n.httpLn != nil {
