@@ -34,8 +34,12 @@ func usage() {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	width := 0
 	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-22s %s\n", commands[n].usage, commands[n].summary)
+		width = max(width, len(commands[n].usage))
+	}
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-*s  %s\n", width, commands[n].usage, commands[n].summary)
 	}
 	fmt.Fprint(os.Stderr, "\nRun \"custody <command> --help\" for a command's flags.\n")
 }
