@@ -161,17 +161,17 @@ func (l *Ledger) ProvenanceFor(device, reader string) (*Provenance, error) {
 	if reader == "" {
 		return nil, ErrUnauthenticated
 	}
-	decided, holds := false, false
-	p, err := l.provenance(device, func(dev *Device, e *Entry) bool {
-		if !decided {
-			decided, holds = true, l.holdsHistory(reader, dev)
+	holds := false
+	p, err := l.provenance(device, func(dev *Device) func(*Entry) bool {
+		if holds = l.holdsHistory(reader, dev); holds {
+			return nil
 		}
-		return holds || e.Partner == reader
+		return func(e *Entry) bool { return e.Partner == reader }
 	})
 	if err != nil {
 		return nil, err
 	}
-	if holds || (!decided && l.holdsHistory(reader, p.Device)) {
+	if holds {
 		return p, nil
 	}
 	if len(p.Entries) == 0 {

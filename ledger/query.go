@@ -42,13 +42,19 @@ func (l *Ledger) Provenance(device string) (*Provenance, error) {
 	return l.provenance(device, nil)
 }
 
-// provenance is Provenance limited to the entries keep accepts (nil: all):
-// entries are read first and proofs are built only for those kept.
-func (l *Ledger) provenance(device string, keep func(dev *Device, e *Entry) bool) (*Provenance, error) {
+// provenance is Provenance limited to the entries a filter keeps: filter
+// (if not nil) is called once with the device's state and returns which
+// entries to keep (nil: all). Entries are read first and proofs are built
+// only for those kept.
+func (l *Ledger) provenance(device string, filter func(dev *Device) func(*Entry) bool) (*Provenance, error) {
 	head := l.Head()
 	dev, err := l.cfg.Store.Device(device)
 	if err != nil {
 		return nil, err
+	}
+	var keep func(*Entry) bool
+	if filter != nil {
+		keep = filter(dev)
 	}
 	idx, err := l.cfg.Store.DeviceEntries(device)
 	if err != nil {
@@ -65,7 +71,7 @@ func (l *Ledger) provenance(device string, keep func(dev *Device, e *Entry) bool
 		if err != nil {
 			return nil, err
 		}
-		if keep == nil || keep(dev, e) {
+		if keep == nil || keep(e) {
 			in, entries = append(in, i), append(entries, e)
 		}
 	}

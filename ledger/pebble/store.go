@@ -237,13 +237,14 @@ func (s *Store) Commit(c *ledger.Commit) error {
 	}
 	for _, d := range c.Devices {
 		// Keep the pending-offer index in step with the device's state.
-		if old, err := s.Device(d.ID); err == nil && old.Pending != nil &&
-			(d.Pending == nil || d.Pending.To != old.Pending.To) {
-			if err := b.Delete(offerKey(old.Pending.To, d.ID), nil); err != nil {
+		oldTo, err := s.pendingTo(d.ID)
+		if err != nil {
+			return err
+		}
+		if oldTo != "" && (d.Pending == nil || d.Pending.To != oldTo) {
+			if err := b.Delete(offerKey(oldTo, d.ID), nil); err != nil {
 				return err
 			}
-		} else if err != nil && !errors.Is(err, ledger.ErrNotFound) {
-			return err
 		}
 		if d.Pending != nil {
 			if err := b.Set(offerKey(d.Pending.To, d.ID), []byte(d.Pending.Digest), nil); err != nil {
@@ -377,6 +378,29 @@ func (s *Store) Device(id string) (*ledger.Device, error) {
 	}
 	s.devMu.Unlock()
 	return &d, nil
+}
+
+// pendingTo is the recipient of device id's committed pending offer ("" for
+// none, or no such device). A cached state is read in place (cached states
+// are replaced, never changed), not copied as Device copies it.
+func (s *Store) pendingTo(id string) (string, error) {
+	s.devMu.RLock()
+	d := s.devices[id]
+	s.devMu.RUnlock()
+	if d == nil {
+		read, err := s.Device(id)
+		switch {
+		case errors.Is(err, ledger.ErrNotFound):
+			return "", nil
+		case err != nil:
+			return "", err
+		}
+		d = read
+	}
+	if d.Pending == nil {
+		return "", nil
+	}
+	return d.Pending.To, nil
 }
 
 // cacheDevice keeps a copy of d; the caller holds devMu. When the cache is

@@ -16,8 +16,8 @@ import (
 )
 
 // BenchmarkServiceEnroll measures what the enrollment gate does for every
-// device it enrolls: ServiceClient.Enroll (read the individual enrollment,
-// then write it) against the emulator over TLS, 32 at once, with the
+// device it enrolls: ServiceClient.Enroll (a first enrollment: one create)
+// against the emulator over TLS, 32 at once, with the
 // connections kept alive, over HTTP/1.1 and over HTTP/2. Client and
 // emulator share the process, so ns/op times GOMAXPROCS is the CPU of one
 // enrollment on both sides.

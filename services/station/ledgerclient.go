@@ -77,35 +77,43 @@ func NewLedgerClient(base string, hc *http.Client) *LedgerClient {
 // partner sees it (unverified: see ledger.VerifyProvenance).
 // ledger.ErrNotFound: the ledger has no record of the device.
 func (c *LedgerClient) Provenance(id string) (*ledger.Provenance, error) {
-	resp, err := c.get("/v1/devices/" + id + "/provenance")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		return nil, ledger.ErrNotFound
-	default:
-		return nil, statusError(resp)
-	}
 	var p ledger.Provenance
-	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+	if err := c.provenance(id, &p); err != nil {
 		return nil, err
 	}
 	return &p, nil
 }
 
-// Device implements DeviceState.
+// Device implements DeviceState. It decodes only the state from the
+// device's provenance, not its entries and proofs.
 func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
-	p, err := c.Provenance(id)
-	if err != nil {
+	var p struct {
+		Device *ledger.Device `json:"device"`
+	}
+	if err := c.provenance(id, &p); err != nil {
 		return nil, err
 	}
 	if p.Device == nil {
 		return nil, ledger.ErrNotFound
 	}
 	return p.Device, nil
+}
+
+// provenance reads a device's provenance into out.
+func (c *LedgerClient) provenance(id string, out any) error {
+	resp, err := c.get("/v1/devices/" + id + "/provenance")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return ledger.ErrNotFound
+	default:
+		return statusError(resp)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // PendingOffers implements DeviceState.
