@@ -49,6 +49,10 @@ func NewPublisher(nc *nats.Conn, partner string) (*Publisher, error) {
 	return &Publisher{nc: nc, js: js, partner: partner, waiting: map[string][]chan *nats.Msg{}}, nil
 }
 
+// subscribeTimeout bounds the wait for the server to confirm the standing
+// subscriptions when the caller's context has no deadline.
+const subscribeTimeout = 10 * time.Second
+
 // subscribe makes the standing subscriptions, once, and waits until the
 // server has them, so that no answer to an event published afterwards is
 // missed. A failed attempt leaves nothing behind; the next Publish tries
@@ -71,7 +75,14 @@ func (p *Publisher) subscribe(ctx context.Context) error {
 			// processes' answers must not make this one a slow consumer.
 			_ = sub.SetPendingLimits(1<<20, 256<<20)
 		}
-		return p.nc.FlushWithContext(ctx)
+		// FlushWithContext refuses a context without a deadline (a
+		// restarted station recovers under its whole run's context).
+		fctx, cancel := ctx, context.CancelFunc(func() {})
+		if _, ok := ctx.Deadline(); !ok {
+			fctx, cancel = context.WithTimeout(ctx, subscribeTimeout)
+		}
+		defer cancel()
+		return p.nc.FlushWithContext(fctx)
 	}()
 	if err != nil {
 		for _, sub := range subs {
@@ -124,10 +135,38 @@ func (p *Publisher) WithOutbox(o *Outbox) *Publisher {
 	return p
 }
 
-// Resend publishes every unconfirmed event of the outbox again and waits
-// for their answers, returning them by digest. Events the ledger already
-// logged are answered from the log; nothing is logged twice.
-func (p *Publisher) Resend(ctx context.Context) (map[string]*Receipt, error) {
+// ResendConcurrency is how many outbox events Resend has in flight at once.
+const ResendConcurrency = 64
+
+// ErrBadOutboxEntry marks an outbox file that is not a signed envelope of
+// this publisher's partner: it can never be sent, and is left in place for
+// an operator to look at.
+var ErrBadOutboxEntry = errors.New("outbox entry is not a signed envelope of this partner")
+
+// BadOutboxEntryError is Resend's error for one outbox entry that cannot be
+// sent; it matches [ErrBadOutboxEntry].
+type BadOutboxEntryError struct {
+	Digest string
+	Err    error
+}
+
+func (e *BadOutboxEntryError) Error() string {
+	return fmt.Sprintf("events: outbox %s: %v: %v", e.Digest, ErrBadOutboxEntry, e.Err)
+}
+
+func (e *BadOutboxEntryError) Is(target error) bool { return target == ErrBadOutboxEntry }
+func (e *BadOutboxEntryError) Unwrap() error        { return e.Err }
+
+// Resend publishes the unconfirmed events of the outbox named by digests
+// (none: all of them) again and waits for their answers, returning them by
+// digest. Events the ledger already logged are answered from the log;
+// nothing is logged twice. The events are re-sent concurrently (a backlog
+// after a long outage is answered in a few ledger batches, not one round
+// trip each). The error joins those of the events that got no answer, which
+// stay in the outbox; an entry that cannot be sent is reported as a
+// [*BadOutboxEntryError]. ctx needs no deadline: without one, Resend waits as
+// long as the ledger takes.
+func (p *Publisher) Resend(ctx context.Context, digests ...string) (map[string]*Receipt, error) {
 	if p.outbox == nil {
 		return nil, nil
 	}
@@ -135,15 +174,46 @@ func (p *Publisher) Resend(ctx context.Context) (map[string]*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]*Receipt{}
-	for d, env := range pending {
-		r, err := p.Publish(ctx, env)
-		if err != nil {
-			return out, fmt.Errorf("events: re-sending %s: %w", d, err)
+	if len(digests) > 0 {
+		only := make(map[string][]byte, len(digests))
+		for _, d := range digests {
+			if env, ok := pending[d]; ok {
+				only[d] = env
+			}
 		}
-		out[d] = r
+		pending = only
 	}
-	return out, nil
+	var (
+		mu   sync.Mutex
+		out  = map[string]*Receipt{}
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, ResendConcurrency)
+	)
+	for d, env := range pending {
+		signed, err := Open(env)
+		if err == nil && (signed.DigestHex() != d || signed.Statement.Predicate.Partner != p.partner) {
+			err = fmt.Errorf("digest %s, partner %q", signed.DigestHex(), signed.Statement.Predicate.Partner)
+		}
+		if err != nil {
+			errs = append(errs, &BadOutboxEntryError{Digest: d, Err: err})
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r, err := p.PublishSigned(ctx, signed)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("events: re-sending %s: %w", d, err))
+				return
+			}
+			out[d] = r
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // askStatus requests the event's status from the ledger; the answer joins

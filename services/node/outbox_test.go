@@ -3,11 +3,13 @@ package node_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/pki"
+	"github.com/custodyledger/custody/services/station"
 )
 
 // TestOutboxRecoversWithoutDuplicates: a publisher that crashed after
@@ -54,8 +56,13 @@ func TestOutboxRecoversWithoutDuplicates(t *testing.T) {
 	if err := ob.Put(s.DigestHex(), env); err != nil {
 		t.Fatal(err)
 	}
+	// A restarted station recovers under its whole run's context, which
+	// has no deadline (Resend once failed on exactly that: "nats: context
+	// requires a deadline").
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
 	restarted, _ := events.NewPublisher(nc, events.ConsortiumPartner)
-	answers, err := restarted.WithOutbox(ob).Resend(ctx)
+	answers, err := restarted.WithOutbox(ob).Resend(runCtx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,5 +75,61 @@ func TestOutboxRecoversWithoutDuplicates(t *testing.T) {
 	}
 	if left, _ := ob.Digests(); len(left) != 0 {
 		t.Fatalf("outbox not emptied: %v", left)
+	}
+}
+
+// TestStationRecoverSkipsBadEntries: Recover, under a context with no
+// deadline, re-sends the real pending event, leaves a file that is not a
+// signed envelope in place (logged, never sent), and returns once nothing
+// it can send is left.
+func TestStationRecoverSkipsBadEntries(t *testing.T) {
+	n := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nc, err := n.Connect(events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	late, err := n.PKI.ConsortiumCA.NewPartner("late-odm", pki.RoleODM, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := events.NewPartnerStatement(events.KindPartnerRegistered,
+		events.PartnerInfo{Name: "late-odm", Role: pki.RoleODM, Certificate: late.Cert.Raw},
+		"00000000000000000000000000000000000000000000000000000000000000bb", time.Now(), "0123456789abcdef0123456789abcdef")
+	env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, _ := events.Open(env)
+	dir := filepath.Join(t.TempDir(), "outbox")
+	ob, err := events.OpenOutbox(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := strings.Repeat("ab", 32)
+	for d, b := range map[string][]byte{signed.DigestHex(): env, junk: []byte("not an envelope")} {
+		if err := ob.Put(d, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := station.New(station.Config{
+		Name: events.ConsortiumPartner, Role: "consortium", Key: n.PKI.ConsortiumCA.Key,
+		NATS: nc, Ledger: station.NewLedgerClient(n.URL()+"/ledger", nil), OutboxDir: dir,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if err := s.Recover(runCtx); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := ob.Digests(); len(left) != 1 || left[0] != junk {
+		t.Fatalf("outbox after recovery: %v, want only the unsendable %s", left, junk)
+	}
+	if _, err := n.Ledger.EventStatus(signed.Digest[:]); err != nil {
+		t.Fatalf("re-sent event not in the log: %v", err)
 	}
 }
