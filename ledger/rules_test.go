@@ -1,0 +1,305 @@
+package ledger
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/pki"
+)
+
+// The custody rules as pure functions of a device's state in memory: no
+// NATS, no store, no TPM. One case per rule and per refusal code the rules
+// give; the end-to-end tests (TestCustodyRules) run the same rules through
+// the whole pipeline with real quotes.
+
+const (
+	ruleDevice = "1111111111111111111111111111111111111111111111111111111111111111"
+	offerA     = "aaaa000000000000000000000000000000000000000000000000000000000000"
+	offerB     = "bbbb000000000000000000000000000000000000000000000000000000000000"
+)
+
+// registry is the partners the rules look hand-off recipients up in.
+var registry = map[string]*Partner{
+	"acme-tpm":      {Name: "acme-tpm", Role: pki.RoleTPMVendor},
+	"orbit-odm":     {Name: "orbit-odm", Role: pki.RoleODM},
+	"nova-oem":      {Name: "nova-oem", Role: pki.RoleOEM},
+	"delta-ems":     {Name: "delta-ems", Role: pki.RoleEMS},
+	"blue-operator": {Name: "blue-operator", Role: pki.RoleOperator},
+	"grey-operator": {Name: "grey-operator", Role: pki.RoleOperator},
+	"blue-gate":     {Name: "blue-gate", Role: pki.RoleGate, Operator: "blue-operator"},
+	"gone-oem":      {Name: "gone-oem", Role: pki.RoleOEM, Revoked: true, RevokedIndex: 3},
+}
+
+func lookup(name string) (*Partner, error) { return registry[name], nil }
+
+// held is a device held by custodian, with options applied.
+func held(custodian string, opts ...func(*Device)) *Device {
+	d := &Device{ID: ruleDevice, Vendor: "acme-tpm", Custodian: custodian}
+	for _, o := range opts {
+		o(d)
+	}
+	return d
+}
+
+func pending(from, to, digest string) func(*Device) {
+	return func(d *Device) { d.Pending = &Offer{Digest: digest, From: from, To: to, Index: 5} }
+}
+
+func accepted(digest string) func(*Device) { return func(d *Device) { d.LastAccepted = digest } }
+
+func flagged(reason string) func(*Device) {
+	return func(d *Device) { d.Flag = &DeviceFlag{Reason: reason, By: "orbit-odm", Index: 6} }
+}
+
+func pred(kind, partner string) *events.Predicate { return &events.Predicate{Kind: kind, Partner: partner} }
+
+func stage(partner, name string, pcrs map[string]string) *events.Predicate {
+	p := pred(events.KindStageRecorded, partner)
+	p.Stage = &events.Stage{Name: name, PCRs: pcrs}
+	return p
+}
+
+func offer(partner, from, to string) *events.Predicate {
+	p := pred(events.KindHandoffOffered, partner)
+	p.Handoff = &events.Handoff{From: from, To: to}
+	return p
+}
+
+func accept(partner, from, to, digest string) *events.Predicate {
+	p := pred(events.KindHandoffAccepted, partner)
+	p.Handoff = &events.Handoff{From: from, To: to, Offer: digest}
+	return p
+}
+
+func flag(kind, partner, reason string) *events.Predicate {
+	p := pred(kind, partner)
+	p.Flag = &events.Flag{Reason: reason}
+	return p
+}
+
+func enrolled(gate, operator string) *events.Predicate {
+	p := pred(events.KindDeviceEnrolled, gate)
+	p.Enrolled = &events.Enrolled{Operator: operator}
+	return p
+}
+
+var pcr0 = strings.Repeat("ab", 32)
+
+func TestCustodyRuleTable(t *testing.T) {
+	quoted := &attest.QuoteInfo{Clock: 10, PCRs: map[int][]byte{0: mustHex(pcr0)}}
+	for _, tc := range []struct {
+		name string
+		dev  *Device
+		p    *events.Predicate
+		want Code // "" accepted
+	}{
+		// stage.recorded
+		{"custodian records a stage", held("orbit-odm"), stage("orbit-odm", "assembly", nil), ""},
+		{"non-custodian records a stage", held("orbit-odm"), stage("nova-oem", "assembly", nil), CodeNotCustodian},
+		{"firmware PCRs the TPM quoted", held("delta-ems"), stage("delta-ems", events.StageFirmwareProgrammed, map[string]string{"0": pcr0}), ""},
+		{"firmware PCRs the TPM did not quote", held("delta-ems"), stage("delta-ems", events.StageFirmwareProgrammed, map[string]string{"0": strings.Repeat("cd", 32)}), CodeEvidence},
+		{"firmware PCR outside the quote", held("delta-ems"), stage("delta-ems", events.StageFirmwareProgrammed, map[string]string{"7": pcr0}), CodeEvidence},
+
+		// handoff.offered
+		{"custodian offers to a registered partner", held("orbit-odm"), offer("orbit-odm", "orbit-odm", "nova-oem"), ""},
+		{"non-custodian offers", held("orbit-odm"), offer("nova-oem", "nova-oem", "delta-ems"), CodeNotCustodian},
+		{"offer in another partner's name", held("orbit-odm"), offer("orbit-odm", "nova-oem", "delta-ems"), CodeNotCustodian},
+		{"second offer while one is pending (double hand-off)", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "grey-operator"), CodeEquivocation},
+		{"same offer again while pending", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "blue-operator"), CodeEquivocation},
+		{"offer to an unregistered party (grey market)", held("delta-ems"), offer("delta-ems", "delta-ems", "shadow-broker"), CodeRecipient},
+		{"offer to a revoked partner", held("delta-ems"), offer("delta-ems", "delta-ems", "gone-oem"), CodeRecipient},
+		{"offer to a gate", held("delta-ems"), offer("delta-ems", "delta-ems", "blue-gate"), CodeRecipient},
+
+		// handoff.accepted
+		{"recipient accepts the pending offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerA), ""},
+		{"acceptance with no offer", held("orbit-odm"), accept("nova-oem", "orbit-odm", "nova-oem", offerA), CodeNoPendingOffer},
+		{"acceptance by someone else", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("delta-ems", "orbit-odm", "delta-ems", offerA), CodeNotRecipient},
+		{"acceptance of another offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerB), CodeNoPendingOffer},
+		{"acceptance naming another sender", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "acme-tpm", "nova-oem", offerA), CodeNoPendingOffer},
+		{"recipient re-accepts what it accepted", held("nova-oem", accepted(offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerA), CodeAlreadyExists},
+		{"another partner accepts an accepted offer", held("nova-oem", accepted(offerA)), accept("delta-ems", "orbit-odm", "delta-ems", offerA), CodeEquivocation},
+
+		// device.flagged / device.cleared
+		{"custodian flags", held("nova-oem"), flag(events.KindDeviceFlagged, "nova-oem", events.FlagLost), ""},
+		{"any operator flags", held("nova-oem"), flag(events.KindDeviceFlagged, "grey-operator", events.FlagStolen), ""},
+		{"non-custodian partner flags", held("nova-oem"), flag(events.KindDeviceFlagged, "delta-ems", events.FlagLost), CodeNotCustodian},
+		{"holding operator clears", held("blue-operator", flagged("lost")), flag(events.KindDeviceCleared, "blue-operator", "found"), ""},
+		{"receiving operator clears", held("delta-ems", flagged("equivocation"), pending("delta-ems", "blue-operator", offerA)), flag(events.KindDeviceCleared, "blue-operator", "resolved"), ""},
+		{"other operator clears", held("blue-operator", flagged("lost")), flag(events.KindDeviceCleared, "grey-operator", "found"), CodeNotCustodian},
+		{"clearing a device not flagged", held("blue-operator"), flag(events.KindDeviceCleared, "blue-operator", "found"), CodeNotFlagged},
+
+		// device.enrolled
+		{"gate enrolls its operator's device", held("blue-operator"), enrolled("blue-gate", "blue-operator"), ""},
+		{"gate enrolls for another operator", held("grey-operator"), enrolled("blue-gate", "grey-operator"), CodeWrongRole},
+		{"gate enrolls a device its operator does not hold", held("delta-ems"), enrolled("blue-gate", "blue-operator"), CodeNotCustodian},
+		{"gate enrolls a flagged device", held("blue-operator", flagged("stolen")), enrolled("blue-gate", "blue-operator"), CodeFlagged},
+
+		// device.decommissioned
+		{"custodian decommissions", held("blue-operator"), flag(events.KindDeviceDecommissioned, "blue-operator", "retired"), ""},
+		{"non-custodian decommissions", held("blue-operator"), flag(events.KindDeviceDecommissioned, "grey-operator", "retired"), CodeNotCustodian},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			signer := registry[tc.p.Partner]
+			if signer == nil {
+				t.Fatalf("test case signer %q not in the registry", tc.p.Partner)
+			}
+			before := tc.dev.Clone()
+			next := tc.dev.Clone()
+			re := custodyRule(tc.p, signer, tc.dev, next, quoted, lookup)
+			switch {
+			case tc.want == "" && re != nil:
+				t.Fatalf("refused with %s: %s", re.Code, re.Reason)
+			case tc.want != "" && re == nil:
+				t.Fatalf("accepted, want %s", tc.want)
+			case re != nil && re.Code != tc.want:
+				t.Fatalf("refused with %s (%s), want %s", re.Code, re.Reason, tc.want)
+			case re != nil && strings.TrimSpace(re.Reason) == "":
+				t.Fatalf("%s refusal without a sentence", re.Code)
+			}
+			if !sameDevice(tc.dev, before) {
+				t.Fatalf("the rule changed the device state it was given")
+			}
+		})
+	}
+}
+
+// TestFinish: an accepted event's effect on the device state.
+func TestFinish(t *testing.T) {
+	d := held("orbit-odm")
+	finish(d, stage("orbit-odm", "assembly", nil), "", 7)
+	if d.Stages["assembly"] != 7 {
+		t.Fatalf("stage index %v", d.Stages)
+	}
+	fw := stage("orbit-odm", events.StageFirmwareProgrammed, map[string]string{"0": pcr0})
+	fw.Stage.FirmwareDigest = strings.Repeat("0f", 32)
+	finish(d, fw, "", 8)
+	if d.FirmwareDigest != fw.Stage.FirmwareDigest || d.ExpectedPCRs["0"] != pcr0 {
+		t.Fatalf("firmware not recorded: %+v", d)
+	}
+	finish(d, offer("orbit-odm", "orbit-odm", "nova-oem"), offerA, 9)
+	if d.Pending == nil || d.Pending.To != "nova-oem" || d.Pending.Digest != offerA || d.Pending.Index != 9 {
+		t.Fatalf("pending offer %+v", d.Pending)
+	}
+	finish(d, accept("nova-oem", "orbit-odm", "nova-oem", offerA), "", 10)
+	if d.Custodian != "nova-oem" || d.Pending != nil || d.LastAccepted != offerA || d.Handoffs != 1 {
+		t.Fatalf("after acceptance: %+v", d)
+	}
+	finish(d, flag(events.KindDeviceFlagged, "nova-oem", events.FlagLost), "", 11)
+	if d.Flag == nil || d.Flag.Reason != events.FlagLost || d.Flag.Index != 11 {
+		t.Fatalf("flag %+v", d.Flag)
+	}
+	finish(d, flag(events.KindDeviceCleared, "nova-oem", "found"), "", 12)
+	if d.Flag != nil {
+		t.Fatalf("flag not cleared: %+v", d.Flag)
+	}
+	finish(d, enrolled("blue-gate", "blue-operator"), "", 13)
+	finish(d, flag(events.KindDeviceDecommissioned, "nova-oem", "retired"), "", 14)
+	if !d.Enrolled || !d.Decommissioned {
+		t.Fatalf("enrolled %v decommissioned %v", d.Enrolled, d.Decommissioned)
+	}
+}
+
+// TestRoleMay: which role may publish which kind (CodeWrongRole).
+func TestRoleMay(t *testing.T) {
+	custody := []string{pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator}
+	for _, tc := range []struct {
+		kind string
+		may  []string
+	}{
+		{events.KindTPMManufactured, []string{pki.RoleTPMVendor}},
+		{events.KindStageRecorded, custody},
+		{events.KindHandoffOffered, custody},
+		{events.KindHandoffAccepted, custody},
+		{events.KindDeviceFlagged, custody},
+		{events.KindDeviceCleared, []string{pki.RoleOperator}},
+		{events.KindDeviceEnrolled, []string{pki.RoleGate}},
+		{events.KindDeviceDecommissioned, []string{pki.RoleOperator}},
+	} {
+		for _, role := range pki.Roles {
+			want := false
+			for _, r := range tc.may {
+				want = want || r == role
+			}
+			if got := roleMay(role, tc.kind); got != want {
+				t.Errorf("roleMay(%s, %s) = %v, want %v", role, tc.kind, got, want)
+			}
+		}
+	}
+	if roleMay(pki.RoleOperator, "no.such-kind") {
+		t.Error("an unknown kind is publishable")
+	}
+}
+
+// TestCheckCounters: TPM clock and reset counters never go backwards
+// (CodeCounters); a device's first quote has nothing to compare with.
+func TestCheckCounters(t *testing.T) {
+	last := &QuoteCounters{Clock: 1000, ResetCount: 2, RestartCount: 3}
+	for _, tc := range []struct {
+		name string
+		last *QuoteCounters
+		qi   attest.QuoteInfo
+		want Code
+	}{
+		{"first quote", nil, attest.QuoteInfo{Clock: 1}, ""},
+		{"clock forward", last, attest.QuoteInfo{Clock: 1001, ResetCount: 2, RestartCount: 3}, ""},
+		{"clock backwards (replayed quote)", last, attest.QuoteInfo{Clock: 999, ResetCount: 2, RestartCount: 3}, CodeCounters},
+		{"reset count backwards (rolled-back TPM)", last, attest.QuoteInfo{Clock: 5000, ResetCount: 1, RestartCount: 3}, CodeCounters},
+		{"restart count backwards", last, attest.QuoteInfo{Clock: 5000, ResetCount: 2, RestartCount: 2}, CodeCounters},
+		{"after a reset the clock starts again", last, attest.QuoteInfo{Clock: 10, ResetCount: 3, RestartCount: 0}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			re := checkCounters(tc.last, &tc.qi)
+			if (re == nil) != (tc.want == "") || (re != nil && re.Code != tc.want) {
+				t.Fatalf("checkCounters = %v, want %q", re, tc.want)
+			}
+		})
+	}
+}
+
+// TestRuleErrorSentinels: every refusal matches ErrRejected, and the
+// families callers test for match their sentinels.
+func TestRuleErrorSentinels(t *testing.T) {
+	for code, sentinel := range map[Code]error{
+		CodeUnknownDevice: ErrUnknownDevice, CodeNotCustodian: ErrNotCustodian,
+		CodeEquivocation: ErrEquivocation, CodeUnknownPartner: ErrUnknownPartner,
+	} {
+		re := reject(code, "because")
+		if !isErr(re, ErrRejected) || !isErr(re, sentinel) {
+			t.Errorf("%s does not match its sentinels", code)
+		}
+		if re.Error() != string(code)+": because" {
+			t.Errorf("%s: Error() = %q", code, re.Error())
+		}
+	}
+	if re := reject(CodeSchema, "x"); !isErr(re, ErrRejected) || isErr(re, ErrNotCustodian) {
+		t.Error("a schema refusal matches the wrong sentinels")
+	}
+}
+
+func isErr(re *RuleError, target error) bool {
+	for _, e := range re.Unwrap() {
+		if e == target {
+			return true
+		}
+	}
+	return false
+}
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// sameDevice compares two device states field by field.
+func sameDevice(a, b *Device) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
