@@ -55,7 +55,9 @@ func flagged(reason string) func(*Device) {
 	return func(d *Device) { d.Flag = &DeviceFlag{Reason: reason, By: "orbit-odm", Index: 6} }
 }
 
-func pred(kind, partner string) *events.Predicate { return &events.Predicate{Kind: kind, Partner: partner} }
+func pred(kind, partner string) *events.Predicate {
+	return &events.Predicate{Kind: kind, Partner: partner}
+}
 
 func stage(partner, name string, pcrs map[string]string) *events.Predicate {
 	p := pred(events.KindStageRecorded, partner)
