@@ -10,7 +10,7 @@ export CGO_ENABLED := 1
 
 CMDS := custody custodyd custody-agent
 
-.PHONY: all build demo sim test test-short bench fmt vet clean fuzz-ci
+.PHONY: all build demo sim test test-short bench fmt vet clean fuzz-ci readme
 
 all: build
 
@@ -24,6 +24,11 @@ demo: build
 # The supply-chain simulator with every attack (CI).
 sim: build
 	$(BIN)/custody sim --devices 50 --faults all
+
+# The README's "Running it yourself" steps as written, its "make build"
+# first (CI, alone: they use custodyd's default ports); see .ci/readme.
+readme:
+	bash .ci/readme
 
 vet:
 	$(GO) vet ./...

@@ -11,10 +11,11 @@ import (
 	"time"
 )
 
-// crossSignedPKI is the DESIGN.md story: a TPM vendor root V whose key is
+// crossSignedPKI is a TPM vendor's PKI as vendors ship it (the ek-chain
+// check of docs/design/enrollment.md): a TPM vendor root V whose key is
 // also certified by a WebTrust-style root R (cross-certificate X: same
-// subject and key as V, issued by R); the vendor's manufacturing CA M under
-// V; EK certificates under M.
+// subject and key as V, issued by R), so an EK certificate chains to either
+// root; the vendor's manufacturing CA M under V; EK certificates under M.
 type crossSignedPKI struct {
 	r, v, unrelated *testCA
 	x               *x509.Certificate

@@ -284,7 +284,7 @@ func TestCustodyRules(t *testing.T) {
 
 	must(t, "offer to oem")(e.station("orbit-odm").Offer(ctx, e.agent, "nova-oem"))
 	t.Run("double hand-off is equivocation", func(t *testing.T) {
-		_, err := e.station("orbit-odm").Offer(ctx, e.agent, "grey-operator")
+		_, err := e.station("orbit-odm").Equivocate(ctx, e.agent, "grey-operator")
 		wantCode(t, "second offer", nil, err, events.StatusEvidence, ledger.CodeEquivocation)
 		dev, _ := n.Ledger.Store().Device(e.device)
 		if dev.Flag == nil || dev.Flag.Reason != "equivocation" {

@@ -131,13 +131,13 @@ func roleMay(role, kind string) bool {
 	return false
 }
 
-// custodyRule applies the state machine of DESIGN.md to next (a copy of dev).
 // partnerLookup finds a partner's registry state (nil, nil if unknown).
 type partnerLookup func(name string) (*Partner, error)
 
-// custodyRule applies the custody state machine of DESIGN.md to one event
-// (dev is the device's state before it, next a copy to change). partners
-// answers whether a hand-off's recipient is registered.
+// custodyRule applies the custody rule of one event's kind (the table in
+// docs/design/ledger.md, "Rules, in stream order") to next, a copy of dev,
+// the device's state before the event. partners answers whether a
+// hand-off's recipient is registered.
 func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *attest.QuoteInfo, partners partnerLookup) *RuleError {
 	switch p.Kind {
 	case events.KindStageRecorded:

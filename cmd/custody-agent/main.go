@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
 	"github.com/custodyledger/custody/services/pki"
@@ -44,6 +44,10 @@ const (
 func usage() {
 	fmt.Fprint(os.Stderr, `Usage: custody-agent <command> [flags]
 
+custody-agent is the device side of Custody: it opens the device's TPM and
+either serves the factory API partner stations use while the device moves
+through the supply chain, or enrolls the device at first boot.
+
 Commands:
   serve    serve the device's factory API (stations get quotes, program firmware)
   enroll   first boot: enroll with the operator's gate and register at DPS
@@ -51,7 +55,7 @@ Commands:
 TPM URIs (--tpm): sim, sim:seed=N (in-process simulator), swtpm://HOST:PORT,
 /dev/tpmrm0.
 
-Run "custody-agent <command> --help" for a command's flags.
+Run "custody-agent <command> --help" for what a command does and its flags.
 Exit codes of enroll: 0 enrolled (device, hub and the LDevID chain as PEM on
 stdout), 1 error, 2 usage, 3 refused by the gate (the rule on stderr),
 4 gate or DPS unavailable after --retries. Enrolling again with the same TPM
@@ -62,6 +66,7 @@ is safe: it renews the LDevID and the gate revokes the previous one.
 func main() {
 	if len(os.Args) < 2 {
 		usage()
+		fmt.Fprintln(os.Stderr, "custody-agent: missing the command: serve or enroll")
 		os.Exit(exitUsage)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -72,12 +77,12 @@ func main() {
 		err = serve(ctx, os.Args[2:])
 	case "enroll":
 		err = enrollCmd(ctx, os.Args[2:])
-	case "-h", "--help", "help":
+	case "-h", "-help", "--help", "help":
 		usage()
 		return
 	default:
-		fmt.Fprintf(os.Stderr, "custody-agent: unknown command %q\n", os.Args[1])
 		usage()
+		fmt.Fprintf(os.Stderr, "custody-agent: unknown command %q: want serve or enroll\n", os.Args[1])
 		os.Exit(exitUsage)
 	}
 	var refused *device.RefusedError
@@ -142,7 +147,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return errUsage
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "custody-agent %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		fmt.Fprintf(os.Stderr, "custody-agent %s: unexpected argument %q: it takes flags only; run \"custody-agent %s --help\" for its usage\n", fs.Name(), fs.Arg(0), fs.Name())
 		return errUsage
 	}
 	return nil
@@ -170,10 +175,28 @@ type FirstBootResult struct {
 
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: custody-agent serve [--tpm URI] [--state DIR] [--listen ADDR] [--addr-file FILE]
+
+Opens the device's TPM and serves its factory API over HTTP: partner
+stations call it to read the device's identity (EK, IAK), get quotes over
+their nonces, write the EK certificate into NV and program firmware while
+the device moves through the supply chain; POST /v1/firstboot reboots the
+TPM and enrolls the device at the gate (for simulated devices). It logs the
+API's URL ("device factory API listening url=...") and, with --addr-file,
+writes it to a file once it listens; it serves until interrupted.
+
+Exit status: 0 after SIGINT or SIGTERM, 1 error (TPM or listener), 2 usage.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	var t tpmFlags
 	t.register(fs)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address of the factory API")
 	addrFile := fs.String("addr-file", "", "write the API's base URL to this file once listening")
+	logFormat := logging.Flag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -220,7 +243,7 @@ func serve(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	slog.Info("device factory API listening", "url", url, "tpm", t.uri)
+	logging.New(os.Stderr, *logFormat, nil).Info("device factory API listening", "url", url, "tpm", t.uri)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -266,6 +289,26 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func enrollCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: custody-agent enroll [--tpm URI] [--gate URL] [--id-scope SCOPE] [--dps-ca FILE] [flags]
+
+First boot: proves the device's identity to the operator's enrollment gate
+(EK certificate, credential activation, a fresh quote of the firmware PCRs),
+which checks its custody history in the ledger and issues an LDevID for a
+TPM-resident key, then registers at DPS over mTLS and gets an IoT hub.
+Enrolling again with the same TPM is safe: the LDevID is renewed and the
+gate revokes the previous one.
+
+Prints the device ID, the assigned hub, the LDevID's subject, serial, expiry
+and issuer, the log index of device.enrolled, then the LDevID chain as PEM.
+
+Exit status: 0 enrolled, 1 error, 2 usage, 3 refused by the gate (the rule
+broken is printed), 4 gate or DPS unavailable after --retries.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	var t tpmFlags
 	t.register(fs)
 	gateURL := fs.String("gate", "http://127.0.0.1:8480/gate", "the operator's enrollment gate")
@@ -278,22 +321,27 @@ func enrollCmd(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	cfg := device.EnrollConfig{GateURL: *gateURL, IDScope: *idScope, APIVersion: *apiVersion, PollInterval: *poll}
+	if *dpsCA != "" {
+		const want = "PEM CERTIFICATEs of the roots for the DPS endpoint (the demo's is <pki>/tls/ca.pem)"
+		pemBytes, err := os.ReadFile(filepath.Clean(*dpsCA))
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the path is in the message already
+			}
+			return fmt.Errorf("--dps-ca %s: %w; want %s", *dpsCA, err, want)
+		}
+		cfg.DPSRoots = x509.NewCertPool()
+		if !cfg.DPSRoots.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("--dps-ca %s: holds no PEM certificate; want %s", *dpsCA, want)
+		}
+	}
 	d, closeTPM, err := t.open()
 	if err != nil {
 		return err
 	}
 	defer closeTPM()
-	cfg := device.EnrollConfig{GateURL: *gateURL, IDScope: *idScope, APIVersion: *apiVersion, PollInterval: *poll}
-	if *dpsCA != "" {
-		pemBytes, err := os.ReadFile(filepath.Clean(*dpsCA))
-		if err != nil {
-			return err
-		}
-		cfg.DPSRoots = x509.NewCertPool()
-		if !cfg.DPSRoots.AppendCertsFromPEM(pemBytes) {
-			return fmt.Errorf("%s holds no PEM certificate", *dpsCA)
-		}
-	}
 	var er *device.EnrollResult
 	for attempt := 0; ; attempt++ {
 		er, err = d.Enroll(ctx, cfg)

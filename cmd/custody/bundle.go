@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -74,19 +73,22 @@ Flags:
 	tpmTrust := fs.String("tpm-trust", "", "TPM trust bundle (PEM roots, intermediates, cross-certificates); with --consortium, also replay the custody rules offline")
 	consortium := fs.String("consortium", "", "consortium CA certificate (PEM) that issues partner certificates; with --tpm-trust, also replay the custody rules offline")
 	// Flags may follow the file name.
-	rest, err := parseInterleaved(fs, args, 1)
+	file, err := parseInterleaved(fs, args, "FILE")
 	if err != nil {
 		return err
 	}
-	pub, err := readPublicKey(*logKey)
+	if (*tpmTrust == "") != (*consortium == "") {
+		return usageErrorf("verify: replaying the custody rules needs both --tpm-trust (the TPM vendors' CA certificates) and --consortium (the consortium CA certificate)")
+	}
+	pub, err := readLogKey(*logKey)
 	if err != nil {
 		return err
 	}
 	var data []byte
-	if rest[0] == "-" {
+	if file == "-" {
 		data, err = io.ReadAll(io.LimitReader(os.Stdin, ledger.MaxBundleSize+1))
 	} else {
-		data, err = os.ReadFile(rest[0])
+		data, err = readFlagFile("FILE", file, `a provenance bundle ("custody provenance DEVICE --bundle FILE")`)
 	}
 	if err != nil {
 		return err
@@ -143,22 +145,24 @@ Flags:
 // offlineTrust reads the PEM files an offline replay trusts.
 func offlineTrust(tpmTrustFile, consortiumFile string) (ledger.OfflineTrust, error) {
 	var t ledger.OfflineTrust
-	if tpmTrustFile == "" || consortiumFile == "" {
-		return t, errors.New("replaying the custody rules needs both --tpm-trust and --consortium")
-	}
-	b, err := os.ReadFile(tpmTrustFile)
+	const trustWant = "the TPM trust bundle: PEM CERTIFICATEs of the TPM vendors' roots, intermediates and cross-certificates"
+	b, err := readFlagFile("--tpm-trust", tpmTrustFile, trustWant)
 	if err != nil {
 		return t, err
 	}
 	if t.TPMTrust, err = attest.ParseBundle(b); err != nil {
-		return t, fmt.Errorf("%s: %w", tpmTrustFile, err)
+		return t, &fileError{"--tpm-trust", tpmTrustFile, trustWant, err}
 	}
-	certs, err := pki.ReadCertsPEM(consortiumFile)
-	if err != nil {
+	const consortiumWant = "the consortium CA certificate (one PEM CERTIFICATE; the demo PKI's is <pki>/consortium/ca.pem)"
+	if b, err = readFlagFile("--consortium", consortiumFile, consortiumWant); err != nil {
 		return t, err
 	}
-	if len(certs) != 1 {
-		return t, fmt.Errorf("%s: want one consortium CA certificate, have %d", consortiumFile, len(certs))
+	certs, err := pki.ParseCertsPEM(b)
+	if err == nil && len(certs) != 1 {
+		err = fmt.Errorf("holds %d certificates", len(certs))
+	}
+	if err != nil {
+		return t, &fileError{"--consortium", consortiumFile, consortiumWant, err}
 	}
 	t.Consortium = certs[0]
 	return t, nil

@@ -29,12 +29,32 @@ func init() {
 	register("provenance", command{usage: "provenance DEVICE", summary: "print a device's custody timeline, every entry verified against the signed checkpoint", run: provenanceCmd})
 }
 
+const pkiUsage = `Usage:
+  custody pki init [--dir DIR]    create the demo PKI (kept if it exists and is complete)
+
+The demo PKI holds every key and certificate a Custody deployment on a laptop
+needs: the roots and cross-certificate the TPM trust bundle is built from,
+the TPM vendor's manufacturing CA, the consortium CA and one certificate and
+key per partner, the operator's LDevID CA, the ledger's checkpoint key
+(log/log.pub is what "custody provenance" and "custody verify" take as
+--log-key) and a TLS certificate for localhost. custodyd creates it too.
+
+Run "custody pki init --help" for its flags.
+`
+
 func pkiCmd(_ context.Context, args []string) error {
-	if len(args) < 1 || args[0] != "init" {
-		fmt.Fprintln(os.Stderr, "custody pki: the only subcommand is init")
-		return errUsage
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, pkiUsage)
+		return usageErrorf("pki: missing the subcommand: init")
 	}
-	return pkiInit(args[1:])
+	switch args[0] {
+	case "init":
+		return pkiInit(args[1:])
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(os.Stderr, pkiUsage)
+		return flag.ErrHelp
+	}
+	return usageErrorf("pki: unknown subcommand %q: the only one is init; run \"custody pki --help\" for what it does", args[0])
 }
 
 func demoCmd(ctx context.Context, args []string) error {
@@ -129,18 +149,18 @@ Flags:
 	pkiDir := fs.String("pki", ".custody/pki", "demo PKI directory, for --as without --key")
 	bundle := fs.String("bundle", "", `also write the verified provenance as a self-contained offline bundle ("-": stdout); check it anywhere with "custody verify FILE --log-key KEY"`)
 	// Flags may follow the device ID.
-	rest, err := parseInterleaved(fs, args, 1)
+	device, err := parseInterleaved(fs, args, "DEVICE")
 	if err != nil {
 		return err
 	}
-	device := rest[0]
 	if !events.ValidDeviceID(device) {
-		return fmt.Errorf("%q is not a device ID (64 lowercase hex digits: SHA-256 of the EK public key)", device)
+		return usageErrorf("provenance: %q is not a device ID (64 lowercase hex digits: SHA-256 of the EK public key)", device)
 	}
 	if *as == "" {
-		return fmt.Errorf("%w: --as PARTNER is required: a device's history is private to its parties", errUsage)
+		return usageErrorf("provenance: --as PARTNER is required: the name of the partner you read as (e.g. blue-operator), " +
+			"whose key signs the read token; a device's history is private to its parties")
 	}
-	pub, err := readPublicKey(*logKey)
+	pub, err := readLogKey(*logKey)
 	if err != nil {
 		return err
 	}
@@ -200,16 +220,21 @@ Flags:
 // partnerKey is a partner's signing key: from keyFile (PEM), or from the
 // demo PKI in pkiDir.
 func partnerKey(name, keyFile, pkiDir string) (crypto.Signer, error) {
+	const keyWant = "the partner's private key (PEM PRIVATE KEY)"
 	if keyFile != "" {
-		b, err := os.ReadFile(keyFile)
+		b, err := readFlagFile("--key", keyFile, keyWant)
 		if err != nil {
 			return nil, err
 		}
-		return pki.ParseKeyPEM(b)
+		k, err := pki.ParseKeyPEM(b)
+		if err != nil {
+			return nil, &fileError{"--key", keyFile, keyWant, err}
+		}
+		return k, nil
 	}
 	d, err := pki.LoadDemo(pkiDir)
 	if err != nil {
-		return nil, fmt.Errorf("%w (or pass --key)", err)
+		return nil, &fileError{"--pki", pkiDir, `a demo PKI ("custody pki init"), or the partner's key in --key`, err}
 	}
 	p, ok := d.Partners[name]
 	if !ok {
@@ -218,22 +243,32 @@ func partnerKey(name, keyFile, pkiDir string) (crypto.Signer, error) {
 	return p.Key, nil
 }
 
-func readPublicKey(path string) (*ecdsa.PublicKey, error) {
-	b, err := os.ReadFile(path)
+// logKeyWant is what --log-key names.
+var logKeyWant = `the ledger's checkpoint public key, a PEM "PUBLIC KEY" (the demo PKI's is ` + filepath.Join("<pki>", pki.FileLogPub) + `)`
+
+// readLogKey reads the log's checkpoint public key named by --log-key.
+func readLogKey(path string) (*ecdsa.PublicKey, error) {
+	b, err := readFlagFile("--log-key", path, logKeyWant)
 	if err != nil {
-		return nil, fmt.Errorf("log key: %w", err)
+		return nil, err
 	}
+	bad := func(err error) error { return &fileError{"--log-key", path, logKeyWant, err} }
 	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("log key %s: no PEM block", path)
+	switch {
+	case blk == nil:
+		return nil, bad(errors.New("not PEM"))
+	case blk.Type == "CERTIFICATE":
+		return nil, bad(errors.New(`holds a PEM "CERTIFICATE", not the log's public key`))
+	case blk.Type != "PUBLIC KEY":
+		return nil, bad(fmt.Errorf("holds a PEM %q", blk.Type))
 	}
 	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("log key %s: %w", path, err)
+		return nil, bad(errors.New(`its "PUBLIC KEY" block is not a PKIX public key`))
 	}
 	ek, ok := k.(*ecdsa.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("log key %s: not an ECDSA key", path)
+		return nil, bad(fmt.Errorf("holds a %T, not an ECDSA P-256 key", k))
 	}
 	return ek, nil
 }

@@ -34,7 +34,7 @@ Flags:
 	}
 	p, err := pki.LoadDemo(*dir)
 	if err != nil {
-		return err
+		return &fileError{"--pki", *dir, `the deployment's PKI directory ("custody pki init")`, err}
 	}
 	conf, err := node.NATSServerConfig(p)
 	if err != nil {

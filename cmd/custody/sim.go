@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/custodyledger/custody/services/demo"
@@ -51,6 +52,9 @@ Flags:
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
+	if *devices <= 0 {
+		return usageErrorf("sim: --devices %d: want a positive number of devices", *devices)
+	}
 	var kinds []string
 	switch *faults {
 	case "":
@@ -58,6 +62,11 @@ Flags:
 		kinds = demo.AllFaults
 	default:
 		kinds = strings.Split(*faults, ",")
+		for _, k := range kinds {
+			if !slices.Contains(demo.AllFaults, k) {
+				return usageErrorf("sim: --faults: unknown fault kind %q: want a comma-separated list of %s, or all", k, strings.Join(demo.AllFaults, ", "))
+			}
+		}
 	}
 	logger := slog.New(slog.DiscardHandler)
 	if *verbose {

@@ -6,14 +6,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
@@ -23,15 +25,25 @@ func init() {
 	register("station", command{usage: "station run|call|pending", summary: "run a partner's station, call one (manufacture, stage, firmware, offer, accept, flag, clear), list its pending offers", run: stationCmd})
 }
 
-func stationCmd(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, `Usage:
+const stationUsage = `Usage:
   custody station run --partner NAME [flags]      serve a partner's station (HTTP API for the factory floor)
   custody station call OP --agent URL [flags]     call a station: manufacture, stage, firmware, offer, accept, flag, clear
   custody station unconfirmed [--station URL]     list events published and not yet answered by the ledger
   custody station pending [--station URL]         list offers waiting for this partner to accept
-`)
-		return errUsage
+
+A station is a partner's custody service on its factory floor: for every
+event it gets a fresh quote from the device's TPM through the device agent,
+signs the event with the partner's key, publishes it to the ledger and waits
+for the ledger's receipt. custodyd serves one station per partner under
+/stations/<partner>; "custody station run" runs one on its own.
+
+Run "custody station <subcommand> --help" for what a subcommand does and its flags.
+`
+
+func stationCmd(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, stationUsage)
+		return usageErrorf("station: missing the subcommand: run, call, unconfirmed or pending")
 	}
 	switch args[0] {
 	case "run":
@@ -42,9 +54,11 @@ func stationCmd(ctx context.Context, args []string) error {
 		return stationList(ctx, "unconfirmed", args[1:])
 	case "pending":
 		return stationList(ctx, "pending", args[1:])
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(os.Stderr, stationUsage)
+		return flag.ErrHelp
 	}
-	fmt.Fprintf(os.Stderr, "custody station: unknown subcommand %q\n", args[0])
-	return errUsage
+	return usageErrorf("station: unknown subcommand %q: want run, call, unconfirmed or pending; run \"custody station --help\" for what each does", args[0])
 }
 
 func stationRun(ctx context.Context, args []string) error {
@@ -68,7 +82,8 @@ Flags:
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server")
 	ledgerURL := fs.String("ledger", "http://127.0.0.1:8480/ledger", "the ledger's HTTP API")
 	listen := fs.String("listen", "127.0.0.1:8490", "listen address of the station API")
-	outbox := fs.String("outbox", "", "outbox directory (default .custody/outbox/<partner>)")
+	outbox := fs.String("outbox", "", "outbox directory (default .custody/station-<partner>/outbox; custodyd's own stations use <data>/outbox/<partner>)")
+	logFormat := logging.Flag(fs)
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -106,9 +121,9 @@ Flags:
 	}
 	defer nc.Close()
 	if *outbox == "" {
-		*outbox = ".custody/outbox/" + *partner
+		*outbox = ".custody/station-" + *partner + "/outbox"
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("partner", *partner)
+	logger := logging.New(os.Stderr, *logFormat, nil).With("partner", *partner)
 	cfg := station.Config{
 		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc,
 		Ledger: station.NewLedgerClient(*ledgerURL, nil).WithIdentity(p.Name, p.Key), OutboxDir: *outbox, Logger: logger,
@@ -121,13 +136,17 @@ Flags:
 	if err != nil {
 		return err
 	}
-	if err := s.Recover(ctx); err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
+	// Events published before a crash or stop and never answered are
+	// re-sent while the station serves; a pending event never stops a start.
+	go func() {
+		if err := s.Recover(ctx); err != nil && ctx.Err() == nil {
+			logger.Error("outbox recovery stopped", "err", err)
+		}
+	}()
 	logger.Info("station listening", "url", "http://"+ln.Addr().String(), "role", p.Role)
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -145,39 +164,66 @@ Flags:
 func stationCall(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("station call", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: custody station call OP --agent URL [flags]
+		fmt.Fprintf(fs.Output(), `Usage: custody station call OP --agent URL [flags]
 
-Operations: manufacture (TPM vendor), stage --stage assembly|test-passed,
-firmware --image FILE (EMS), offer --to PARTNER, accept, flag --reason R,
-clear --reason R. Prints the ledger's receipt; a refusal prints the rule broken
-and exits 3.
+Asks a partner's station to record one event about the device behind --agent
+(the device agent's factory API, as "custody-agent serve" prints it): the
+station quotes the device's TPM, signs the event with the partner's key and
+waits for the ledger's answer. OP is one of:
+
+  manufacture                     the TPM vendor's birth record (EK and IAK certificates)
+  stage --stage assembly|test-passed [--note TEXT]
+  firmware --image FILE           program the firmware and record its digest and PCRs (EMS)
+  offer --to PARTNER              offer the device to the next partner
+  accept                          accept the offer pending to this station's partner
+  flag --reason R [--note TEXT]   flag the device (lost, stolen, rma, compromised, …)
+  clear --reason R [--note TEXT]  clear a flag (operators)
+
+An offer while the device has an offer from this partner pending (a retry, a
+typo in --to) would be logged by the ledger as equivocation evidence and flag
+the device: the station refuses it unsigned unless --equivocate asks for it.
+
+Prints the station's answer (the ledger's receipt) as JSON. Exit status: 0
+logged, 1 error, 2 usage, 3 refused (the rule broken is printed).
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	stationURL := fs.String("station", "http://127.0.0.1:8480/stations/acme-tpm", "the station's API")
-	agent := fs.String("agent", "", "the device agent's factory API URL")
-	to := fs.String("to", "", "recipient (offer)")
-	stage := fs.String("stage", "", "stage name (stage)")
+	agent := fs.String("agent", "", "the device agent's factory API URL (required)")
+	to := fs.String("to", "", "recipient partner (offer)")
+	stage := fs.String("stage", "", "stage name: assembly or test-passed (stage)")
 	note := fs.String("note", "", "free text (stage, flag, clear)")
 	image := fs.String("image", "", "firmware image file (firmware)")
 	reason := fs.String("reason", "", "lost, stolen, rma, compromised, … (flag, clear)")
+	equivocate := fs.Bool("equivocate", false, "offer even while the device has an offer from this partner pending: the ledger logs it as equivocation evidence and flags the device (offer; for tests of the ledger)")
 	if len(args) == 0 {
 		fs.Usage()
-		return errUsage
+		return usageErrorf("station call: missing the operation: one of %s", strings.Join(station.Operations, ", "))
 	}
 	op := args[0]
+	switch op {
+	case "-h", "-help", "--help", "help":
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	if !slices.Contains(station.Operations, op) {
+		return usageErrorf("station call: unknown operation %q: want one of %s (the operation comes first); nothing was sent", op, strings.Join(station.Operations, ", "))
+	}
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
-	req := &station.Request{Agent: *agent, To: *to, Stage: *stage, Note: *note, Reason: *reason}
+	req := &station.Request{Agent: *agent, To: *to, Stage: *stage, Note: *note, Reason: *reason, Equivocate: *equivocate}
 	if *image != "" {
-		b, err := os.ReadFile(*image)
+		b, err := readFlagFile("--image", *image, "the firmware image to program")
 		if err != nil {
 			return err
 		}
 		req.Image = b
+	}
+	if field, rule := req.Check(op); rule != "" {
+		return usageErrorf("station call %s: --%s: %s; run \"custody station call --help\" for each operation's flags", op, field, rule)
 	}
 	resp, err := station.NewClient(*stationURL, nil).Call(ctx, op, req)
 	if resp != nil {
@@ -186,8 +232,11 @@ Flags:
 		_ = enc.Encode(resp)
 	}
 	var rej *station.RejectedError
-	if errors.As(err, &rej) {
+	switch {
+	case errors.As(err, &rej):
 		return refusedError{err}
+	case err != nil && resp != nil && resp.Code == station.CodeWouldEquivocate:
+		return refusedError{errors.New(resp.Error)}
 	}
 	return err
 }
@@ -196,9 +245,22 @@ type refusedError struct{ error }
 
 func (refusedError) ExitCode() int { return 3 }
 
+var stationListHelp = map[string]string{
+	"unconfirmed": `Lists the digests of the events the station published that the ledger has
+not answered yet, one JSON string a line. They stay in the station's outbox
+and are re-sent until the ledger answers.`,
+	"pending": `Lists the offers waiting for the station's partner to accept them, one JSON
+object a line: the device, who offered it, the offer's digest and log index.
+Accept one with "custody station call accept --agent URL".`,
+}
+
 // stationList prints a station's list (unconfirmed events or pending offers).
 func stationList(ctx context.Context, what string, args []string) error {
 	fs := flag.NewFlagSet("station "+what, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: custody station %s [--station URL]\n\n%s\n\nFlags:\n", what, stationListHelp[what])
+		fs.PrintDefaults()
+	}
 	stationURL := fs.String("station", "http://127.0.0.1:8480/stations/acme-tpm", "the station's API")
 	if err := parse(fs, args, 0); err != nil {
 		return err
@@ -212,9 +274,14 @@ func stationList(ctx context.Context, what string, args []string) error {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var sr station.Response
+		_ = json.NewDecoder(resp.Body).Decode(&sr)
+		return fmt.Errorf("station %s: %s %s", *stationURL, resp.Status, sr.Error)
+	}
 	var out map[string][]json.RawMessage
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return err
+		return fmt.Errorf("station %s: %w", *stationURL, err)
 	}
 	for _, d := range out[what] {
 		fmt.Println(string(d))

@@ -33,6 +33,11 @@ const tpmUsage = `Usage:
   custody tpm ek verify --bundle PEM [--tpm URI | --cert FILE] [--alg ecc|rsa] [--at TIME]
   custody tpm quote verify --ak FILE --attest FILE --sig FILE [--pcrs FILE] --nonce HEX
 
+These commands help TPM engineers debug the evidence Custody relies on: show
+a TPM's endorsement key, device ID and EK certificate, verify an EK
+certificate's chain through a vendor bundle, and verify a TPM2_Quote made by
+tpm2-tools.
+
 TPM URIs: sim, sim:seed=N, swtpm://HOST:PORT, mssim://HOST:PORT, /dev/tpmrm0.
 Run "custody tpm ek show --help" (and so on) for each command's flags.
 `
@@ -48,12 +53,26 @@ func tpmCmd(_ context.Context, args []string) error {
 			return tpmQuoteVerify(os.Stdout, args[2:])
 		}
 	}
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+	// "tpm --help", "tpm ek --help", "tpm quote -h".
+	if n := len(args); n > 0 && n <= 2 && isHelp(args[n-1]) && (n == 1 || args[0] == "ek" || args[0] == "quote") {
 		fmt.Fprint(os.Stderr, tpmUsage)
 		return flag.ErrHelp
 	}
 	fmt.Fprint(os.Stderr, tpmUsage)
-	return errUsage
+	switch {
+	case len(args) == 0:
+		return usageErrorf("tpm: missing the subcommand: ek show, ek verify or quote verify")
+	case args[0] == "ek" || args[0] == "quote":
+		if len(args) == 1 {
+			return usageErrorf("tpm %s: missing the subcommand: want ek show, ek verify or quote verify", args[0])
+		}
+		return usageErrorf("tpm %s: unknown subcommand %q: want ek show, ek verify or quote verify", args[0], args[1])
+	}
+	return usageErrorf("tpm: unknown subcommand %q: want ek show, ek verify or quote verify", args[0])
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
 }
 
 func tpmFlags(name, usage string) *flag.FlagSet {
@@ -72,7 +91,7 @@ func parseKeyAlg(s string) (attest.KeyAlg, error) {
 	case "rsa", "rsa2048":
 		return attest.RSA2048, nil
 	}
-	return 0, fmt.Errorf("--alg %q: want ecc or rsa", s)
+	return 0, usageErrorf("--alg %q: want ecc (P-256) or rsa (2048)", s)
 }
 
 func tpmEKShow(w io.Writer, args []string) error {
@@ -89,7 +108,7 @@ index (0x01C0000A for ECC, 0x01C00002 for RSA), parsed but NOT verified: use
 		return err
 	}
 	if *uri == "" {
-		return fmt.Errorf("tpm ek show: --tpm is required")
+		return usageErrorf("tpm ek show: --tpm URI is required: the TPM to read (sim, sim:seed=N, swtpm://HOST:PORT, mssim://HOST:PORT or /dev/tpmrm0)")
 	}
 	alg, err := parseKeyAlg(*algName)
 	if err != nil {
@@ -160,26 +179,27 @@ for the TPM's EK. Exits non-zero, with the reason, if anything fails.
 		return err
 	}
 	if *bundlePath == "" {
-		return fmt.Errorf("tpm ek verify: --bundle is required")
+		return usageErrorf("tpm ek verify: --bundle PEM is required: the TPM vendors' CA certificates to verify the EK certificate with")
 	}
 	if (*uri == "") == (*certPath == "") {
-		return fmt.Errorf("tpm ek verify: give exactly one of --tpm and --cert")
+		return usageErrorf("tpm ek verify: give exactly one of --tpm URI (read the EK certificate from the TPM) and --cert FILE (read it from a file)")
 	}
 	now := time.Now()
 	if *at != "" {
 		t, err := time.Parse(time.RFC3339, *at)
 		if err != nil {
-			return fmt.Errorf("--at: %w", err)
+			return usageErrorf("tpm ek verify: --at %q: want a time in RFC 3339, such as 2025-01-31T12:00:00Z", *at)
 		}
 		now = t
 	}
-	pemBytes, err := os.ReadFile(*bundlePath)
+	const bundleWant = "PEM CERTIFICATEs: the TPM vendors' roots, intermediates and cross-certificates"
+	pemBytes, err := readFlagFile("--bundle", *bundlePath, bundleWant)
 	if err != nil {
 		return err
 	}
 	bundle, err := attest.ParseBundle(pemBytes)
 	if err != nil {
-		return err
+		return &fileError{"--bundle", *bundlePath, bundleWant, err}
 	}
 	var (
 		raw []byte
@@ -202,12 +222,13 @@ for the TPM's EK. Exits non-zero, with the reason, if anything fails.
 			return err
 		}
 	} else {
-		if raw, err = os.ReadFile(*certPath); err != nil {
+		const certWant = "an EK certificate: DER, PEM, or a raw NV read"
+		if raw, err = readFlagFile("--cert", *certPath, certWant); err != nil {
 			return err
 		}
 		if blk, _ := pem.Decode(raw); blk != nil {
 			if blk.Type != "CERTIFICATE" {
-				return fmt.Errorf("%s: PEM block %q, want CERTIFICATE", *certPath, blk.Type)
+				return &fileError{"--cert", *certPath, certWant, fmt.Errorf("holds a PEM %q", blk.Type)}
 			}
 			raw = blk.Bytes
 		}
@@ -269,16 +290,21 @@ is for credential activation against a verified EK to show.
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	for _, f := range []struct{ name, v string }{{"ak", *akPath}, {"attest", *attestPath}, {"sig", *sigPath}, {"nonce", *nonceHex}} {
+	for _, f := range []struct{ name, v, want string }{
+		{"ak", *akPath, "the attestation key's public area (tpm2_createak -u)"},
+		{"attest", *attestPath, "the quote message, TPMS_ATTEST (tpm2_quote -m)"},
+		{"sig", *sigPath, "the quote's signature, TPMT_SIGNATURE (tpm2_quote -s)"},
+		{"nonce", *nonceHex, "the qualifying data in hex (tpm2_quote -q)"},
+	} {
 		if f.v == "" {
-			return fmt.Errorf("tpm quote verify: --%s is required", f.name)
+			return usageErrorf("tpm quote verify: --%s is required: %s", f.name, f.want)
 		}
 	}
 	nonce, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(*nonceHex), "0x"))
 	if err != nil {
-		return fmt.Errorf("--nonce: %w", err)
+		return usageErrorf("tpm quote verify: --nonce %q: %v; want the qualifying data in hex", *nonceHex, err)
 	}
-	akBytes, err := os.ReadFile(*akPath)
+	akBytes, err := readFlagFile("--ak", *akPath, "the attestation key's public area, TPM2B_PUBLIC or TPMT_PUBLIC")
 	if err != nil {
 		return err
 	}
@@ -290,17 +316,17 @@ is for credential activation against a verified EK to show.
 	if err != nil {
 		return fmt.Errorf("--ak %s: %w", *akPath, err)
 	}
-	msg, err := os.ReadFile(*attestPath)
+	msg, err := readFlagFile("--attest", *attestPath, "the quote message, TPMS_ATTEST (tpm2_quote -m)")
 	if err != nil {
 		return err
 	}
-	sig, err := os.ReadFile(*sigPath)
+	sig, err := readFlagFile("--sig", *sigPath, "the quote's signature, TPMT_SIGNATURE (tpm2_quote -s)")
 	if err != nil {
 		return err
 	}
 	var info *attest.QuoteInfo
 	if *pcrsPath != "" {
-		pcrFile, err := os.ReadFile(*pcrsPath)
+		pcrFile, err := readFlagFile("--pcrs", *pcrsPath, "the PCR values (tpm2_quote -o)")
 		if err != nil {
 			return err
 		}

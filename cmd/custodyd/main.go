@@ -6,18 +6,76 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
+	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/node"
 )
 
 func main() {
+	var s settings
+	fs := newFlagSet(&s)
+	if err := parseWithConfig(fs, os.Args[1:], &s.config); err != nil {
+		var ce configError
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			os.Exit(0)
+		case errors.As(err, &ce):
+			fmt.Fprintln(os.Stderr, "custodyd:", err)
+		}
+		os.Exit(2) // the flag package printed why
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "custodyd: unexpected argument %q: custodyd takes flags only (see custodyd --help)\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	node.ApplyGCPercent(s.gcPercent)
+	level := slog.LevelInfo
+	if s.verbose {
+		level = slog.LevelDebug
+	}
+	logger := logging.New(os.Stderr, *s.logFormat, level)
+	fail := func(err error) {
+		msg := "custodyd: " + describe(err)
+		if *s.logFormat == logging.JSON {
+			logger.Error(msg) // every line on stderr is JSON
+		} else {
+			fmt.Fprintln(os.Stderr, msg)
+		}
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.New(ctx, node.Config{
+		DataDir: s.data, PKIDir: s.pki, HTTPAddr: s.http, DPSAddr: s.dps, NATSAddr: s.nats,
+		IDScope: s.idScope, Hubs: strings.Split(s.hubs, ","), Origin: s.origin, LedgerCacheMiB: s.cacheMiB, Logger: logger,
+	})
+	if err != nil {
+		fail(err)
+	}
+	if err := n.Run(ctx); err != nil {
+		fail(err)
+	}
+}
+
+// settings are custodyd's flags, set from the command line and --config.
+type settings struct {
+	config, data, pki, http, dps, nats, idScope, hubs, origin string
+	cacheMiB, gcPercent                                       int
+	verbose                                                   bool
+	logFormat                                                 *logging.Format
+}
+
+// newFlagSet defines custodyd's flags, writing into s.
+func newFlagSet(s *settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("custodyd", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: custodyd [flags]
@@ -32,45 +90,51 @@ HTTP API (--http):
   /gate/<idScope>/registrations/<id>/register   first-boot enrollment
   /healthz                  200 once ready
 
+Exit status: 0 stopped by SIGTERM or SIGINT, 1 error (a port in use, the
+data folder in use by another custodyd, ...), 2 bad flags or config file.
+
+%s
 Flags:
-`)
+`, configHelp)
 		fs.PrintDefaults()
 	}
-	dataDir := fs.String("data", ".custody", "data directory: NATS store, ledger, and the PKI unless --pki is set")
-	pkiDir := fs.String("pki", "", "demo PKI directory (default <data>/pki; created if missing)")
-	httpAddr := fs.String("http", "127.0.0.1:8480", "listen address of the HTTP API (ledger, stations, gate)")
-	dpsAddr := fs.String("dps", "127.0.0.1:8443", "listen address of the DPS emulator (HTTPS, client certificates)")
-	natsAddr := fs.String("nats", "127.0.0.1:4222", `NATS client listen address for external partners ("" for in-process only)`)
-	idScope := fs.String("id-scope", "0ne00C057D1", "the operator's DPS ID scope")
-	hubs := fs.String("hubs", "blue-hub-1.azure-devices.net,blue-hub-2.azure-devices.net", "comma-separated IoT hubs the DPS emulator allocates to")
-	origin := fs.String("origin", "custody.local", "checkpoint origin hostname (the note origin is \"<origin> - <tree ID>\")")
-	cacheMiB := fs.Int("ledger-cache-mb", 256, "the ledger store's block cache in MiB; proofs are fastest while the tree's nodes (about 90 bytes per leaf) fit in it")
-	gcPercent := fs.Int("gc-percent", node.GCPercent, "the Go garbage collector's GOGC (ignored when the GOGC variable is set): the node allocates about 200 kB per enrollment decision and keeps a heap of tens of MB, so collecting less often saves CPU for a few hundred MB of memory")
-	verbose := fs.Bool("v", false, "debug logging")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			os.Exit(0)
+	fs.StringVar(&s.config, "config", "", "read settings from `file`, keyed by these flags' names (see above); flags given here win over it")
+	s.logFormat = logging.Flag(fs)
+	fs.StringVar(&s.data, "data", ".custody", "data directory: NATS store, ledger, and the PKI unless --pki is set")
+	fs.StringVar(&s.pki, "pki", "", "demo PKI directory (default <data>/pki; created if missing)")
+	fs.StringVar(&s.http, "http", "127.0.0.1:8480", "listen address of the HTTP API (ledger, stations, gate)")
+	fs.StringVar(&s.dps, "dps", "127.0.0.1:8443", "listen address of the DPS emulator (HTTPS, client certificates)")
+	fs.StringVar(&s.nats, "nats", "127.0.0.1:4222", `NATS client listen address for external partners ("" for in-process only)`)
+	fs.StringVar(&s.idScope, "id-scope", "0ne00C057D1", "the operator's DPS ID scope")
+	fs.StringVar(&s.hubs, "hubs", "blue-hub-1.azure-devices.net,blue-hub-2.azure-devices.net", "comma-separated IoT hubs the DPS emulator allocates to")
+	fs.StringVar(&s.origin, "origin", "custody.local", "checkpoint origin hostname (the note origin is \"<origin> - <tree ID>\")")
+	fs.IntVar(&s.cacheMiB, "ledger-cache-mb", 256, "the ledger store's block cache in MiB; proofs are fastest while the tree's nodes (about 90 bytes per leaf) fit in it")
+	fs.IntVar(&s.gcPercent, "gc-percent", node.GCPercent, "the Go garbage collector's GOGC (ignored when the GOGC variable is set): the node allocates about 200 kB per enrollment decision and keeps a heap of tens of MB, so collecting less often saves CPU for a few hundred MB of memory")
+	fs.BoolVar(&s.verbose, "v", false, "debug logging")
+	return fs
+}
+
+// listenFlags are the flags of the node's listeners (node.ListenError).
+var listenFlags = map[string]string{"HTTP": "--http", "DPS": "--dps", "NATS": "--nats"}
+
+// describe says what stopped custodyd, naming the flag to change where
+// one is to blame.
+func describe(err error) string {
+	var le *node.ListenError
+	var inUse *node.DataInUseError
+	switch {
+	case errors.As(err, &le):
+		return fmt.Sprintf("%s cannot listen on %s (%s): %s", le.Listener, le.Addr, listenFlags[le.Listener], le.Reason())
+	case errors.As(err, &inUse):
+		dir := inUse.Dir
+		if abs, err := filepath.Abs(dir); err == nil {
+			dir = abs
 		}
-		os.Exit(2)
+		holder := "another custodyd"
+		if inUse.PID != 0 {
+			holder += fmt.Sprintf(" (pid %d)", inUse.PID)
+		}
+		return fmt.Sprintf("the data folder %s (--data) is in use by %s: stop it, or give this one another --data", dir, holder)
 	}
-	node.ApplyGCPercent(*gcPercent)
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	n, err := node.New(ctx, node.Config{
-		DataDir: *dataDir, PKIDir: *pkiDir, HTTPAddr: *httpAddr, DPSAddr: *dpsAddr, NATSAddr: *natsAddr,
-		IDScope: *idScope, Hubs: strings.Split(*hubs, ","), Origin: *origin, LedgerCacheMiB: *cacheMiB, Logger: logger,
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "custodyd:", err)
-		os.Exit(1)
-	}
-	if err := n.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "custodyd:", err)
-		os.Exit(1)
-	}
+	return err.Error()
 }

@@ -30,7 +30,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cpebble "github.com/cockroachdb/pebble/v2"
@@ -87,6 +89,10 @@ type Options struct {
 	CacheSize int64
 }
 
+// ErrInUse is returned by Open when another process, or another Store of
+// this one, has the store open.
+var ErrInUse = errors.New("in use by another process or Store (its LOCK file is locked)")
+
 // Open opens (or creates) the store in dir with default options.
 func Open(dir string) (*Store, error) { return OpenOptions(dir, Options{}) }
 
@@ -123,6 +129,11 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 	db, err := cpebble.Open(dir, opts)
 	if err != nil {
 		c.Unref()
+		// Pebble locks <dir>/LOCK with fcntl: EAGAIN from another
+		// process, its own error from another Store in this one.
+		if errors.Is(err, syscall.EAGAIN) || strings.Contains(err.Error(), "lock held by current process") {
+			return nil, fmt.Errorf("pebble store %s: %w", dir, ErrInUse)
+		}
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
 	return &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, devices: map[string]*ledger.Device{}}, nil

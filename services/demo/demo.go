@@ -157,7 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	run.step(clean, ems, "offer", &station.Request{To: operator})
 	run.step(clean, operator, "accept", nil)
 	run.step(double, ems, "offer", &station.Request{To: operator})
-	run.step(double, ems, "offer", &station.Request{To: grey})
+	run.step(double, ems, "offer", &station.Request{To: grey, Equivocate: true}) // the double sale, on purpose
 	run.step(double, operator, "accept", nil)
 	if run.err != nil {
 		return nil, run.err

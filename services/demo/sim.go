@@ -362,7 +362,7 @@ func (s *sim) run(d *SimDevice) error {
 		return err
 	}
 	if d.Fault == FaultDoubleHandoff {
-		_, err := st(ems).Offer(ctx, url, grey)
+		_, err := st(ems).Equivocate(ctx, url, grey)
 		d.Event = observed(nil, err)
 	}
 	if _, err := runOps(op{"operator accepts", func() (*station.Result, error) { return st(operator).Accept(ctx, url) }}); err != nil {

@@ -430,7 +430,7 @@ func TestFirstBootGate(t *testing.T) {
 		e.must(agents[name], operator, "accept", nil)
 	}
 	e.must(agents["double"], ems, "offer", &station.Request{To: operator})
-	resp, err := e.call(agents["double"], ems, "offer", &station.Request{To: grey})
+	resp, err := e.call(agents["double"], ems, "offer", &station.Request{To: grey, Equivocate: true})
 	var rej *station.RejectedError
 	if !errors.As(err, &rej) || rej.Receipt.Status != events.StatusEvidence || rej.Receipt.Code != string(ledger.CodeEquivocation) {
 		t.Fatalf("double-sold: second offer: %+v, %v", resp, err)

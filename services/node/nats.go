@@ -3,10 +3,12 @@ package node
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -97,12 +99,25 @@ func (n *Node) startNATS() error {
 		if opts.Port == 0 {
 			opts.Port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
 		}
+		// nats-server tells of a listener it cannot open only in its log:
+		// try the address first, for an error that says why.
+		ln, err := listen("NATS", n.cfg.NATSAddr)
+		if err != nil {
+			return err
+		}
+		_ = ln.Close()
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("node: NATS: %w", err)
 	}
-	ns.Start()
+	log := &natsLog{log: n.cfg.Logger.With("part", "nats")}
+	ns.SetLoggerV2(log, false, false, false)
+	ns.Start() // returns once its listener is open or could not be
+	if msg := log.fatal(); msg != "" {
+		ns.Shutdown()
+		return fmt.Errorf("node: NATS: %s", msg)
+	}
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		return errors.New("node: NATS did not become ready")
@@ -110,6 +125,39 @@ func (n *Node) startNATS() error {
 	n.NATS = ns
 	return nil
 }
+
+// natsLog is the embedded NATS server's logger: errors and warnings go to
+// the node's log, and the first fatal error is kept. nats-server reports
+// what stops it from starting (a listener, JetStream) only through its
+// logger, and then never becomes ready.
+type natsLog struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	fatalMsg string
+}
+
+func (l *natsLog) fatal() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fatalMsg
+}
+
+func (l *natsLog) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.mu.Lock()
+	if l.fatalMsg == "" {
+		l.fatalMsg = msg
+	}
+	l.mu.Unlock()
+	l.log.Error(msg)
+}
+
+func (l *natsLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLog) Noticef(format string, v ...any) {}
+func (l *natsLog) Debugf(format string, v ...any)  {}
+func (l *natsLog) Tracef(format string, v ...any)  {}
 
 // connect opens an in-process connection as a NATS user.
 func (n *Node) connect(user string) (*nats.Conn, error) {

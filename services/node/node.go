@@ -140,6 +140,7 @@ type Node struct {
 	Gate     *gate.Gate
 	DPS      *dps.Emulator
 
+	lock      *os.File // the data folder's (lockData)
 	store     *pebble.Store
 	connsMu   sync.Mutex // Connect is called from any goroutine
 	conns     []*nats.Conn
@@ -165,6 +166,18 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 			built.close() // n is nil on the error returns
 		}
 	}()
+	// The data folder's lock comes before anything touches the folder, and
+	// the listeners before anything slow: a node started twice fails at
+	// once and says why.
+	if n.lock, err = lockData(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if n.httpLn, err = listen("HTTP", cfg.HTTPAddr); err != nil {
+		return nil, err
+	}
+	if n.dpsLn, err = listen("DPS", cfg.DPSAddr); err != nil {
+		return nil, err
+	}
 	if n.PKI, err = pki.InitDemo(cfg.PKIDir, cfg.Partners); err != nil {
 		return nil, fmt.Errorf("node: PKI: %w", err)
 	}
@@ -213,12 +226,6 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		if n.Stations[name], err = station.New(sc); err != nil {
 			return nil, err
 		}
-	}
-	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("node: HTTP listener: %w", err)
-	}
-	if n.dpsLn, err = net.Listen("tcp", cfg.DPSAddr); err != nil {
-		return nil, fmt.Errorf("node: DPS listener: %w", err)
 	}
 	n.dpsKey = make([]byte, 32)
 	_, _ = rand.Read(n.dpsKey)
@@ -320,14 +327,20 @@ func (n *Node) Run(ctx context.Context) error {
 		if err := n.registerPartners(gctx); err != nil {
 			return err
 		}
-		// Events a station published before a crash and never saw answered.
-		for name, s := range n.Stations {
-			if err := s.Recover(gctx); err != nil {
-				return fmt.Errorf("node: station %s: %w", name, err)
-			}
-		}
 		close(n.ready)
-		n.cfg.Logger.Info("custody node ready", "http", n.URL(), "dps", n.DPSURL(), "log_size", n.Ledger.Head().Size)
+		n.cfg.Logger.Info("custody node ready", "http", n.URL(), "dps", n.DPSURL(), "nats", n.NATSURL(), "log_size", n.Ledger.Head().Size)
+		// Events a station published before a crash or stop and never saw
+		// answered are re-sent beside serving (after the registry, which
+		// they may need): a pending event never stops a start, and
+		// recovery keeps trying while the ledger catches up.
+		for name, s := range n.Stations {
+			g.Go(func() error {
+				if err := s.Recover(gctx); err != nil && gctx.Err() == nil {
+					n.cfg.Logger.Error("station recovery stopped", "station", name, "err", err)
+				}
+				return nil
+			})
+		}
 		return nil
 	})
 	return g.Wait()
@@ -419,6 +432,10 @@ func (n *Node) close() {
 	if n.store != nil {
 		_ = n.store.Close()
 		n.store = nil
+	}
+	if n.lock != nil {
+		_ = n.lock.Close() // releases the lock
+		n.lock = nil
 	}
 }
 

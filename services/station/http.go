@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/custodyledger/custody/events"
@@ -27,7 +28,21 @@ type Request struct {
 	To string `json:"to,omitempty"`
 	// Reason is the flag reason for /v1/flag and /v1/clear.
 	Reason string `json:"reason,omitempty"`
+	// Equivocate asks /v1/offer to publish the offer even while the device
+	// has a pending offer from this partner, which the ledger logs as
+	// equivocation evidence and which flags the device (see
+	// Station.Equivocate). Without it such an offer is refused unsigned.
+	Equivocate bool `json:"equivocate,omitempty"`
 }
+
+// Operations are the station API's calls (POST /v1/<op>), in the order of
+// a device's life.
+var Operations = []string{"manufacture", "stage", "firmware", "offer", "accept", "flag", "clear"}
+
+// CodeWouldEquivocate is the API's code for an offer refused before it was
+// signed because the ledger would log it as equivocation (a
+// *PendingOfferError).
+const CodeWouldEquivocate = "would-equivocate"
 
 // Response is a station's answer: the receipt, or the refusal and its rule.
 type Response struct {
@@ -51,7 +66,10 @@ type Response struct {
 //
 // Answers are JSON Responses: 200 with the receipt when the event is
 // logged; 409 with the ledger's code and reason when it refused the event
-// (or logged it as evidence); 400 for a bad request.
+// (or logged it as evidence); 409 with code CodeWouldEquivocate, and no
+// receipt, for an offer refused unsigned while the device has an offer from
+// this partner pending (unless the request sets equivocate: true); 400 for
+// a bad request.
 func (s *Station) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(path string, fn func(context.Context, *Request) (*Result, error)) {
@@ -63,19 +81,18 @@ func (s *Station) Handler() http.Handler {
 				reply(w, http.StatusBadRequest, &Response{Code: "bad-request", Error: "request body: " + err.Error()})
 				return
 			}
-			if !strings.HasPrefix(req.Agent, "http://") && !strings.HasPrefix(req.Agent, "https://") {
-				reply(w, http.StatusBadRequest, &Response{Code: "bad-request", Error: "agent must be the device agent's http(s) URL"})
-				return
-			}
-			if msg := check(path, &req); msg != "" {
-				reply(w, http.StatusBadRequest, &Response{Code: "bad-request", Error: msg})
+			if field, rule := req.Check(strings.TrimPrefix(path, "/v1/")); rule != "" {
+				reply(w, http.StatusBadRequest, &Response{Code: "bad-request", Error: field + ": " + rule})
 				return
 			}
 			res, err := fn(r.Context(), &req)
 			var rej *RejectedError
+			var pending *PendingOfferError
 			switch {
 			case errors.As(err, &rej):
 				reply(w, http.StatusConflict, &Response{Device: res.Device, Receipt: rej.Receipt, Code: rej.Receipt.Code, Error: rej.Receipt.Reason})
+			case errors.As(err, &pending):
+				reply(w, http.StatusConflict, &Response{Device: pending.Device, Code: CodeWouldEquivocate, Error: pending.Error()})
 			case err != nil:
 				reply(w, http.StatusBadGateway, &Response{Code: "station", Error: err.Error()})
 			default:
@@ -90,7 +107,12 @@ func (s *Station) Handler() http.Handler {
 	route("/v1/firmware", func(ctx context.Context, r *Request) (*Result, error) {
 		return s.ProgramFirmware(ctx, r.Agent, r.Image)
 	})
-	route("/v1/offer", func(ctx context.Context, r *Request) (*Result, error) { return s.Offer(ctx, r.Agent, r.To) })
+	route("/v1/offer", func(ctx context.Context, r *Request) (*Result, error) {
+		if r.Equivocate {
+			return s.Equivocate(ctx, r.Agent, r.To)
+		}
+		return s.Offer(ctx, r.Agent, r.To)
+	})
 	route("/v1/accept", func(ctx context.Context, r *Request) (*Result, error) { return s.Accept(ctx, r.Agent) })
 	route("/v1/flag", func(ctx context.Context, r *Request) (*Result, error) {
 		return s.Flag(ctx, r.Agent, events.KindDeviceFlagged, r.Reason, r.Note)
@@ -119,28 +141,39 @@ func (s *Station) Handler() http.Handler {
 	return mux
 }
 
-// check names the rule a request breaks before anything is sent to the
-// device or the ledger, or returns "".
-func check(path string, r *Request) string {
-	switch path {
-	case "/v1/stage":
+// Check names the rule a request for operation op (one of Operations)
+// breaks, before anything is sent to the device or the ledger: the request
+// field at fault ("" when op is not an operation) and the rule, as a
+// sentence. A good request gets "", "".
+func (r *Request) Check(op string) (field, rule string) {
+	if !slices.Contains(Operations, op) {
+		return "", fmt.Sprintf("unknown operation %q: a station's operations are %s", op, strings.Join(Operations, ", "))
+	}
+	if !strings.HasPrefix(r.Agent, "http://") && !strings.HasPrefix(r.Agent, "https://") {
+		return "agent", "must be the device agent's http(s) URL (its factory API, as custody-agent serve prints it)"
+	}
+	switch op {
+	case "stage":
 		if r.Stage != events.StageAssembly && r.Stage != events.StageTestPassed {
-			return "stage must be assembly or test-passed (firmware is recorded by /v1/firmware)"
+			return "stage", "must be assembly or test-passed (firmware is recorded by the firmware operation)"
 		}
-	case "/v1/firmware":
+	case "firmware":
 		if len(r.Image) == 0 {
-			return "firmware needs the image to program"
+			return "image", "firmware needs the image to program"
 		}
-	case "/v1/offer":
+	case "offer":
 		if !events.ValidPartnerName(r.To) {
-			return "offer needs the recipient partner's name in \"to\""
+			return "to", "offer needs the recipient: a partner's name, such as blue-operator"
 		}
-	case "/v1/flag", "/v1/clear":
+	case "flag", "clear":
 		if r.Reason == "" {
-			return "flag and clear need a reason (lost, stolen, rma, compromised, …)"
+			return "reason", "flag and clear need a reason (lost, stolen, rma, compromised, …)"
 		}
 	}
-	return ""
+	if r.Equivocate && op != "offer" {
+		return "equivocate", "only an offer can be made as a deliberate equivocation"
+	}
+	return "", ""
 }
 
 func reply(w http.ResponseWriter, status int, v *Response) {

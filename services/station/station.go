@@ -21,7 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -144,14 +146,77 @@ func New(cfg Config) (*Station, error) {
 	return s, nil
 }
 
-// Recover re-sends every event of the outbox that was never answered (a
-// station that crashed mid-flight) and waits for the answers.
+// Recover re-sends every event the outbox held when it started (a station
+// that crashed or was stopped before the ledger answered) until each one is
+// answered or ctx ends. It keeps trying while NATS or the ledger is away,
+// waiting 1 s, then up to 30 s, between rounds and logging each failed one.
+// Callers run it beside serving, never before: a pending event must not
+// stop a station from starting. An outbox file that is not a signed
+// envelope of this partner can never be sent: it is logged and left in
+// place. Recover returns nil once nothing it can send is left, ctx.Err()
+// if ctx ended first.
 func (s *Station) Recover(ctx context.Context) error {
-	rs, err := s.pub.Resend(ctx)
-	for d, r := range rs {
-		s.cfg.Logger.Info("recovered event answered", "digest", d, "status", r.Status, "code", r.Code)
+	if s.outbox == nil {
+		return nil
 	}
-	return err
+	left, err := s.outbox.Digests()
+	if err != nil {
+		return fmt.Errorf("station %s: outbox: %w", s.cfg.Name, err)
+	}
+	if len(left) > 0 {
+		s.cfg.Logger.Info("re-sending events the ledger had not answered", "count", len(left))
+	}
+	backoff := time.Second
+	for len(left) > 0 {
+		rs, err := s.pub.Resend(ctx, left...)
+		for d, r := range rs {
+			s.cfg.Logger.Info("recovered event answered", "digest", d, "status", r.Status, "code", r.Code)
+		}
+		if err == nil {
+			break
+		}
+		var retry []string
+		for _, d := range left {
+			if _, answered := rs[d]; answered || !s.outbox.Has(d) {
+				continue
+			}
+			retry = append(retry, d)
+		}
+		if bad := badOutboxEntries(err); len(bad) > 0 {
+			s.cfg.Logger.Error("outbox entries that cannot be sent are left in place", "dir", s.cfg.OutboxDir, "digests", slices.Collect(maps.Keys(bad)))
+			retry = slices.DeleteFunc(retry, func(d string) bool { return bad[d] })
+		}
+		if len(retry) == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.cfg.Logger.Warn("re-sending pending events failed; trying again", "pending", len(retry), "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		left = retry
+	}
+	return nil
+}
+
+// badOutboxEntries are the digests of the entries Resend could not send.
+func badOutboxEntries(err error) map[string]bool {
+	bad := map[string]bool{}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		if be := (*events.BadOutboxEntryError)(nil); errors.As(e, &be) {
+			bad[be.Digest] = true
+		}
+	}
+	return bad
 }
 
 // Unconfirmed lists the digests of events published and not yet answered.
@@ -353,12 +418,57 @@ func (s *Station) ProgramFirmware(ctx context.Context, agentURL string, image []
 	return s.publish(ctx, dev, st, nil)
 }
 
-// Offer offers the device behind agentURL to partner to.
+// PendingOfferError is Offer's refusal of an offer of a device that has an
+// offer from this partner pending: the ledger would log a second offer as
+// equivocation evidence (a double hand-off) and flag the device. It is
+// returned before the device is quoted or anything is signed.
+type PendingOfferError struct {
+	Device  string
+	Pending ledger.Offer
+}
+
+func (e *PendingOfferError) Error() string {
+	return fmt.Sprintf("station: device %s already has an offer pending from %s to %s (log index %d); "+
+		"another offer would be logged by the ledger as equivocation evidence and flag the device, so it was not signed. "+
+		"Wait for %s to accept; to make a double offer on purpose, ask for it explicitly "+
+		"(\"equivocate\": true in the station API, --equivocate in custody station call offer)",
+		e.Device, e.Pending.From, e.Pending.To, e.Pending.Index, e.Pending.To)
+}
+
+// Offer offers the device behind agentURL to partner to. While the device
+// has an offer from this partner pending (a retried or mistyped offer), it
+// refuses with a *PendingOfferError before signing anything: the ledger
+// would log the offer as equivocation and flag the device. The check reads
+// the ledger's state; two offers racing each other are not caught by it.
 func (s *Station) Offer(ctx context.Context, agentURL, to string) (*Result, error) {
+	return s.offer(ctx, agentURL, to, false)
+}
+
+// Equivocate offers the device behind agentURL to partner to even while it
+// has an offer from this partner pending, which the ledger logs as
+// equivocation evidence and which flags the device. It exists to test the
+// ledger and the gate (the demo's double-sold device, the simulator's
+// double hand-off); without a pending offer it is Offer.
+func (s *Station) Equivocate(ctx context.Context, agentURL, to string) (*Result, error) {
+	return s.offer(ctx, agentURL, to, true)
+}
+
+func (s *Station) offer(ctx context.Context, agentURL, to string, equivocate bool) (*Result, error) {
 	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
 		return nil, err
+	}
+	if !equivocate {
+		state, err := s.cfg.Ledger.Device(id)
+		switch {
+		case errors.Is(err, ledger.ErrNotFound):
+			// Unknown to the ledger: it refuses the offer with its rule.
+		case err != nil:
+			return nil, fmt.Errorf("station: reading device %s's state to check for a pending offer: %w", id, err)
+		case state.Pending != nil && state.Pending.From == s.cfg.Name:
+			return nil, &PendingOfferError{Device: id, Pending: *state.Pending}
+		}
 	}
 	st := events.NewStatement(events.KindHandoffOffered, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Handoff = &events.Handoff{From: s.cfg.Name, To: to}
