@@ -26,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
 	"github.com/custodyledger/custody/services/pki"
@@ -111,27 +111,27 @@ func (t *tpmFlags) register(fs *flag.FlagSet) {
 }
 
 func (t *tpmFlags) open() (*device.Device, func(), error) {
-	tpm, err := attest.Open(t.uri)
+	tp, err := tpm.Open(t.uri)
 	if err != nil {
 		return nil, nil, err
 	}
 	state := t.state
 	if state == "" {
 		if state, err = os.MkdirTemp("", "custody-agent-"); err != nil {
-			tpm.Close()
+			tp.Close()
 			return nil, nil, err
 		}
 	}
 	if err := os.MkdirAll(state, 0o700); err != nil {
-		tpm.Close()
+		tp.Close()
 		return nil, nil, err
 	}
-	d, err := device.New(device.Config{TPM: tpm, StateDir: state})
+	d, err := device.New(device.Config{TPM: tp, StateDir: state})
 	if err != nil {
-		tpm.Close()
+		tp.Close()
 		return nil, nil, err
 	}
-	return d, func() { _ = tpm.Close() }, nil
+	return d, func() { _ = tp.Close() }, nil
 }
 
 func parse(fs *flag.FlagSet, args []string) error {

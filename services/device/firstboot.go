@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/dps"
 	"github.com/custodyledger/custody/services/gate"
@@ -81,8 +82,8 @@ func (d *Device) Enroll(ctx context.Context, cfg EnrollConfig) (*EnrollResult, e
 	return enroll(ctx, d.cfg.TPM, d.cfg.EKAlg, cfg)
 }
 
-func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg EnrollConfig) (*EnrollResult, error) {
-	reg, err := prepareRegistration(ctx, tpm, ekAlg, &cfg)
+func enroll(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg EnrollConfig) (*EnrollResult, error) {
+	reg, err := prepareRegistration(ctx, tp, ekAlg, &cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +137,7 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 	}
 
 	// DPS registration with the TPM-resident LDevID key as TLS client key.
-	signer, err := tpm.LDevIDSigner()
+	signer, err := tp.LDevIDSigner()
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func (d *Device) PrepareRegistration(ctx context.Context, cfg EnrollConfig) (*Re
 
 // prepareRegistration fills in cfg's defaults, runs the first call and the
 // TPM work, and returns the second call.
-func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg *EnrollConfig) (*Registration, error) {
+func prepareRegistration(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg *EnrollConfig) (*Registration, error) {
 	if cfg.GateURL == "" || cfg.IDScope == "" {
 		return nil, errors.New("enroll: the gate URL and ID scope are required")
 	}
@@ -193,7 +194,7 @@ func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyA
 		cfg.HTTPClient = http.DefaultClient
 	}
 	hc := cfg.HTTPClient
-	ek, err := tpm.EK(ekAlg)
+	ek, err := tp.EK(ekAlg)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: EK: %w", err)
 	}
@@ -201,7 +202,7 @@ func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyA
 	if err != nil {
 		return nil, err
 	}
-	iak, err := tpm.IAK()
+	iak, err := tp.IAK()
 	if err != nil {
 		return nil, fmt.Errorf("enroll: IAK: %w", err)
 	}
@@ -228,21 +229,21 @@ func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyA
 	if err := json.Unmarshal(ch.AuthenticationKey, &cred); err != nil {
 		return nil, fmt.Errorf("enroll: authenticationKey: %w", err)
 	}
-	secret, err := tpm.ActivateCredential(iak, ekAlg, &cred)
+	secret, err := tp.ActivateCredential(iak, ekAlg, &cred)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: activating the gate's credential: %w", err)
 	}
-	q, err := tpm.Quote(ch.Nonce, cfg.PCRs)
+	q, err := tp.Quote(ch.Nonce, cfg.PCRs)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: quote: %w", err)
 	}
-	_, certify, err := tpm.NewLDevID(ch.Nonce)
+	_, certify, err := tp.NewLDevID(ch.Nonce)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: LDevID key: %w", err)
 	}
 	req.Payload = &gate.Evidence{Quote: events.NewEvidence(q), LDevID: certify}
 	if cfg.APIVersion == gate.APIVersion2025 {
-		signer, err := tpm.LDevIDSigner()
+		signer, err := tp.LDevIDSigner()
 		if err != nil {
 			return nil, err
 		}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
 	"github.com/custodyledger/custody/services/pki"
@@ -26,12 +26,12 @@ func TestRegistrationProtocol(t *testing.T) {
 		t.Skip("runs a node")
 	}
 	e := newNode(t, gate.Policy{})
-	tpm, err := attest.Open("sim:seed=4242")
+	tp, err := tpm.Open("sim:seed=4242")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tpm.Close()
-	d, err := device.New(device.Config{TPM: tpm, StateDir: t.TempDir()})
+	defer tp.Close()
+	d, err := device.New(device.Config{TPM: tp, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
