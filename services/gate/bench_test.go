@@ -39,7 +39,7 @@ import (
 	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
-	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
 )
@@ -707,7 +707,7 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 				if err != nil {
 					return err
 				}
-				d.first, err = json.Marshal(&gate.RegisterRequest{RegistrationID: d.id, TPM: &gate.TPMInfo{EndorsementKey: ek.Public}})
+				d.first, err = json.Marshal(&gatewire.RegisterRequest{RegistrationID: d.id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public}})
 				return err
 			})
 		}
@@ -719,7 +719,7 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 		g.SetLimit(c.Conc)
 		for _, d := range h.devices[:c.N] {
 			g.Go(func() error {
-				u := c.Gate + "/" + c.IDScope + "/registrations/" + d.id + "/register?api-version=" + gate.APIVersion2025
+				u := c.Gate + "/" + c.IDScope + "/registrations/" + d.id + "/register?api-version=" + gatewire.APIVersion2025
 				req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(d.first))
 				if err != nil {
 					return err
@@ -759,7 +759,7 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 		for _, r := range h.regs {
 			g.Go(func() error {
 				out, err := r.Submit(ctx, h.gateClient())
-				if err == nil && out.Status != gate.StatusAssigning {
+				if err == nil && out.Status != gatewire.StatusAssigning {
 					err = fmt.Errorf("register: status %q", out.Status)
 				}
 				return err

@@ -16,6 +16,7 @@ import (
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
 )
@@ -98,7 +99,7 @@ func TestAgentEnrollCommand(t *testing.T) {
 	}
 	first := ldevid()
 
-	code, out, errOut = enroll("--cert-out", certOut, "--api-version", gate.APIVersion2019)
+	code, out, errOut = enroll("--cert-out", certOut, "--api-version", gatewire.APIVersion2019)
 	if code != 0 {
 		t.Fatalf("second enroll: exit %d\n%s\n%s", code, out, errOut)
 	}
