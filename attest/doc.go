@@ -85,5 +85,8 @@
 //
 // Vendor quirks that break naive parsers are handled in quirks.go, each
 // with its own test; the real certificates they were found in are in
-// testdata/ (see testdata/README.md for their provenance).
+// testdata/ (see testdata/README.md for their provenance). The package's
+// tests need no TPM: TPM-made evidence they verify was captured from
+// tpm2-tools on swtpm (testdata/tpm2tools/) and from attest/tpm on the
+// simulator (testdata/sim/).
 package attest
