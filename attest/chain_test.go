@@ -9,6 +9,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/custodyledger/custody/attest/internal/attesttest"
 )
 
 // crossSignedPKI is a TPM vendor's PKI as vendors ship it (the ek-chain
@@ -17,25 +19,25 @@ import (
 // subject and key as V, issued by R), so an EK certificate chains to either
 // root; the vendor's manufacturing CA M under V; EK certificates under M.
 type crossSignedPKI struct {
-	r, v, unrelated *testCA
+	r, v, unrelated *attesttest.CA
 	x               *x509.Certificate
-	m               *testCA
+	m               *attesttest.CA
 }
 
 func newCrossSignedPKI(t *testing.T) *crossSignedPKI {
 	p := &crossSignedPKI{
-		r:         newRootCA(t, "WebTrust Root R"),
-		v:         newRootCA(t, "TPM Vendor Root V"),
-		unrelated: newRootCA(t, "Unrelated Root"),
+		r:         attesttest.NewRootCA(t, "WebTrust Root R"),
+		v:         attesttest.NewRootCA(t, "TPM Vendor Root V"),
+		unrelated: attesttest.NewRootCA(t, "Unrelated Root"),
 	}
-	xt := caTemplate("", p.v.cert.NotBefore, p.v.cert.NotAfter)
-	xt.Subject = p.v.cert.Subject
-	p.x = p.r.issue(t, xt, p.v.key.Public())
-	p.m = p.v.subCA(t, "TPM Vendor Manufacturing CA M")
+	xt := attesttest.CATemplate("", p.v.Cert.NotBefore, p.v.Cert.NotAfter)
+	xt.Subject = p.v.Cert.Subject
+	p.x = p.r.Issue(t, xt, p.v.Key.Public())
+	p.m = p.v.SubCA(t, "TPM Vendor Manufacturing CA M")
 	return p
 }
 
-func (p *crossSignedPKI) ekCert(t *testing.T, issuer *testCA) *EKCertificate {
+func (p *crossSignedPKI) ekCert(t *testing.T, issuer *attesttest.CA) *EKCertificate {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -46,7 +48,7 @@ func (p *crossSignedPKI) ekCert(t *testing.T, issuer *testCA) *EKCertificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ParseEKCertificate(issuer.issue(t, tmpl, &key.PublicKey).Raw)
+	c, err := ParseEKCertificate(issuer.Issue(t, tmpl, &key.PublicKey).Raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +57,7 @@ func (p *crossSignedPKI) ekCert(t *testing.T, issuer *testCA) *EKCertificate {
 
 func bundleOf(t *testing.T, certs ...*x509.Certificate) *Bundle {
 	t.Helper()
-	b, err := ParseBundle(pemOf(certs...))
+	b, err := ParseBundle(attesttest.PEM(certs...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func TestCrossSignedChain(t *testing.T) {
 	now := time.Now()
 
 	// A verifier that trusts only the WebTrust root R.
-	viaR := bundleOf(t, p.r.cert, p.x, p.m.cert)
+	viaR := bundleOf(t, p.r.Cert, p.x, p.m.Cert)
 	if len(viaR.roots) != 1 || len(viaR.intermediates) != 2 {
 		t.Fatalf("bundle: %d roots, %d intermediates", len(viaR.roots), len(viaR.intermediates))
 	}
@@ -81,7 +83,7 @@ func TestCrossSignedChain(t *testing.T) {
 	}
 
 	// A verifier that trusts only the vendor root V.
-	chains, err = ek.Verify(bundleOf(t, p.v.cert, p.m.cert), now)
+	chains, err = ek.Verify(bundleOf(t, p.v.Cert, p.m.Cert), now)
 	if err != nil {
 		t.Fatalf("via V: %v", err)
 	}
@@ -90,17 +92,17 @@ func TestCrossSignedChain(t *testing.T) {
 	}
 
 	// Both roots trusted: both paths are found.
-	chains, err = ek.Verify(bundleOf(t, p.r.cert, p.v.cert, p.x, p.m.cert), now)
+	chains, err = ek.Verify(bundleOf(t, p.r.Cert, p.v.Cert, p.x, p.m.Cert), now)
 	if err != nil || len(chains) != 2 {
 		t.Errorf("both roots: %d chains, %v", len(chains), err)
 	}
 
 	// Refused: an unknown root, even with the cross-certificate present.
-	if _, err := ek.Verify(bundleOf(t, p.unrelated.cert, p.x, p.m.cert), now); !errors.Is(err, ErrUnknownCA) {
+	if _, err := ek.Verify(bundleOf(t, p.unrelated.Cert, p.x, p.m.Cert), now); !errors.Is(err, ErrUnknownCA) {
 		t.Errorf("unknown root: %v, want ErrUnknownCA", err)
 	}
 	// Refused: R without the cross-certificate.
-	if _, err := ek.Verify(bundleOf(t, p.r.cert, p.m.cert), now); !errors.Is(err, ErrUnknownCA) {
+	if _, err := ek.Verify(bundleOf(t, p.r.Cert, p.m.Cert), now); !errors.Is(err, ErrUnknownCA) {
 		t.Errorf("R without cross-certificate: %v, want ErrUnknownCA", err)
 	}
 	// Refused: outside the leaf's validity.
@@ -122,22 +124,22 @@ func TestChainErrorsNameTheRule(t *testing.T) {
 	now := time.Now()
 
 	// An EK certificate signed by a certificate that is not a CA.
-	notCAKey := newKey(t)
-	nt := caTemplate("Not a CA", now.Add(-time.Hour), now.Add(time.Hour*24*365))
+	notCAKey := attesttest.NewKey(t)
+	nt := attesttest.CATemplate("Not a CA", now.Add(-time.Hour), now.Add(time.Hour*24*365))
 	nt.IsCA = false
 	nt.KeyUsage = x509.KeyUsageDigitalSignature
-	notCA := &testCA{cert: p.v.issue(t, nt, notCAKey.Public()), key: notCAKey}
+	notCA := &attesttest.CA{Cert: p.v.Issue(t, nt, notCAKey.Public()), Key: notCAKey}
 	ek := p.ekCert(t, notCA)
-	if _, err := ek.Verify(bundleOf(t, p.v.cert, notCA.cert), now); !errors.Is(err, ErrIssuerNotCA) {
+	if _, err := ek.Verify(bundleOf(t, p.v.Cert, notCA.Cert), now); !errors.Is(err, ErrIssuerNotCA) {
 		t.Errorf("issuer not a CA: %v, want ErrIssuerNotCA", err)
 	}
 
 	// An expired intermediate.
-	oldKey := newKey(t)
-	ot := caTemplate("Old Mfg CA", now.Add(-10*24*time.Hour), now.Add(-24*time.Hour))
-	old := &testCA{cert: p.v.issue(t, ot, oldKey.Public()), key: oldKey}
+	oldKey := attesttest.NewKey(t)
+	ot := attesttest.CATemplate("Old Mfg CA", now.Add(-10*24*time.Hour), now.Add(-24*time.Hour))
+	old := &attesttest.CA{Cert: p.v.Issue(t, ot, oldKey.Public()), Key: oldKey}
 	ek = p.ekCert(t, old)
-	if _, err := ek.Verify(bundleOf(t, p.v.cert, old.cert), now); !errors.Is(err, ErrCertificateExpired) {
+	if _, err := ek.Verify(bundleOf(t, p.v.Cert, old.Cert), now); !errors.Is(err, ErrCertificateExpired) {
 		t.Errorf("expired intermediate: %v, want ErrCertificateExpired", err)
 	}
 
@@ -147,7 +149,7 @@ func TestChainErrorsNameTheRule(t *testing.T) {
 	leaf.UnknownExtKeyUsage = nil
 	leaf.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	bad := &EKCertificate{Cert: &leaf, TPM: ek.TPM, Raw: ek.Raw}
-	if _, err := bad.Verify(bundleOf(t, p.v.cert, p.m.cert), now); !errors.Is(err, ErrNotEKCertificate) {
+	if _, err := bad.Verify(bundleOf(t, p.v.Cert, p.m.Cert), now); !errors.Is(err, ErrNotEKCertificate) {
 		t.Errorf("server-auth EKU: %v, want ErrNotEKCertificate", err)
 	}
 
@@ -155,14 +157,14 @@ func TestChainErrorsNameTheRule(t *testing.T) {
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
 	tmpl, _ := EKCertificateTemplate(&key.PublicKey, TPMInfo{"id:49465800", "m", "v"}, now.Add(-time.Hour), now.Add(time.Hour))
 	tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Critical: true, Value: []byte{5, 0}})
-	withExt, err := ParseEKCertificate(p.m.issue(t, tmpl, &key.PublicKey).Raw)
+	withExt, err := ParseEKCertificate(p.m.Issue(t, tmpl, &key.PublicKey).Raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(withExt.Cert.UnhandledCriticalExtensions) != 1 {
 		t.Errorf("unhandled critical extensions %v", withExt.Cert.UnhandledCriticalExtensions)
 	}
-	if _, err := withExt.Verify(bundleOf(t, p.v.cert, p.m.cert), now); err == nil {
+	if _, err := withExt.Verify(bundleOf(t, p.v.Cert, p.m.Cert), now); err == nil {
 		t.Error("verified a certificate with an unknown critical extension")
 	}
 }

@@ -1,13 +1,18 @@
-// Package attest handles TPM 2.0 evidence for Custody: it opens a TPM,
-// creates and reads the keys that identify a device (EK, IAK, LDevID),
-// parses and verifies EK certificates as real vendors ship them, runs
-// credential activation, and makes and verifies quotes and TPM2_Certify
-// statements.
+// Package attest is the verifier and CA side of TPM 2.0 evidence for
+// Custody: it parses and verifies EK certificates as real vendors ship them
+// (and makes EK and IAK certificate templates for a vendor's CA), creates
+// credential-activation challenges (MakeCredential), and verifies quotes
+// and TPM2_Certify statements. It is what the gate and the ledger need, and
+// it needs no TPM.
+//
+// The device side, which talks to a TPM (the in-process simulator, swtpm,
+// /dev/tpmrm0) and produces that evidence, is the package attest/tpm, as
+// go-tpm-tools splits its client and server. This package does not import
+// it, nor anything that needs cgo.
 //
 // It is a leaf library: it does not log and knows nothing of NATS or of the
-// ledger. Verifier-side functions are pure software (go-tpm's tpm2 package
-// for TPM structures, crypto/x509 and crypto/ecdsa for the cryptography) and
-// need no TPM.
+// ledger. Its functions are pure software (go-tpm's tpm2 package for TPM
+// structures, crypto/x509 and crypto/ecdsa for the cryptography).
 //
 // # Trust model
 //
@@ -32,9 +37,10 @@
 //     fixedTPM, signing, a valid public key), nothing more. An attestation
 //     key (IAK) is trusted to live in the same TPM as a verified EK only
 //     after a credential made with MakeCredential for the IAK's Name and
-//     that EK has been recovered by the device (TPM.ActivateCredential):
-//     the TPM releases the secret only if it holds the EK's private key
-//     and a loaded object with exactly that Name. The Name commits to the
+//     that EK has been recovered by the device (attest/tpm's
+//     TPM.ActivateCredential): the TPM releases the secret only if it
+//     holds the EK's private key and a loaded object with exactly that
+//     Name. The Name commits to the
 //     whole public area, so the verifier must also check that area is an
 //     IAK, which ParseAttestationKey does.
 //   - VerifyQuote (and AttestationKey.VerifyQuote): under an IAK trusted
@@ -50,9 +56,9 @@
 //     resident in the TPM that holds the IAK, certified after the TPM saw
 //     the nonce.
 //
-// The in-TPM side (type TPM) trusts the TPM it was opened on: its outputs
-// (EK, IAK, Info, ReadEKCertificate, Quote, NewLDevID) are evidence for a
-// remote verifier, not proofs to the local caller.
+// The device side (attest/tpm) trusts the TPM it was opened on: its
+// outputs (EK, IAK, Info, ReadEKCertificate, Quote, NewLDevID) are
+// evidence for a remote verifier, not proofs to the local caller.
 //
 // VerifyQuote and VerifyCertify keep decoded IAKs in a small bounded cache
 // keyed by their exact bytes; a hit returns what a parse would, so the
@@ -62,8 +68,8 @@
 //
 // # tpm2-tools
 //
-// Quotes made by tpm2_quote verify here, and quotes made here pass
-// tpm2_checkquote: tpm2-tools writes the message and signature as the
+// Quotes made by tpm2_quote verify here, and quotes made by attest/tpm
+// pass tpm2_checkquote: tpm2-tools writes the message and signature as the
 // TPMS_ATTEST and TPMT_SIGNATURE of a Quote; PublicArea reads its public
 // keys, ParseTPM2ToolsPCRs and FormatTPM2ToolsPCRs its PCR files
 // (tpm2tools.go). The "custody tpm" command is their command-line face.
@@ -79,5 +85,8 @@
 //
 // Vendor quirks that break naive parsers are handled in quirks.go, each
 // with its own test; the real certificates they were found in are in
-// testdata/ (see testdata/README.md for their provenance).
+// testdata/ (see testdata/README.md for their provenance). The package's
+// tests need no TPM: TPM-made evidence they verify was captured from
+// tpm2-tools on swtpm (testdata/tpm2tools/) and from attest/tpm on the
+// simulator (testdata/sim/).
 package attest

@@ -44,23 +44,8 @@ var (
 	// ErrClockWentBackwards: same resetCount and restartCount, lower clock.
 	ErrClockWentBackwards = errors.New("attest: TPM clock went backwards")
 
-	// ErrNoEKCertificate is returned when the TPM has no EK certificate in
-	// the NV index for the requested algorithm.
-	ErrNoEKCertificate = errors.New("attest: no EK certificate in TPM NV")
 	// ErrNotEKCertificate is returned when bytes are not an EK certificate
 	// in the TCG EK Credential Profile sense (no TPM manufacturer/model/
 	// version in the subject alternative name, or wrong EKU).
 	ErrNotEKCertificate = errors.New("attest: not a TCG EK certificate")
-	// ErrCredentialRejected is returned when the TPM refuses to activate a
-	// credential (it was made for another key, another EK, or tampered).
-	ErrCredentialRejected = errors.New("attest: TPM rejected the credential")
-	// ErrNoLDevID is returned when no LDevID key has been created yet.
-	ErrNoLDevID = errors.New("attest: no LDevID key")
-	// ErrLDevIDReplaced is returned by a signer whose LDevID key has been
-	// replaced by a later NewLDevID call.
-	ErrLDevIDReplaced = errors.New("attest: LDevID key was replaced")
-	// ErrUnsupported is returned for operations the TPM transport cannot do.
-	ErrUnsupported = errors.New("attest: unsupported")
-	// ErrClosed is returned when a closed TPM is used.
-	ErrClosed = errors.New("attest: TPM closed")
 )

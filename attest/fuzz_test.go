@@ -2,7 +2,6 @@ package attest
 
 import (
 	"bytes"
-	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,31 +46,17 @@ func FuzzParseEKCertificate(f *testing.F) {
 // FuzzVerifyQuote: VerifyQuote never panics on hostile attestation bytes or
 // signatures, and never accepts anything but the quote the TPM signed.
 func FuzzVerifyQuote(f *testing.F) {
-	tpm := openSim(f, 41)
-	iak, err := tpm.IAK()
-	if err != nil {
-		f.Fatal(err)
-	}
-	// A fresh nonce per run: quotes the same (seeded) IAK signed in
-	// earlier runs, which the fuzzer may have cached, carry other nonces.
-	nonce := make([]byte, 16)
-	rand.Read(nonce)
-	q, err := tpm.Quote(nonce, []int{0, 1})
-	if err != nil {
-		f.Fatal(err)
-	}
-	_, ev, err := tpm.NewLDevID(nonce)
-	if err != nil {
-		f.Fatal(err)
-	}
-	tpm.Close()
+	// Evidence of the seeded simulator (testdata/sim/): the only quote its
+	// IAK signed over this nonce, and a certification over the same nonce.
+	sim := loadSimEvidence(f)
+	iak, nonce, q, ev := sim.iak, sim.nonce, sim.quote, sim.certify
 
 	f.Add(q.Attest, q.Signature)
 	f.Add(ev.Attest, ev.Signature)
 	f.Add(q.Attest[:len(q.Attest)/2], q.Signature)
 	f.Add([]byte{0xff, 0x54, 0x43, 0x47, 0x80, 0x18}, []byte{0x00, 0x18})
 	f.Fuzz(func(t *testing.T, attest, sig []byte) {
-		info, err := VerifyQuote(iak.Public, &Quote{Attest: attest, Signature: sig, PCRs: q.PCRs}, nonce)
+		info, err := VerifyQuote(iak, &Quote{Attest: attest, Signature: sig, PCRs: q.PCRs}, nonce)
 		if err != nil {
 			return
 		}
@@ -82,7 +67,7 @@ func FuzzVerifyQuote(f *testing.F) {
 			t.Fatal("accepted with another nonce")
 		}
 		// The evidence of a certify must never pass as a quote.
-		if _, err := VerifyCertify(iak.Public, &CertifyEvidence{Public: ev.Public, Attest: attest, Signature: sig}, nonce); err == nil {
+		if _, err := VerifyCertify(iak, &CertifyEvidence{Public: ev.Public, Attest: attest, Signature: sig}, nonce); err == nil {
 			t.Fatal("a quote verified as a certify")
 		}
 	})

@@ -14,13 +14,9 @@ import (
 	"github.com/google/go-tpm/tpm2"
 )
 
-// maxNonce is the largest qualifying data a TPM accepts (sizeof(TPMT_HA)
-// for SHA-512 less its algorithm ID).
-const maxNonce = 64
-
 // Quote is a TPM2_Quote made with the IAK, with the PCR values it covers.
-// As returned by TPM.Quote it is raw evidence; VerifyQuote is what makes it
-// mean anything.
+// As the device returns it (attest/tpm's TPM.Quote) it is raw evidence;
+// VerifyQuote is what makes it mean anything.
 type Quote struct {
 	// Attest is the TPMS_ATTEST the TPM signed (TPM2B_ATTEST contents).
 	Attest []byte
@@ -28,50 +24,6 @@ type Quote struct {
 	Signature []byte
 	// PCRs are the SHA-256 PCR values the quote covers, by index.
 	PCRs map[int][]byte
-}
-
-// Quote has the TPM sign, with the IAK, its clock and counters, nonce and
-// the SHA-256 digest of the given SHA-256 PCRs, and returns the PCR values
-// read right after under the same lock (so they are the quoted ones unless
-// another process extends PCRs meanwhile; VerifyQuote would notice). The
-// nonce must be 1..64 bytes.
-func (t *TPM) Quote(nonce []byte, pcrs []int) (*Quote, error) {
-	if len(nonce) == 0 {
-		return nil, ErrEmptyNonce
-	}
-	if len(nonce) > maxNonce {
-		return nil, fmt.Errorf("attest: quote: nonce of %d bytes, at most %d", len(nonce), maxNonce)
-	}
-	sorted, err := normalizePCRs(pcrs)
-	if err != nil {
-		return nil, err
-	}
-	if err := t.lock(); err != nil {
-		return nil, err
-	}
-	defer t.mu.Unlock()
-	objs, err := t.ensure(objIAK)
-	if err != nil {
-		return nil, err
-	}
-	rsp, err := tpm2.Quote{
-		SignHandle:     objs[0].authHandle(),
-		QualifyingData: tpm2.TPM2BData{Buffer: nonce},
-		InScheme:       tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgNull},
-		PCRSelect:      pcrSelection(sorted),
-	}.Execute(t.tp)
-	if err != nil {
-		return nil, fmt.Errorf("attest: quote: %w", err)
-	}
-	values, err := t.readPCRs(sorted)
-	if err != nil {
-		return nil, err
-	}
-	return &Quote{
-		Attest:    bytes.Clone(rsp.Quoted.Bytes()),
-		Signature: tpm2.Marshal(rsp.Signature),
-		PCRs:      values,
-	}, nil
 }
 
 // QuoteInfo is what a verified quote proves about the TPM that made it, at

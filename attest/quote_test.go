@@ -8,220 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"testing"
-
-	"github.com/google/go-tpm/tpm2"
 )
-
-func extendSoftware(pcr, digest []byte) []byte {
-	h := sha256.New()
-	h.Write(pcr)
-	h.Write(digest)
-	return h.Sum(nil)
-}
-
-func TestQuote(t *testing.T) {
-	tpm := openSim(t, 11)
-	iak, err := tpm.IAK()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := sha256.Sum256([]byte("firmware image"))
-	if err := tpm.ExtendPCR(0, fw[:]); err != nil {
-		t.Fatal(err)
-	}
-	want0 := extendSoftware(make([]byte, 32), fw[:])
-	pcrs, err := tpm.ReadPCRs([]int{0, 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(pcrs[0], want0) || !bytes.Equal(pcrs[7], make([]byte, 32)) {
-		t.Fatalf("PCRs %x", pcrs)
-	}
-
-	nonce := []byte("a fresh nonce from the verifier")
-	q, err := tpm.Quote(nonce, []int{7, 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := VerifyQuote(iak.Public, q, nonce)
-	if err != nil {
-		t.Fatalf("VerifyQuote: %v", err)
-	}
-	if !bytes.Equal(info.PCRs[0], want0) || len(info.PCRs) != 2 || !bytes.Equal(info.Nonce, nonce) {
-		t.Errorf("info %+v", info)
-	}
-	if info.Clock == 0 && info.ResetCount == 0 && !info.Safe {
-		t.Errorf("clock info %+v", info)
-	}
-
-	// The success is remembered (verifySignature); the subtests below, run
-	// after it, show that nothing but the same key, message and signature
-	// hits it.
-	t.Run("remembered success", func(t *testing.T) {
-		again, err := VerifyQuote(iak.Public, q, nonce)
-		if err != nil || again.Clock != info.Clock || !bytes.Equal(again.PCRDigest, info.PCRDigest) {
-			t.Fatalf("second verification: %+v, %v", again, err)
-		}
-		k, _ := ParseAttestationKey(iak.Public)
-		if verified.len() == 0 || k == nil {
-			t.Fatal("no verified signature remembered")
-		}
-	})
-	t.Run("wrong nonce", func(t *testing.T) {
-		if _, err := VerifyQuote(iak.Public, q, []byte("another nonce")); !errors.Is(err, ErrNonceMismatch) {
-			t.Errorf("got %v", err)
-		}
-	})
-	t.Run("empty nonce", func(t *testing.T) {
-		if _, err := VerifyQuote(iak.Public, q, nil); !errors.Is(err, ErrEmptyNonce) {
-			t.Errorf("got %v", err)
-		}
-		if _, err := tpm.Quote(nil, []int{0}); !errors.Is(err, ErrEmptyNonce) {
-			t.Errorf("Quote: got %v", err)
-		}
-	})
-	t.Run("tampered PCR value", func(t *testing.T) {
-		bad := *q
-		bad.PCRs = map[int][]byte{0: bytes.Clone(q.PCRs[0]), 7: q.PCRs[7]}
-		bad.PCRs[0][0] ^= 1
-		if _, err := VerifyQuote(iak.Public, &bad, nonce); !errors.Is(err, ErrPCRDigestMismatch) {
-			t.Errorf("got %v", err)
-		}
-	})
-	t.Run("PCR left out", func(t *testing.T) {
-		bad := *q
-		bad.PCRs = map[int][]byte{0: q.PCRs[0]}
-		if _, err := VerifyQuote(iak.Public, &bad, nonce); !errors.Is(err, ErrPCRSelectionMismatch) {
-			t.Errorf("got %v", err)
-		}
-	})
-	t.Run("PCR added", func(t *testing.T) {
-		bad := *q
-		bad.PCRs = map[int][]byte{0: q.PCRs[0], 7: q.PCRs[7], 8: make([]byte, 32)}
-		if _, err := VerifyQuote(iak.Public, &bad, nonce); !errors.Is(err, ErrPCRSelectionMismatch) {
-			t.Errorf("got %v", err)
-		}
-	})
-	t.Run("tampered attest", func(t *testing.T) {
-		for i := range q.Attest {
-			bad := *q
-			bad.Attest = bytes.Clone(q.Attest)
-			bad.Attest[i] ^= 0x40
-			if _, err := VerifyQuote(iak.Public, &bad, nonce); err == nil {
-				t.Fatalf("accepted attest with byte %d flipped", i)
-			}
-		}
-		// Flipping a clock byte keeps the structure valid: the signature
-		// is what catches it.
-		att, err := tpm2.Unmarshal[tpm2.TPMSAttest](q.Attest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		clockAt := 4 + 2 + 2 + len(att.QualifiedSigner.Buffer) + 2 + len(nonce)
-		bad := *q
-		bad.Attest = bytes.Clone(q.Attest)
-		bad.Attest[clockAt] ^= 1
-		if _, err := VerifyQuote(iak.Public, &bad, nonce); !errors.Is(err, ErrBadSignature) {
-			t.Errorf("clock changed: got %v, want ErrBadSignature", err)
-		}
-	})
-	t.Run("tampered signature", func(t *testing.T) {
-		bad := *q
-		bad.Signature = bytes.Clone(q.Signature)
-		bad.Signature[len(bad.Signature)-1] ^= 1
-		if _, err := VerifyQuote(iak.Public, &bad, nonce); !errors.Is(err, ErrBadSignature) {
-			t.Errorf("got %v", err)
-		}
-	})
-	t.Run("wrong key", func(t *testing.T) {
-		// Another restricted signing key of the same shape: the IAK of
-		// another TPM would look like this.
-		other := iakTemplate
-		k, _ := ecdsa.GenerateKey(iak.PublicKey.(*ecdsa.PublicKey).Curve, rand.Reader)
-		other.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-			X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, 32))},
-			Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, 32))},
-		})
-		if _, err := VerifyQuote(tpm2.Marshal(other), q, nonce); !errors.Is(err, ErrBadSignature) {
-			t.Errorf("got %v", err)
-		}
-		// The EK cannot sign quotes; as a "signer" it is refused outright.
-		ek, _ := tpm.EK(ECCP256)
-		if _, err := VerifyQuote(ek.Public, q, nonce); !errors.Is(err, ErrKeyAttributes) {
-			t.Errorf("EK as signer: %v", err)
-		}
-	})
-	t.Run("unrestricted signer", func(t *testing.T) {
-		// The same IAK key with the restricted bit cleared: a key that
-		// could sign forged attestation structures is refused.
-		pub, _ := parseTPMTPublic(iak.Public)
-		pub.ObjectAttributes.Restricted = false
-		if _, err := VerifyQuote(tpm2.Marshal(*pub), q, nonce); !errors.Is(err, ErrKeyAttributes) {
-			t.Errorf("got %v", err)
-		}
-	})
-	t.Run("not a quote", func(t *testing.T) {
-		_, ev, err := tpm.NewLDevID(nonce)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := VerifyQuote(iak.Public, &Quote{Attest: ev.Attest, Signature: ev.Signature, PCRs: q.PCRs}, nonce); !errors.Is(err, ErrNotAQuote) {
-			t.Errorf("certify as quote: %v", err)
-		}
-	})
-	t.Run("PCRs extended after the quote", func(t *testing.T) {
-		if err := tpm.ExtendPCR(0, fw[:]); err != nil {
-			t.Fatal(err)
-		}
-		now, _ := tpm.ReadPCRs([]int{0, 7})
-		bad := *q
-		bad.PCRs = now
-		if _, err := VerifyQuote(iak.Public, &bad, nonce); !errors.Is(err, ErrPCRDigestMismatch) {
-			t.Errorf("got %v", err)
-		}
-	})
-	t.Run("bad PCR requests", func(t *testing.T) {
-		for _, pcrs := range [][]int{{24}, {-1}, {1, 1}} {
-			if _, err := tpm.Quote(nonce, pcrs); err == nil {
-				t.Errorf("Quote(%v) succeeded", pcrs)
-			}
-		}
-		if _, err := tpm.Quote(make([]byte, 65), []int{0}); err == nil {
-			t.Error("accepted a 65-byte nonce")
-		}
-	})
-}
-
-func TestQuoteManyPCRs(t *testing.T) {
-	tpm := openSim(t, 12)
-	iak, err := tpm.IAK()
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := make([]int, NumPCRs)
-	for i := range all {
-		all[i] = i
-	}
-	for i := 0; i < 16; i++ { // PCRs 16..23 are resettable debug/application PCRs
-		d := sha256.Sum256([]byte{byte(i)})
-		if err := tpm.ExtendPCR(i, d[:]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	q, err := tpm.Quote([]byte{1}, all)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(q.PCRs) != NumPCRs {
-		t.Fatalf("%d PCR values", len(q.PCRs))
-	}
-	if _, err := VerifyQuote(iak.Public, q, []byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tpm.Quote([]byte{1}, nil); err != nil {
-		t.Errorf("quote of no PCRs: %v", err)
-	}
-}
 
 func TestCheckMonotonic(t *testing.T) {
 	base := QuoteInfo{Clock: 1000, ResetCount: 5, RestartCount: 2}
@@ -250,59 +37,41 @@ func TestCheckMonotonic(t *testing.T) {
 	}
 }
 
-// TestCheckMonotonicAcrossReboot uses real quotes: before and after a TPM
-// reboot; swapping them is caught.
-func TestCheckMonotonicAcrossReboot(t *testing.T) {
-	tpm := openSim(t, 13)
-	iak, err := tpm.IAK()
+// TestVerifiedSignatureRemembered: a verified quote's signature check is
+// remembered, and a second verification gives the same answer.
+func TestVerifiedSignatureRemembered(t *testing.T) {
+	sim := loadSimEvidence(t)
+	forgetVerified()
+	info, err := VerifyQuote(sim.iak, sim.quote, sim.nonce)
 	if err != nil {
 		t.Fatal(err)
 	}
-	quote := func(n string) *QuoteInfo {
-		t.Helper()
-		q, err := tpm.Quote([]byte(n), []int{0})
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := VerifyQuote(iak.Public, q, []byte(n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info
+	if verified.len() == 0 {
+		t.Fatal("no verified signature remembered")
 	}
-	q1 := quote("one")
-	q2 := quote("two")
-	if err := CheckMonotonic(q1, q2); err != nil {
-		t.Errorf("q1→q2: %v", err)
+	again, err := VerifyQuote(sim.iak, sim.quote, sim.nonce)
+	if err != nil || again.Clock != info.Clock || !bytes.Equal(again.PCRDigest, info.PCRDigest) {
+		t.Fatalf("second verification: %+v, %v", again, err)
 	}
-	if err := tpm.Reboot(); err != nil {
-		t.Fatal(err)
-	}
-	q3 := quote("three")
-	if q3.ResetCount != q2.ResetCount+1 {
-		t.Errorf("resetCount %d after %d", q3.ResetCount, q2.ResetCount)
-	}
-	if err := CheckMonotonic(q2, q3); err != nil {
-		t.Errorf("q2→reboot→q3: %v", err)
-	}
-	if err := CheckMonotonic(q3, q1); !errors.Is(err, ErrResetCountDecreased) {
-		t.Errorf("replayed pre-reboot quote: %v, want ErrResetCountDecreased", err)
-	}
-	// PCRs were cleared by the reboot.
-	if !bytes.Equal(q3.PCRs[0], make([]byte, 32)) {
-		t.Errorf("PCR 0 after reboot %x", q3.PCRs[0])
+	// Another message (the same quote with its signature damaged) does
+	// not hit it.
+	bad := *sim.quote
+	bad.Signature = bytes.Clone(sim.quote.Signature)
+	bad.Signature[len(bad.Signature)-1] ^= 1
+	if _, err := VerifyQuote(sim.iak, &bad, sim.nonce); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("damaged signature: %v", err)
 	}
 }
 
-// BenchmarkVerifyQuote measures VerifyQuote of a real simulator quote of
-// one PCR; compare with BenchmarkECDSAP256Verify, the bare signature check.
+// BenchmarkVerifyQuote measures VerifyQuote of a real simulator quote;
+// compare with BenchmarkECDSAP256Verify, the bare signature check.
 func BenchmarkVerifyQuote(b *testing.B) {
 	iak, q, nonce := benchQuote(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
 		forgetVerified()
-		if _, err := VerifyQuote(iak.Public, q, nonce); err != nil {
+		if _, err := VerifyQuote(iak, q, nonce); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -316,26 +85,17 @@ func BenchmarkVerifyQuoteRemembered(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := VerifyQuote(iak.Public, q, nonce); err != nil {
+		if _, err := VerifyQuote(iak, q, nonce); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-// benchQuote is a real simulator quote of one PCR, with its IAK and nonce.
-func benchQuote(b *testing.B) (*Key, *Quote, []byte) {
-	tpm := openSim(b, 21)
-	defer tpm.Close()
-	iak, err := tpm.IAK()
-	if err != nil {
-		b.Fatal(err)
-	}
-	nonce := []byte("benchmark nonce")
-	q, err := tpm.Quote(nonce, []int{0})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return iak, q, nonce
+// benchQuote is a real simulator quote (testdata/sim/, of eleven PCRs),
+// with its IAK and nonce.
+func benchQuote(b *testing.B) (iak []byte, q *Quote, nonce []byte) {
+	sim := loadSimEvidence(b)
+	return sim.iak, sim.quote, sim.nonce
 }
 
 // forgetVerified empties the remembered signature checks, so that a
@@ -369,7 +129,7 @@ func BenchmarkECDSAP256Verify(b *testing.B) {
 // once, as a ledger verifying many quotes of one device would.
 func BenchmarkAttestationKeyVerifyQuote(b *testing.B) {
 	iak, q, nonce := benchQuote(b)
-	k, err := ParseAttestationKey(iak.Public)
+	k, err := ParseAttestationKey(iak)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -392,7 +152,7 @@ func BenchmarkVerifyQuoteUncachedKey(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		forgetVerified()
-		k, err := ParseAttestationKey(iak.Public)
+		k, err := ParseAttestationKey(iak)
 		if err != nil {
 			b.Fatal(err)
 		}

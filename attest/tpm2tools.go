@@ -167,7 +167,7 @@ func FormatTPM2ToolsPCRs(pcrs map[int][]byte) ([]byte, error) {
 		}
 		idx = append(idx, p)
 	}
-	sorted, err := normalizePCRs(idx)
+	sorted, err := SortedPCRs(idx)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package attest
 import (
 	"bytes"
 	"crypto"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -58,7 +57,7 @@ func crossCheckAttest(b []byte) error {
 			return diff
 		}
 		got, other := a.selectedSHA256PCRs(nil)
-		if want := selectedPCRs(qi.PCRSelect); other == 0 && !slices.Equal(got, want) {
+		if want := SelectedPCRs(qi.PCRSelect); other == 0 && !slices.Equal(got, want) {
 			return fmt.Errorf("selected PCRs %v, go-tpm %v", got, want)
 		}
 	case tpm2.TPMSTAttestCertify:
@@ -120,18 +119,8 @@ func crossCheckSignature(b []byte) error {
 // TPMT_SIGNATURE never panic, and accept only what go-tpm decodes to the
 // same values from a canonical encoding.
 func FuzzDecodeAttest(f *testing.F) {
-	tpm := openSim(f, 43)
-	nonce := make([]byte, 16)
-	rand.Read(nonce)
-	q, err := tpm.Quote(nonce, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
-	if err != nil {
-		f.Fatal(err)
-	}
-	_, ev, err := tpm.NewLDevID(nonce)
-	if err != nil {
-		f.Fatal(err)
-	}
-	tpm.Close()
+	sim := loadSimEvidence(f)
+	q, ev := sim.quote, sim.certify
 	f.Add(q.Attest, q.Signature)
 	f.Add(ev.Attest, ev.Signature)
 	f.Add(tpm2.Marshal(tpm2.TPMSAttest{Magic: tpm2.TPMGeneratedValue, Type: tpm2.TPMSTAttestTime,
@@ -151,35 +140,28 @@ func FuzzDecodeAttest(f *testing.F) {
 // TestAttestationKeyCache: the cache returns the key a parse would, never
 // caches a refused key, and stays bounded.
 func TestAttestationKeyCache(t *testing.T) {
-	tpm := openSim(t, 45)
-	iak, err := tpm.IAK()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ek, err := tpm.EK(ECCP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := bytes.Clone(iak.Public)
+	sim := loadSimEvidence(t)
+	iak, ek := sim.iak, sim.ekECC
+	in := bytes.Clone(iak)
 	k1, err := cachedAttestationKey(in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in[len(in)-1] ^= 1 // the caller's buffer is not the cache's key
-	k2, err := cachedAttestationKey(iak.Public)
-	if err != nil || k2 != k1 || !bytes.Equal(k2.TPMTPublic(), iak.Public) || !bytes.Equal(k2.Name(), iak.Name) {
+	k2, err := cachedAttestationKey(iak)
+	if err != nil || k2 != k1 || !bytes.Equal(k2.TPMTPublic(), iak) || !bytes.Equal(k2.Name(), sim.iakName) {
 		t.Fatalf("second lookup: %v, same %v", err, k2 == k1)
 	}
 	for range 2 {
-		if _, err := cachedAttestationKey(ek.Public); !errors.Is(err, ErrKeyAttributes) {
+		if _, err := cachedAttestationKey(ek); !errors.Is(err, ErrKeyAttributes) {
 			t.Fatalf("EK as attestation key: %v", err)
 		}
 	}
-	if _, cached := akCache.get(string(ek.Public)); cached {
+	if _, cached := akCache.get(string(ek)); cached {
 		t.Error("a refused key was cached")
 	}
 	// Fill the cache past its bound with distinct valid keys.
-	pub, _ := parseTPMTPublic(iak.Public)
+	pub, _ := parseTPMTPublic(iak)
 	for i := range akCacheSize + 10 {
 		p := *pub
 		p.AuthPolicy = tpm2.TPM2BDigest{Buffer: binary.BigEndian.AppendUint32(nil, uint32(i))}
@@ -212,7 +194,7 @@ func crossCheckPublic(b []byte) error {
 	}
 	kf, errf := goPublicKey(fast)
 	ks, errs := goPublicKey(slow)
-	if (errf == nil) != (errs == nil) || errf == nil && !sameKey(kf, ks) {
+	if (errf == nil) != (errs == nil) || errf == nil && !SamePublicKey(kf, ks) {
 		return fmt.Errorf("keys differ: %v / %v", errf, errs)
 	}
 	return nil
@@ -220,25 +202,10 @@ func crossCheckPublic(b []byte) error {
 
 // FuzzDecodePublic: decodePublicFast never panics and agrees with go-tpm.
 func FuzzDecodePublic(f *testing.F) {
-	tpm := openSim(f, 49)
-	iak, err := tpm.IAK()
-	if err != nil {
-		f.Fatal(err)
+	sim := loadSimEvidence(f)
+	for _, k := range [][]byte{sim.iak, sim.certify.Public, sim.ekRSA, sim.ekECC} {
+		f.Add(k)
 	}
-	ld, _, err := tpm.NewLDevID([]byte("n"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(iak.Public)
-	f.Add(ld.Public)
-	for _, alg := range []KeyAlg{RSA2048, ECCP256} {
-		ek, err := tpm.EK(alg)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(ek.Public)
-	}
-	tpm.Close()
 	ak, err := PublicArea(readTestdata(f, "tpm2tools/ak.pub"))
 	if err != nil {
 		f.Fatal(err)
@@ -264,23 +231,8 @@ func FuzzDecodePublic(f *testing.F) {
 // tpm2-tools AK and both EKs (which carry AES-128 CFB) take the
 // hand-written path, and agree with go-tpm's.
 func TestDecodePublicFastCoversAttestationKeys(t *testing.T) {
-	tpm := openSim(t, 49)
-	iak, err := tpm.IAK()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ld, _, err := tpm.NewLDevID([]byte("n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := [][]byte{iak.Public, ld.Public}
-	for _, alg := range []KeyAlg{RSA2048, ECCP256} {
-		ek, err := tpm.EK(alg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, ek.Public)
-	}
+	sim := loadSimEvidence(t)
+	keys := [][]byte{sim.iak, sim.certify.Public, sim.ekRSA, sim.ekECC}
 	ak, err := PublicArea(readTestdata(t, "tpm2tools/ak.pub"))
 	if err != nil {
 		t.Fatal(err)

@@ -95,18 +95,12 @@ type Predicate struct {
 
 // Manufactured is the birth record of a TPM, published by its vendor.
 type Manufactured struct {
-	EKCertificate  []byte  `json:"ekCertificate"`  // DER, as written to the TPM's NV
-	EKPublic       []byte  `json:"ekPublic"`       // TPMT_PUBLIC of the EK
-	IAKPublic      []byte  `json:"iakPublic"`      // TPMT_PUBLIC of the IAK
-	IAKCertificate []byte  `json:"iakCertificate"` // DER, issued by the vendor CA
-	TPM            TPMInfo `json:"tpm"`
-}
-
-// TPMInfo is the TPM manufacturer, model and version from the EK certificate.
-type TPMInfo struct {
-	Manufacturer string `json:"manufacturer"`
-	Model        string `json:"model"`
-	Version      string `json:"version"`
+	EKCertificate  []byte `json:"ekCertificate"`  // DER, as written to the TPM's NV
+	EKPublic       []byte `json:"ekPublic"`       // TPMT_PUBLIC of the EK
+	IAKPublic      []byte `json:"iakPublic"`      // TPMT_PUBLIC of the IAK
+	IAKCertificate []byte `json:"iakCertificate"` // DER, issued by the vendor CA
+	// TPM is the TPM manufacturer, model and version from the EK certificate.
+	TPM attest.TPMInfo `json:"tpm"`
 }
 
 // Stage is a manufacturing step performed by the current custodian.

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/device"
@@ -140,12 +141,12 @@ func must(t *testing.T, what string) func(*station.Result, error) *events.Receip
 // (one per process at a time), closed at the test's end.
 func simAgent(t *testing.T, seed int) *httptest.Server {
 	t.Helper()
-	tpm, err := attest.Open(fmt.Sprintf("sim:seed=%d", seed))
+	tp, err := tpm.Open(fmt.Sprintf("sim:seed=%d", seed))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = tpm.Close() })
-	d, err := device.New(device.Config{TPM: tpm, StateDir: t.TempDir()})
+	t.Cleanup(func() { _ = tp.Close() })
+	d, err := device.New(device.Config{TPM: tp, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

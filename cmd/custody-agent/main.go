@@ -25,10 +25,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/device"
-	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/pki"
 )
 
@@ -116,27 +116,27 @@ func (t *tpmFlags) register(fs *flag.FlagSet) {
 }
 
 func (t *tpmFlags) open() (*device.Device, func(), error) {
-	tpm, err := attest.Open(t.uri)
+	tp, err := tpm.Open(t.uri)
 	if err != nil {
 		return nil, nil, err
 	}
 	state := t.state
 	if state == "" {
 		if state, err = os.MkdirTemp("", "custody-agent-"); err != nil {
-			tpm.Close()
+			tp.Close()
 			return nil, nil, err
 		}
 	}
 	if err := os.MkdirAll(state, 0o700); err != nil {
-		tpm.Close()
+		tp.Close()
 		return nil, nil, err
 	}
-	d, err := device.New(device.Config{TPM: tpm, StateDir: state})
+	d, err := device.New(device.Config{TPM: tp, StateDir: state})
 	if err != nil {
-		tpm.Close()
+		tp.Close()
 		return nil, nil, err
 	}
-	return d, func() { _ = tpm.Close() }, nil
+	return d, func() { _ = tp.Close() }, nil
 }
 
 func parse(fs *flag.FlagSet, args []string) error {
@@ -314,7 +314,7 @@ Flags:
 	gateURL := fs.String("gate", "http://127.0.0.1:8480/gate", "the operator's enrollment gate")
 	idScope := fs.String("id-scope", "0ne00C057D1", "the operator's DPS ID scope")
 	dpsCA := fs.String("dps-ca", "", "PEM file of roots for the DPS endpoint (default: system roots; the demo's is <pki>/tls/ca.pem)")
-	apiVersion := fs.String("api-version", gate.APIVersion2025, "DPS api-version spoken to the gate (2025-07-01-preview also sends a CSR)")
+	apiVersion := fs.String("api-version", gatewire.APIVersion2025, "DPS api-version spoken to the gate (2025-07-01-preview also sends a CSR)")
 	poll := fs.Duration("poll", 2*time.Second, "interval between registration operation polls (gate and DPS)")
 	retries := fs.Int("retries", 3, "retries after a transport or server error (each retry is a complete enrollment; a refusal is never retried)")
 	certOut := fs.String("cert-out", "", "also write the LDevID chain (PEM) to this file")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 )
 
 func init() {
@@ -26,7 +26,7 @@ func init() {
 }
 
 // openTPM opens a TPM by URI; tests replace it.
-var openTPM = attest.Open
+var openTPM = tpm.Open
 
 const tpmUsage = `Usage:
   custody tpm ek show --tpm URI [--alg ecc|rsa]
@@ -84,12 +84,12 @@ func tpmFlags(name, usage string) *flag.FlagSet {
 	return fs
 }
 
-func parseKeyAlg(s string) (attest.KeyAlg, error) {
+func parseKeyAlg(s string) (tpm.KeyAlg, error) {
 	switch strings.ToLower(s) {
 	case "ecc", "ecc256", "p256":
-		return attest.ECCP256, nil
+		return tpm.ECCP256, nil
 	case "rsa", "rsa2048":
-		return attest.RSA2048, nil
+		return tpm.RSA2048, nil
 	}
 	return 0, usageErrorf("--alg %q: want ecc (P-256) or rsa (2048)", s)
 }
@@ -114,12 +114,12 @@ index (0x01C0000A for ECC, 0x01C00002 for RSA), parsed but NOT verified: use
 	if err != nil {
 		return err
 	}
-	tpm, err := openTPM(*uri)
+	dev, err := openTPM(*uri)
 	if err != nil {
 		return err
 	}
-	defer tpm.Close()
-	ek, err := tpm.EK(alg)
+	defer dev.Close()
+	ek, err := dev.EK(alg)
 	if err != nil {
 		return err
 	}
@@ -134,12 +134,12 @@ index (0x01C0000A for ECC, 0x01C00002 for RSA), parsed but NOT verified: use
 	fmt.Fprintf(w, "TPM        %s\n", *uri)
 	fmt.Fprintf(w, "EK         %v (TCG default template), Name %x\n", alg, ek.Name)
 	fmt.Fprintf(w, "device ID  %s\n", id)
-	if info, err := tpm.Info(); err == nil {
+	if info, err := dev.Info(); err == nil {
 		fmt.Fprintf(w, "TPM says   manufacturer %s, model %q, firmware %s (self-reported)\n", manufacturerName(info.Manufacturer), info.Model, info.Version)
 	}
 	fmt.Fprint(w, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki})))
-	raw, err := tpm.ReadEKCertificate(alg)
-	if errors.Is(err, attest.ErrNoEKCertificate) {
+	raw, err := dev.ReadEKCertificate(alg)
+	if errors.Is(err, tpm.ErrNoEKCertificate) {
 		fmt.Fprintf(w, "EK certificate: none (%v)\n", err)
 		return nil
 	}
@@ -152,7 +152,7 @@ index (0x01C0000A for ECC, 0x01C00002 for RSA), parsed but NOT verified: use
 	}
 	fmt.Fprintf(w, "EK certificate (%d bytes in NV, %d bytes DER; parsed, NOT verified):\n", len(raw), len(c.Raw))
 	printEKCertificate(w, c)
-	if sameKey(c.Cert.PublicKey, ek.PublicKey) {
+	if attest.SamePublicKey(c.Cert.PublicKey, ek.PublicKey) {
 		fmt.Fprintln(w, "  key          matches the TPM's EK")
 	} else {
 		fmt.Fprintln(w, "  key          DOES NOT match the TPM's EK")
@@ -203,22 +203,22 @@ for the TPM's EK. Exits non-zero, with the reason, if anything fails.
 	}
 	var (
 		raw []byte
-		ek  *attest.Key
+		ek  *tpm.Key
 	)
 	if *uri != "" {
 		alg, err := parseKeyAlg(*algName)
 		if err != nil {
 			return err
 		}
-		tpm, err := openTPM(*uri)
+		dev, err := openTPM(*uri)
 		if err != nil {
 			return err
 		}
-		defer tpm.Close()
-		if ek, err = tpm.EK(alg); err != nil {
+		defer dev.Close()
+		if ek, err = dev.EK(alg); err != nil {
 			return err
 		}
-		if raw, err = tpm.ReadEKCertificate(alg); err != nil {
+		if raw, err = dev.ReadEKCertificate(alg); err != nil {
 			return err
 		}
 	} else {
@@ -252,7 +252,7 @@ for the TPM's EK. Exits non-zero, with the reason, if anything fails.
 			fmt.Fprintf(w, "  %d %s\n      valid %s .. %s\n", j, name, cert.NotBefore.UTC().Format(time.DateOnly), cert.NotAfter.UTC().Format(time.DateOnly))
 		}
 	}
-	if ek != nil && !sameKey(c.Cert.PublicKey, ek.PublicKey) {
+	if ek != nil && !attest.SamePublicKey(c.Cert.PublicKey, ek.PublicKey) {
 		return fmt.Errorf("the EK certificate verifies but is NOT for this TPM's %v EK", ek)
 	}
 	id, err := attest.DeviceID(c.Cert.PublicKey)
@@ -384,10 +384,4 @@ func manufacturerName(id string) string {
 		return id
 	}
 	return id + " (" + name + ")"
-}
-
-// sameKey reports whether two Go public keys are equal.
-func sameKey(a, b crypto.PublicKey) bool {
-	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && e.Equal(b)
 }

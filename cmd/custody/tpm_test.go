@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -62,17 +63,17 @@ func newTPMVendor(t *testing.T) *tpmVendor {
 
 // open opens the simulator named by uri and writes an EK certificate for
 // its ECC EK into NV, as a TPM vendor does at manufacture.
-func (v *tpmVendor) open(uri string) (*attest.TPM, error) {
-	tpm, err := attest.Open(uri)
+func (v *tpmVendor) open(uri string) (*tpm.TPM, error) {
+	tp, err := tpm.Open(uri)
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*attest.TPM, error) { tpm.Close(); return nil, err }
-	ek, err := tpm.EK(attest.ECCP256)
+	fail := func(err error) (*tpm.TPM, error) { tp.Close(); return nil, err }
+	ek, err := tp.EK(tpm.ECCP256)
 	if err != nil {
 		return fail(err)
 	}
-	info, err := tpm.Info()
+	info, err := tp.Info()
 	if err != nil {
 		return fail(err)
 	}
@@ -84,10 +85,10 @@ func (v *tpmVendor) open(uri string) (*attest.TPM, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := tpm.WriteEKCertificate(attest.ECCP256, der); err != nil {
+	if err := tp.WriteEKCertificate(tpm.ECCP256, der); err != nil {
 		return fail(err)
 	}
-	return tpm, nil
+	return tp, nil
 }
 
 func (v *tpmVendor) bundle(t *testing.T) string {
@@ -118,12 +119,12 @@ func TestTPMEKShow(t *testing.T) {
 	if err := tpmEKShow(&out, []string{"--tpm", "sim:seed=31"}); err != nil {
 		t.Fatal(err)
 	}
-	tpm, err := attest.Open("sim:seed=31")
+	tp, err := tpm.Open("sim:seed=31")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ek, err := tpm.EK(attest.ECCP256)
-	tpm.Close()
+	ek, err := tp.EK(tpm.ECCP256)
+	tp.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,12 +163,12 @@ func TestTPMEKVerify(t *testing.T) {
 	}
 
 	// The same certificate from a file: DER, PEM, NV-padded.
-	tpm, err := v.open("sim:seed=32")
+	tp, err := v.open("sim:seed=32")
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := tpm.ReadEKCertificate(attest.ECCP256)
-	tpm.Close()
+	raw, err := tp.ReadEKCertificate(tpm.ECCP256)
+	tp.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,16 +240,16 @@ func TestTPMEKVerifyRealVendor(t *testing.T) {
 // quoteFiles writes a quote from the simulator in tpm2-tools' formats.
 func quoteFiles(t *testing.T, dir string, nonce []byte) (ak, msg, sig, pcrs string) {
 	t.Helper()
-	tpm, err := attest.Open("sim:seed=33")
+	tp, err := tpm.Open("sim:seed=33")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tpm.Close()
-	iak, err := tpm.IAK()
+	defer tp.Close()
+	iak, err := tp.IAK()
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := tpm.Quote(nonce, []int{0, 1, 7})
+	q, err := tp.Quote(nonce, []int{0, 1, 7})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,12 +299,12 @@ func TestTPMQuoteVerify(t *testing.T) {
 	if err := tpmQuoteVerify(&out, []string{"--ak", ak, "--attest", msg, "--sig", sig, "--pcrs", bad, "--nonce", nonceHex}); !errors.Is(err, attest.ErrPCRDigestMismatch) {
 		t.Errorf("tampered PCR: %v", err)
 	}
-	tpm, err := attest.Open("sim:seed=33")
+	tp, err := tpm.Open("sim:seed=33")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ek, err := tpm.EK(attest.ECCP256)
-	tpm.Close()
+	ek, err := tp.EK(tpm.ECCP256)
+	tp.Close()
 	if err != nil {
 		t.Fatal(err)
 	}

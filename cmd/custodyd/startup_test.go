@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/internal/clitest"
-	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 )
 
 // refusedWithin bounds how long custodyd may take to refuse a start. It
@@ -185,7 +185,7 @@ log-format = text
 		"0ne00C057D1": "is not served by this gate",
 	} {
 		id := strings.Repeat("ab", 32)
-		req, _ := http.NewRequest(http.MethodPut, m[1]+"/gate/"+scope+"/registrations/"+id+"/register?api-version="+gate.APIVersion,
+		req, _ := http.NewRequest(http.MethodPut, m[1]+"/gate/"+scope+"/registrations/"+id+"/register?api-version="+gatewire.APIVersion,
 			strings.NewReader(`{"registrationId":"`+id+`"}`))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

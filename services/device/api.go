@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 )
 
 // Identity is the device's answer to GET /v1/identity. It is what the
@@ -142,12 +143,12 @@ func (d *Device) handleEKCertificate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "certificate does not parse")
 		return
 	}
-	var alg attest.KeyAlg
+	var alg tpm.KeyAlg
 	switch cert.PublicKey.(type) {
 	case *rsa.PublicKey:
-		alg = attest.RSA2048
+		alg = tpm.RSA2048
 	case *ecdsa.PublicKey:
-		alg = attest.ECCP256
+		alg = tpm.ECCP256
 	default:
 		writeError(w, http.StatusBadRequest, "certificate key is neither RSA nor ECC")
 		return
@@ -188,7 +189,7 @@ func (d *Device) handleActivate(w http.ResponseWriter, r *http.Request) {
 	}
 	secret, err := d.cfg.TPM.ActivateCredential(iak, d.cfg.EKAlg, &attest.Credential{IDObject: req.IDObject, EncryptedSecret: req.EncryptedSecret})
 	switch {
-	case errors.Is(err, attest.ErrCredentialRejected):
+	case errors.Is(err, tpm.ErrCredentialRejected):
 		writeError(w, http.StatusBadRequest, "credential rejected by the TPM (not made for this EK and IAK, or damaged)")
 		return
 	case err != nil:
@@ -260,7 +261,7 @@ func (d *Device) handleFirmware(w http.ResponseWriter, r *http.Request) {
 
 func (d *Device) handleReboot(w http.ResponseWriter, r *http.Request) {
 	if err := d.Reboot(); err != nil {
-		if errors.Is(err, attest.ErrUnsupported) {
+		if errors.Is(err, tpm.ErrUnsupported) {
 			writeError(w, http.StatusNotImplemented, "reboot: this TPM cannot be reset by software")
 			return
 		}

@@ -11,12 +11,13 @@ import (
 	"sync"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 )
 
 // Config configures a Device.
 type Config struct {
 	// TPM is the device's TPM. Required. The Device does not close it.
-	TPM *attest.TPM
+	TPM *tpm.TPM
 	// StateDir holds the device's persistent state (the programmed
 	// firmware image, firmware.bin). Required; created if missing.
 	StateDir string
@@ -24,8 +25,8 @@ type Config struct {
 	// (0..23; default 0, the PC Client PCR for platform firmware code).
 	FirmwarePCR int
 	// EKAlg is the EK the device identifies with and activates credentials
-	// with (default attest.ECCP256).
-	EKAlg attest.KeyAlg
+	// with (default tpm.ECCP256).
+	EKAlg tpm.KeyAlg
 }
 
 // firmwareFile is the programmed firmware image inside StateDir.
@@ -57,8 +58,8 @@ func New(cfg Config) (*Device, error) {
 	}
 	switch cfg.EKAlg {
 	case 0:
-		cfg.EKAlg = attest.ECCP256
-	case attest.RSA2048, attest.ECCP256:
+		cfg.EKAlg = tpm.ECCP256
+	case tpm.RSA2048, tpm.ECCP256:
 	default:
 		return nil, fmt.Errorf("device: unknown Config.EKAlg %v", cfg.EKAlg)
 	}
@@ -73,7 +74,7 @@ func New(cfg Config) (*Device, error) {
 }
 
 // TPM returns the device's TPM.
-func (d *Device) TPM() *attest.TPM { return d.cfg.TPM }
+func (d *Device) TPM() *tpm.TPM { return d.cfg.TPM }
 
 // Reboot reboots the TPM (PCRs cleared, resetCount incremented) and then
 // measures the programmed firmware again, as the boot ROM would.
@@ -161,8 +162,8 @@ func writeFileAtomic(path string, data []byte) error {
 func (d *Device) identity() (*Identity, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	tpm := d.cfg.TPM
-	ek, err := tpm.EK(d.cfg.EKAlg)
+	dev := d.cfg.TPM
+	ek, err := dev.EK(d.cfg.EKAlg)
 	if err != nil {
 		return nil, fmt.Errorf("EK: %w", err)
 	}
@@ -174,7 +175,7 @@ func (d *Device) identity() (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	iak, err := tpm.IAK()
+	iak, err := dev.IAK()
 	if err != nil {
 		return nil, fmt.Errorf("IAK: %w", err)
 	}
@@ -185,9 +186,9 @@ func (d *Device) identity() (*Identity, error) {
 		IAKPublic:   iak.Public,
 		IAKName:     iak.Name,
 	}
-	raw, err := tpm.ReadEKCertificate(d.cfg.EKAlg)
+	raw, err := dev.ReadEKCertificate(d.cfg.EKAlg)
 	switch {
-	case errors.Is(err, attest.ErrNoEKCertificate):
+	case errors.Is(err, tpm.ErrNoEKCertificate):
 	case err != nil:
 		return nil, fmt.Errorf("EK certificate: %w", err)
 	default:

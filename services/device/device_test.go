@@ -22,18 +22,19 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 )
 
 // The simulator is one per process: tests here run one after the other.
 
-func openTPM(t *testing.T, seed string) *attest.TPM {
+func openTPM(t *testing.T, seed string) *tpm.TPM {
 	t.Helper()
-	tpm, err := attest.Open("sim:seed=" + seed)
+	tp, err := tpm.Open("sim:seed=" + seed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tpm.Close() })
-	return tpm
+	t.Cleanup(func() { tp.Close() })
+	return tp
 }
 
 func startDevice(t *testing.T, cfg Config) (*Device, *Client) {
@@ -108,10 +109,10 @@ func wantAPIError(t *testing.T, err error, status int, contains string) {
 
 func TestDeviceAPI(t *testing.T) {
 	ctx := context.Background()
-	tpm := openTPM(t, "100")
+	tp := openTPM(t, "100")
 	dir := t.TempDir()
-	d, c := startDevice(t, Config{TPM: tpm, StateDir: dir})
-	if d.TPM() != tpm {
+	d, c := startDevice(t, Config{TPM: tp, StateDir: dir})
+	if d.TPM() != tp {
 		t.Fatal("TPM()")
 	}
 
@@ -314,10 +315,10 @@ func TestDeviceAPI(t *testing.T) {
 	t.Run("boot measures programmed firmware", func(t *testing.T) {
 		// Power-cycle: the TPM resets and a new Device (the next boot)
 		// measures firmware.bin before serving anything.
-		if err := tpm.Reboot(); err != nil {
+		if err := tp.Reboot(); err != nil {
 			t.Fatal(err)
 		}
-		_, c2 := startDevice(t, Config{TPM: tpm, StateDir: dir})
+		_, c2 := startDevice(t, Config{TPM: tp, StateDir: dir})
 		nonce := []byte("nonce-4")
 		q, err := c2.Quote(ctx, nonce, []int{0})
 		if err != nil {
@@ -369,8 +370,8 @@ func TestDeviceAPI(t *testing.T) {
 
 func TestDeviceRSAEK(t *testing.T) {
 	ctx := context.Background()
-	tpm := openTPM(t, "101")
-	_, c := startDevice(t, Config{TPM: tpm, StateDir: t.TempDir(), EKAlg: attest.RSA2048, FirmwarePCR: 2})
+	tp := openTPM(t, "101")
+	_, c := startDevice(t, Config{TPM: tp, StateDir: t.TempDir(), EKAlg: tpm.RSA2048, FirmwarePCR: 2})
 	id, err := c.Identity(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -398,14 +399,14 @@ func TestDeviceRSAEK(t *testing.T) {
 }
 
 func TestNewValidatesConfig(t *testing.T) {
-	tpm := openTPM(t, "102")
+	tp := openTPM(t, "102")
 	dir := t.TempDir()
 	for _, cfg := range []Config{
 		{StateDir: dir},
-		{TPM: tpm},
-		{TPM: tpm, StateDir: dir, FirmwarePCR: 24},
-		{TPM: tpm, StateDir: dir, FirmwarePCR: -1},
-		{TPM: tpm, StateDir: dir, EKAlg: 9},
+		{TPM: tp},
+		{TPM: tp, StateDir: dir, FirmwarePCR: 24},
+		{TPM: tp, StateDir: dir, FirmwarePCR: -1},
+		{TPM: tp, StateDir: dir, EKAlg: 9},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)
@@ -414,7 +415,7 @@ func TestNewValidatesConfig(t *testing.T) {
 	// A corrupt state directory path is reported.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("x"), 0o600)
-	if _, err := New(Config{TPM: tpm, StateDir: filepath.Join(file, "sub")}); err == nil {
+	if _, err := New(Config{TPM: tp, StateDir: filepath.Join(file, "sub")}); err == nil {
 		t.Error("New with an unusable state directory succeeded")
 	}
 }

@@ -18,9 +18,10 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/dps"
-	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 )
 
 // EnrollConfig is what a device needs for its first boot.
@@ -36,7 +37,7 @@ type EnrollConfig struct {
 	// HTTPClient reaches the gate. Default http.DefaultClient.
 	HTTPClient *http.Client
 	// APIVersion is the DPS api-version spoken to the gate. Default
-	// gate.APIVersion2025 (2025-07-01-preview), with which the device also
+	// gatewire.APIVersion2025 (2025-07-01-preview), with which the device also
 	// sends a CSR signed by its LDevID key; older versions send none.
 	APIVersion string
 	// PollInterval is how often registration operations (the gate's and
@@ -47,7 +48,7 @@ type EnrollConfig struct {
 // EnrollResult is a completed first boot.
 type EnrollResult struct {
 	DeviceID     string
-	Decision     *gate.Decision
+	Decision     *gatewire.Decision
 	Certificates []*x509.Certificate // LDevID, then its CA
 	AssignedHub  string
 	DPSDeviceID  string
@@ -56,9 +57,9 @@ type EnrollResult struct {
 // RefusedError is the gate's refusal, naming the rule the device failed.
 type RefusedError struct {
 	Rule     string
-	Code     int // DPS-shaped errorCode (gate.RuleCodes)
+	Code     int // DPS-shaped errorCode (gatewire.RuleCodes)
 	Message  string
-	Decision *gate.Decision
+	Decision *gatewire.Decision
 }
 
 func (e *RefusedError) Error() string {
@@ -81,8 +82,8 @@ func (d *Device) Enroll(ctx context.Context, cfg EnrollConfig) (*EnrollResult, e
 	return enroll(ctx, d.cfg.TPM, d.cfg.EKAlg, cfg)
 }
 
-func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg EnrollConfig) (*EnrollResult, error) {
-	reg, err := prepareRegistration(ctx, tpm, ekAlg, &cfg)
+func enroll(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg EnrollConfig) (*EnrollResult, error) {
+	reg, err := prepareRegistration(ctx, tp, ekAlg, &cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +97,7 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 		return nil, err
 	}
 	out := *op
-	for out.Status == gate.StatusAssigning {
+	for out.Status == gatewire.StatusAssigning {
 		if out.OperationID == "" {
 			return nil, errors.New("enroll: the gate's registration is assigning but names no operation")
 		}
@@ -108,7 +109,7 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 		case <-t.C:
 		}
 		opID := out.OperationID
-		out = gate.Outcome{}
+		out = gatewire.Outcome{}
 		if _, err := gateCall(ctx, hc, http.MethodGet, regURL+"/operations/"+url.PathEscape(opID)+query, token, nil, &out); err != nil {
 			return nil, err
 		}
@@ -117,7 +118,7 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 		return nil, fmt.Errorf("enroll: the gate's operation ended %q without a registration state", out.Status)
 	}
 	res := &EnrollResult{DeviceID: id, Decision: out.RegistrationState.Decision}
-	if out.Status != gate.StatusAssigned {
+	if out.Status != gatewire.StatusAssigned {
 		rule, msg := "", out.RegistrationState.ErrorMessage
 		if res.Decision != nil {
 			rule, msg = res.Decision.Rule, res.Decision.Message
@@ -136,7 +137,7 @@ func enroll(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg Enrol
 	}
 
 	// DPS registration with the TPM-resident LDevID key as TLS client key.
-	signer, err := tpm.LDevIDSigner()
+	signer, err := tp.LDevIDSigner()
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func (d *Device) PrepareRegistration(ctx context.Context, cfg EnrollConfig) (*Re
 
 // prepareRegistration fills in cfg's defaults, runs the first call and the
 // TPM work, and returns the second call.
-func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyAlg, cfg *EnrollConfig) (*Registration, error) {
+func prepareRegistration(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg *EnrollConfig) (*Registration, error) {
 	if cfg.GateURL == "" || cfg.IDScope == "" {
 		return nil, errors.New("enroll: the gate URL and ID scope are required")
 	}
@@ -193,7 +194,7 @@ func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyA
 		cfg.HTTPClient = http.DefaultClient
 	}
 	hc := cfg.HTTPClient
-	ek, err := tpm.EK(ekAlg)
+	ek, err := tp.EK(ekAlg)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: EK: %w", err)
 	}
@@ -201,22 +202,22 @@ func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyA
 	if err != nil {
 		return nil, err
 	}
-	iak, err := tpm.IAK()
+	iak, err := tp.IAK()
 	if err != nil {
 		return nil, fmt.Errorf("enroll: IAK: %w", err)
 	}
 	if cfg.APIVersion == "" {
-		cfg.APIVersion = gate.APIVersion2025
+		cfg.APIVersion = gatewire.APIVersion2025
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 2 * time.Second
 	}
-	req := &gate.RegisterRequest{RegistrationID: id, TPM: &gate.TPMInfo{EndorsementKey: ek.Public}}
+	req := &gatewire.RegisterRequest{RegistrationID: id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public}}
 	regURL := strings.TrimRight(cfg.GateURL, "/") + "/" + url.PathEscape(cfg.IDScope) + "/registrations/" + id
 	query := "?api-version=" + url.QueryEscape(cfg.APIVersion)
 
 	// First call: no proof, the gate answers 401 with a credential.
-	var ch gate.Challenge
+	var ch gatewire.Challenge
 	status, err := gateCall(ctx, hc, http.MethodPut, regURL+"/register"+query, "", req, &ch)
 	if err != nil {
 		return nil, err
@@ -228,21 +229,21 @@ func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyA
 	if err := json.Unmarshal(ch.AuthenticationKey, &cred); err != nil {
 		return nil, fmt.Errorf("enroll: authenticationKey: %w", err)
 	}
-	secret, err := tpm.ActivateCredential(iak, ekAlg, &cred)
+	secret, err := tp.ActivateCredential(iak, ekAlg, &cred)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: activating the gate's credential: %w", err)
 	}
-	q, err := tpm.Quote(ch.Nonce, cfg.PCRs)
+	q, err := tp.Quote(ch.Nonce, cfg.PCRs)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: quote: %w", err)
 	}
-	_, certify, err := tpm.NewLDevID(ch.Nonce)
+	_, certify, err := tp.NewLDevID(ch.Nonce)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: LDevID key: %w", err)
 	}
-	req.Payload = &gate.Evidence{Quote: events.NewEvidence(q), LDevID: certify}
-	if cfg.APIVersion == gate.APIVersion2025 {
-		signer, err := tpm.LDevIDSigner()
+	req.Payload = &gatewire.Evidence{Quote: events.NewEvidence(q), LDevID: certify}
+	if cfg.APIVersion == gatewire.APIVersion2025 {
+		signer, err := tp.LDevIDSigner()
 		if err != nil {
 			return nil, err
 		}
@@ -257,18 +258,18 @@ func prepareRegistration(ctx context.Context, tpm *attest.TPM, ekAlg attest.KeyA
 	if err != nil {
 		return nil, err
 	}
-	token := gate.SASToken(cfg.IDScope, id, secret, time.Now().Add(5*time.Minute))
+	token := gatewire.SASToken(cfg.IDScope, id, secret, time.Now().Add(5*time.Minute))
 	return &Registration{id: id, regURL: regURL, query: query, token: token, body: body}, nil
 }
 
 // Submit sends the authorised registration call. The gate decides during
 // the call and answers 202 "assigning" (or 200) with the operation, whose
 // outcome GET …/operations/{operationId} returns.
-func (r *Registration) Submit(ctx context.Context, hc *http.Client) (*gate.Outcome, error) {
+func (r *Registration) Submit(ctx context.Context, hc *http.Client) (*gatewire.Outcome, error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	var out gate.Outcome
+	var out gatewire.Outcome
 	status, err := gateCallBody(ctx, hc, http.MethodPut, r.regURL+"/register"+r.query, r.token, r.body, &out)
 	if err != nil {
 		return nil, err

@@ -36,10 +36,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
-	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
 )
@@ -82,7 +82,7 @@ const (
 type benchDevice struct {
 	addr string // swtpm server channel, HOST:PORT
 	id   string
-	tpm  *attest.TPM
+	tpm  *tpm.TPM
 	dev  *device.Device
 	http *httptest.Server
 	// first is the body of the registration's first call.
@@ -703,11 +703,11 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 				if d.id, err = runSteps(ctx, hc, c.Node, d.http.URL, factorySteps, toOperator); err != nil {
 					return err
 				}
-				ek, err := d.tpm.EK(attest.ECCP256)
+				ek, err := d.tpm.EK(tpm.ECCP256)
 				if err != nil {
 					return err
 				}
-				d.first, err = json.Marshal(&gate.RegisterRequest{RegistrationID: d.id, TPM: &gate.TPMInfo{EndorsementKey: ek.Public}})
+				d.first, err = json.Marshal(&gatewire.RegisterRequest{RegistrationID: d.id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public}})
 				return err
 			})
 		}
@@ -719,7 +719,7 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 		g.SetLimit(c.Conc)
 		for _, d := range h.devices[:c.N] {
 			g.Go(func() error {
-				u := c.Gate + "/" + c.IDScope + "/registrations/" + d.id + "/register?api-version=" + gate.APIVersion2025
+				u := c.Gate + "/" + c.IDScope + "/registrations/" + d.id + "/register?api-version=" + gatewire.APIVersion2025
 				req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(d.first))
 				if err != nil {
 					return err
@@ -759,7 +759,7 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 		for _, r := range h.regs {
 			g.Go(func() error {
 				out, err := r.Submit(ctx, h.gateClient())
-				if err == nil && out.Status != gate.StatusAssigning {
+				if err == nil && out.Status != gatewire.StatusAssigning {
 					err = fmt.Errorf("register: status %q", out.Status)
 				}
 				return err
@@ -824,13 +824,13 @@ func bulkDevices(dir string) (int, error) {
 	defer srv.Close()
 	hc := stationClient()
 	for i := range count {
-		tpm, err := attest.Open("sim:seed=" + strconv.Itoa(seed+i))
+		tp, err := tpm.Open("sim:seed=" + strconv.Itoa(seed+i))
 		if err != nil {
 			return i, err
 		}
 		err = func() error {
-			defer tpm.Close()
-			d, err := device.New(device.Config{TPM: tpm, StateDir: filepath.Join(state, strconv.Itoa(i))})
+			defer tp.Close()
+			d, err := device.New(device.Config{TPM: tp, StateDir: filepath.Join(state, strconv.Itoa(i))})
 			if err != nil {
 				return err
 			}
@@ -839,7 +839,7 @@ func bulkDevices(dir string) (int, error) {
 			if rec.id, err = runSteps(ctx, hc, nodeURL, srv.URL, factorySteps[:1]); err != nil {
 				return err
 			}
-			rec.tpm, rec.dev = tpm, device.NewClient(srv.URL, hc)
+			rec.tpm, rec.dev = tp, device.NewClient(srv.URL, hc)
 			return rec.chain(ctx)
 		}()
 		if err != nil {
@@ -856,7 +856,7 @@ type recorder struct {
 	keys  map[string]crypto.Signer
 	js    map[string]jetstream.JetStream
 	id    string
-	tpm   *attest.TPM
+	tpm   *tpm.TPM
 	dev   *device.Client
 	offer *events.Handoff // the pending offer, for the acceptance
 }
@@ -962,9 +962,9 @@ func startSWTPMDevice(dir string, cleanup func(func())) (*benchDevice, error) {
 	}
 	// Another process may take the ports between freePorts and swtpm's
 	// bind: then swtpm exits, and it starts again on other ports.
-	var tpm *attest.TPM
+	var tp *tpm.TPM
 	var port int
-	for attempt := 0; tpm == nil; attempt++ {
+	for attempt := 0; tp == nil; attempt++ {
 		benchPortMu.Lock()
 		p, err := freePorts()
 		if err != nil {
@@ -988,7 +988,7 @@ func startSWTPMDevice(dir string, cleanup func(func())) (*benchDevice, error) {
 		cleanup(func() { _ = cmd.Process.Kill(); <-exited })
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			if tpm, err = attest.Open("swtpm://127.0.0.1:" + strconv.Itoa(port)); err == nil {
+			if tp, err = tpm.Open("swtpm://127.0.0.1:" + strconv.Itoa(port)); err == nil {
 				break
 			}
 			if isExited(exited) {
@@ -1004,14 +1004,14 @@ func startSWTPMDevice(dir string, cleanup func(func())) (*benchDevice, error) {
 		}
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cleanup(func() { _ = tpm.Close() })
-	d, err := device.New(device.Config{TPM: tpm, StateDir: dir})
+	cleanup(func() { _ = tp.Close() })
+	d, err := device.New(device.Config{TPM: tp, StateDir: dir})
 	if err != nil {
 		return nil, err
 	}
 	srv := httptest.NewServer(d.Handler())
 	cleanup(srv.Close)
-	return &benchDevice{tpm: tpm, dev: d, http: srv, addr: addr}, nil
+	return &benchDevice{tpm: tp, dev: d, http: srv, addr: addr}, nil
 }
 
 func isExited(c chan struct{}) bool {

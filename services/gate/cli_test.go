@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
 )
@@ -98,7 +99,7 @@ func TestAgentEnrollCommand(t *testing.T) {
 	}
 	first := ldevid()
 
-	code, out, errOut = enroll("--cert-out", certOut, "--api-version", gate.APIVersion2019)
+	code, out, errOut = enroll("--cert-out", certOut, "--api-version", gatewire.APIVersion2019)
 	if code != 0 {
 		t.Fatalf("second enroll: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -134,13 +135,13 @@ func TestAgentEnrollCommand(t *testing.T) {
 
 // mustOpen opens the swtpm at addr, waiting for the previous client to be
 // gone (swtpm serves one connection at a time).
-func mustOpen(t *testing.T, addr string) *attest.TPM {
+func mustOpen(t *testing.T, addr string) *tpm.TPM {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		tpm, err := attest.Open("swtpm://" + addr)
+		tp, err := tpm.Open("swtpm://" + addr)
 		if err == nil {
-			return tpm
+			return tp
 		}
 		if time.Now().After(deadline) {
 			t.Fatal(err)

@@ -29,6 +29,7 @@ import (
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
@@ -234,13 +235,13 @@ func runSteps(ctx context.Context, hc *http.Client, nodeURL, agent string, steps
 
 // firstBootResult is custody-agent's answer to POST /v1/firstboot.
 type firstBootResult struct {
-	DeviceID    string         `json:"deviceId"`
-	Enrolled    bool           `json:"enrolled"`
-	Rule        string         `json:"rule"`
-	Message     string         `json:"message"`
-	AssignedHub string         `json:"assignedHub"`
-	Decision    *gate.Decision `json:"decision"`
-	Error       string         `json:"error"`
+	DeviceID    string             `json:"deviceId"`
+	Enrolled    bool               `json:"enrolled"`
+	Rule        string             `json:"rule"`
+	Message     string             `json:"message"`
+	AssignedHub string             `json:"assignedHub"`
+	Decision    *gatewire.Decision `json:"decision"`
+	Error       string             `json:"error"`
 }
 
 // firstBoot power-cycles the device and runs its enrollment at the node's
@@ -305,7 +306,7 @@ func (e *env) wantRefused(r *firstBootResult, rule string) {
 	if r.Enrolled || r.Rule != rule {
 		e.t.Fatalf("want refused by rule %s, got enrolled=%v rule=%q: %s", rule, r.Enrolled, r.Rule, r.Message)
 	}
-	if r.Decision == nil || !r.Decision.Logged || r.Decision.Code != gate.RuleCodes[rule] {
+	if r.Decision == nil || !r.Decision.Logged || r.Decision.Code != gatewire.RuleCodes[rule] {
 		e.t.Fatalf("refusal not recorded as expected: %+v", r.Decision)
 	}
 	ent := e.lastOf(r.DeviceID, events.KindEnrollmentRefused)
@@ -457,7 +458,7 @@ func TestFirstBootGate(t *testing.T) {
 		e := *e
 		e.t = t
 		r := e.firstBoot(agents["double"])
-		e.wantRefused(r, gate.RuleFlagged)
+		e.wantRefused(r, gatewire.RuleFlagged)
 		if !strings.Contains(r.Message, "equivocation") {
 			t.Errorf("refusal %q does not name the equivocation", r.Message)
 		}
@@ -470,7 +471,7 @@ func TestFirstBootGate(t *testing.T) {
 		e := *e
 		e.t = t
 		r := e.firstBoot(agents["diverted"])
-		e.wantRefused(r, gate.RuleCustodyChain)
+		e.wantRefused(r, gatewire.RuleCustodyChain)
 		if !strings.Contains(r.Message, grey) {
 			t.Errorf("refusal %q does not name the custodian", r.Message)
 		}
@@ -478,7 +479,7 @@ func TestFirstBootGate(t *testing.T) {
 	t.Run("re-flashed", func(t *testing.T) {
 		e := *e
 		e.t = t
-		e.wantRefused(e.firstBoot(agents["reflashed"]), gate.RulePCRPolicy)
+		e.wantRefused(e.firstBoot(agents["reflashed"]), gatewire.RulePCRPolicy)
 		// A gate whose operator allow-lists that firmware's PCR 0 (the
 		// firmware's digest extended into a reset PCR) enrolls it.
 		fw := sha256.Sum256(reflash)
@@ -492,7 +493,7 @@ func TestFirstBootGate(t *testing.T) {
 		}
 		var src string
 		for _, c := range r.Decision.Checks {
-			if c.Name == gate.RulePCRPolicy {
+			if c.Name == gatewire.RulePCRPolicy {
 				src = c.Detail
 			}
 		}
@@ -508,7 +509,7 @@ func TestFirstBootGate(t *testing.T) {
 	t.Run("flagged-then-cleared", func(t *testing.T) {
 		e := *e
 		e.t = t
-		e.wantRefused(e.firstBoot(agents["flagged"]), gate.RuleFlagged)
+		e.wantRefused(e.firstBoot(agents["flagged"]), gatewire.RuleFlagged)
 		e.must(agents["flagged"], operator, "clear", &station.Request{Reason: "cleared", Note: "found"})
 		cert := e.wantEnrolled(e.firstBoot(agents["flagged"]))
 		if _, ok := crlReason(e.crl(), cert); ok {
@@ -554,7 +555,7 @@ func TestFirstBootGate(t *testing.T) {
 		if reason, ok := crlReason(e.crl(), cert); !ok || reason != 5 {
 			t.Fatalf("the decommissioned device's LDevID is not revoked (listed %v, reason %d)", ok, reason)
 		}
-		e.wantRefused(e.firstBoot(agents["clean"]), gate.RuleDecommissioned)
+		e.wantRefused(e.firstBoot(agents["clean"]), gatewire.RuleDecommissioned)
 	})
 	t.Run("refusal-rules", func(t *testing.T) {
 		e := *e
@@ -590,7 +591,7 @@ func TestFirstBootGate(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var ds []*gate.Decision
+		var ds []*gatewire.Decision
 		if err := json.NewDecoder(resp.Body).Decode(&ds); err != nil {
 			t.Fatal(err)
 		}
@@ -617,9 +618,9 @@ func (e *env) clonedEK(victim, clone string) {
 	}
 	cloneTPM := device.NewClient(clone, nil)
 	base := e.n.URL() + "/gate/" + e.n.IDScope() + "/registrations/" + id.DeviceID
-	q := "?api-version=" + gate.APIVersion
-	req := &gate.RegisterRequest{RegistrationID: id.DeviceID, TPM: &gate.TPMInfo{EndorsementKey: id.EKPublic}}
-	var ch gate.Challenge
+	q := "?api-version=" + gatewire.APIVersion
+	req := &gatewire.RegisterRequest{RegistrationID: id.DeviceID, TPM: &gatewire.TPMAttestation{EndorsementKey: id.EKPublic}}
+	var ch gatewire.Challenge
 	if status := doJSON(t, http.MethodPut, base+"/register"+q, "", req, &ch); status != http.StatusUnauthorized {
 		t.Fatalf("first call: %d", status)
 	}
@@ -642,24 +643,24 @@ func (e *env) clonedEK(victim, clone string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Payload = &gate.Evidence{Quote: events.NewEvidence(quote), LDevID: certify}
-	token := gate.SASToken(e.n.IDScope(), id.DeviceID, forged, time.Now().Add(time.Minute))
-	var op gate.Outcome
-	if status := doJSON(t, http.MethodPut, base+"/register"+q, token, req, &op); status != http.StatusAccepted || op.Status != gate.StatusAssigning {
+	req.Payload = &gatewire.Evidence{Quote: events.NewEvidence(quote), LDevID: certify}
+	token := gatewire.SASToken(e.n.IDScope(), id.DeviceID, forged, time.Now().Add(time.Minute))
+	var op gatewire.Outcome
+	if status := doJSON(t, http.MethodPut, base+"/register"+q, token, req, &op); status != http.StatusAccepted || op.Status != gatewire.StatusAssigning {
 		t.Fatalf("second call: %d %+v", status, op)
 	}
 	// Another credential cannot read the operation.
-	var none gate.Outcome
+	var none gatewire.Outcome
 	if status := doJSON(t, http.MethodGet, base+"/operations/"+op.OperationID+q, "SharedAccessSignature sr=x", nil, &none); status != http.StatusNotFound {
 		t.Fatalf("an operation was readable with another credential: %d", status)
 	}
-	var out gate.Outcome
+	var out gatewire.Outcome
 	if status := doJSON(t, http.MethodGet, base+"/operations/"+op.OperationID+q, token, nil, &out); status != http.StatusOK {
 		t.Fatalf("operation: %d", status)
 	}
 	st := out.RegistrationState
-	if out.Status != gate.StatusFailed || st == nil || st.ErrorCode != gate.RuleCodes[gate.RuleActivation] ||
-		!strings.HasPrefix(st.ErrorMessage, gate.RuleActivation+": ") || len(st.IssuedCertificateChain) != 0 {
+	if out.Status != gatewire.StatusFailed || st == nil || st.ErrorCode != gatewire.RuleCodes[gatewire.RuleActivation] ||
+		!strings.HasPrefix(st.ErrorMessage, gatewire.RuleActivation+": ") || len(st.IssuedCertificateChain) != 0 {
 		t.Fatalf("the clone was not refused by activation: %+v %+v", out, st)
 	}
 	d := st.Decision
@@ -708,7 +709,7 @@ func (e *env) refusalRules(dev, otherTPM string) {
 	}
 	refusal := func(partner, id, operator string) *events.Statement {
 		st := events.NewStatement(events.KindEnrollmentRefused, partner, id, time.Now(), fmt.Sprintf("%032x", time.Now().UnixNano()))
-		st.Predicate.Refused = &events.Refused{Operator: operator, RegistrationID: id, IDScope: e.n.IDScope(), Rule: gate.RuleFlagged, Message: "test"}
+		st.Predicate.Refused = &events.Refused{Operator: operator, RegistrationID: id, IDScope: e.n.IDScope(), Rule: gatewire.RuleFlagged, Message: "test"}
 		return st
 	}
 	nonce := bytes.Repeat([]byte{7}, 32)

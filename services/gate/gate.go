@@ -16,6 +16,9 @@
 // ledger shows flagged or decommissioned) and disables the DPS enrollment
 // of such devices.
 //
+// The messages of the device API are the package gatewire, which the
+// device agent imports instead of this one.
+//
 // See docs/design/enrollment.md for the protocol, the policy and the threat
 // model.
 package gate
@@ -49,6 +52,7 @@ import (
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/pki"
 )
 
@@ -139,7 +143,7 @@ type Gate struct {
 
 	mu         sync.Mutex
 	challenges map[string]*challenge // by registration ID
-	decisions  []*Decision
+	decisions  []*gatewire.Decision
 	ops        map[string]*operation // by operation ID
 	opOrder    []string              // operation IDs, oldest first
 	unproven   map[string]time.Time  // device → last logged refusal before activation
@@ -220,152 +224,16 @@ func New(cfg Config) (*Gate, error) {
 // Policy returns the policy in force, defaults filled.
 func (g *Gate) Policy() Policy { return g.cfg.Policy }
 
-// Check is one policy check's outcome.
-type Check struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail,omitempty"`
-}
-
-// Decision is the record of one enrollment decision.
-type Decision struct {
-	RegistrationID string    `json:"registrationId"`
-	OperationID    string    `json:"operationId"`
-	Time           time.Time `json:"time"`
-	Allowed        bool      `json:"allowed"`
-	// Rule names the first check that failed (empty when allowed); Code is
-	// its DPS-shaped error code (RuleCodes).
-	Rule    string  `json:"rule,omitempty"`
-	Code    int     `json:"errorCode,omitempty"`
-	Message string  `json:"message,omitempty"`
-	Checks  []Check `json:"checks"`
-	// Logged says the decision is in the ledger: LogIndex is its
-	// device.enrolled or enrollment.refused entry. LogNote says why a
-	// refusal was not logged (unknown device, rate limit, ledger error).
-	Logged   bool   `json:"logged"`
-	LogIndex uint64 `json:"logIndex,omitempty"`
-	LogNote  string `json:"logNote,omitempty"`
-	// LDevIDSerial is the serial number (hex) of the LDevID issued.
-	LDevIDSerial string `json:"ldevidSerial,omitempty"`
-}
-
 // Decisions returns the gate's decisions, oldest first (at most the last
 // 100,000; the ledger holds all of them).
-func (g *Gate) Decisions() []*Decision {
+func (g *Gate) Decisions() []*gatewire.Decision {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return slices.Clone(g.decisions)
 }
 
-// TPMInfo is the device's TPM attestation data, as DPS names it.
-type TPMInfo struct {
-	EndorsementKey []byte `json:"endorsementKey"` // TPMT_PUBLIC of the EK
-	StorageRootKey []byte `json:"storageRootKey,omitempty"`
-}
-
-// Evidence is what the device sends with its authorised call: a quote and
-// the LDevID key's certification, both over the gate's nonce.
-type Evidence struct {
-	Quote  *events.Evidence        `json:"quote"`
-	LDevID *attest.CertifyEvidence `json:"ldevid"`
-}
-
-// RegisterRequest is the body of PUT …/register.
-type RegisterRequest struct {
-	RegistrationID string    `json:"registrationId"`
-	TPM            *TPMInfo  `json:"tpm"`
-	Payload        *Evidence `json:"payload,omitempty"`
-	// CSR (api-version 2025-07-01-preview) is a base64 DER PKCS#10
-	// request signed by the LDevID key, subject CN = the registration ID.
-	// When present its key must be the one the IAK certified.
-	CSR string `json:"csr,omitempty"`
-}
-
-// Challenge is the 401 answer to an unauthorised registration: the
-// credential (DPS's authenticationKey) and the nonce to quote.
-type Challenge struct {
-	AuthenticationKey []byte `json:"authenticationKey"` // JSON of attest.Credential
-	Nonce             []byte `json:"nonce"`
-}
-
-// Outcome is a registration operation, shaped like DPS's
-// RegistrationOperationStatus: status "assigning" while it runs, then
-// "assigned" or "failed".
-type Outcome struct {
-	OperationID       string             `json:"operationId"`
-	Status            string             `json:"status"`
-	RegistrationState *RegistrationState `json:"registrationState,omitempty"`
-}
-
-// RegistrationState is DPS's registration state (DeviceRegistrationResult),
-// plus the LDevID chain (issuedCertificateChain, as DPS's
-// 2025-07-01-preview names it), where to register next (the DPS endpoint
-// and ID scope) and the decision record.
-type RegistrationState struct {
-	RegistrationID         string    `json:"registrationId"`
-	Status                 string    `json:"status"`
-	Substatus              string    `json:"substatus,omitempty"`
-	ErrorCode              int       `json:"errorCode,omitempty"`
-	ErrorMessage           string    `json:"errorMessage,omitempty"`
-	CreatedDateTimeUTC     time.Time `json:"createdDateTimeUtc"`
-	LastUpdatedDateTimeUTC time.Time `json:"lastUpdatedDateTimeUtc"`
-	ETag                   string    `json:"etag,omitempty"`
-	IssuedCertificateChain [][]byte  `json:"issuedCertificateChain,omitempty"`
-	DPSEndpoint            string    `json:"dpsEndpoint,omitempty"`
-	IDScope                string    `json:"idScope,omitempty"`
-	Decision               *Decision `json:"decision,omitempty"`
-}
-
-// Registration status values (DPS's).
-const (
-	StatusAssigning = "assigning"
-	StatusAssigned  = "assigned"
-	StatusFailed    = "failed"
-)
-
-// Rule names, in the order the gate checks them.
-const (
-	RuleChallenge      = "challenge"
-	RuleEKIdentity     = "ek-identity"
-	RuleCustodyChain   = "custody-chain"
-	RuleEKChain        = "ek-chain"
-	RuleActivation     = "activation"
-	RuleQuote          = "quote"
-	RuleCounters       = "counters"
-	RuleDecommissioned = "decommissioned"
-	RuleFlagged        = "flagged"
-	RuleStages         = "stages"
-	RulePCRPolicy      = "pcr-policy"
-	RuleReenrollment   = "reenrollment"
-	RuleLDevID         = "ldevid"
-	RuleCSR            = "csr"
-	RuleDPS            = "dps"
-	RuleLedger         = "ledger"
-)
-
-// RuleCodes are the DPS-shaped error codes (six digits, the first three an
-// HTTP status) of refusals, one per rule: registrationState.errorCode.
-var RuleCodes = map[string]int{
-	RuleChallenge:      401101,
-	RuleEKIdentity:     401102,
-	RuleEKChain:        401103,
-	RuleActivation:     401104,
-	RuleQuote:          401105,
-	RuleCounters:       401106,
-	RuleLDevID:         401107,
-	RuleCSR:            400101,
-	RuleDecommissioned: 403101,
-	RuleFlagged:        403102,
-	RuleCustodyChain:   403103,
-	RuleStages:         403104,
-	RulePCRPolicy:      403105,
-	RuleReenrollment:   403106,
-	RuleDPS:            503101,
-	RuleLedger:         503102,
-}
-
 // unprovenRules are refusals decided before the device proved its TPM.
-var unprovenRules = []string{RuleChallenge, RuleEKIdentity, RuleCustodyChain, RuleEKChain, RuleActivation}
+var unprovenRules = []string{gatewire.RuleChallenge, gatewire.RuleEKIdentity, gatewire.RuleCustodyChain, gatewire.RuleEKChain, gatewire.RuleActivation}
 
 // ErrBadRequest marks requests refused before any decision.
 var ErrBadRequest = errors.New("bad registration request")
@@ -376,7 +244,7 @@ var ErrNotFound = errors.New("no such registration operation")
 // Begin answers a registration without proof: it looks the device up by its
 // EK, and returns a credential for the device's IAK encrypted to that EK and
 // a fresh nonce. Only the TPM holding both keys can use them.
-func (g *Gate) Begin(ctx context.Context, idScope string, req *RegisterRequest) (*Challenge, error) {
+func (g *Gate) Begin(ctx context.Context, idScope string, req *gatewire.RegisterRequest) (*gatewire.Challenge, error) {
 	if err := g.checkRequest(idScope, req); err != nil {
 		return nil, err
 	}
@@ -424,10 +292,10 @@ func (g *Gate) Begin(ctx context.Context, idScope string, req *RegisterRequest) 
 	}
 	g.challenges[req.RegistrationID] = &challenge{secret: secret, nonce: nonce, expires: now.Add(g.cfg.ChallengeTTL)}
 	g.mu.Unlock()
-	return &Challenge{AuthenticationKey: key, Nonce: nonce}, nil
+	return &gatewire.Challenge{AuthenticationKey: key, Nonce: nonce}, nil
 }
 
-func (g *Gate) checkRequest(idScope string, req *RegisterRequest) error {
+func (g *Gate) checkRequest(idScope string, req *gatewire.RegisterRequest) error {
 	if idScope != g.cfg.IDScope {
 		return fmt.Errorf("%w: ID scope %q is not served by this gate", ErrBadRequest, idScope)
 	}
@@ -438,17 +306,6 @@ func (g *Gate) checkRequest(idScope string, req *RegisterRequest) error {
 		return fmt.Errorf("%w: the registration ID is the device ID (64 lowercase hex digits)", ErrBadRequest)
 	}
 	return nil
-}
-
-// SASToken signs a DPS SAS token for registration regID in idScope with key
-// (the activated secret), as a device does after activating its credential.
-func SASToken(idScope, regID string, key []byte, expiry time.Time) string {
-	sr := url.QueryEscape(idScope + "/registrations/" + regID)
-	se := strconv.FormatInt(expiry.Unix(), 10)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(sr + "\n" + se))
-	sig := url.QueryEscape(base64.StdEncoding.EncodeToString(m.Sum(nil)))
-	return "SharedAccessSignature sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=registration"
 }
 
 func (g *Gate) checkSAS(idScope, regID, token string, key []byte) error {
@@ -467,7 +324,7 @@ func (g *Gate) checkSAS(idScope, regID, token string, key []byte) error {
 	if err != nil || g.cfg.Now().Unix() > se {
 		return errors.New("the token has expired")
 	}
-	want := SASToken(idScope, regID, key, time.Unix(se, 0))
+	want := gatewire.SASToken(idScope, regID, key, time.Unix(se, 0))
 	if !hmac.Equal([]byte(token), []byte(want)) {
 		return errors.New("the token is not signed with the activated credential")
 	}
@@ -480,7 +337,7 @@ func (g *Gate) checkSAS(idScope, regID, token string, key []byte) error {
 // be read again with Operation, with the same authorization, until
 // OperationTTL has passed. Every decision is appended to the ledger:
 // device.enrolled or enrollment.refused.
-func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *RegisterRequest) (*Outcome, error) {
+func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *gatewire.RegisterRequest) (*gatewire.Outcome, error) {
 	if err := g.checkRequest(idScope, req); err != nil {
 		return nil, err
 	}
@@ -492,24 +349,24 @@ func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *R
 	delete(g.challenges, req.RegistrationID) // one try per challenge
 	g.mu.Unlock()
 	now := g.cfg.Now()
-	d := &Decision{RegistrationID: req.RegistrationID, Time: now, OperationID: newOperationID()}
+	d := &gatewire.Decision{RegistrationID: req.RegistrationID, Time: now, OperationID: newOperationID()}
 	res, err := g.decide(ctx, idScope, authorization, req, ch, d)
 	if err != nil {
 		return nil, err
 	}
 	if !d.Allowed {
-		d.Code = RuleCodes[d.Rule]
+		d.Code = gatewire.RuleCodes[d.Rule]
 		g.logRefused(ctx, req, d, res)
 	}
 	g.cfg.Logger.Info("enrollment decision", "device", d.RegistrationID, "allowed", d.Allowed, "rule", d.Rule,
 		"message", d.Message, "logged", d.Logged, "log_index", d.LogIndex, "operation", d.OperationID)
-	st := &RegistrationState{
+	st := &gatewire.RegistrationState{
 		RegistrationID: req.RegistrationID, CreatedDateTimeUTC: now.UTC(), LastUpdatedDateTimeUTC: g.cfg.Now().UTC(),
 		ETag: newETag(), Decision: d,
 	}
-	out := &Outcome{OperationID: d.OperationID, RegistrationState: st}
+	out := &gatewire.Outcome{OperationID: d.OperationID, RegistrationState: st}
 	if d.Allowed {
-		out.Status, st.Status, st.Substatus = StatusAssigned, StatusAssigned, "initialAssignment"
+		out.Status, st.Status, st.Substatus = gatewire.StatusAssigned, gatewire.StatusAssigned, "initialAssignment"
 		if res.reenrolled {
 			st.Substatus = "reprovisionedToInitialAssignment"
 		}
@@ -517,7 +374,7 @@ func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *R
 		st.DPSEndpoint = g.cfg.DPSEndpoint
 		st.IDScope = g.cfg.IDScope
 	} else {
-		out.Status, st.Status = StatusFailed, StatusFailed
+		out.Status, st.Status = gatewire.StatusFailed, gatewire.StatusFailed
 		st.ErrorCode = d.Code
 		st.ErrorMessage = d.Rule + ": " + d.Message
 	}
@@ -537,98 +394,98 @@ type result struct {
 // decide runs every check in order, recording each, and stops at the first
 // failure. On success it issues the LDevID, enrolls in DPS and logs
 // device.enrolled. An error return is an internal failure (no decision).
-func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *RegisterRequest, ch *challenge, d *Decision) (*result, error) {
+func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *gatewire.RegisterRequest, ch *challenge, d *gatewire.Decision) (*result, error) {
 	res := &result{}
 	fail := func(rule, format string, args ...any) (*result, error) {
 		msg := fmt.Sprintf(format, args...)
-		d.Checks = append(d.Checks, Check{Name: rule, OK: false, Detail: msg})
+		d.Checks = append(d.Checks, gatewire.Check{Name: rule, OK: false, Detail: msg})
 		d.Rule, d.Message = rule, msg
 		return res, nil
 	}
 	pass := func(rule, format string, args ...any) {
-		d.Checks = append(d.Checks, Check{Name: rule, OK: true, Detail: fmt.Sprintf(format, args...)})
+		d.Checks = append(d.Checks, gatewire.Check{Name: rule, OK: true, Detail: fmt.Sprintf(format, args...)})
 	}
 	pol := &g.cfg.Policy
 	now := g.cfg.Now()
 	if ch == nil || now.After(ch.expires) {
-		return fail(RuleChallenge, "no live credential challenge for this registration; start again")
+		return fail(gatewire.RuleChallenge, "no live credential challenge for this registration; start again")
 	}
 	res.nonce = ch.nonce
 	// 1. The registration ID is the device ID: SHA-256 of the EK public key.
 	ekPub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey)
 	if err != nil {
-		return fail(RuleEKIdentity, "endorsement key: %v", err)
+		return fail(gatewire.RuleEKIdentity, "endorsement key: %v", err)
 	}
 	if id, _ := attest.DeviceID(ekPub); id != req.RegistrationID {
-		return fail(RuleEKIdentity, "the registration ID is not the SHA-256 of this EK")
+		return fail(gatewire.RuleEKIdentity, "the registration ID is not the SHA-256 of this EK")
 	}
-	pass(RuleEKIdentity, "registration ID = SHA-256(EK)")
+	pass(gatewire.RuleEKIdentity, "registration ID = SHA-256(EK)")
 	// 2. The ledger knows the device and holds this EK.
 	dev, err := g.cfg.Ledger.Device(req.RegistrationID)
 	if errors.Is(err, ledger.ErrNotFound) {
-		return fail(RuleCustodyChain, "the ledger has no custody record of this device")
+		return fail(gatewire.RuleCustodyChain, "the ledger has no custody record of this device")
 	} else if err != nil {
 		return nil, err
 	}
 	res.known = true
 	if !bytes.Equal(dev.EKPublic, req.TPM.EndorsementKey) {
-		return fail(RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
+		return fail(gatewire.RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
 	}
 	pass("ledger-record", "manufactured by %s", dev.Vendor)
 	// 3. The EK certificate the vendor recorded chains to the trust bundle.
 	manufacturer, err := g.verifyEK(dev.EKCertificate, now)
 	if err != nil {
-		return fail(RuleEKChain, "EK certificate: %v", err)
+		return fail(gatewire.RuleEKChain, "EK certificate: %v", err)
 	}
-	pass(RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
+	pass(gatewire.RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
 	// 4. Credential activation: the SAS token is keyed with the secret that
 	// only the TPM holding this EK and the recorded IAK could recover.
 	if err := g.checkSAS(idScope, req.RegistrationID, authorization, ch.secret); err != nil {
-		return fail(RuleActivation, "credential activation not proven: %v", err)
+		return fail(gatewire.RuleActivation, "credential activation not proven: %v", err)
 	}
-	pass(RuleActivation, "the TPM holding the EK activated the credential for the recorded IAK")
+	pass(gatewire.RuleActivation, "the TPM holding the EK activated the credential for the recorded IAK")
 	// 5. A fresh quote by the recorded IAK over the gate's nonce.
 	if req.Payload == nil || req.Payload.Quote == nil || req.Payload.LDevID == nil {
-		return fail(RuleQuote, "the registration carries no quote or LDevID evidence")
+		return fail(gatewire.RuleQuote, "the registration carries no quote or LDevID evidence")
 	}
 	q, err := req.Payload.Quote.Quote()
 	if err != nil {
-		return fail(RuleQuote, "%v", err)
+		return fail(gatewire.RuleQuote, "%v", err)
 	}
 	qi, err := attest.VerifyQuote(dev.IAKPublic, q, ch.nonce)
 	if err != nil {
-		return fail(RuleQuote, "fresh quote: %v", err)
+		return fail(gatewire.RuleQuote, "fresh quote: %v", err)
 	}
 	res.quote = req.Payload.Quote
-	pass(RuleQuote, "fresh quote by the recorded IAK over the gate's nonce")
+	pass(gatewire.RuleQuote, "fresh quote by the recorded IAK over the gate's nonce")
 	if dev.LastQuote != nil {
 		prev := &attest.QuoteInfo{Clock: dev.LastQuote.Clock, ResetCount: dev.LastQuote.ResetCount, RestartCount: dev.LastQuote.RestartCount}
 		if err := attest.CheckMonotonic(prev, qi); err != nil {
-			return fail(RuleCounters, "TPM counters against the device's history: %v", err)
+			return fail(gatewire.RuleCounters, "TPM counters against the device's history: %v", err)
 		}
 	}
-	pass(RuleCounters, "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
+	pass(gatewire.RuleCounters, "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
 	// 6. Custody: the operator holds the device, the chain is clean.
 	if dev.Decommissioned {
-		return fail(RuleDecommissioned, "the device was decommissioned")
+		return fail(gatewire.RuleDecommissioned, "the device was decommissioned")
 	}
 	if dev.Flag != nil {
-		return fail(RuleFlagged, "the device is flagged (%s by %s, log index %d)", dev.Flag.Reason, dev.Flag.By, dev.Flag.Index)
+		return fail(gatewire.RuleFlagged, "the device is flagged (%s by %s, log index %d)", dev.Flag.Reason, dev.Flag.By, dev.Flag.Index)
 	}
 	pass("flags", "not flagged")
 	if dev.Custodian != g.cfg.Operator {
-		return fail(RuleCustodyChain, "the last custodian is %s, not %s", dev.Custodian, g.cfg.Operator)
+		return fail(gatewire.RuleCustodyChain, "the last custodian is %s, not %s", dev.Custodian, g.cfg.Operator)
 	}
 	if dev.Pending != nil {
-		return fail(RuleCustodyChain, "a hand-off to %s is pending", dev.Pending.To)
+		return fail(gatewire.RuleCustodyChain, "a hand-off to %s is pending", dev.Pending.To)
 	}
-	pass(RuleCustodyChain, "custodian %s after %d hand-offs", dev.Custodian, dev.Handoffs)
+	pass(gatewire.RuleCustodyChain, "custodian %s after %d hand-offs", dev.Custodian, dev.Handoffs)
 	for _, s := range pol.RequiredStages {
 		if _, ok := dev.Stages[s]; !ok {
-			return fail(RuleStages, "required stage %s was never recorded", s)
+			return fail(gatewire.RuleStages, "required stage %s was never recorded", s)
 		}
 	}
-	pass(RuleStages, "required stages recorded: %s", strings.Join(pol.RequiredStages, ", "))
+	pass(gatewire.RuleStages, "required stages recorded: %s", strings.Join(pol.RequiredStages, ", "))
 	// 7. PCRs equal what the EMS recorded with the firmware, or what the
 	// operator allowed.
 	var sources []string
@@ -637,37 +494,37 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 		got := hex.EncodeToString(v)
 		ok, src := pol.pcrAccepted(i, got, dev.ExpectedPCRs)
 		if !quoted || !ok {
-			return fail(RulePCRPolicy, "PCR %d is %s, the firmware record says %s", i, short(got), short(dev.ExpectedPCRs[strconv.Itoa(i)]))
+			return fail(gatewire.RulePCRPolicy, "PCR %d is %s, the firmware record says %s", i, short(got), short(dev.ExpectedPCRs[strconv.Itoa(i)]))
 		}
 		sources = append(sources, fmt.Sprintf("%d (%s)", i, src))
 	}
-	pass(RulePCRPolicy, "PCRs accepted: %s", strings.Join(sources, ", "))
+	pass(gatewire.RulePCRPolicy, "PCRs accepted: %s", strings.Join(sources, ", "))
 	if dev.Enrolled {
 		if pol.RefuseReenrollment {
-			return fail(RuleReenrollment, "the device is already enrolled and the policy refuses re-enrollment")
+			return fail(gatewire.RuleReenrollment, "the device is already enrolled and the policy refuses re-enrollment")
 		}
 		res.reenrolled = true
 	}
 	// 8. The LDevID key is TPM-resident and certified by the IAK.
 	ldevPub, err := attest.VerifyCertify(dev.IAKPublic, req.Payload.LDevID, ch.nonce)
 	if err != nil {
-		return fail(RuleLDevID, "LDevID certification: %v", err)
+		return fail(gatewire.RuleLDevID, "LDevID certification: %v", err)
 	}
-	pass(RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
+	pass(gatewire.RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
 	if req.CSR != "" {
 		if err := checkCSR(req.CSR, req.RegistrationID, ldevPub); err != nil {
-			return fail(RuleCSR, "%v", err)
+			return fail(gatewire.RuleCSR, "%v", err)
 		}
-		pass(RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
+		pass(gatewire.RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
 	}
 	cert, err := g.issueLDevID(req.RegistrationID, ldevPub)
 	if err != nil {
 		return nil, err
 	}
 	if err := g.cfg.Registry.Enroll(ctx, req.RegistrationID, cert); err != nil {
-		return fail(RuleDPS, "DPS enrollment: %v", err)
+		return fail(gatewire.RuleDPS, "DPS enrollment: %v", err)
 	}
-	pass(RuleDPS, "individual enrollment created")
+	pass(gatewire.RuleDPS, "individual enrollment created")
 	idx, err := g.logEnrolled(ctx, req, cert, ch.nonce)
 	if err != nil {
 		// The certificate was issued but is not recorded: revoke it, and
@@ -677,14 +534,14 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 		if derr := g.cfg.Registry.SetEnabled(ctx, req.RegistrationID, false); derr != nil {
 			g.cfg.Logger.Warn("disabling the DPS enrollment of an unrecorded LDevID", "device", req.RegistrationID, "err", derr)
 		}
-		return fail(RuleLedger, "recording device.enrolled: %v", err)
+		return fail(gatewire.RuleLedger, "recording device.enrolled: %v", err)
 	}
 	superseded := g.ldevids.add(req.RegistrationID, cert, now)
 	detail := "device.enrolled logged"
 	if superseded > 0 {
 		detail += fmt.Sprintf("; %d earlier LDevID(s) revoked (superseded)", superseded)
 	}
-	pass(RuleLedger, "%s", detail)
+	pass(gatewire.RuleLedger, "%s", detail)
 	d.Allowed, d.Logged, d.LogIndex = true, true, idx
 	d.LDevIDSerial = cert.SerialNumber.Text(16)
 	res.chain = [][]byte{cert.Raw, g.cfg.LDevIDCA.Cert.Raw}

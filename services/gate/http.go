@@ -8,30 +8,11 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/custodyledger/custody/services/gate/gatewire"
 )
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
-
-// API versions the gate's device API accepts (DPS's): the official Node.js
-// SDK's 2019-03-31, 2021-06-01, 2021-10-01, and 2025-07-01-preview, which
-// adds the csr field.
-const (
-	APIVersion2019 = "2019-03-31"
-	APIVersion2021 = "2021-06-01"
-	APIVersion     = "2021-10-01"
-	APIVersion2025 = "2025-07-01-preview"
-)
-
-// SupportedAPIVersions lists the accepted api-version values.
-var SupportedAPIVersions = []string{APIVersion2019, APIVersion2021, APIVersion, APIVersion2025}
-
-// Error codes of requests refused before any decision (DPS's error body).
-const (
-	CodeBadRequest         = 400004
-	CodeUnsupportedVersion = 400002
-	CodeNotFound           = 404001
-	CodeInternal           = 500000
-)
 
 // Handler serves the gate's device API, DPS's registration protocol with
 // TPM attestation:
@@ -60,17 +41,17 @@ func (g *Gate) Handler() http.Handler {
 		if !ok {
 			return
 		}
-		var req RegisterRequest
+		var req gatewire.RegisterRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
-			dpsError(w, http.StatusBadRequest, CodeBadRequest, "the request body is not a registration: "+err.Error())
+			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, "the request body is not a registration: "+err.Error())
 			return
 		}
 		if req.RegistrationID != r.PathValue("registrationId") {
-			dpsError(w, http.StatusBadRequest, CodeBadRequest, "registrationId in the body differs from the path")
+			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, "registrationId in the body differs from the path")
 			return
 		}
-		if req.CSR != "" && version != APIVersion2025 {
-			dpsError(w, http.StatusBadRequest, CodeBadRequest, "csr needs api-version "+APIVersion2025)
+		if req.CSR != "" && version != gatewire.APIVersion2025 {
+			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, "csr needs api-version "+gatewire.APIVersion2025)
 			return
 		}
 		idScope := r.PathValue("idScope")
@@ -78,11 +59,11 @@ func (g *Gate) Handler() http.Handler {
 		if auth == "" {
 			ch, err := g.Begin(r.Context(), idScope, &req)
 			if errors.Is(err, ErrBadRequest) {
-				dpsError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+				dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, err.Error())
 				return
 			} else if err != nil {
 				g.cfg.Logger.Error("enrollment challenge failed", "err", err)
-				dpsError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+				dpsError(w, http.StatusInternalServerError, gatewire.CodeInternal, "internal error")
 				return
 			}
 			writeJSON(w, http.StatusUnauthorized, ch)
@@ -90,17 +71,17 @@ func (g *Gate) Handler() http.Handler {
 		}
 		out, err := g.Finish(r.Context(), idScope, auth, &req)
 		if errors.Is(err, ErrBadRequest) {
-			dpsError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, err.Error())
 			return
 		} else if err != nil {
 			g.cfg.Logger.Error("enrollment failed", "err", err)
-			dpsError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+			dpsError(w, http.StatusInternalServerError, gatewire.CodeInternal, "internal error")
 			return
 		}
 		// As DPS: the register call answers "assigning" and the device polls
 		// the operation for the outcome, which the gate has already decided.
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusAccepted, &Outcome{OperationID: out.OperationID, Status: StatusAssigning})
+		writeJSON(w, http.StatusAccepted, &gatewire.Outcome{OperationID: out.OperationID, Status: gatewire.StatusAssigning})
 	})
 	mux.HandleFunc("GET /{idScope}/registrations/{registrationId}/operations/{operationId}", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := apiVersion(w, r); !ok {
@@ -109,9 +90,9 @@ func (g *Gate) Handler() http.Handler {
 		out, err := g.Operation(r.PathValue("idScope"), r.PathValue("registrationId"), r.PathValue("operationId"), r.Header.Get("Authorization"))
 		switch {
 		case errors.Is(err, ErrBadRequest):
-			dpsError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, err.Error())
 		case err != nil:
-			dpsError(w, http.StatusNotFound, CodeNotFound, "no such registration operation for this registration and credential")
+			dpsError(w, http.StatusNotFound, gatewire.CodeNotFound, "no such registration operation for this registration and credential")
 		default:
 			writeJSON(w, http.StatusOK, out)
 		}
@@ -119,10 +100,10 @@ func (g *Gate) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/decisions", func(w http.ResponseWriter, r *http.Request) {
 		ds := g.Decisions()
 		if dev := r.URL.Query().Get("device"); dev != "" {
-			ds = slices.DeleteFunc(ds, func(d *Decision) bool { return d.RegistrationID != dev })
+			ds = slices.DeleteFunc(ds, func(d *gatewire.Decision) bool { return d.RegistrationID != dev })
 		}
 		if ds == nil {
-			ds = []*Decision{}
+			ds = []*gatewire.Decision{}
 		}
 		writeJSON(w, http.StatusOK, ds)
 	})
@@ -133,7 +114,7 @@ func (g *Gate) Handler() http.Handler {
 		der, err := g.CRL()
 		if err != nil {
 			g.cfg.Logger.Error("CRL", "err", err)
-			dpsError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+			dpsError(w, http.StatusInternalServerError, gatewire.CodeInternal, "internal error")
 			return
 		}
 		w.Header().Set("Content-Type", "application/pkix-crl")
@@ -146,9 +127,9 @@ func (g *Gate) Handler() http.Handler {
 // apiVersion checks the api-version query parameter, as DPS does.
 func apiVersion(w http.ResponseWriter, r *http.Request) (string, bool) {
 	v := r.URL.Query().Get("api-version")
-	if !slices.Contains(SupportedAPIVersions, v) {
-		dpsError(w, http.StatusBadRequest, CodeUnsupportedVersion,
-			"api-version "+quote(v)+" is not supported (supported: "+strings.Join(SupportedAPIVersions, ", ")+")")
+	if !slices.Contains(gatewire.SupportedAPIVersions, v) {
+		dpsError(w, http.StatusBadRequest, gatewire.CodeUnsupportedVersion,
+			"api-version "+quote(v)+" is not supported (supported: "+strings.Join(gatewire.SupportedAPIVersions, ", ")+")")
 		return "", false
 	}
 	return v, true

@@ -5,18 +5,20 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"time"
+
+	"github.com/custodyledger/custody/services/gate/gatewire"
 )
 
 // operation is a decided registration, pollable by the device that ran it.
 type operation struct {
 	regID   string
 	auth    [32]byte // SHA-256 of the Authorization header that started it
-	out     *Outcome
+	out     *gatewire.Outcome
 	expires time.Time
 }
 
 // remember records a decision and its operation.
-func (g *Gate) remember(d *Decision, out *Outcome, authorization string) {
+func (g *Gate) remember(d *gatewire.Decision, out *gatewire.Outcome, authorization string) {
 	now := g.cfg.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -48,7 +50,7 @@ func dropFront[T any](s []T, n int) []T {
 // lookup). The caller must present the Authorization header that started
 // it; an unknown, expired or foreign operation is ErrNotFound, so an
 // operation ID reveals nothing to anybody else.
-func (g *Gate) Operation(idScope, regID, opID, authorization string) (*Outcome, error) {
+func (g *Gate) Operation(idScope, regID, opID, authorization string) (*gatewire.Outcome, error) {
 	if idScope != g.cfg.IDScope {
 		return nil, fmt.Errorf("%w: ID scope %q is not served by this gate", ErrBadRequest, idScope)
 	}

@@ -9,9 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
 )
@@ -26,12 +27,12 @@ func TestRegistrationProtocol(t *testing.T) {
 		t.Skip("runs a node")
 	}
 	e := newNode(t, gate.Policy{})
-	tpm, err := attest.Open("sim:seed=4242")
+	tp, err := tpm.Open("sim:seed=4242")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tpm.Close()
-	d, err := device.New(device.Config{TPM: tpm, StateDir: t.TempDir()})
+	defer tp.Close()
+	d, err := device.New(device.Config{TPM: tp, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestRegistrationProtocol(t *testing.T) {
 	}
 
 	var serials []string
-	for _, v := range gate.SupportedAPIVersions {
+	for _, v := range gatewire.SupportedAPIVersions {
 		t.Run(v, func(t *testing.T) {
 			cfg := device.EnrollConfig{
 				GateURL: e.n.URL() + "/gate", IDScope: e.n.IDScope(), APIVersion: v,
@@ -63,15 +64,15 @@ func TestRegistrationProtocol(t *testing.T) {
 			}
 			var sawCSR bool
 			for _, c := range res.Decision.Checks {
-				sawCSR = sawCSR || c.Name == gate.RuleCSR && c.OK
+				sawCSR = sawCSR || c.Name == gatewire.RuleCSR && c.OK
 			}
-			if sawCSR != (v == gate.APIVersion2025) {
+			if sawCSR != (v == gatewire.APIVersion2025) {
 				t.Errorf("CSR checked = %v with api-version %s", sawCSR, v)
 			}
 			serials = append(serials, res.Decision.LDevIDSerial)
 		})
 	}
-	if len(serials) != len(gate.SupportedAPIVersions) {
+	if len(serials) != len(gatewire.SupportedAPIVersions) {
 		t.FailNow()
 	}
 
@@ -81,12 +82,12 @@ func TestRegistrationProtocol(t *testing.T) {
 		status, code            int
 		msg                     string
 	}{
-		{"no api-version", http.MethodPut, base + "/register", `{"registrationId":"` + id + `"}`, 400, gate.CodeUnsupportedVersion, "api-version"},
-		{"unknown api-version", http.MethodPut, base + "/register?api-version=2017-11-15", `{"registrationId":"` + id + `"}`, 400, gate.CodeUnsupportedVersion, "2019-03-31"},
-		{"csr before 2025", http.MethodPut, base + "/register?api-version=2021-10-01", `{"registrationId":"` + id + `","tpm":{"endorsementKey":"AAEC"},"csr":"AAEC"}`, 400, gate.CodeBadRequest, "csr needs api-version"},
-		{"no tpm", http.MethodPut, base + "/register?api-version=2021-10-01", `{"registrationId":"` + id + `"}`, 400, gate.CodeBadRequest, "endorsementKey"},
-		{"other scope", http.MethodPut, e.n.URL() + "/gate/0ne0000FFFF/registrations/" + id + "/register?api-version=2021-10-01", `{"registrationId":"` + id + `","tpm":{"endorsementKey":"AAEC"}}`, 400, gate.CodeBadRequest, "ID scope"},
-		{"unknown operation", http.MethodGet, base + "/operations/4.0.0?api-version=2021-10-01", "", 404, gate.CodeNotFound, "no such registration operation"},
+		{"no api-version", http.MethodPut, base + "/register", `{"registrationId":"` + id + `"}`, 400, gatewire.CodeUnsupportedVersion, "api-version"},
+		{"unknown api-version", http.MethodPut, base + "/register?api-version=2017-11-15", `{"registrationId":"` + id + `"}`, 400, gatewire.CodeUnsupportedVersion, "2019-03-31"},
+		{"csr before 2025", http.MethodPut, base + "/register?api-version=2021-10-01", `{"registrationId":"` + id + `","tpm":{"endorsementKey":"AAEC"},"csr":"AAEC"}`, 400, gatewire.CodeBadRequest, "csr needs api-version"},
+		{"no tpm", http.MethodPut, base + "/register?api-version=2021-10-01", `{"registrationId":"` + id + `"}`, 400, gatewire.CodeBadRequest, "endorsementKey"},
+		{"other scope", http.MethodPut, e.n.URL() + "/gate/0ne0000FFFF/registrations/" + id + "/register?api-version=2021-10-01", `{"registrationId":"` + id + `","tpm":{"endorsementKey":"AAEC"}}`, 400, gatewire.CodeBadRequest, "ID scope"},
+		{"unknown operation", http.MethodGet, base + "/operations/4.0.0?api-version=2021-10-01", "", 404, gatewire.CodeNotFound, "no such registration operation"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var body struct {
@@ -107,8 +108,8 @@ func TestRegistrationProtocol(t *testing.T) {
 			n++
 		}
 	}
-	if n != len(gate.SupportedAPIVersions) {
-		t.Errorf("%d logged decisions, want %d", n, len(gate.SupportedAPIVersions))
+	if n != len(gatewire.SupportedAPIVersions) {
+		t.Errorf("%d logged decisions, want %d", n, len(gatewire.SupportedAPIVersions))
 	}
 }
 

@@ -7,12 +7,13 @@ import (
 	"slices"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 )
 
 // logEnrolled publishes device.enrolled with the fresh quote as evidence
 // (its qualifyingData is the gate's nonce, recorded as the challenge) and
 // waits for the ledger's receipt.
-func (g *Gate) logEnrolled(ctx context.Context, req *RegisterRequest, cert *x509.Certificate, nonce []byte) (uint64, error) {
+func (g *Gate) logEnrolled(ctx context.Context, req *gatewire.RegisterRequest, cert *x509.Certificate, nonce []byte) (uint64, error) {
 	st := events.NewStatement(events.KindDeviceEnrolled, g.cfg.Name, req.RegistrationID, g.cfg.Now(), events.NewEventID())
 	st.Predicate.Enrolled = &events.Enrolled{
 		Operator: g.cfg.Operator, RegistrationID: req.RegistrationID, IDScope: g.cfg.IDScope,
@@ -27,10 +28,10 @@ func (g *Gate) logEnrolled(ctx context.Context, req *RegisterRequest, cert *x509
 // and, for refusals before the device proved its TPM, at most once per
 // RefusalLogInterval per device. The outcome is noted in the decision; a
 // ledger failure does not change the decision.
-func (g *Gate) logRefused(ctx context.Context, req *RegisterRequest, d *Decision, res *result) {
+func (g *Gate) logRefused(ctx context.Context, req *gatewire.RegisterRequest, d *gatewire.Decision, res *result) {
 	if res == nil || !res.known {
 		d.LogNote = "not logged: refused before the device was identified"
-		if d.Rule == RuleCustodyChain {
+		if d.Rule == gatewire.RuleCustodyChain {
 			d.LogNote = "not logged: the ledger has no record of this device"
 		}
 		return

@@ -23,6 +23,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 	lpebble "github.com/custodyledger/custody/ledger/pebble"
@@ -73,10 +74,10 @@ const crashAgentEnv = "CUSTODY_CRASH_AGENT"
 
 func runCrashAgent(dir string) int {
 	seed, _ := strconv.Atoi(os.Getenv("CUSTODY_CRASH_SEED"))
-	tpm, err := attest.Open(fmt.Sprintf("sim:seed=%d", seed))
+	tp, err := tpm.Open(fmt.Sprintf("sim:seed=%d", seed))
 	if err == nil {
 		var d *device.Device
-		if d, err = device.New(device.Config{TPM: tpm, StateDir: dir}); err == nil {
+		if d, err = device.New(device.Config{TPM: tp, StateDir: dir}); err == nil {
 			var ln net.Listener
 			if ln, err = net.Listen("tcp", "127.0.0.1:0"); err == nil {
 				if err = os.WriteFile(filepath.Join(dir, "addr"), []byte(ln.Addr().String()), 0o600); err == nil {

@@ -362,7 +362,7 @@ func (s *Station) Manufacture(ctx context.Context, agentURL string) (*Result, er
 	st := events.NewStatement(events.KindTPMManufactured, s.cfg.Name, id.DeviceID, now, events.NewEventID())
 	st.Predicate.Manufactured = &events.Manufactured{
 		EKCertificate: ekCert.Raw, EKPublic: id.EKPublic, IAKPublic: id.IAKPublic, IAKCertificate: iakCert.Raw,
-		TPM: events.TPMInfo{Manufacturer: s.cfg.TPMInfo.Manufacturer, Model: s.cfg.TPMInfo.Model, Version: s.cfg.TPMInfo.Version},
+		TPM: s.cfg.TPMInfo,
 	}
 	return s.publish(ctx, dev, st, nil)
 }

@@ -1,10 +1,9 @@
-package attest
+package tpm
 
 import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/subtle"
 	"fmt"
 	"io"
 	"math/big"
@@ -12,19 +11,9 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
-)
 
-// CertifyEvidence is a TPM2_Certify of a key by the IAK: the key's public
-// area and the signed TPMS_ATTEST naming it. Unverified until
-// VerifyCertify.
-type CertifyEvidence struct {
-	// Public is the certified key's marshalled TPMT_PUBLIC.
-	Public []byte
-	// Attest is the TPMS_ATTEST (type ATTEST_CERTIFY) the IAK signed.
-	Attest []byte
-	// Signature is the marshalled TPMT_SIGNATURE over Attest.
-	Signature []byte
-}
+	"github.com/custodyledger/custody/attest"
+)
 
 // NewLDevID creates a fresh LDevID key, replacing the previous one: an
 // unrestricted ECC P-256 ECDSA-SHA256 signing key (fixedTPM, fixedParent,
@@ -33,9 +22,9 @@ type CertifyEvidence struct {
 // kept so it survives reboots for the life of this TPM struct. The IAK then
 // certifies it with TPM2_Certify(qualifyingData = nonce). The nonce must be
 // 1..64 bytes.
-func (t *TPM) NewLDevID(nonce []byte) (*Key, *CertifyEvidence, error) {
+func (t *TPM) NewLDevID(nonce []byte) (*Key, *attest.CertifyEvidence, error) {
 	if len(nonce) == 0 {
-		return nil, nil, ErrEmptyNonce
+		return nil, nil, attest.ErrEmptyNonce
 	}
 	if len(nonce) > maxNonce {
 		return nil, nil, fmt.Errorf("attest: LDevID: nonce of %d bytes, at most %d", len(nonce), maxNonce)
@@ -87,68 +76,11 @@ func (t *TPM) NewLDevID(nonce []byte) (*Key, *CertifyEvidence, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("attest: certify LDevID: %w", err)
 	}
-	return key, &CertifyEvidence{
+	return key, &attest.CertifyEvidence{
 		Public:    bytes.Clone(key.Public),
 		Attest:    bytes.Clone(rsp.CertifyInfo.Bytes()),
 		Signature: tpm2.Marshal(rsp.Signature),
 	}, nil
-}
-
-// VerifyCertify verifies that the IAK (iakPublic, a marshalled TPMT_PUBLIC
-// of a restricted signing key) certified the key ev.Public in answer to
-// nonce: the signature verifies (ErrBadSignature), Attest is a
-// TPM-generated ATTEST_CERTIFY (ErrNotACertify) whose extraData is nonce
-// (ErrNonceMismatch) and whose certified Name is the Name of ev.Public
-// (ErrNameMismatch), and the key is fixedTPM, fixedParent,
-// sensitiveDataOrigin, a signing key and not restricted (ErrKeyAttributes).
-// The returned public key is then trusted to be a non-exportable signing
-// key generated inside the TPM that holds the IAK.
-func VerifyCertify(iakPublic []byte, ev *CertifyEvidence, nonce []byte) (crypto.PublicKey, error) {
-	if len(nonce) == 0 {
-		return nil, ErrEmptyNonce
-	}
-	k, err := cachedAttestationKey(iakPublic)
-	if err != nil {
-		return nil, err
-	}
-	return k.VerifyCertify(ev, nonce)
-}
-
-// VerifyCertify is VerifyCertify with an already decoded key.
-func (k *AttestationKey) VerifyCertify(ev *CertifyEvidence, nonce []byte) (crypto.PublicKey, error) {
-	if len(nonce) == 0 {
-		return nil, ErrEmptyNonce
-	}
-	if ev == nil {
-		return nil, fmt.Errorf("%w: no evidence", ErrNotACertify)
-	}
-	att, _, err := k.verifyAttest(ev.Attest, ev.Signature, tpm2.TPMSTAttestCertify, ErrNotACertify)
-	if err != nil {
-		return nil, err
-	}
-	if subtle.ConstantTimeCompare(att.extraData, nonce) != 1 {
-		return nil, ErrNonceMismatch
-	}
-	pub, err := parseTPMTPublic(ev.Public)
-	if err != nil {
-		return nil, fmt.Errorf("attest: certified key: %w", err)
-	}
-	name, err := objectName(pub, ev.Public)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(name, att.name) {
-		return nil, ErrNameMismatch
-	}
-	a := pub.ObjectAttributes
-	if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.SignEncrypt || a.Restricted || a.Decrypt {
-		return nil, fmt.Errorf("%w: LDevID must be fixedTPM, fixedParent, sensitiveDataOrigin, sign, not restricted, not decrypt", ErrKeyAttributes)
-	}
-	key, err := goPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("attest: certified key: %w", err)
-	}
-	return key, nil
 }
 
 // LDevIDSigner returns a crypto.Signer backed by the current LDevID key:
@@ -165,13 +97,13 @@ func (t *TPM) LDevIDSigner() (crypto.Signer, error) {
 	if t.ldevid == nil {
 		return nil, ErrNoLDevID
 	}
-	pub, _, err := PublicKeyFromTPMT(t.ldevid.public.Bytes())
+	pub, _, err := attest.PublicKeyFromTPMT(t.ldevid.public.Bytes())
 	if err != nil {
 		return nil, err
 	}
 	ec, ok := pub.(*ecdsa.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: LDevID is not an ECDSA key", ErrKeyAttributes)
+		return nil, fmt.Errorf("%w: LDevID is not an ECDSA key", attest.ErrKeyAttributes)
 	}
 	return &ldevidSigner{t: t, pub: ec, gen: t.ldevidGen}, nil
 }

@@ -1,4 +1,4 @@
-package attest
+package tpm
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/custodyledger/custody/attest"
 )
 
 // TestSWTPM runs against swtpm (libtpms, an independent TPM 2.0
@@ -28,7 +30,7 @@ func TestSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ekc, err := ParseEKCertificate(raw)
+	ekc, err := attest.ParseEKCertificate(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +41,7 @@ func TestSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundle, err := ParseBundle(root, readFile(t, filepath.Join(ca, "issuercert.pem")))
+	bundle, err := attest.ParseBundle(root, readFile(t, filepath.Join(ca, "issuercert.pem")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +52,7 @@ func TestSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameKey(ekc.Cert.PublicKey, ek.PublicKey) {
+	if !attest.SamePublicKey(ekc.Cert.PublicKey, ek.PublicKey) {
 		t.Error("swtpm's EK certificate is not for the EK from the TCG template")
 	}
 
@@ -64,7 +66,7 @@ func TestSWTPM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cred, err := MakeCredential(ek.Public, iak.Name, []byte("swtpm secret"))
+		cred, err := attest.MakeCredential(ek.Public, iak.Name, []byte("swtpm secret"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,14 +79,14 @@ func TestSWTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyQuote(iak.Public, q, nonce); err != nil {
+	if _, err := attest.VerifyQuote(iak.Public, q, nonce); err != nil {
 		t.Errorf("VerifyQuote: %v", err)
 	}
 	_, ev, err := tpm.NewLDevID(nonce)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyCertify(iak.Public, ev, nonce); err != nil {
+	if _, err := attest.VerifyCertify(iak.Public, ev, nonce); err != nil {
 		t.Errorf("VerifyCertify: %v", err)
 	}
 	if err := tpm.WriteEKCertificate(ECCP256, bytes.Repeat([]byte{0x30}, 1500)); err != nil {

@@ -1,4 +1,4 @@
-package attest
+package tpm
 
 import (
 	"encoding/binary"

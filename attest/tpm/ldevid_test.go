@@ -1,4 +1,4 @@
-package attest
+package tpm
 
 import (
 	"bytes"
@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/internal/attesttest"
 )
 
 func TestLDevIDCertify(t *testing.T) {
@@ -27,7 +30,7 @@ func TestLDevIDCertify(t *testing.T) {
 	if _, err := tpm.LDevIDSigner(); !errors.Is(err, ErrNoLDevID) {
 		t.Errorf("signer before NewLDevID: %v", err)
 	}
-	if _, _, err := tpm.NewLDevID(nil); !errors.Is(err, ErrEmptyNonce) {
+	if _, _, err := tpm.NewLDevID(nil); !errors.Is(err, attest.ErrEmptyNonce) {
 		t.Errorf("NewLDevID(nil): %v", err)
 	}
 	nonce := []byte("gate nonce 1")
@@ -35,19 +38,19 @@ func TestLDevIDCertify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := VerifyCertify(iak.Public, ev, nonce)
+	pub, err := attest.VerifyCertify(iak.Public, ev, nonce)
 	if err != nil {
 		t.Fatalf("VerifyCertify: %v", err)
 	}
-	if !sameKey(pub, key.PublicKey) {
+	if !attest.SamePublicKey(pub, key.PublicKey) {
 		t.Error("verified key is not the LDevID")
 	}
 
 	t.Run("wrong nonce", func(t *testing.T) {
-		if _, err := VerifyCertify(iak.Public, ev, []byte("gate nonce 2")); !errors.Is(err, ErrNonceMismatch) {
+		if _, err := attest.VerifyCertify(iak.Public, ev, []byte("gate nonce 2")); !errors.Is(err, attest.ErrNonceMismatch) {
 			t.Errorf("got %v", err)
 		}
-		if _, err := VerifyCertify(iak.Public, ev, nil); !errors.Is(err, ErrEmptyNonce) {
+		if _, err := attest.VerifyCertify(iak.Public, ev, nil); !errors.Is(err, attest.ErrEmptyNonce) {
 			t.Errorf("empty nonce: %v", err)
 		}
 	})
@@ -62,12 +65,12 @@ func TestLDevIDCertify(t *testing.T) {
 		}
 		swapped := *ev
 		swapped.Public = ev2.Public
-		if _, err := VerifyCertify(iak.Public, &swapped, nonce); !errors.Is(err, ErrNameMismatch) {
+		if _, err := attest.VerifyCertify(iak.Public, &swapped, nonce); !errors.Is(err, attest.ErrNameMismatch) {
 			t.Errorf("got %v", err)
 		}
 		// The IAK's own public with the LDevID's certification.
 		swapped.Public = iak.Public
-		if _, err := VerifyCertify(iak.Public, &swapped, nonce); !errors.Is(err, ErrNameMismatch) {
+		if _, err := attest.VerifyCertify(iak.Public, &swapped, nonce); !errors.Is(err, attest.ErrNameMismatch) {
 			t.Errorf("IAK public: got %v", err)
 		}
 	})
@@ -92,8 +95,8 @@ func TestLDevIDCertify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		restricted := &CertifyEvidence{Public: iak.Public, Attest: rsp.CertifyInfo.Bytes(), Signature: tpm2.Marshal(rsp.Signature)}
-		if _, err := VerifyCertify(iak.Public, restricted, nonce); !errors.Is(err, ErrKeyAttributes) {
+		restricted := &attest.CertifyEvidence{Public: iak.Public, Attest: rsp.CertifyInfo.Bytes(), Signature: tpm2.Marshal(rsp.Signature)}
+		if _, err := attest.VerifyCertify(iak.Public, restricted, nonce); !errors.Is(err, attest.ErrKeyAttributes) {
 			t.Errorf("got %v, want ErrKeyAttributes", err)
 		}
 	})
@@ -101,7 +104,7 @@ func TestLDevIDCertify(t *testing.T) {
 		bad := *ev
 		bad.Attest = bytes.Clone(ev.Attest)
 		bad.Attest[len(bad.Attest)-1] ^= 1
-		if _, err := VerifyCertify(iak.Public, &bad, nonce); !errors.Is(err, ErrBadSignature) {
+		if _, err := attest.VerifyCertify(iak.Public, &bad, nonce); !errors.Is(err, attest.ErrBadSignature) {
 			t.Errorf("got %v", err)
 		}
 	})
@@ -110,13 +113,13 @@ func TestLDevIDCertify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := VerifyCertify(iak.Public, &CertifyEvidence{Public: ev.Public, Attest: q.Attest, Signature: q.Signature}, nonce); !errors.Is(err, ErrNotACertify) {
+		if _, err := attest.VerifyCertify(iak.Public, &attest.CertifyEvidence{Public: ev.Public, Attest: q.Attest, Signature: q.Signature}, nonce); !errors.Is(err, attest.ErrNotACertify) {
 			t.Errorf("got %v", err)
 		}
 	})
 	t.Run("wrong signer", func(t *testing.T) {
 		ek, _ := tpm.EK(ECCP256)
-		if _, err := VerifyCertify(ek.Public, ev, nonce); !errors.Is(err, ErrKeyAttributes) {
+		if _, err := attest.VerifyCertify(ek.Public, ev, nonce); !errors.Is(err, attest.ErrKeyAttributes) {
 			t.Errorf("got %v", err)
 		}
 	})
@@ -132,7 +135,7 @@ func TestLDevIDSigner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameKey(signer.Public(), key.PublicKey) {
+	if !attest.SamePublicKey(signer.Public(), key.PublicKey) {
 		t.Fatal("signer public key is not the LDevID")
 	}
 	d := sha256.Sum256([]byte("to be signed"))
@@ -190,19 +193,19 @@ func TestLDevIDTLSClientAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newRootCA(t, "LDevID CA")
+	ca := attesttest.NewRootCA(t, "LDevID CA")
 	now := time.Now()
-	clientCert := ca.issue(t, &x509.Certificate{
-		SerialNumber: nextSerial(),
+	clientCert := ca.Issue(t, &x509.Certificate{
+		SerialNumber: attesttest.NextSerial(),
 		Subject:      pkix.Name{CommonName: "device-ldevid"},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, key.PublicKey)
-	serverKey := newKey(t)
-	serverCert := ca.issue(t, &x509.Certificate{
-		SerialNumber: nextSerial(),
+	serverKey := attesttest.NewKey(t)
+	serverCert := ca.Issue(t, &x509.Certificate{
+		SerialNumber: attesttest.NextSerial(),
 		Subject:      pkix.Name{CommonName: "gate"},
 		DNSNames:     []string{"gate.test"},
 		NotBefore:    now.Add(-time.Hour),
@@ -211,7 +214,7 @@ func TestLDevIDTLSClientAuth(t *testing.T) {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}, serverKey.Public())
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tls.VersionName(v), func(t *testing.T) {
