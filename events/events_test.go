@@ -125,11 +125,77 @@ func TestParseStatementRejects(t *testing.T) {
 	}
 }
 
+// TestOpenRejectsOversized opens envelopes that are valid in every way but
+// their size, so that only the size rule can reject them: a signed event
+// whose TPM evidence makes it just too large, and an event padded with
+// insignificant JSON whitespace to exactly the limit and to one byte over.
 func TestOpenRejectsOversized(t *testing.T) {
-	big := make([]byte, events.MaxEnvelopeSize+1)
-	if _, err := events.Open(big); !errors.Is(err, events.ErrMalformed) {
-		t.Fatalf("Open(oversized) = %v", err)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	signWithAttest := func(n int) []byte {
+		t.Helper()
+		st := offer(t)
+		st.Predicate.Evidence.Attest = bytes.Repeat([]byte{0xa5}, n)
+		env, err := events.Sign(context.Background(), st, key, "delta-ems")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
 	}
+	wantSizeRule := func(t *testing.T, env []byte) {
+		t.Helper()
+		_, err := events.Open(env)
+		if !errors.Is(err, events.ErrMalformed) {
+			t.Fatalf("Open(%d bytes) = %v, want ErrMalformed", len(env), err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "exceeds "+itoa(events.MaxEnvelopeSize)) || !strings.Contains(msg, itoa(len(env))+" bytes") {
+			t.Fatalf("Open(%d bytes) = %q, want the error to name the %d-byte size limit", len(env), msg, events.MaxEnvelopeSize)
+		}
+	}
+	// Grow the evidence until the signed envelope crosses the limit; base64
+	// twice (evidence in the payload, payload in the envelope) makes each
+	// evidence byte cost about 16/9 envelope bytes.
+	base := len(signWithAttest(0))
+	n := (events.MaxEnvelopeSize-base)*9/16 - 64
+	under := signWithAttest(n)
+	if len(under) > events.MaxEnvelopeSize {
+		t.Fatalf("the starting envelope is already %d bytes", len(under))
+	}
+	var over []byte
+	for {
+		n++
+		over = signWithAttest(n)
+		if len(over) > events.MaxEnvelopeSize {
+			break
+		}
+		under = over
+	}
+	if len(over)-events.MaxEnvelopeSize > 16 {
+		t.Fatalf("the smallest oversized envelope is %d bytes over", len(over)-events.MaxEnvelopeSize)
+	}
+	s, err := events.Open(under)
+	if err != nil {
+		t.Fatalf("Open(%d-byte envelope under the limit) = %v", len(under), err)
+	}
+	if err := s.Verify(&key.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("evidence", func(t *testing.T) { wantSizeRule(t, over) })
+
+	// The same valid envelope padded: exactly the limit opens, one byte more
+	// does not.
+	pad := func(size int) []byte {
+		return append(bytes.Clone(under), bytes.Repeat([]byte(" "), size-len(under))...)
+	}
+	t.Run("at limit", func(t *testing.T) {
+		s, err := events.Open(pad(events.MaxEnvelopeSize))
+		if err != nil {
+			t.Fatalf("Open(exactly MaxEnvelopeSize) = %v", err)
+		}
+		if err := s.Verify(&key.PublicKey); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("one over", func(t *testing.T) { wantSizeRule(t, pad(events.MaxEnvelopeSize+1)) })
 }
 
 func FuzzOpen(f *testing.F) {

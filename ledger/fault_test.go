@@ -114,20 +114,46 @@ func commitFailure(t *testing.T, persist bool) {
 		names = append(names, name)
 	}
 	<-js.PublishAsyncComplete()
+	stream, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := info.State.LastSeq
+	// Nothing more may arrive once the ledger has applied the whole stream
+	// and its consumer has nothing left to deliver or redeliver: only then
+	// is the log's size final.
+	drained := func() bool {
+		if l.Head().StreamSeq < last {
+			return false
+		}
+		cons, err := stream.Consumer(ctx, ledger.ConsumerName)
+		if err != nil {
+			return false // being recreated after the failure
+		}
+		ci, err := cons.Info(ctx)
+		return err == nil && ci.AckFloor.Stream >= last && ci.NumAckPending == 0 && ci.NumPending == 0
+	}
 	deadline := time.Now().Add(60 * time.Second)
-	for l.Head().Size < n {
+	for !drained() {
 		if time.Now().After(deadline) {
-			t.Fatalf("logged %d of %d", l.Head().Size, n)
+			h := l.Head()
+			t.Fatalf("logged %d of %d events, up to stream sequence %d of %d", h.Size, n, h.StreamSeq, last)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond) // nothing more may arrive
 	head := l.Head()
 	if head.Size != n {
 		t.Fatalf("logged %d entries for %d events", head.Size, n)
 	}
-	if store.commits <= store.failAt {
-		t.Fatalf("the failure was not injected (%d commits)", store.commits)
+	store.mu.Lock()
+	commits := store.commits
+	store.mu.Unlock()
+	if commits <= store.failAt {
+		t.Fatalf("the failure was not injected (%d commits)", commits)
 	}
 	rng := (&compact.RangeFactory{Hash: ledger.Hasher.HashChildren}).NewEmptyRange(0)
 	for i := range uint64(n) {
