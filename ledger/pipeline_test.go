@@ -19,7 +19,6 @@ import (
 	"github.com/custodyledger/custody/internal/nodetest"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/node"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // TestFactsChangingInOneBatch publishes, in one burst (so usually one
@@ -40,7 +39,7 @@ func TestFactsChangingInOneBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	violet, err := n.PKI.ConsortiumCA.NewPartner("violet-odm", pki.RoleODM, time.Hour)
+	violet, err := n.PKI.ConsortiumCA.NewPartner("violet-odm", events.RoleODM, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +136,7 @@ func TestStreamLosesItsTail(t *testing.T) {
 	dir := t.TempDir()
 	n, stop := startNode(t, ctx, dir)
 	consortium := func(name string, id int) []byte {
-		p, err := n.PKI.ConsortiumCA.NewPartner(name, pki.RoleODM, time.Hour)
+		p, err := n.PKI.ConsortiumCA.NewPartner(name, events.RoleODM, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // verdict is the outcome of verifying one event against the rules.
@@ -23,14 +22,14 @@ type verdict struct {
 
 // roles that may publish each kind (the signer's registered role).
 var kindRoles = map[string][]string{
-	events.KindTPMManufactured:      {pki.RoleTPMVendor},
-	events.KindStageRecorded:        {pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator},
-	events.KindHandoffOffered:       {pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator},
-	events.KindHandoffAccepted:      {pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator},
-	events.KindDeviceFlagged:        {pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator},
-	events.KindDeviceCleared:        {pki.RoleOperator},
-	events.KindDeviceEnrolled:       {pki.RoleGate},
-	events.KindDeviceDecommissioned: {pki.RoleOperator},
+	events.KindTPMManufactured:      {events.RoleTPMVendor},
+	events.KindStageRecorded:        {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindHandoffOffered:       {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindHandoffAccepted:      {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindDeviceFlagged:        {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindDeviceCleared:        {events.RoleOperator},
+	events.KindDeviceEnrolled:       {events.RoleGate},
+	events.KindDeviceDecommissioned: {events.RoleOperator},
 }
 
 // verify checks one event in stream order: schema, subject, signer,
@@ -162,7 +161,7 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 			return reject(CodeEquivocation, "%s offered the device to %s while its offer to %s (log index %d) is pending: double hand-off", p.Partner, h.To, dev.Pending.To, dev.Pending.Index)
 		}
 		to, err := partners(h.To)
-		if err != nil || to == nil || to.Revoked || to.Role == pki.RoleGate {
+		if err != nil || to == nil || to.Revoked || to.Role == events.RoleGate {
 			return reject(CodeRecipient, "recipient %q is not a registered, active custody partner", h.To)
 		}
 	case events.KindHandoffAccepted:
@@ -186,7 +185,7 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 			return reject(CodeNoPendingOffer, "the acceptance names offer %s from %s, but the pending offer is %s from %s", h.Offer, h.From, dev.Pending.Digest, dev.Pending.From)
 		}
 	case events.KindDeviceFlagged:
-		if dev.Custodian != p.Partner && signer.Role != pki.RoleOperator {
+		if dev.Custodian != p.Partner && signer.Role != events.RoleOperator {
 			return reject(CodeNotCustodian, "only the custodian or an operator may flag a device")
 		}
 	case events.KindDeviceCleared:
@@ -382,14 +381,14 @@ func (b *batch) partnerEvent(pr *prepared) (*verdict, error) {
 		if err != nil {
 			return nil, reject(CodeBadCertificate, "partner certificate: %v", err)
 		}
-		id, err := pki.VerifyPartner(cert, b.l.consortium, b.l.cfg.Now())
+		id, err := events.VerifyPartner(cert, b.l.consortium, b.l.cfg.Now())
 		if err != nil {
 			return nil, reject(CodeBadCertificate, "%v", err)
 		}
 		if id.Name != info.Name || id.Role != info.Role {
 			return nil, reject(CodeBadCertificate, "the certificate names %s (%s), the event %s (%s)", id.Name, id.Role, info.Name, info.Role)
 		}
-		if info.Role == pki.RoleGate && info.Operator == "" {
+		if info.Role == events.RoleGate && info.Operator == "" {
 			return nil, reject(CodeMalformed, "a gate is registered for an operator")
 		}
 		np := &Partner{Name: info.Name, Role: info.Role, Certificate: bytes.Clone(info.Certificate), Operator: info.Operator}

@@ -3,7 +3,6 @@ package ledger
 import (
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // enrollmentRefused checks enrollment.refused, the record of a first-boot
@@ -21,7 +20,7 @@ import (
 func (b *batch) enrollmentRefused(s *events.Signed, signer *Partner, v *verdict) (*verdict, error) {
 	p := &s.Statement.Predicate
 	r := p.Refused
-	if signer.Role != pki.RoleGate {
+	if signer.Role != events.RoleGate {
 		return nil, reject(CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
 	}
 	if signer.Operator == "" || signer.Operator != r.Operator {

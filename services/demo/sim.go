@@ -136,7 +136,7 @@ func Sim(ctx context.Context, cfg SimConfig) (*SimReport, error) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	partners := append(pki.DefaultPartners(), pki.PartnerSpec{Name: lapsedPartner, Role: pki.RoleODM})
+	partners := append(pki.DefaultPartners(), pki.PartnerSpec{Name: lapsedPartner, Role: events.RoleODM})
 	n, stop, err := node.Start(ctx, node.Config{
 		DataDir: filepath.Join(cfg.Dir, "node"), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0",
 		Partners: partners, Logger: cfg.Logger,
