@@ -17,7 +17,6 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/internal/nodetest"
-	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/node"
 )
 
@@ -74,17 +73,17 @@ func TestFactsChangingInOneBatch(t *testing.T) {
 		env     []byte
 		subject string
 		status  string
-		code    ledger.Code
+		code    events.Code
 	}
 	violetSubject := events.EventSubject(violet.Name, unknownDevice)
 	consortiumSubject := events.EventSubject(events.ConsortiumPartner, violet.Name)
 	burst := []want{
-		{stage(20, false), violetSubject, events.StatusRejected, ledger.CodeUnknownPartner},
+		{stage(20, false), violetSubject, events.StatusRejected, events.CodeUnknownPartner},
 		{consortium(events.KindPartnerRegistered, 21), consortiumSubject, events.StatusAccepted, ""},
-		{stage(22, false), violetSubject, events.StatusRejected, ledger.CodeUnknownDevice},
-		{stage(23, true), violetSubject, events.StatusRejected, ledger.CodeBadSignature},
+		{stage(22, false), violetSubject, events.StatusRejected, events.CodeUnknownDevice},
+		{stage(23, true), violetSubject, events.StatusRejected, events.CodeBadSignature},
 		{consortium(events.KindPartnerRevoked, 24), consortiumSubject, events.StatusAccepted, ""},
-		{stage(25, false), violetSubject, events.StatusRejected, ledger.CodePartnerRevoked},
+		{stage(25, false), violetSubject, events.StatusRejected, events.CodePartnerRevoked},
 	}
 	answers := make(chan *nats.Msg, 64)
 	for _, p := range []string{events.ReceiptsPrefix, events.RejectPrefix} {

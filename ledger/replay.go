@@ -103,7 +103,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			rerr = checkCounters(dev.LastQuote, qi)
 		}
 		if rerr == nil && dev.Decommissioned {
-			rerr = reject(CodeDecommissioned, "device %s was decommissioned", dev.ID)
+			rerr = reject(events.CodeDecommissioned, "device %s was decommissioned", dev.ID)
 		}
 		next := dev.Clone()
 		if rerr == nil {
@@ -114,7 +114,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			next.LastQuote = &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount}
 			finish(next, p, e.Digest, e.Index)
 			dev = next
-		case rerr != nil && rerr.Code == CodeEquivocation && e.Status == events.StatusEvidence:
+		case rerr != nil && rerr.Code == events.CodeEquivocation && e.Status == events.StatusEvidence:
 			dev = dev.Clone()
 			dev.Flag = &DeviceFlag{Reason: "equivocation", By: p.Partner, Index: e.Index}
 		case rerr != nil:

@@ -188,6 +188,9 @@ Flags:
 	}
 	var rej *station.RejectedError
 	if errors.As(err, &rej) {
+		if r, ok := events.LookupRejection(events.ByLedger, rej.Receipt.Code); ok {
+			fmt.Fprintf(os.Stderr, "custody: code %s: %s\n", r.Code, r.Meaning)
+		}
 		return refusedError{err}
 	}
 	return err

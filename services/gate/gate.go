@@ -233,8 +233,9 @@ type Decision struct {
 	OperationID    string    `json:"operationId"`
 	Time           time.Time `json:"time"`
 	Allowed        bool      `json:"allowed"`
-	// Rule names the first check that failed (empty when allowed); Code is
-	// its DPS-shaped error code (RuleCodes).
+	// Rule names the first check that failed (empty when allowed; one of
+	// the events.Rule* names); Code is its DPS-shaped error code
+	// (events.RuleErrorCode).
 	Rule    string  `json:"rule,omitempty"`
 	Code    int     `json:"errorCode,omitempty"`
 	Message string  `json:"message,omitempty"`
@@ -323,49 +324,8 @@ const (
 	StatusFailed    = "failed"
 )
 
-// Rule names, in the order the gate checks them.
-const (
-	RuleChallenge      = "challenge"
-	RuleEKIdentity     = "ek-identity"
-	RuleCustodyChain   = "custody-chain"
-	RuleEKChain        = "ek-chain"
-	RuleActivation     = "activation"
-	RuleQuote          = "quote"
-	RuleCounters       = "counters"
-	RuleDecommissioned = "decommissioned"
-	RuleFlagged        = "flagged"
-	RuleStages         = "stages"
-	RulePCRPolicy      = "pcr-policy"
-	RuleReenrollment   = "reenrollment"
-	RuleLDevID         = "ldevid"
-	RuleCSR            = "csr"
-	RuleDPS            = "dps"
-	RuleLedger         = "ledger"
-)
-
-// RuleCodes are the DPS-shaped error codes (six digits, the first three an
-// HTTP status) of refusals, one per rule: registrationState.errorCode.
-var RuleCodes = map[string]int{
-	RuleChallenge:      401101,
-	RuleEKIdentity:     401102,
-	RuleEKChain:        401103,
-	RuleActivation:     401104,
-	RuleQuote:          401105,
-	RuleCounters:       401106,
-	RuleLDevID:         401107,
-	RuleCSR:            400101,
-	RuleDecommissioned: 403101,
-	RuleFlagged:        403102,
-	RuleCustodyChain:   403103,
-	RuleStages:         403104,
-	RulePCRPolicy:      403105,
-	RuleReenrollment:   403106,
-	RuleDPS:            503101,
-	RuleLedger:         503102,
-}
-
 // unprovenRules are refusals decided before the device proved its TPM.
-var unprovenRules = []string{RuleChallenge, RuleEKIdentity, RuleCustodyChain, RuleEKChain, RuleActivation}
+var unprovenRules = []string{events.RuleChallenge, events.RuleEKIdentity, events.RuleCustodyChain, events.RuleEKChain, events.RuleActivation}
 
 // ErrBadRequest marks requests refused before any decision.
 var ErrBadRequest = errors.New("bad registration request")
@@ -498,7 +458,7 @@ func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *R
 		return nil, err
 	}
 	if !d.Allowed {
-		d.Code = RuleCodes[d.Rule]
+		d.Code = events.RuleErrorCode(d.Rule)
 		g.logRefused(ctx, req, d, res)
 	}
 	g.cfg.Logger.Info("enrollment decision", "device", d.RegistrationID, "allowed", d.Allowed, "rule", d.Rule,
@@ -551,84 +511,84 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 	pol := &g.cfg.Policy
 	now := g.cfg.Now()
 	if ch == nil || now.After(ch.expires) {
-		return fail(RuleChallenge, "no live credential challenge for this registration; start again")
+		return fail(events.RuleChallenge, "no live credential challenge for this registration; start again")
 	}
 	res.nonce = ch.nonce
 	// 1. The registration ID is the device ID: SHA-256 of the EK public key.
 	ekPub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey)
 	if err != nil {
-		return fail(RuleEKIdentity, "endorsement key: %v", err)
+		return fail(events.RuleEKIdentity, "endorsement key: %v", err)
 	}
 	if id, _ := attest.DeviceID(ekPub); id != req.RegistrationID {
-		return fail(RuleEKIdentity, "the registration ID is not the SHA-256 of this EK")
+		return fail(events.RuleEKIdentity, "the registration ID is not the SHA-256 of this EK")
 	}
-	pass(RuleEKIdentity, "registration ID = SHA-256(EK)")
+	pass(events.RuleEKIdentity, "registration ID = SHA-256(EK)")
 	// 2. The ledger knows the device and holds this EK.
 	dev, err := g.cfg.Ledger.Device(req.RegistrationID)
 	if errors.Is(err, ledger.ErrNotFound) {
-		return fail(RuleCustodyChain, "the ledger has no custody record of this device")
+		return fail(events.RuleCustodyChain, "the ledger has no custody record of this device")
 	} else if err != nil {
 		return nil, err
 	}
 	res.known = true
 	if !bytes.Equal(dev.EKPublic, req.TPM.EndorsementKey) {
-		return fail(RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
+		return fail(events.RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
 	}
 	pass("ledger-record", "manufactured by %s", dev.Vendor)
 	// 3. The EK certificate the vendor recorded chains to the trust bundle.
 	manufacturer, err := g.verifyEK(dev.EKCertificate, now)
 	if err != nil {
-		return fail(RuleEKChain, "EK certificate: %v", err)
+		return fail(events.RuleEKChain, "EK certificate: %v", err)
 	}
-	pass(RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
+	pass(events.RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
 	// 4. Credential activation: the SAS token is keyed with the secret that
 	// only the TPM holding this EK and the recorded IAK could recover.
 	if err := g.checkSAS(idScope, req.RegistrationID, authorization, ch.secret); err != nil {
-		return fail(RuleActivation, "credential activation not proven: %v", err)
+		return fail(events.RuleActivation, "credential activation not proven: %v", err)
 	}
-	pass(RuleActivation, "the TPM holding the EK activated the credential for the recorded IAK")
+	pass(events.RuleActivation, "the TPM holding the EK activated the credential for the recorded IAK")
 	// 5. A fresh quote by the recorded IAK over the gate's nonce.
 	if req.Payload == nil || req.Payload.Quote == nil || req.Payload.LDevID == nil {
-		return fail(RuleQuote, "the registration carries no quote or LDevID evidence")
+		return fail(events.RuleQuote, "the registration carries no quote or LDevID evidence")
 	}
 	q, err := req.Payload.Quote.Quote()
 	if err != nil {
-		return fail(RuleQuote, "%v", err)
+		return fail(events.RuleQuote, "%v", err)
 	}
 	qi, err := attest.VerifyQuote(dev.IAKPublic, q, ch.nonce)
 	if err != nil {
-		return fail(RuleQuote, "fresh quote: %v", err)
+		return fail(events.RuleQuote, "fresh quote: %v", err)
 	}
 	res.quote = req.Payload.Quote
-	pass(RuleQuote, "fresh quote by the recorded IAK over the gate's nonce")
+	pass(events.RuleQuote, "fresh quote by the recorded IAK over the gate's nonce")
 	if dev.LastQuote != nil {
 		prev := &attest.QuoteInfo{Clock: dev.LastQuote.Clock, ResetCount: dev.LastQuote.ResetCount, RestartCount: dev.LastQuote.RestartCount}
 		if err := attest.CheckMonotonic(prev, qi); err != nil {
-			return fail(RuleCounters, "TPM counters against the device's history: %v", err)
+			return fail(events.RuleCounters, "TPM counters against the device's history: %v", err)
 		}
 	}
-	pass(RuleCounters, "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
+	pass(events.RuleCounters, "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
 	// 6. Custody: the operator holds the device, the chain is clean.
 	if dev.Decommissioned {
-		return fail(RuleDecommissioned, "the device was decommissioned")
+		return fail(events.RuleDecommissioned, "the device was decommissioned")
 	}
 	if dev.Flag != nil {
-		return fail(RuleFlagged, "the device is flagged (%s by %s, log index %d)", dev.Flag.Reason, dev.Flag.By, dev.Flag.Index)
+		return fail(events.RuleFlagged, "the device is flagged (%s by %s, log index %d)", dev.Flag.Reason, dev.Flag.By, dev.Flag.Index)
 	}
 	pass("flags", "not flagged")
 	if dev.Custodian != g.cfg.Operator {
-		return fail(RuleCustodyChain, "the last custodian is %s, not %s", dev.Custodian, g.cfg.Operator)
+		return fail(events.RuleCustodyChain, "the last custodian is %s, not %s", dev.Custodian, g.cfg.Operator)
 	}
 	if dev.Pending != nil {
-		return fail(RuleCustodyChain, "a hand-off to %s is pending", dev.Pending.To)
+		return fail(events.RuleCustodyChain, "a hand-off to %s is pending", dev.Pending.To)
 	}
-	pass(RuleCustodyChain, "custodian %s after %d hand-offs", dev.Custodian, dev.Handoffs)
+	pass(events.RuleCustodyChain, "custodian %s after %d hand-offs", dev.Custodian, dev.Handoffs)
 	for _, s := range pol.RequiredStages {
 		if _, ok := dev.Stages[s]; !ok {
-			return fail(RuleStages, "required stage %s was never recorded", s)
+			return fail(events.RuleStages, "required stage %s was never recorded", s)
 		}
 	}
-	pass(RuleStages, "required stages recorded: %s", strings.Join(pol.RequiredStages, ", "))
+	pass(events.RuleStages, "required stages recorded: %s", strings.Join(pol.RequiredStages, ", "))
 	// 7. PCRs equal what the EMS recorded with the firmware, or what the
 	// operator allowed.
 	var sources []string
@@ -637,37 +597,37 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 		got := hex.EncodeToString(v)
 		ok, src := pol.pcrAccepted(i, got, dev.ExpectedPCRs)
 		if !quoted || !ok {
-			return fail(RulePCRPolicy, "PCR %d is %s, the firmware record says %s", i, short(got), short(dev.ExpectedPCRs[strconv.Itoa(i)]))
+			return fail(events.RulePCRPolicy, "PCR %d is %s, the firmware record says %s", i, short(got), short(dev.ExpectedPCRs[strconv.Itoa(i)]))
 		}
 		sources = append(sources, fmt.Sprintf("%d (%s)", i, src))
 	}
-	pass(RulePCRPolicy, "PCRs accepted: %s", strings.Join(sources, ", "))
+	pass(events.RulePCRPolicy, "PCRs accepted: %s", strings.Join(sources, ", "))
 	if dev.Enrolled {
 		if pol.RefuseReenrollment {
-			return fail(RuleReenrollment, "the device is already enrolled and the policy refuses re-enrollment")
+			return fail(events.RuleReenrollment, "the device is already enrolled and the policy refuses re-enrollment")
 		}
 		res.reenrolled = true
 	}
 	// 8. The LDevID key is TPM-resident and certified by the IAK.
 	ldevPub, err := attest.VerifyCertify(dev.IAKPublic, req.Payload.LDevID, ch.nonce)
 	if err != nil {
-		return fail(RuleLDevID, "LDevID certification: %v", err)
+		return fail(events.RuleLDevID, "LDevID certification: %v", err)
 	}
-	pass(RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
+	pass(events.RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
 	if req.CSR != "" {
 		if err := checkCSR(req.CSR, req.RegistrationID, ldevPub); err != nil {
-			return fail(RuleCSR, "%v", err)
+			return fail(events.RuleCSR, "%v", err)
 		}
-		pass(RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
+		pass(events.RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
 	}
 	cert, err := g.issueLDevID(req.RegistrationID, ldevPub)
 	if err != nil {
 		return nil, err
 	}
 	if err := g.cfg.Registry.Enroll(ctx, req.RegistrationID, cert); err != nil {
-		return fail(RuleDPS, "DPS enrollment: %v", err)
+		return fail(events.RuleDPS, "DPS enrollment: %v", err)
 	}
-	pass(RuleDPS, "individual enrollment created")
+	pass(events.RuleDPS, "individual enrollment created")
 	idx, err := g.logEnrolled(ctx, req, cert, ch.nonce)
 	if err != nil {
 		// The certificate was issued but is not recorded: revoke it, and
@@ -677,14 +637,14 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *R
 		if derr := g.cfg.Registry.SetEnabled(ctx, req.RegistrationID, false); derr != nil {
 			g.cfg.Logger.Warn("disabling the DPS enrollment of an unrecorded LDevID", "device", req.RegistrationID, "err", derr)
 		}
-		return fail(RuleLedger, "recording device.enrolled: %v", err)
+		return fail(events.RuleLedger, "recording device.enrolled: %v", err)
 	}
 	superseded := g.ldevids.add(req.RegistrationID, cert, now)
 	detail := "device.enrolled logged"
 	if superseded > 0 {
 		detail += fmt.Sprintf("; %d earlier LDevID(s) revoked (superseded)", superseded)
 	}
-	pass(RuleLedger, "%s", detail)
+	pass(events.RuleLedger, "%s", detail)
 	d.Allowed, d.Logged, d.LogIndex = true, true, idx
 	d.LDevIDSerial = cert.SerialNumber.Text(16)
 	res.chain = [][]byte{cert.Raw, g.cfg.LDevIDCA.Cert.Raw}

@@ -30,7 +30,7 @@ func (g *Gate) logEnrolled(ctx context.Context, req *RegisterRequest, cert *x509
 func (g *Gate) logRefused(ctx context.Context, req *RegisterRequest, d *Decision, res *result) {
 	if res == nil || !res.known {
 		d.LogNote = "not logged: refused before the device was identified"
-		if d.Rule == RuleCustodyChain {
+		if d.Rule == events.RuleCustodyChain {
 			d.LogNote = "not logged: the ledger has no record of this device"
 		}
 		return
