@@ -122,14 +122,19 @@ Flags:
 	if err != nil {
 		return err
 	}
-	if err := s.Recover(ctx); err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	logger.Info("station listening", "url", "http://"+ln.Addr().String(), "role", p.Role)
+	// Events published before a crash and never answered are re-sent while
+	// the station serves: a ledger that is slow to answer must not keep it
+	// from starting (GET /v1/unconfirmed lists them meanwhile).
+	go func() {
+		if err := s.Recover(ctx); err != nil && ctx.Err() == nil {
+			logger.Error("re-sending the outbox", "err", err)
+		}
+	}()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

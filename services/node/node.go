@@ -327,7 +327,7 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}
 		close(n.ready)
-		n.cfg.Logger.Info("custody node ready", "http", n.URL(), "dps", n.DPSURL(), "log_size", n.Ledger.Head().Size)
+		n.cfg.Logger.Info("custody node ready", "http", n.URL(), "dps", n.DPSURL(), "nats", n.NATSURL(), "log_size", n.Ledger.Head().Size)
 		return nil
 	})
 	return g.Wait()
