@@ -145,13 +145,28 @@ func New(cfg Config) (*Station, error) {
 }
 
 // Recover re-sends every event of the outbox that was never answered (a
-// station that crashed mid-flight) and waits for the answers.
+// station that crashed mid-flight) and waits for the answers. An outbox
+// entry that can never be sent ([events.BadOutboxEntryError]) is logged and
+// left in place for an operator; it does not fail the recovery.
 func (s *Station) Recover(ctx context.Context) error {
 	rs, err := s.pub.Resend(ctx)
 	for d, r := range rs {
 		s.cfg.Logger.Info("recovered event answered", "digest", d, "status", r.Status, "code", r.Code)
 	}
-	return err
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	var rest []error
+	for _, e := range errs {
+		var bad *events.BadOutboxEntryError
+		if errors.As(e, &bad) {
+			s.cfg.Logger.Warn("outbox entry cannot be sent; left in the outbox", "digest", bad.Digest, "err", bad.Err)
+			continue
+		}
+		rest = append(rest, e)
+	}
+	return errors.Join(rest...)
 }
 
 // Unconfirmed lists the digests of events published and not yet answered.
