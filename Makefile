@@ -41,9 +41,9 @@ test-short:
 
 bench:
 	$(MAKE) build
-	$(GO) run ./ledger/bench --agent $(BIN)/custody-agent --out bench-results --proof-leaves 10000000 $(BENCHFLAGS)
+	$(GO) run ./bench --agent $(BIN)/custody-agent --out bench-results --proof-leaves 10000000 $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./attest/ ./schemas/ ./services/dps/ ./ledger/...
-	mkdir -p bench-results && cd ledger/bench/tessera && $(GO) run . -dir $(CURDIR)/bench-results/tessera-work -out $(CURDIR)/bench-results/tessera.json; rm -rf $(CURDIR)/bench-results/tessera-work
+	mkdir -p bench-results && cd bench/tessera && $(GO) run . -dir $(CURDIR)/bench-results/tessera-work -out $(CURDIR)/bench-results/tessera.json; rm -rf $(CURDIR)/bench-results/tessera-work
 	CUSTODY_BENCH_DEVICES=200 CUSTODY_BENCH_LEDGER_DEVICES=10000 CUSTODY_BENCH_CONCURRENCY=32 $(GO) test -run '^$$' -bench GateDecisions -benchtime 1000x -timeout 60m ./services/gate/
 
 fmt:

@@ -170,14 +170,7 @@ type Evidence struct {
 	PCRs      map[string][]byte `json:"pcrs"`      // index → SHA-256 bank value
 }
 
-var (
-	tokenRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
-	deviceRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
-)
-
-// ValidPartnerName reports whether s is a partner name: a NATS subject token
-// of lowercase letters, digits and hyphens, at most 64 characters.
-func ValidPartnerName(s string) bool { return tokenRE.MatchString(s) }
+var deviceRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // ValidDeviceID reports whether s is a device ID: 64 lowercase hex digits.
 func ValidDeviceID(s string) bool { return deviceRE.MatchString(s) }

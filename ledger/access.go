@@ -14,7 +14,6 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // Public proofs, private contents (DESIGN, "The log"). The tree, its
@@ -124,7 +123,7 @@ func (l *Ledger) Authenticate(token string) (string, error) {
 // readerParty is who a reader acts for in custody: a gate reads as its
 // operator.
 func (l *Ledger) readerParty(reader string) string {
-	if k := l.partnerKey(reader); k != nil && k.rec.Role == pki.RoleGate && k.rec.Operator != "" {
+	if k := l.partnerKey(reader); k != nil && k.rec.Role == events.RoleGate && k.rec.Operator != "" {
 		return k.rec.Operator
 	}
 	return reader

@@ -202,7 +202,7 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 		// publish only under its own prefix), so it can be told why.
 		d := sha256.Sum256(data)
 		partner, target := subjectParts(subject)
-		b.refuse(d[:], partner, target, reject(CodeMalformed, "%v", err), now.Unix())
+		b.refuse(d[:], partner, target, reject(events.CodeMalformed, "%v", err), now.Unix())
 		return nil
 	}
 	st := signed.Statement
@@ -231,7 +231,7 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 	}
 	body, err := pr.leaf(res.signerCert)
 	if err != nil {
-		b.refuse(signed.Digest[:], partner, target, reject(CodeBadSignature, "hashedrekord: %v", err), now.Unix())
+		b.refuse(signed.Digest[:], partner, target, reject(events.CodeBadSignature, "hashedrekord: %v", err), now.Unix())
 		return nil
 	}
 	idx := *size

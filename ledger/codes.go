@@ -3,38 +3,8 @@ package ledger
 import (
 	"errors"
 	"fmt"
-)
 
-// Code is a rejection code from the fixed catalogue below. Every refusal a
-// partner sees carries one, and a sentence naming the rule it broke.
-type Code string
-
-// The catalogue of rejection codes.
-const (
-	CodeMalformed      Code = "malformed"        // not a well-formed custody envelope/statement
-	CodeSchema         Code = "schema"           // fails its kind's JSON Schema
-	CodeSubject        Code = "subject-mismatch" // NATS subject does not name the signer and target
-	CodeUnknownPartner Code = "unknown-partner"  // signer not in the partner registry
-	CodePartnerRevoked Code = "partner-revoked"  // signer revoked before this event
-	CodeBadSignature   Code = "bad-signature"    // DSSE signature does not verify with the registered key
-	CodeWrongRole      Code = "wrong-role"       // signer's role may not publish this kind
-	CodeBadCertificate Code = "bad-certificate"  // partner certificate does not chain to the consortium CA
-	CodeAlreadyExists  Code = "already-exists"   // device or partner already registered, offer already accepted by its recipient
-	CodeUnknownDevice  Code = "unknown-device"   // no tpm.manufactured for this device
-	CodeEKChain        Code = "ek-chain"         // EK certificate does not chain to the TPM trust bundle
-	CodeIAKCertificate Code = "iak-certificate"  // IAK certificate does not match or chain
-	CodeDeviceID       Code = "device-id"        // device ID is not the SHA-256 of the EK public key
-	CodeNotCustodian   Code = "not-custodian"    // signer is not the device's current custodian
-	CodeRecipient      Code = "unregistered-recipient"
-	CodeNoPendingOffer Code = "no-pending-offer"   // acceptance without a matching pending offer
-	CodeNotRecipient   Code = "not-recipient"      // acceptance by someone other than the named recipient
-	CodeEquivocation   Code = "equivocation"       // a second, conflicting offer or acceptance
-	CodeEvidence       Code = "bad-evidence"       // TPM quote does not verify, bind this event, or match PCRs
-	CodeCounters       Code = "counters-backwards" // TPM clock/reset counters went backwards
-	CodeFlagged        Code = "device-flagged"     // device is flagged
-	CodeDecommissioned Code = "device-decommissioned"
-	CodeNotFlagged     Code = "not-flagged"
-	CodeInternal       Code = "internal"
+	"github.com/custodyledger/custody/events"
 )
 
 // Sentinel errors, one family per rule; a *RuleError wraps one.
@@ -46,9 +16,10 @@ var (
 	ErrUnknownPartner = errors.New("unknown partner")
 )
 
-// RuleError is a refusal: which rule, and a sentence for the publisher.
+// RuleError is a refusal: which rule (a code of the catalogue,
+// [events.Rejections]), and a sentence for the publisher.
 type RuleError struct {
-	Code   Code
+	Code   events.Code
 	Reason string
 	err    error
 }
@@ -63,19 +34,19 @@ func (e *RuleError) Unwrap() []error {
 	return []error{ErrRejected}
 }
 
-func reject(code Code, format string, args ...any) *RuleError {
+func reject(code events.Code, format string, args ...any) *RuleError {
 	return &RuleError{Code: code, Reason: fmt.Sprintf(format, args...), err: sentinel(code)}
 }
 
-func sentinel(c Code) error {
+func sentinel(c events.Code) error {
 	switch c {
-	case CodeUnknownDevice:
+	case events.CodeUnknownDevice:
 		return ErrUnknownDevice
-	case CodeNotCustodian:
+	case events.CodeNotCustodian:
 		return ErrNotCustodian
-	case CodeEquivocation:
+	case events.CodeEquivocation:
 		return ErrEquivocation
-	case CodeUnknownPartner:
+	case events.CodeUnknownPartner:
 		return ErrUnknownPartner
 	}
 	return nil

@@ -17,15 +17,16 @@
 // signs them) and commits leaves, tree nodes, indexes, device and partner
 // state, rejections and the last applied stream sequence in one durable
 // Store commit. Only then are the messages acked and the publishers answered
-// with receipts (inclusion proof + checkpoint) or rejections (a catalogued
-// code and a sentence; see codes.go). A redelivered event is recognised by
-// its digest and answered again, so ingest is exactly-once.
+// with receipts (inclusion proof + checkpoint) or rejections (a code of the
+// catalogue, events.Rejections, and a sentence; see codes.go). A redelivered
+// event is recognised by its digest and answered again, so ingest is
+// exactly-once.
 //
 // Reading: the ledger's own API (http.go: checkpoints, proofs, provenance,
 // receipts), a Rekor v1 compatible read API that an unmodified rekor-cli
 // verifies (rekorapi.go), and offline provenance bundles (bundle.go).
 //
 // Storage is behind the Store interface owned here (store.go); ledger/pebble
-// is the default implementation. ledger/bench measures verified ingest end
+// is the default implementation. The top-level bench command measures verified ingest end
 // to end (make bench).
 package ledger

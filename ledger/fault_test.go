@@ -98,12 +98,12 @@ func commitFailure(t *testing.T, persist bool) {
 	var names []string
 	for i := range n {
 		name := fmt.Sprintf("odm-%02d", i)
-		p, err := ca.NewPartner(name, pki.RoleODM, time.Hour)
+		p, err := ca.NewPartner(name, events.RoleODM, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(p.Cert.Raw)
-		st := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: name, Role: pki.RoleODM, Certificate: p.Cert.Raw}, hex.EncodeToString(sum[:]), time.Now(), eventID(i))
+		st := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: name, Role: events.RoleODM, Certificate: p.Cert.Raw}, hex.EncodeToString(sum[:]), time.Now(), eventID(i))
 		env, err := events.Sign(ctx, st, ca.Key, events.ConsortiumPartner)
 		if err != nil {
 			t.Fatal(err)

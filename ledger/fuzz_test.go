@@ -23,6 +23,7 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/internal/natstest"
+	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/ledger/pebble"
 	"github.com/custodyledger/custody/services/pki"
@@ -74,7 +75,7 @@ func FuzzAuthenticate(f *testing.F) {
 		if name == "not-a-member" {
 			continue
 		}
-		tmpl, err := pki.PartnerTemplate(name, pki.RoleODM, time.Hour)
+		tmpl, err := pki.PartnerTemplate(name, events.RoleODM, time.Hour)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -85,7 +86,7 @@ func FuzzAuthenticate(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		recs = append(recs, &ledger.Partner{Name: name, Role: pki.RoleODM, Certificate: cert.Raw, Revoked: p.revoked})
+		recs = append(recs, &ledger.Partner{Name: name, Role: events.RoleODM, Certificate: cert.Raw, Revoked: p.revoked})
 	}
 	if err := ps.Commit(&ledger.Commit{Partners: recs}); err != nil {
 		f.Fatal(err)

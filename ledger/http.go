@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/custodyledger/custody/events"
 )
 
 // Handler serves the ledger's read API:
@@ -81,7 +83,7 @@ func (l *Ledger) Handler() http.Handler {
 			return
 		}
 		if errors.Is(err, ErrNotFound) {
-			httpError(w, http.StatusNotFound, string(CodeUnknownDevice), "the ledger has no record of that device")
+			httpError(w, http.StatusNotFound, string(events.CodeUnknownDevice), "the ledger has no record of that device")
 			return
 		}
 		if err != nil {

@@ -105,7 +105,7 @@ func (e *env) quoted(st *events.Statement) *events.Statement {
 
 func eventID(i int) string { return strings.Repeat("0", 30) + hex.EncodeToString([]byte{byte(i)}) }
 
-func wantCode(t *testing.T, what string, r *events.Receipt, err error, status string, code ledger.Code) {
+func wantCode(t *testing.T, what string, r *events.Receipt, err error, status string, code events.Code) {
 	t.Helper()
 	var rej *station.RejectedError
 	if err != nil && !errors.As(err, &rej) {
@@ -188,15 +188,15 @@ func TestCustodyRules(t *testing.T) {
 
 	t.Run("manufacturing twice", func(t *testing.T) {
 		_, err := e.station("acme-tpm").Manufacture(ctx, e.agent)
-		wantCode(t, "second birth record", nil, err, events.StatusRejected, ledger.CodeAlreadyExists)
+		wantCode(t, "second birth record", nil, err, events.StatusRejected, events.CodeAlreadyExists)
 	})
 	t.Run("stage by a non-custodian", func(t *testing.T) {
 		_, err := e.station("orbit-odm").RecordStage(ctx, e.agent, events.StageAssembly, "")
-		wantCode(t, "stage", nil, err, events.StatusRejected, ledger.CodeNotCustodian)
+		wantCode(t, "stage", nil, err, events.StatusRejected, events.CodeNotCustodian)
 	})
 	t.Run("hand-off to an unregistered party (grey market)", func(t *testing.T) {
 		_, err := e.station("acme-tpm").Offer(ctx, e.agent, "shadow-broker")
-		wantCode(t, "offer", nil, err, events.StatusRejected, ledger.CodeRecipient)
+		wantCode(t, "offer", nil, err, events.StatusRejected, events.CodeRecipient)
 	})
 	checkReceipt(must(t, "offer to odm")(e.station("acme-tpm").Offer(ctx, e.agent, "orbit-odm")))
 	t.Run("acceptance by someone else", func(t *testing.T) {
@@ -204,7 +204,7 @@ func TestCustodyRules(t *testing.T) {
 		dev, _ := n.Ledger.Store().Device(e.device)
 		st.Predicate.Handoff = &events.Handoff{From: "acme-tpm", To: "nova-oem", Offer: dev.Pending.Digest}
 		rr := e.publish("nova-oem", e.quoted(st))
-		wantCode(t, "accept", rr, nil, events.StatusRejected, ledger.CodeNotRecipient)
+		wantCode(t, "accept", rr, nil, events.StatusRejected, events.CodeNotRecipient)
 	})
 	if ids, err := n.Ledger.Store().PendingOffers("orbit-odm"); err != nil || len(ids) != 1 || ids[0] != e.device {
 		t.Fatalf("pending offers to orbit-odm: %v %v", ids, err)
@@ -217,7 +217,7 @@ func TestCustodyRules(t *testing.T) {
 		dev, _ := n.Ledger.Store().Device(e.device)
 		st := events.NewStatement(events.KindHandoffAccepted, "orbit-odm", e.device, time.Now(), eventID(21))
 		st.Predicate.Handoff = &events.Handoff{From: "acme-tpm", To: "orbit-odm", Offer: dev.LastAccepted}
-		wantCode(t, "re-accept", e.publish("orbit-odm", e.quoted(st)), nil, events.StatusRejected, ledger.CodeAlreadyExists)
+		wantCode(t, "re-accept", e.publish("orbit-odm", e.quoted(st)), nil, events.StatusRejected, events.CodeAlreadyExists)
 		if dev, _ := n.Ledger.Store().Device(e.device); dev.Flag != nil || dev.Custodian != "orbit-odm" {
 			t.Fatalf("a repeated acceptance changed the device: %+v", dev)
 		}
@@ -235,7 +235,7 @@ func TestCustodyRules(t *testing.T) {
 		st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed}
 		st.Predicate.Evidence = s.Statement.Predicate.Evidence
 		rr := e.publish("orbit-odm", st)
-		wantCode(t, "replay", rr, nil, events.StatusRejected, ledger.CodeEvidence)
+		wantCode(t, "replay", rr, nil, events.StatusRejected, events.CodeEvidence)
 	})
 	t.Run("forged signature", func(t *testing.T) {
 		st := events.NewStatement(events.KindStageRecorded, "orbit-odm", e.device, time.Now(), eventID(3))
@@ -244,13 +244,13 @@ func TestCustodyRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantCode(t, "forgery", e.publishRaw("orbit-odm", env), nil, events.StatusRejected, ledger.CodeBadSignature)
+		wantCode(t, "forgery", e.publishRaw("orbit-odm", env), nil, events.StatusRejected, events.CodeBadSignature)
 	})
 	t.Run("tampered firmware PCRs", func(t *testing.T) {
 		st := events.NewStatement(events.KindStageRecorded, "orbit-odm", e.device, time.Now(), eventID(4))
 		st.Predicate.Stage = &events.Stage{Name: events.StageFirmwareProgrammed,
 			FirmwareDigest: strings.Repeat("ab", 32), PCRs: map[string]string{"0": strings.Repeat("cd", 32)}}
-		wantCode(t, "pcrs", e.publish("orbit-odm", e.quoted(st)), nil, events.StatusRejected, ledger.CodeEvidence)
+		wantCode(t, "pcrs", e.publish("orbit-odm", e.quoted(st)), nil, events.StatusRejected, events.CodeEvidence)
 	})
 	t.Run("event on another partner's subject", func(t *testing.T) {
 		st := events.NewStatement(events.KindStageRecorded, "orbit-odm", e.device, time.Now(), eventID(5))
@@ -268,7 +268,7 @@ func TestCustodyRules(t *testing.T) {
 		}
 		var rr events.Receipt
 		_ = json.Unmarshal(m.Data, &rr)
-		wantCode(t, "subject", &rr, nil, events.StatusRejected, ledger.CodeSubject)
+		wantCode(t, "subject", &rr, nil, events.StatusRejected, events.CodeSubject)
 	})
 
 	before := n.Ledger.Head()
@@ -286,7 +286,7 @@ func TestCustodyRules(t *testing.T) {
 	must(t, "offer to oem")(e.station("orbit-odm").Offer(ctx, e.agent, "nova-oem"))
 	t.Run("double hand-off is equivocation", func(t *testing.T) {
 		_, err := e.station("orbit-odm").Equivocate(ctx, e.agent, "grey-operator")
-		wantCode(t, "second offer", nil, err, events.StatusEvidence, ledger.CodeEquivocation)
+		wantCode(t, "second offer", nil, err, events.StatusEvidence, events.CodeEquivocation)
 		dev, _ := n.Ledger.Store().Device(e.device)
 		if dev.Flag == nil || dev.Flag.Reason != "equivocation" {
 			t.Fatalf("device not flagged: %+v", dev.Flag)
@@ -300,7 +300,7 @@ func TestCustodyRules(t *testing.T) {
 		dev, _ := n.Ledger.Store().Device(e.device)
 		st := events.NewStatement(events.KindHandoffAccepted, "grey-operator", e.device, time.Now(), eventID(22))
 		st.Predicate.Handoff = &events.Handoff{From: "orbit-odm", To: "grey-operator", Offer: dev.LastAccepted}
-		wantCode(t, "second acceptance", e.publish("grey-operator", e.quoted(st)), nil, events.StatusEvidence, ledger.CodeEquivocation)
+		wantCode(t, "second acceptance", e.publish("grey-operator", e.quoted(st)), nil, events.StatusEvidence, events.CodeEquivocation)
 		if dev, _ := n.Ledger.Store().Device(e.device); dev.Custodian != "nova-oem" {
 			t.Fatalf("the evidence changed the custodian: %s", dev.Custodian)
 		}
@@ -314,7 +314,7 @@ func TestCustodyRules(t *testing.T) {
 			t.Fatalf("revocation: %+v", rr)
 		}
 		_, err := e.station("orbit-odm").Flag(ctx, e.agent, events.KindDeviceFlagged, events.FlagLost, "")
-		wantCode(t, "revoked", nil, err, events.StatusRejected, ledger.CodePartnerRevoked)
+		wantCode(t, "revoked", nil, err, events.StatusRejected, events.CodePartnerRevoked)
 	})
 
 	// Everything logged about the device, including orbit-odm's events from

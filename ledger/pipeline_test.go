@@ -17,9 +17,7 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/internal/nodetest"
-	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/node"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // TestFactsChangingInOneBatch publishes, in one burst (so usually one
@@ -40,7 +38,7 @@ func TestFactsChangingInOneBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	violet, err := n.PKI.ConsortiumCA.NewPartner("violet-odm", pki.RoleODM, time.Hour)
+	violet, err := n.PKI.ConsortiumCA.NewPartner("violet-odm", events.RoleODM, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,17 +73,17 @@ func TestFactsChangingInOneBatch(t *testing.T) {
 		env     []byte
 		subject string
 		status  string
-		code    ledger.Code
+		code    events.Code
 	}
 	violetSubject := events.EventSubject(violet.Name, unknownDevice)
 	consortiumSubject := events.EventSubject(events.ConsortiumPartner, violet.Name)
 	burst := []want{
-		{stage(20, false), violetSubject, events.StatusRejected, ledger.CodeUnknownPartner},
+		{stage(20, false), violetSubject, events.StatusRejected, events.CodeUnknownPartner},
 		{consortium(events.KindPartnerRegistered, 21), consortiumSubject, events.StatusAccepted, ""},
-		{stage(22, false), violetSubject, events.StatusRejected, ledger.CodeUnknownDevice},
-		{stage(23, true), violetSubject, events.StatusRejected, ledger.CodeBadSignature},
+		{stage(22, false), violetSubject, events.StatusRejected, events.CodeUnknownDevice},
+		{stage(23, true), violetSubject, events.StatusRejected, events.CodeBadSignature},
 		{consortium(events.KindPartnerRevoked, 24), consortiumSubject, events.StatusAccepted, ""},
-		{stage(25, false), violetSubject, events.StatusRejected, ledger.CodePartnerRevoked},
+		{stage(25, false), violetSubject, events.StatusRejected, events.CodePartnerRevoked},
 	}
 	answers := make(chan *nats.Msg, 64)
 	for _, p := range []string{events.ReceiptsPrefix, events.RejectPrefix} {
@@ -137,7 +135,7 @@ func TestStreamLosesItsTail(t *testing.T) {
 	dir := t.TempDir()
 	n, stop := startNode(t, ctx, dir)
 	consortium := func(name string, id int) []byte {
-		p, err := n.PKI.ConsortiumCA.NewPartner(name, pki.RoleODM, time.Hour)
+		p, err := n.PKI.ConsortiumCA.NewPartner(name, events.RoleODM, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

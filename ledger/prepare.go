@@ -173,11 +173,11 @@ func (l *Ledger) prepare(pr *prepared) {
 		err = schemas.ValidateDocument(p.Kind, doc)
 	}
 	if err != nil {
-		pr.early = reject(CodeSchema, "%v", err)
+		pr.early = reject(events.CodeSchema, "%v", err)
 		return
 	}
 	if want := events.EventSubject(p.Partner, st.Target()); pr.subject != want {
-		pr.early = reject(CodeSubject, "published on %s, but the statement is by %s about %s (subject %s)", pr.subject, p.Partner, st.Target(), want)
+		pr.early = reject(events.CodeSubject, "published on %s, but the statement is by %s about %s (subject %s)", pr.subject, p.Partner, st.Target(), want)
 		return
 	}
 	var pub crypto.PublicKey
@@ -198,7 +198,7 @@ func (l *Ledger) prepare(pr *prepared) {
 	if p.Kind == events.KindDeviceEnrolled {
 		pr.nonce = p.Enrolled.Challenge
 	} else if n, err := events.BindingDigestOf(doc); err != nil {
-		pr.nonceErr = reject(CodeMalformed, "%v", err)
+		pr.nonceErr = reject(events.CodeMalformed, "%v", err)
 	} else {
 		pr.nonce = n
 	}
@@ -249,7 +249,7 @@ func (pr *prepared) evidence(iakPublic []byte) (*attest.QuoteInfo, *RuleError) {
 	}
 	k, err := attest.ParseAttestationKey(iakPublic)
 	if err != nil {
-		return nil, reject(CodeEvidence, "the device's IAK: %v", err)
+		return nil, reject(events.CodeEvidence, "the device's IAK: %v", err)
 	}
 	return verifyEvidence(k, pr.signed.Statement.Predicate.Evidence, pr.nonce)
 }

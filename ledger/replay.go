@@ -8,7 +8,6 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // OfflineTrust is what an offline verifier trusts besides the log key: the
@@ -51,7 +50,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 		if err != nil {
 			return nil, fail("%v", err)
 		}
-		id, err := pki.VerifyPartner(cert, pool, at)
+		id, err := events.VerifyPartner(cert, pool, at)
 		if err != nil {
 			return nil, fail("signer certificate: %v", err)
 		}
@@ -83,7 +82,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			continue
 		}
 		if p.Kind == events.KindEnrollmentRefused {
-			if signer.Role != pki.RoleGate {
+			if signer.Role != events.RoleGate {
 				return nil, fail("role %s may not publish %s", signer.Role, p.Kind)
 			}
 			continue // a record of a decision: no state change
@@ -104,7 +103,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			rerr = checkCounters(dev.LastQuote, qi)
 		}
 		if rerr == nil && dev.Decommissioned {
-			rerr = reject(CodeDecommissioned, "device %s was decommissioned", dev.ID)
+			rerr = reject(events.CodeDecommissioned, "device %s was decommissioned", dev.ID)
 		}
 		next := dev.Clone()
 		if rerr == nil {
@@ -115,7 +114,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			next.LastQuote = &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount}
 			finish(next, p, e.Digest, e.Index)
 			dev = next
-		case rerr != nil && rerr.Code == CodeEquivocation && e.Status == events.StatusEvidence:
+		case rerr != nil && rerr.Code == events.CodeEquivocation && e.Status == events.StatusEvidence:
 			dev = dev.Clone()
 			dev.Flag = &DeviceFlag{Reason: "equivocation", By: p.Partner, Index: e.Index}
 		case rerr != nil:

@@ -11,7 +11,6 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // verdict is the outcome of verifying one event against the rules.
@@ -23,14 +22,14 @@ type verdict struct {
 
 // roles that may publish each kind (the signer's registered role).
 var kindRoles = map[string][]string{
-	events.KindTPMManufactured:      {pki.RoleTPMVendor},
-	events.KindStageRecorded:        {pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator},
-	events.KindHandoffOffered:       {pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator},
-	events.KindHandoffAccepted:      {pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator},
-	events.KindDeviceFlagged:        {pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator},
-	events.KindDeviceCleared:        {pki.RoleOperator},
-	events.KindDeviceEnrolled:       {pki.RoleGate},
-	events.KindDeviceDecommissioned: {pki.RoleOperator},
+	events.KindTPMManufactured:      {events.RoleTPMVendor},
+	events.KindStageRecorded:        {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindHandoffOffered:       {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindHandoffAccepted:      {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindDeviceFlagged:        {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindDeviceCleared:        {events.RoleOperator},
+	events.KindDeviceEnrolled:       {events.RoleGate},
+	events.KindDeviceDecommissioned: {events.RoleOperator},
 }
 
 // verify checks one event in stream order: schema, subject, signer,
@@ -57,21 +56,21 @@ func (b *batch) verify(pr *prepared) (*verdict, error) {
 		return nil, err
 	}
 	if signer == nil {
-		return nil, reject(CodeUnknownPartner, "partner %q is not in the partner registry", p.Partner)
+		return nil, reject(events.CodeUnknownPartner, "partner %q is not in the partner registry", p.Partner)
 	}
 	if signer.Revoked {
-		return nil, reject(CodePartnerRevoked, "partner %q was revoked at log index %d; its later events are refused", p.Partner, signer.RevokedIndex)
+		return nil, reject(events.CodePartnerRevoked, "partner %q was revoked at log index %d; its later events are refused", p.Partner, signer.RevokedIndex)
 	}
 	if ok, err := pr.signatureOK(signer.Certificate); err != nil {
 		return nil, err
 	} else if !ok {
-		return nil, reject(CodeBadSignature, "the envelope's signature does not verify with %s's registered certificate", p.Partner)
+		return nil, reject(events.CodeBadSignature, "the envelope's signature does not verify with %s's registered certificate", p.Partner)
 	}
 	if p.Kind == events.KindEnrollmentRefused {
 		return b.enrollmentRefused(s, signer, &verdict{signerCert: signer.Certificate}) // rules_enrollment.go
 	}
 	if !roleMay(signer.Role, p.Kind) {
-		return nil, reject(CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
+		return nil, reject(events.CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
 	}
 	v := &verdict{signerCert: signer.Certificate}
 	device := st.Device()
@@ -83,7 +82,7 @@ func (b *batch) verify(pr *prepared) (*verdict, error) {
 		return nil, err
 	}
 	if dev == nil {
-		return nil, reject(CodeUnknownDevice, "device %s has no tpm.manufactured record", device)
+		return nil, reject(events.CodeUnknownDevice, "device %s has no tpm.manufactured record", device)
 	}
 	next := dev.Clone()
 	if pr.nonceErr != nil {
@@ -97,11 +96,11 @@ func (b *batch) verify(pr *prepared) (*verdict, error) {
 		return nil, rerr
 	}
 	if dev.Decommissioned {
-		return nil, reject(CodeDecommissioned, "device %s was decommissioned", device)
+		return nil, reject(events.CodeDecommissioned, "device %s was decommissioned", device)
 	}
 	rerr = custodyRule(p, signer, dev, next, qi, b.partner)
 	if rerr != nil {
-		if rerr.Code != CodeEquivocation {
+		if rerr.Code != events.CodeEquivocation {
 			return nil, rerr
 		}
 		// Equivocation is evidence: log it, flag the device, change nothing else.
@@ -142,28 +141,28 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 	switch p.Kind {
 	case events.KindStageRecorded:
 		if dev.Custodian != p.Partner {
-			return reject(CodeNotCustodian, "only the current custodian (%s) may record a stage; %s is not", dev.Custodian, p.Partner)
+			return reject(events.CodeNotCustodian, "only the current custodian (%s) may record a stage; %s is not", dev.Custodian, p.Partner)
 		}
 		if p.Stage.Name == events.StageFirmwareProgrammed {
 			for idx, want := range p.Stage.PCRs {
 				i, _ := strconv.Atoi(idx)
 				got, ok := qi.PCRs[i]
 				if !ok || hex.EncodeToString(got) != want {
-					return reject(CodeEvidence, "the recorded PCR %s differs from the value the TPM quoted", idx)
+					return reject(events.CodeEvidence, "the recorded PCR %s differs from the value the TPM quoted", idx)
 				}
 			}
 		}
 	case events.KindHandoffOffered:
 		h := p.Handoff
 		if dev.Custodian != p.Partner || h.From != p.Partner {
-			return reject(CodeNotCustodian, "only the current custodian (%s) may offer the device; %s is not", dev.Custodian, p.Partner)
+			return reject(events.CodeNotCustodian, "only the current custodian (%s) may offer the device; %s is not", dev.Custodian, p.Partner)
 		}
 		if dev.Pending != nil {
-			return reject(CodeEquivocation, "%s offered the device to %s while its offer to %s (log index %d) is pending: double hand-off", p.Partner, h.To, dev.Pending.To, dev.Pending.Index)
+			return reject(events.CodeEquivocation, "%s offered the device to %s while its offer to %s (log index %d) is pending: double hand-off", p.Partner, h.To, dev.Pending.To, dev.Pending.Index)
 		}
 		to, err := partners(h.To)
-		if err != nil || to == nil || to.Revoked || to.Role == pki.RoleGate {
-			return reject(CodeRecipient, "recipient %q is not a registered, active custody partner", h.To)
+		if err != nil || to == nil || to.Revoked || to.Role == events.RoleGate {
+			return reject(events.CodeRecipient, "recipient %q is not a registered, active custody partner", h.To)
 		}
 	case events.KindHandoffAccepted:
 		h := p.Handoff
@@ -173,43 +172,43 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 					// The recipient, still holding the device, accepting
 					// again (a new envelope for the same hand-off): a
 					// repeat, not a conflict.
-					return reject(CodeAlreadyExists, "%s already accepted offer %s; the first acceptance is in the log", p.Partner, h.Offer)
+					return reject(events.CodeAlreadyExists, "%s already accepted offer %s; the first acceptance is in the log", p.Partner, h.Offer)
 				}
-				return reject(CodeEquivocation, "offer %s was already accepted; a second acceptance by %s conflicts with it", h.Offer, p.Partner)
+				return reject(events.CodeEquivocation, "offer %s was already accepted; a second acceptance by %s conflicts with it", h.Offer, p.Partner)
 			}
-			return reject(CodeNoPendingOffer, "device %s has no pending offer", dev.ID)
+			return reject(events.CodeNoPendingOffer, "device %s has no pending offer", dev.ID)
 		}
 		if dev.Pending.To != p.Partner {
-			return reject(CodeNotRecipient, "the pending offer names %s as recipient, not %s", dev.Pending.To, p.Partner)
+			return reject(events.CodeNotRecipient, "the pending offer names %s as recipient, not %s", dev.Pending.To, p.Partner)
 		}
 		if dev.Pending.Digest != h.Offer || dev.Pending.From != h.From || h.To != p.Partner {
-			return reject(CodeNoPendingOffer, "the acceptance names offer %s from %s, but the pending offer is %s from %s", h.Offer, h.From, dev.Pending.Digest, dev.Pending.From)
+			return reject(events.CodeNoPendingOffer, "the acceptance names offer %s from %s, but the pending offer is %s from %s", h.Offer, h.From, dev.Pending.Digest, dev.Pending.From)
 		}
 	case events.KindDeviceFlagged:
-		if dev.Custodian != p.Partner && signer.Role != pki.RoleOperator {
-			return reject(CodeNotCustodian, "only the custodian or an operator may flag a device")
+		if dev.Custodian != p.Partner && signer.Role != events.RoleOperator {
+			return reject(events.CodeNotCustodian, "only the custodian or an operator may flag a device")
 		}
 	case events.KindDeviceCleared:
 		if dev.Flag == nil {
-			return reject(CodeNotFlagged, "device %s is not flagged", dev.ID)
+			return reject(events.CodeNotFlagged, "device %s is not flagged", dev.ID)
 		}
 		if dev.Custodian != p.Partner && (dev.Pending == nil || dev.Pending.To != p.Partner) {
-			return reject(CodeNotCustodian, "only the operator holding or receiving the device may clear its flag")
+			return reject(events.CodeNotCustodian, "only the operator holding or receiving the device may clear its flag")
 		}
 	case events.KindDeviceEnrolled:
 		e := p.Enrolled
 		if signer.Operator == "" || signer.Operator != e.Operator {
-			return reject(CodeWrongRole, "gate %s does not enroll for operator %s", p.Partner, e.Operator)
+			return reject(events.CodeWrongRole, "gate %s does not enroll for operator %s", p.Partner, e.Operator)
 		}
 		if dev.Custodian != e.Operator {
-			return reject(CodeNotCustodian, "the device's custodian is %s, not %s", dev.Custodian, e.Operator)
+			return reject(events.CodeNotCustodian, "the device's custodian is %s, not %s", dev.Custodian, e.Operator)
 		}
 		if dev.Flag != nil {
-			return reject(CodeFlagged, "device %s is flagged (%s)", dev.ID, dev.Flag.Reason)
+			return reject(events.CodeFlagged, "device %s is flagged (%s)", dev.ID, dev.Flag.Reason)
 		}
 	case events.KindDeviceDecommissioned:
 		if dev.Custodian != p.Partner {
-			return reject(CodeNotCustodian, "only the custodian may decommission the device")
+			return reject(events.CodeNotCustodian, "only the custodian may decommission the device")
 		}
 	}
 	return nil
@@ -250,15 +249,15 @@ func finish(d *Device, p *events.Predicate, digest string, idx uint64) {
 // device's history).
 func verifyEvidence(iak *attest.AttestationKey, ev *events.Evidence, nonce []byte) (*attest.QuoteInfo, *RuleError) {
 	if ev == nil {
-		return nil, reject(CodeEvidence, "the event carries no TPM quote")
+		return nil, reject(events.CodeEvidence, "the event carries no TPM quote")
 	}
 	q, err := ev.Quote()
 	if err != nil {
-		return nil, reject(CodeEvidence, "%v", err)
+		return nil, reject(events.CodeEvidence, "%v", err)
 	}
 	qi, err := iak.VerifyQuote(q, nonce)
 	if err != nil {
-		return nil, reject(CodeEvidence, "the TPM quote does not verify against the device's IAK for this event: %v", err)
+		return nil, reject(events.CodeEvidence, "the TPM quote does not verify against the device's IAK for this event: %v", err)
 	}
 	return qi, nil
 }
@@ -271,7 +270,7 @@ func checkCounters(last *QuoteCounters, qi *attest.QuoteInfo) *RuleError {
 	}
 	prev := &attest.QuoteInfo{Clock: last.Clock, ResetCount: last.ResetCount, RestartCount: last.RestartCount}
 	if err := attest.CheckMonotonic(prev, qi); err != nil {
-		return reject(CodeCounters, "%v (replayed or rolled-back TPM state)", err)
+		return reject(events.CodeCounters, "%v (replayed or rolled-back TPM state)", err)
 	}
 	return nil
 }
@@ -282,7 +281,7 @@ func (b *batch) manufactured(pr *prepared, device string, v *verdict) (*verdict,
 	if d, err := b.device(device); err != nil {
 		return nil, err
 	} else if d != nil {
-		return nil, reject(CodeAlreadyExists, "device %s was already manufactured (by %s)", device, d.Vendor)
+		return nil, reject(events.CodeAlreadyExists, "device %s was already manufactured (by %s)", device, d.Vendor)
 	}
 	if pr.mfgErr != nil {
 		return nil, pr.mfgErr
@@ -307,42 +306,42 @@ func checkManufactured(trust *attest.Bundle, now time.Time, s *events.Signed, no
 	device := s.Statement.Device()
 	ek, err := attest.ParseEKCertificate(m.EKCertificate)
 	if err != nil {
-		return nil, reject(CodeEKChain, "EK certificate: %v", err)
+		return nil, reject(events.CodeEKChain, "EK certificate: %v", err)
 	}
 	if _, err := ek.Verify(trust, now); err != nil {
-		return nil, reject(CodeEKChain, "EK certificate does not chain to the TPM trust bundle: %v", err)
+		return nil, reject(events.CodeEKChain, "EK certificate does not chain to the TPM trust bundle: %v", err)
 	}
 	ekPub, _, err := attest.PublicKeyFromTPMT(m.EKPublic)
 	if err != nil {
-		return nil, reject(CodeEKChain, "EK public area: %v", err)
+		return nil, reject(events.CodeEKChain, "EK public area: %v", err)
 	}
 	if !attest.SamePublicKey(ekPub, ek.Cert.PublicKey) {
-		return nil, reject(CodeEKChain, "the EK certificate certifies another key than the EK public area")
+		return nil, reject(events.CodeEKChain, "the EK certificate certifies another key than the EK public area")
 	}
 	id, err := attest.DeviceID(ekPub)
 	if err != nil || id != device {
-		return nil, reject(CodeDeviceID, "device ID %s is not the SHA-256 of the EK public key (%s)", device, id)
+		return nil, reject(events.CodeDeviceID, "device ID %s is not the SHA-256 of the EK public key (%s)", device, id)
 	}
 	iakPub, _, err := attest.PublicKeyFromTPMT(m.IAKPublic)
 	if err != nil {
-		return nil, reject(CodeIAKCertificate, "IAK public area: %v", err)
+		return nil, reject(events.CodeIAKCertificate, "IAK public area: %v", err)
 	}
 	iakCert, err := attest.ParseIAKCertificate(m.IAKCertificate)
 	if err != nil {
-		return nil, reject(CodeIAKCertificate, "%v", err)
+		return nil, reject(events.CodeIAKCertificate, "%v", err)
 	}
 	if _, err := iakCert.Verify(trust, now); err != nil {
-		return nil, reject(CodeIAKCertificate, "IAK certificate does not chain to the TPM trust bundle: %v", err)
+		return nil, reject(events.CodeIAKCertificate, "IAK certificate does not chain to the TPM trust bundle: %v", err)
 	}
 	if err := iakCert.MatchesEK(ek); err != nil {
-		return nil, reject(CodeIAKCertificate, "%v", err)
+		return nil, reject(events.CodeIAKCertificate, "%v", err)
 	}
 	if !attest.SamePublicKey(iakPub, iakCert.Cert.PublicKey) {
-		return nil, reject(CodeIAKCertificate, "the IAK certificate certifies another key than the IAK public area")
+		return nil, reject(events.CodeIAKCertificate, "the IAK certificate certifies another key than the IAK public area")
 	}
 	iak, err := attest.ParseAttestationKey(m.IAKPublic)
 	if err != nil {
-		return nil, reject(CodeEvidence, "the IAK: %v", err)
+		return nil, reject(events.CodeEvidence, "the IAK: %v", err)
 	}
 	qi, rerr := verifyEvidence(iak, s.Statement.Predicate.Evidence, nonce)
 	if rerr != nil {
@@ -362,10 +361,10 @@ func (b *batch) partnerEvent(pr *prepared) (*verdict, error) {
 	p := &s.Statement.Predicate
 	ca := b.l.cfg.Consortium
 	if p.Partner != events.ConsortiumPartner {
-		return nil, reject(CodeWrongRole, "only the consortium may publish %s", p.Kind)
+		return nil, reject(events.CodeWrongRole, "only the consortium may publish %s", p.Kind)
 	}
 	if ok, err := pr.signatureOK(ca.Raw); err != nil || !ok {
-		return nil, reject(CodeBadSignature, "partner registry events must be signed by the consortium CA key")
+		return nil, reject(events.CodeBadSignature, "partner registry events must be signed by the consortium CA key")
 	}
 	info := p.PartnerInfo
 	existing, err := b.partner(info.Name)
@@ -376,30 +375,30 @@ func (b *batch) partnerEvent(pr *prepared) (*verdict, error) {
 	switch p.Kind {
 	case events.KindPartnerRegistered:
 		if existing != nil {
-			return nil, reject(CodeAlreadyExists, "partner %q is already registered (log index %d)", info.Name, existing.Registered)
+			return nil, reject(events.CodeAlreadyExists, "partner %q is already registered (log index %d)", info.Name, existing.Registered)
 		}
 		cert, err := x509.ParseCertificate(info.Certificate)
 		if err != nil {
-			return nil, reject(CodeBadCertificate, "partner certificate: %v", err)
+			return nil, reject(events.CodeBadCertificate, "partner certificate: %v", err)
 		}
-		id, err := pki.VerifyPartner(cert, b.l.consortium, b.l.cfg.Now())
+		id, err := events.VerifyPartner(cert, b.l.consortium, b.l.cfg.Now())
 		if err != nil {
-			return nil, reject(CodeBadCertificate, "%v", err)
+			return nil, reject(events.CodeBadCertificate, "%v", err)
 		}
 		if id.Name != info.Name || id.Role != info.Role {
-			return nil, reject(CodeBadCertificate, "the certificate names %s (%s), the event %s (%s)", id.Name, id.Role, info.Name, info.Role)
+			return nil, reject(events.CodeBadCertificate, "the certificate names %s (%s), the event %s (%s)", id.Name, id.Role, info.Name, info.Role)
 		}
-		if info.Role == pki.RoleGate && info.Operator == "" {
-			return nil, reject(CodeMalformed, "a gate is registered for an operator")
+		if info.Role == events.RoleGate && info.Operator == "" {
+			return nil, reject(events.CodeMalformed, "a gate is registered for an operator")
 		}
 		np := &Partner{Name: info.Name, Role: info.Role, Certificate: bytes.Clone(info.Certificate), Operator: info.Operator}
 		v.apply = func(idx uint64) { np.Registered = idx; b.partners[info.Name] = np }
 	case events.KindPartnerRevoked:
 		if existing == nil {
-			return nil, reject(CodeUnknownPartner, "partner %q is not registered", info.Name)
+			return nil, reject(events.CodeUnknownPartner, "partner %q is not registered", info.Name)
 		}
 		if existing.Revoked {
-			return nil, reject(CodePartnerRevoked, "partner %q is already revoked", info.Name)
+			return nil, reject(events.CodePartnerRevoked, "partner %q is already revoked", info.Name)
 		}
 		np := *existing
 		v.apply = func(idx uint64) { np.Revoked, np.RevokedIndex = true, idx; b.partners[info.Name] = &np }

@@ -3,7 +3,6 @@ package ledger
 import (
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // enrollmentRefused checks enrollment.refused, the record of a first-boot
@@ -21,33 +20,33 @@ import (
 func (b *batch) enrollmentRefused(s *events.Signed, signer *Partner, v *verdict) (*verdict, error) {
 	p := &s.Statement.Predicate
 	r := p.Refused
-	if signer.Role != pki.RoleGate {
-		return nil, reject(CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
+	if signer.Role != events.RoleGate {
+		return nil, reject(events.CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
 	}
 	if signer.Operator == "" || signer.Operator != r.Operator {
-		return nil, reject(CodeWrongRole, "gate %s does not enroll for operator %s", p.Partner, r.Operator)
+		return nil, reject(events.CodeWrongRole, "gate %s does not enroll for operator %s", p.Partner, r.Operator)
 	}
 	device := s.Statement.Device()
 	if r.RegistrationID != device {
-		return nil, reject(CodeDeviceID, "the refusal names registration %s but is about device %s", r.RegistrationID, device)
+		return nil, reject(events.CodeDeviceID, "the refusal names registration %s but is about device %s", r.RegistrationID, device)
 	}
 	dev, err := b.device(device)
 	if err != nil {
 		return nil, err
 	}
 	if dev == nil {
-		return nil, reject(CodeUnknownDevice, "device %s has no tpm.manufactured record", device)
+		return nil, reject(events.CodeUnknownDevice, "device %s has no tpm.manufactured record", device)
 	}
 	if p.Evidence != nil {
 		if len(r.Challenge) == 0 {
-			return nil, reject(CodeEvidence, "refusal evidence needs the challenge it was quoted over")
+			return nil, reject(events.CodeEvidence, "refusal evidence needs the challenge it was quoted over")
 		}
 		q, err := p.Evidence.Quote()
 		if err != nil {
-			return nil, reject(CodeEvidence, "%v", err)
+			return nil, reject(events.CodeEvidence, "%v", err)
 		}
 		if _, err := attest.VerifyQuote(dev.IAKPublic, q, r.Challenge); err != nil {
-			return nil, reject(CodeEvidence, "the refusal's quote does not verify against the device's IAK and challenge: %v", err)
+			return nil, reject(events.CodeEvidence, "the refusal's quote does not verify against the device's IAK and challenge: %v", err)
 		}
 	}
 	return v, nil

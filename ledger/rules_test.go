@@ -8,7 +8,6 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // The custody rules as pure functions of a device's state in memory: no
@@ -24,14 +23,14 @@ const (
 
 // registry is the partners the rules look hand-off recipients up in.
 var registry = map[string]*Partner{
-	"acme-tpm":      {Name: "acme-tpm", Role: pki.RoleTPMVendor},
-	"orbit-odm":     {Name: "orbit-odm", Role: pki.RoleODM},
-	"nova-oem":      {Name: "nova-oem", Role: pki.RoleOEM},
-	"delta-ems":     {Name: "delta-ems", Role: pki.RoleEMS},
-	"blue-operator": {Name: "blue-operator", Role: pki.RoleOperator},
-	"grey-operator": {Name: "grey-operator", Role: pki.RoleOperator},
-	"blue-gate":     {Name: "blue-gate", Role: pki.RoleGate, Operator: "blue-operator"},
-	"gone-oem":      {Name: "gone-oem", Role: pki.RoleOEM, Revoked: true, RevokedIndex: 3},
+	"acme-tpm":      {Name: "acme-tpm", Role: events.RoleTPMVendor},
+	"orbit-odm":     {Name: "orbit-odm", Role: events.RoleODM},
+	"nova-oem":      {Name: "nova-oem", Role: events.RoleOEM},
+	"delta-ems":     {Name: "delta-ems", Role: events.RoleEMS},
+	"blue-operator": {Name: "blue-operator", Role: events.RoleOperator},
+	"grey-operator": {Name: "grey-operator", Role: events.RoleOperator},
+	"blue-gate":     {Name: "blue-gate", Role: events.RoleGate, Operator: "blue-operator"},
+	"gone-oem":      {Name: "gone-oem", Role: events.RoleOEM, Revoked: true, RevokedIndex: 3},
 }
 
 func lookup(name string) (*Partner, error) { return registry[name], nil }
@@ -97,52 +96,52 @@ func TestCustodyRuleTable(t *testing.T) {
 		name string
 		dev  *Device
 		p    *events.Predicate
-		want Code // "" accepted
+		want events.Code // "" accepted
 	}{
 		// stage.recorded
 		{"custodian records a stage", held("orbit-odm"), stage("orbit-odm", "assembly", nil), ""},
-		{"non-custodian records a stage", held("orbit-odm"), stage("nova-oem", "assembly", nil), CodeNotCustodian},
+		{"non-custodian records a stage", held("orbit-odm"), stage("nova-oem", "assembly", nil), events.CodeNotCustodian},
 		{"firmware PCRs the TPM quoted", held("delta-ems"), stage("delta-ems", events.StageFirmwareProgrammed, map[string]string{"0": pcr0}), ""},
-		{"firmware PCRs the TPM did not quote", held("delta-ems"), stage("delta-ems", events.StageFirmwareProgrammed, map[string]string{"0": strings.Repeat("cd", 32)}), CodeEvidence},
-		{"firmware PCR outside the quote", held("delta-ems"), stage("delta-ems", events.StageFirmwareProgrammed, map[string]string{"7": pcr0}), CodeEvidence},
+		{"firmware PCRs the TPM did not quote", held("delta-ems"), stage("delta-ems", events.StageFirmwareProgrammed, map[string]string{"0": strings.Repeat("cd", 32)}), events.CodeEvidence},
+		{"firmware PCR outside the quote", held("delta-ems"), stage("delta-ems", events.StageFirmwareProgrammed, map[string]string{"7": pcr0}), events.CodeEvidence},
 
 		// handoff.offered
 		{"custodian offers to a registered partner", held("orbit-odm"), offer("orbit-odm", "orbit-odm", "nova-oem"), ""},
-		{"non-custodian offers", held("orbit-odm"), offer("nova-oem", "nova-oem", "delta-ems"), CodeNotCustodian},
-		{"offer in another partner's name", held("orbit-odm"), offer("orbit-odm", "nova-oem", "delta-ems"), CodeNotCustodian},
-		{"second offer while one is pending (double hand-off)", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "grey-operator"), CodeEquivocation},
-		{"same offer again while pending", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "blue-operator"), CodeEquivocation},
-		{"offer to an unregistered party (grey market)", held("delta-ems"), offer("delta-ems", "delta-ems", "shadow-broker"), CodeRecipient},
-		{"offer to a revoked partner", held("delta-ems"), offer("delta-ems", "delta-ems", "gone-oem"), CodeRecipient},
-		{"offer to a gate", held("delta-ems"), offer("delta-ems", "delta-ems", "blue-gate"), CodeRecipient},
+		{"non-custodian offers", held("orbit-odm"), offer("nova-oem", "nova-oem", "delta-ems"), events.CodeNotCustodian},
+		{"offer in another partner's name", held("orbit-odm"), offer("orbit-odm", "nova-oem", "delta-ems"), events.CodeNotCustodian},
+		{"second offer while one is pending (double hand-off)", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "grey-operator"), events.CodeEquivocation},
+		{"same offer again while pending", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "blue-operator"), events.CodeEquivocation},
+		{"offer to an unregistered party (grey market)", held("delta-ems"), offer("delta-ems", "delta-ems", "shadow-broker"), events.CodeRecipient},
+		{"offer to a revoked partner", held("delta-ems"), offer("delta-ems", "delta-ems", "gone-oem"), events.CodeRecipient},
+		{"offer to a gate", held("delta-ems"), offer("delta-ems", "delta-ems", "blue-gate"), events.CodeRecipient},
 
 		// handoff.accepted
 		{"recipient accepts the pending offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerA), ""},
-		{"acceptance with no offer", held("orbit-odm"), accept("nova-oem", "orbit-odm", "nova-oem", offerA), CodeNoPendingOffer},
-		{"acceptance by someone else", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("delta-ems", "orbit-odm", "delta-ems", offerA), CodeNotRecipient},
-		{"acceptance of another offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerB), CodeNoPendingOffer},
-		{"acceptance naming another sender", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "acme-tpm", "nova-oem", offerA), CodeNoPendingOffer},
-		{"recipient re-accepts what it accepted", held("nova-oem", accepted(offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerA), CodeAlreadyExists},
-		{"another partner accepts an accepted offer", held("nova-oem", accepted(offerA)), accept("delta-ems", "orbit-odm", "delta-ems", offerA), CodeEquivocation},
+		{"acceptance with no offer", held("orbit-odm"), accept("nova-oem", "orbit-odm", "nova-oem", offerA), events.CodeNoPendingOffer},
+		{"acceptance by someone else", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("delta-ems", "orbit-odm", "delta-ems", offerA), events.CodeNotRecipient},
+		{"acceptance of another offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerB), events.CodeNoPendingOffer},
+		{"acceptance naming another sender", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "acme-tpm", "nova-oem", offerA), events.CodeNoPendingOffer},
+		{"recipient re-accepts what it accepted", held("nova-oem", accepted(offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerA), events.CodeAlreadyExists},
+		{"another partner accepts an accepted offer", held("nova-oem", accepted(offerA)), accept("delta-ems", "orbit-odm", "delta-ems", offerA), events.CodeEquivocation},
 
 		// device.flagged / device.cleared
 		{"custodian flags", held("nova-oem"), flag(events.KindDeviceFlagged, "nova-oem", events.FlagLost), ""},
 		{"any operator flags", held("nova-oem"), flag(events.KindDeviceFlagged, "grey-operator", events.FlagStolen), ""},
-		{"non-custodian partner flags", held("nova-oem"), flag(events.KindDeviceFlagged, "delta-ems", events.FlagLost), CodeNotCustodian},
+		{"non-custodian partner flags", held("nova-oem"), flag(events.KindDeviceFlagged, "delta-ems", events.FlagLost), events.CodeNotCustodian},
 		{"holding operator clears", held("blue-operator", flagged("lost")), flag(events.KindDeviceCleared, "blue-operator", "found"), ""},
 		{"receiving operator clears", held("delta-ems", flagged("equivocation"), pending("delta-ems", "blue-operator", offerA)), flag(events.KindDeviceCleared, "blue-operator", "resolved"), ""},
-		{"other operator clears", held("blue-operator", flagged("lost")), flag(events.KindDeviceCleared, "grey-operator", "found"), CodeNotCustodian},
-		{"clearing a device not flagged", held("blue-operator"), flag(events.KindDeviceCleared, "blue-operator", "found"), CodeNotFlagged},
+		{"other operator clears", held("blue-operator", flagged("lost")), flag(events.KindDeviceCleared, "grey-operator", "found"), events.CodeNotCustodian},
+		{"clearing a device not flagged", held("blue-operator"), flag(events.KindDeviceCleared, "blue-operator", "found"), events.CodeNotFlagged},
 
 		// device.enrolled
 		{"gate enrolls its operator's device", held("blue-operator"), enrolled("blue-gate", "blue-operator"), ""},
-		{"gate enrolls for another operator", held("grey-operator"), enrolled("blue-gate", "grey-operator"), CodeWrongRole},
-		{"gate enrolls a device its operator does not hold", held("delta-ems"), enrolled("blue-gate", "blue-operator"), CodeNotCustodian},
-		{"gate enrolls a flagged device", held("blue-operator", flagged("stolen")), enrolled("blue-gate", "blue-operator"), CodeFlagged},
+		{"gate enrolls for another operator", held("grey-operator"), enrolled("blue-gate", "grey-operator"), events.CodeWrongRole},
+		{"gate enrolls a device its operator does not hold", held("delta-ems"), enrolled("blue-gate", "blue-operator"), events.CodeNotCustodian},
+		{"gate enrolls a flagged device", held("blue-operator", flagged("stolen")), enrolled("blue-gate", "blue-operator"), events.CodeFlagged},
 
 		// device.decommissioned
 		{"custodian decommissions", held("blue-operator"), flag(events.KindDeviceDecommissioned, "blue-operator", "retired"), ""},
-		{"non-custodian decommissions", held("blue-operator"), flag(events.KindDeviceDecommissioned, "grey-operator", "retired"), CodeNotCustodian},
+		{"non-custodian decommissions", held("blue-operator"), flag(events.KindDeviceDecommissioned, "grey-operator", "retired"), events.CodeNotCustodian},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			signer := registry[tc.p.Partner]
@@ -205,23 +204,23 @@ func TestFinish(t *testing.T) {
 	}
 }
 
-// TestRoleMay: which role may publish which kind (CodeWrongRole).
+// TestRoleMay: which role may publish which kind (events.CodeWrongRole).
 func TestRoleMay(t *testing.T) {
-	custody := []string{pki.RoleTPMVendor, pki.RoleODM, pki.RoleOEM, pki.RoleEMS, pki.RoleOperator}
+	custody := []string{events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator}
 	for _, tc := range []struct {
 		kind string
 		may  []string
 	}{
-		{events.KindTPMManufactured, []string{pki.RoleTPMVendor}},
+		{events.KindTPMManufactured, []string{events.RoleTPMVendor}},
 		{events.KindStageRecorded, custody},
 		{events.KindHandoffOffered, custody},
 		{events.KindHandoffAccepted, custody},
 		{events.KindDeviceFlagged, custody},
-		{events.KindDeviceCleared, []string{pki.RoleOperator}},
-		{events.KindDeviceEnrolled, []string{pki.RoleGate}},
-		{events.KindDeviceDecommissioned, []string{pki.RoleOperator}},
+		{events.KindDeviceCleared, []string{events.RoleOperator}},
+		{events.KindDeviceEnrolled, []string{events.RoleGate}},
+		{events.KindDeviceDecommissioned, []string{events.RoleOperator}},
 	} {
-		for _, role := range pki.Roles {
+		for _, role := range events.Roles {
 			want := false
 			for _, r := range tc.may {
 				want = want || r == role
@@ -231,26 +230,26 @@ func TestRoleMay(t *testing.T) {
 			}
 		}
 	}
-	if roleMay(pki.RoleOperator, "no.such-kind") {
+	if roleMay(events.RoleOperator, "no.such-kind") {
 		t.Error("an unknown kind is publishable")
 	}
 }
 
 // TestCheckCounters: TPM clock and reset counters never go backwards
-// (CodeCounters); a device's first quote has nothing to compare with.
+// (events.CodeCounters); a device's first quote has nothing to compare with.
 func TestCheckCounters(t *testing.T) {
 	last := &QuoteCounters{Clock: 1000, ResetCount: 2, RestartCount: 3}
 	for _, tc := range []struct {
 		name string
 		last *QuoteCounters
 		qi   attest.QuoteInfo
-		want Code
+		want events.Code
 	}{
 		{"first quote", nil, attest.QuoteInfo{Clock: 1}, ""},
 		{"clock forward", last, attest.QuoteInfo{Clock: 1001, ResetCount: 2, RestartCount: 3}, ""},
-		{"clock backwards (replayed quote)", last, attest.QuoteInfo{Clock: 999, ResetCount: 2, RestartCount: 3}, CodeCounters},
-		{"reset count backwards (rolled-back TPM)", last, attest.QuoteInfo{Clock: 5000, ResetCount: 1, RestartCount: 3}, CodeCounters},
-		{"restart count backwards", last, attest.QuoteInfo{Clock: 5000, ResetCount: 2, RestartCount: 2}, CodeCounters},
+		{"clock backwards (replayed quote)", last, attest.QuoteInfo{Clock: 999, ResetCount: 2, RestartCount: 3}, events.CodeCounters},
+		{"reset count backwards (rolled-back TPM)", last, attest.QuoteInfo{Clock: 5000, ResetCount: 1, RestartCount: 3}, events.CodeCounters},
+		{"restart count backwards", last, attest.QuoteInfo{Clock: 5000, ResetCount: 2, RestartCount: 2}, events.CodeCounters},
 		{"after a reset the clock starts again", last, attest.QuoteInfo{Clock: 10, ResetCount: 3, RestartCount: 0}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -265,9 +264,9 @@ func TestCheckCounters(t *testing.T) {
 // TestRuleErrorSentinels: every refusal matches ErrRejected, and the
 // families callers test for match their sentinels.
 func TestRuleErrorSentinels(t *testing.T) {
-	for code, sentinel := range map[Code]error{
-		CodeUnknownDevice: ErrUnknownDevice, CodeNotCustodian: ErrNotCustodian,
-		CodeEquivocation: ErrEquivocation, CodeUnknownPartner: ErrUnknownPartner,
+	for code, sentinel := range map[events.Code]error{
+		events.CodeUnknownDevice: ErrUnknownDevice, events.CodeNotCustodian: ErrNotCustodian,
+		events.CodeEquivocation: ErrEquivocation, events.CodeUnknownPartner: ErrUnknownPartner,
 	} {
 		re := reject(code, "because")
 		if !isErr(re, ErrRejected) || !isErr(re, sentinel) {
@@ -277,7 +276,7 @@ func TestRuleErrorSentinels(t *testing.T) {
 			t.Errorf("%s: Error() = %q", code, re.Error())
 		}
 	}
-	if re := reject(CodeSchema, "x"); !isErr(re, ErrRejected) || isErr(re, ErrNotCustodian) {
+	if re := reject(events.CodeSchema, "x"); !isErr(re, ErrRejected) || isErr(re, ErrNotCustodian) {
 		t.Error("a schema refusal matches the wrong sentinels")
 	}
 }

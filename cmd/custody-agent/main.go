@@ -27,6 +27,7 @@ import (
 
 	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/internal/logging"
+	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/pki"
@@ -92,6 +93,9 @@ func main() {
 	case errors.Is(err, flag.ErrHelp):
 	case errors.As(err, &refused):
 		fmt.Fprintf(os.Stderr, "custody-agent: %v (errorCode %d)\n", err, refused.Code)
+		if r, ok := events.LookupRejection(events.ByGate, refused.Rule); ok {
+			fmt.Fprintf(os.Stderr, "custody-agent: rule %s: refused when %s\n", r.Code, r.Meaning)
+		}
 		os.Exit(exitRefused)
 	case errors.As(err, &unavailable):
 		fmt.Fprintln(os.Stderr, "custody-agent:", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
@@ -128,7 +129,7 @@ Flags:
 		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc,
 		Ledger: station.NewLedgerClient(*ledgerURL, nil).WithIdentity(p.Name, p.Key), OutboxDir: *outbox, Logger: logger,
 	}
-	if p.Role == pki.RoleTPMVendor {
+	if p.Role == events.RoleTPMVendor {
 		cfg.ManufacturingCA = d.VendorMfgCA
 		cfg.TPMInfo.Manufacturer, cfg.TPMInfo.Model, cfg.TPMInfo.Version = "id:41434D45", "ACME-TPM20", "id:00010002"
 	}

@@ -465,7 +465,7 @@ func Check(rep *Report) error {
 	evidence := 0
 	for _, s := range b.Steps {
 		if s.Status == events.StatusEvidence {
-			if s.Code != string(ledger.CodeEquivocation) {
+			if s.Code != string(events.CodeEquivocation) {
 				return fmt.Errorf("device B's evidence has code %s", s.Code)
 			}
 			evidence++

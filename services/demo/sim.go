@@ -56,17 +56,20 @@ var expectations = map[string]struct {
 	boot  string // "enrolled" or the gate's rule
 }{
 	"":                   {"", "enrolled"},
-	FaultDoubleHandoff:   {"evidence/equivocation", "flagged"},
-	FaultReplayedQuote:   {"rejected/bad-evidence", "enrolled"},
-	FaultSwappedTPM:      {"rejected/bad-evidence", "enrolled"},
-	FaultGreyMarket:      {"rejected/unregistered-recipient", "enrolled"},
-	FaultTamperedPCRs:    {"rejected/bad-evidence", "enrolled"},
-	FaultRevokedPartner:  {"rejected/partner-revoked", "enrolled"},
-	FaultForgedSignature: {"rejected/bad-signature", "enrolled"},
-	FaultMalformed:       {"rejected/malformed", "enrolled"},
+	FaultDoubleHandoff:   {verdict(events.StatusEvidence, events.CodeEquivocation), events.RuleFlagged},
+	FaultReplayedQuote:   {verdict(events.StatusRejected, events.CodeEvidence), "enrolled"},
+	FaultSwappedTPM:      {verdict(events.StatusRejected, events.CodeEvidence), "enrolled"},
+	FaultGreyMarket:      {verdict(events.StatusRejected, events.CodeRecipient), "enrolled"},
+	FaultTamperedPCRs:    {verdict(events.StatusRejected, events.CodeEvidence), "enrolled"},
+	FaultRevokedPartner:  {verdict(events.StatusRejected, events.CodePartnerRevoked), "enrolled"},
+	FaultForgedSignature: {verdict(events.StatusRejected, events.CodeBadSignature), "enrolled"},
+	FaultMalformed:       {verdict(events.StatusRejected, events.CodeMalformed), "enrolled"},
 	FaultOversized:       {"refused/jetstream-max-size", "enrolled"},
-	FaultReflashed:       {"", "pcr-policy"},
+	FaultReflashed:       {"", events.RulePCRPolicy},
 }
+
+// verdict is how the simulator writes a ledger answer: status/code.
+func verdict(status string, code events.Code) string { return status + "/" + string(code) }
 
 // SimConfig configures the supply-chain simulator.
 type SimConfig struct {
@@ -136,7 +139,7 @@ func Sim(ctx context.Context, cfg SimConfig) (*SimReport, error) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	partners := append(pki.DefaultPartners(), pki.PartnerSpec{Name: lapsedPartner, Role: pki.RoleODM})
+	partners := append(pki.DefaultPartners(), pki.PartnerSpec{Name: lapsedPartner, Role: events.RoleODM})
 	n, stop, err := node.Start(ctx, node.Config{
 		DataDir: filepath.Join(cfg.Dir, "node"), HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0",
 		Partners: partners, Logger: cfg.Logger,
@@ -305,7 +308,7 @@ func observed(r *events.Receipt, err error) string {
 	if r == nil {
 		return "no answer"
 	}
-	return r.Status + "/" + r.Code
+	return verdict(r.Status, events.Code(r.Code))
 }
 
 // run moves one device through the chain, injecting its fault.
@@ -498,7 +501,7 @@ func (s *sim) raw(d *SimDevice) (string, error) {
 		if err := json.Unmarshal(m.Data, &r); err != nil {
 			return "", err
 		}
-		return r.Status + "/" + r.Code, nil
+		return verdict(r.Status, events.Code(r.Code)), nil
 	case <-ctx.Done():
 		return "no answer", nil
 	}

@@ -57,7 +57,7 @@ type EnrollResult struct {
 // RefusedError is the gate's refusal, naming the rule the device failed.
 type RefusedError struct {
 	Rule     string
-	Code     int // DPS-shaped errorCode (gatewire.RuleCodes)
+	Code     int // DPS-shaped errorCode (events.RuleErrorCode)
 	Message  string
 	Decision *gatewire.Decision
 }

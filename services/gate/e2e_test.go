@@ -306,7 +306,7 @@ func (e *env) wantRefused(r *firstBootResult, rule string) {
 	if r.Enrolled || r.Rule != rule {
 		e.t.Fatalf("want refused by rule %s, got enrolled=%v rule=%q: %s", rule, r.Enrolled, r.Rule, r.Message)
 	}
-	if r.Decision == nil || !r.Decision.Logged || r.Decision.Code != gatewire.RuleCodes[rule] {
+	if r.Decision == nil || !r.Decision.Logged || r.Decision.Code != events.RuleErrorCode(rule) {
 		e.t.Fatalf("refusal not recorded as expected: %+v", r.Decision)
 	}
 	ent := e.lastOf(r.DeviceID, events.KindEnrollmentRefused)
@@ -433,12 +433,12 @@ func TestFirstBootGate(t *testing.T) {
 	e.must(agents["double"], ems, "offer", &station.Request{To: operator})
 	resp, err := e.call(agents["double"], ems, "offer", &station.Request{To: grey, Equivocate: true})
 	var rej *station.RejectedError
-	if !errors.As(err, &rej) || rej.Receipt.Status != events.StatusEvidence || rej.Receipt.Code != string(ledger.CodeEquivocation) {
+	if !errors.As(err, &rej) || rej.Receipt.Status != events.StatusEvidence || rej.Receipt.Code != string(events.CodeEquivocation) {
 		t.Fatalf("double-sold: second offer: %+v, %v", resp, err)
 	}
 	e.must(agents["double"], operator, "accept", nil)
 	_, err = e.call(agents["diverted"], ems, "offer", &station.Request{To: "shady-broker"})
-	if !errors.As(err, &rej) || rej.Receipt.Code != string(ledger.CodeRecipient) {
+	if !errors.As(err, &rej) || rej.Receipt.Code != string(events.CodeRecipient) {
 		t.Fatalf("diverted: offer to an unregistered party: %v", err)
 	}
 	e.must(agents["diverted"], ems, "offer", &station.Request{To: grey})
@@ -458,7 +458,7 @@ func TestFirstBootGate(t *testing.T) {
 		e := *e
 		e.t = t
 		r := e.firstBoot(agents["double"])
-		e.wantRefused(r, gatewire.RuleFlagged)
+		e.wantRefused(r, events.RuleFlagged)
 		if !strings.Contains(r.Message, "equivocation") {
 			t.Errorf("refusal %q does not name the equivocation", r.Message)
 		}
@@ -471,7 +471,7 @@ func TestFirstBootGate(t *testing.T) {
 		e := *e
 		e.t = t
 		r := e.firstBoot(agents["diverted"])
-		e.wantRefused(r, gatewire.RuleCustodyChain)
+		e.wantRefused(r, events.RuleCustodyChain)
 		if !strings.Contains(r.Message, grey) {
 			t.Errorf("refusal %q does not name the custodian", r.Message)
 		}
@@ -479,7 +479,7 @@ func TestFirstBootGate(t *testing.T) {
 	t.Run("re-flashed", func(t *testing.T) {
 		e := *e
 		e.t = t
-		e.wantRefused(e.firstBoot(agents["reflashed"]), gatewire.RulePCRPolicy)
+		e.wantRefused(e.firstBoot(agents["reflashed"]), events.RulePCRPolicy)
 		// A gate whose operator allow-lists that firmware's PCR 0 (the
 		// firmware's digest extended into a reset PCR) enrolls it.
 		fw := sha256.Sum256(reflash)
@@ -493,7 +493,7 @@ func TestFirstBootGate(t *testing.T) {
 		}
 		var src string
 		for _, c := range r.Decision.Checks {
-			if c.Name == gatewire.RulePCRPolicy {
+			if c.Name == events.RulePCRPolicy {
 				src = c.Detail
 			}
 		}
@@ -509,7 +509,7 @@ func TestFirstBootGate(t *testing.T) {
 	t.Run("flagged-then-cleared", func(t *testing.T) {
 		e := *e
 		e.t = t
-		e.wantRefused(e.firstBoot(agents["flagged"]), gatewire.RuleFlagged)
+		e.wantRefused(e.firstBoot(agents["flagged"]), events.RuleFlagged)
 		e.must(agents["flagged"], operator, "clear", &station.Request{Reason: "cleared", Note: "found"})
 		cert := e.wantEnrolled(e.firstBoot(agents["flagged"]))
 		if _, ok := crlReason(e.crl(), cert); ok {
@@ -555,7 +555,7 @@ func TestFirstBootGate(t *testing.T) {
 		if reason, ok := crlReason(e.crl(), cert); !ok || reason != 5 {
 			t.Fatalf("the decommissioned device's LDevID is not revoked (listed %v, reason %d)", ok, reason)
 		}
-		e.wantRefused(e.firstBoot(agents["clean"]), gatewire.RuleDecommissioned)
+		e.wantRefused(e.firstBoot(agents["clean"]), events.RuleDecommissioned)
 	})
 	t.Run("refusal-rules", func(t *testing.T) {
 		e := *e
@@ -659,8 +659,8 @@ func (e *env) clonedEK(victim, clone string) {
 		t.Fatalf("operation: %d", status)
 	}
 	st := out.RegistrationState
-	if out.Status != gatewire.StatusFailed || st == nil || st.ErrorCode != gatewire.RuleCodes[gatewire.RuleActivation] ||
-		!strings.HasPrefix(st.ErrorMessage, gatewire.RuleActivation+": ") || len(st.IssuedCertificateChain) != 0 {
+	if out.Status != gatewire.StatusFailed || st == nil || st.ErrorCode != events.RuleErrorCode(events.RuleActivation) ||
+		!strings.HasPrefix(st.ErrorMessage, events.RuleActivation+": ") || len(st.IssuedCertificateChain) != 0 {
 		t.Fatalf("the clone was not refused by activation: %+v %+v", out, st)
 	}
 	d := st.Decision
@@ -709,7 +709,7 @@ func (e *env) refusalRules(dev, otherTPM string) {
 	}
 	refusal := func(partner, id, operator string) *events.Statement {
 		st := events.NewStatement(events.KindEnrollmentRefused, partner, id, time.Now(), fmt.Sprintf("%032x", time.Now().UnixNano()))
-		st.Predicate.Refused = &events.Refused{Operator: operator, RegistrationID: id, IDScope: e.n.IDScope(), Rule: gatewire.RuleFlagged, Message: "test"}
+		st.Predicate.Refused = &events.Refused{Operator: operator, RegistrationID: id, IDScope: e.n.IDScope(), Rule: events.RuleFlagged, Message: "test"}
 		return st
 	}
 	nonce := bytes.Repeat([]byte{7}, 32)
@@ -724,12 +724,12 @@ func (e *env) refusalRules(dev, otherTPM string) {
 	for _, c := range []struct {
 		name, partner string
 		st            *events.Statement
-		code          ledger.Code
+		code          events.Code
 	}{
-		{"not a gate", operator, refusal(operator, dev, operator), ledger.CodeWrongRole},
-		{"another operator", "blue-gate", refusal("blue-gate", dev, grey), ledger.CodeWrongRole},
-		{"unknown device", "blue-gate", refusal("blue-gate", unknown, operator), ledger.CodeUnknownDevice},
-		{"foreign quote", "blue-gate", withForeignQuote, ledger.CodeEvidence},
+		{"not a gate", operator, refusal(operator, dev, operator), events.CodeWrongRole},
+		{"another operator", "blue-gate", refusal("blue-gate", dev, grey), events.CodeWrongRole},
+		{"unknown device", "blue-gate", refusal("blue-gate", unknown, operator), events.CodeUnknownDevice},
+		{"foreign quote", "blue-gate", withForeignQuote, events.CodeEvidence},
 	} {
 		if r := publish(c.partner, c.st); r.Status != events.StatusRejected || r.Code != string(c.code) {
 			t.Errorf("%s: %s %s (%s), want rejected %s", c.name, r.Status, r.Code, r.Reason, c.code)

@@ -238,15 +238,15 @@ func FuzzRegisterBody(f *testing.F) {
 		}
 		var out gatewire.Outcome
 		decode(t, w, &out)
-		want := gatewire.RuleEKIdentity
+		want := events.RuleEKIdentity
 		if pub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey); err == nil {
 			if id, err := attest.DeviceID(pub); err == nil && id == regID {
-				want = gatewire.RuleCustodyChain
+				want = events.RuleCustodyChain
 			}
 		}
 		st := out.RegistrationState
 		if out.Status != gatewire.StatusFailed || st == nil || st.Decision == nil || st.Decision.Allowed || st.Decision.Rule != want ||
-			st.ErrorCode != gatewire.RuleCodes[want] || !strings.HasPrefix(st.ErrorMessage, want+": ") {
+			st.ErrorCode != events.RuleErrorCode(want) || !strings.HasPrefix(st.ErrorMessage, want+": ") {
 			t.Fatalf("decision %+v, want refused by %s", st, want)
 		}
 	})

@@ -233,7 +233,7 @@ func (g *Gate) Decisions() []*gatewire.Decision {
 }
 
 // unprovenRules are refusals decided before the device proved its TPM.
-var unprovenRules = []string{gatewire.RuleChallenge, gatewire.RuleEKIdentity, gatewire.RuleCustodyChain, gatewire.RuleEKChain, gatewire.RuleActivation}
+var unprovenRules = []string{events.RuleChallenge, events.RuleEKIdentity, events.RuleCustodyChain, events.RuleEKChain, events.RuleActivation}
 
 // ErrBadRequest marks requests refused before any decision.
 var ErrBadRequest = errors.New("bad registration request")
@@ -355,7 +355,7 @@ func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *g
 		return nil, err
 	}
 	if !d.Allowed {
-		d.Code = gatewire.RuleCodes[d.Rule]
+		d.Code = events.RuleErrorCode(d.Rule)
 		g.logRefused(ctx, req, d, res)
 	}
 	g.cfg.Logger.Info("enrollment decision", "device", d.RegistrationID, "allowed", d.Allowed, "rule", d.Rule,
@@ -408,84 +408,84 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 	pol := &g.cfg.Policy
 	now := g.cfg.Now()
 	if ch == nil || now.After(ch.expires) {
-		return fail(gatewire.RuleChallenge, "no live credential challenge for this registration; start again")
+		return fail(events.RuleChallenge, "no live credential challenge for this registration; start again")
 	}
 	res.nonce = ch.nonce
 	// 1. The registration ID is the device ID: SHA-256 of the EK public key.
 	ekPub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey)
 	if err != nil {
-		return fail(gatewire.RuleEKIdentity, "endorsement key: %v", err)
+		return fail(events.RuleEKIdentity, "endorsement key: %v", err)
 	}
 	if id, _ := attest.DeviceID(ekPub); id != req.RegistrationID {
-		return fail(gatewire.RuleEKIdentity, "the registration ID is not the SHA-256 of this EK")
+		return fail(events.RuleEKIdentity, "the registration ID is not the SHA-256 of this EK")
 	}
-	pass(gatewire.RuleEKIdentity, "registration ID = SHA-256(EK)")
+	pass(events.RuleEKIdentity, "registration ID = SHA-256(EK)")
 	// 2. The ledger knows the device and holds this EK.
 	dev, err := g.cfg.Ledger.Device(req.RegistrationID)
 	if errors.Is(err, ledger.ErrNotFound) {
-		return fail(gatewire.RuleCustodyChain, "the ledger has no custody record of this device")
+		return fail(events.RuleCustodyChain, "the ledger has no custody record of this device")
 	} else if err != nil {
 		return nil, err
 	}
 	res.known = true
 	if !bytes.Equal(dev.EKPublic, req.TPM.EndorsementKey) {
-		return fail(gatewire.RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
+		return fail(events.RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
 	}
 	pass("ledger-record", "manufactured by %s", dev.Vendor)
 	// 3. The EK certificate the vendor recorded chains to the trust bundle.
 	manufacturer, err := g.verifyEK(dev.EKCertificate, now)
 	if err != nil {
-		return fail(gatewire.RuleEKChain, "EK certificate: %v", err)
+		return fail(events.RuleEKChain, "EK certificate: %v", err)
 	}
-	pass(gatewire.RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
+	pass(events.RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
 	// 4. Credential activation: the SAS token is keyed with the secret that
 	// only the TPM holding this EK and the recorded IAK could recover.
 	if err := g.checkSAS(idScope, req.RegistrationID, authorization, ch.secret); err != nil {
-		return fail(gatewire.RuleActivation, "credential activation not proven: %v", err)
+		return fail(events.RuleActivation, "credential activation not proven: %v", err)
 	}
-	pass(gatewire.RuleActivation, "the TPM holding the EK activated the credential for the recorded IAK")
+	pass(events.RuleActivation, "the TPM holding the EK activated the credential for the recorded IAK")
 	// 5. A fresh quote by the recorded IAK over the gate's nonce.
 	if req.Payload == nil || req.Payload.Quote == nil || req.Payload.LDevID == nil {
-		return fail(gatewire.RuleQuote, "the registration carries no quote or LDevID evidence")
+		return fail(events.RuleQuote, "the registration carries no quote or LDevID evidence")
 	}
 	q, err := req.Payload.Quote.Quote()
 	if err != nil {
-		return fail(gatewire.RuleQuote, "%v", err)
+		return fail(events.RuleQuote, "%v", err)
 	}
 	qi, err := attest.VerifyQuote(dev.IAKPublic, q, ch.nonce)
 	if err != nil {
-		return fail(gatewire.RuleQuote, "fresh quote: %v", err)
+		return fail(events.RuleQuote, "fresh quote: %v", err)
 	}
 	res.quote = req.Payload.Quote
-	pass(gatewire.RuleQuote, "fresh quote by the recorded IAK over the gate's nonce")
+	pass(events.RuleQuote, "fresh quote by the recorded IAK over the gate's nonce")
 	if dev.LastQuote != nil {
 		prev := &attest.QuoteInfo{Clock: dev.LastQuote.Clock, ResetCount: dev.LastQuote.ResetCount, RestartCount: dev.LastQuote.RestartCount}
 		if err := attest.CheckMonotonic(prev, qi); err != nil {
-			return fail(gatewire.RuleCounters, "TPM counters against the device's history: %v", err)
+			return fail(events.RuleCounters, "TPM counters against the device's history: %v", err)
 		}
 	}
-	pass(gatewire.RuleCounters, "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
+	pass(events.RuleCounters, "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
 	// 6. Custody: the operator holds the device, the chain is clean.
 	if dev.Decommissioned {
-		return fail(gatewire.RuleDecommissioned, "the device was decommissioned")
+		return fail(events.RuleDecommissioned, "the device was decommissioned")
 	}
 	if dev.Flag != nil {
-		return fail(gatewire.RuleFlagged, "the device is flagged (%s by %s, log index %d)", dev.Flag.Reason, dev.Flag.By, dev.Flag.Index)
+		return fail(events.RuleFlagged, "the device is flagged (%s by %s, log index %d)", dev.Flag.Reason, dev.Flag.By, dev.Flag.Index)
 	}
 	pass("flags", "not flagged")
 	if dev.Custodian != g.cfg.Operator {
-		return fail(gatewire.RuleCustodyChain, "the last custodian is %s, not %s", dev.Custodian, g.cfg.Operator)
+		return fail(events.RuleCustodyChain, "the last custodian is %s, not %s", dev.Custodian, g.cfg.Operator)
 	}
 	if dev.Pending != nil {
-		return fail(gatewire.RuleCustodyChain, "a hand-off to %s is pending", dev.Pending.To)
+		return fail(events.RuleCustodyChain, "a hand-off to %s is pending", dev.Pending.To)
 	}
-	pass(gatewire.RuleCustodyChain, "custodian %s after %d hand-offs", dev.Custodian, dev.Handoffs)
+	pass(events.RuleCustodyChain, "custodian %s after %d hand-offs", dev.Custodian, dev.Handoffs)
 	for _, s := range pol.RequiredStages {
 		if _, ok := dev.Stages[s]; !ok {
-			return fail(gatewire.RuleStages, "required stage %s was never recorded", s)
+			return fail(events.RuleStages, "required stage %s was never recorded", s)
 		}
 	}
-	pass(gatewire.RuleStages, "required stages recorded: %s", strings.Join(pol.RequiredStages, ", "))
+	pass(events.RuleStages, "required stages recorded: %s", strings.Join(pol.RequiredStages, ", "))
 	// 7. PCRs equal what the EMS recorded with the firmware, or what the
 	// operator allowed.
 	var sources []string
@@ -494,37 +494,37 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 		got := hex.EncodeToString(v)
 		ok, src := pol.pcrAccepted(i, got, dev.ExpectedPCRs)
 		if !quoted || !ok {
-			return fail(gatewire.RulePCRPolicy, "PCR %d is %s, the firmware record says %s", i, short(got), short(dev.ExpectedPCRs[strconv.Itoa(i)]))
+			return fail(events.RulePCRPolicy, "PCR %d is %s, the firmware record says %s", i, short(got), short(dev.ExpectedPCRs[strconv.Itoa(i)]))
 		}
 		sources = append(sources, fmt.Sprintf("%d (%s)", i, src))
 	}
-	pass(gatewire.RulePCRPolicy, "PCRs accepted: %s", strings.Join(sources, ", "))
+	pass(events.RulePCRPolicy, "PCRs accepted: %s", strings.Join(sources, ", "))
 	if dev.Enrolled {
 		if pol.RefuseReenrollment {
-			return fail(gatewire.RuleReenrollment, "the device is already enrolled and the policy refuses re-enrollment")
+			return fail(events.RuleReenrollment, "the device is already enrolled and the policy refuses re-enrollment")
 		}
 		res.reenrolled = true
 	}
 	// 8. The LDevID key is TPM-resident and certified by the IAK.
 	ldevPub, err := attest.VerifyCertify(dev.IAKPublic, req.Payload.LDevID, ch.nonce)
 	if err != nil {
-		return fail(gatewire.RuleLDevID, "LDevID certification: %v", err)
+		return fail(events.RuleLDevID, "LDevID certification: %v", err)
 	}
-	pass(gatewire.RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
+	pass(events.RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
 	if req.CSR != "" {
 		if err := checkCSR(req.CSR, req.RegistrationID, ldevPub); err != nil {
-			return fail(gatewire.RuleCSR, "%v", err)
+			return fail(events.RuleCSR, "%v", err)
 		}
-		pass(gatewire.RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
+		pass(events.RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
 	}
 	cert, err := g.issueLDevID(req.RegistrationID, ldevPub)
 	if err != nil {
 		return nil, err
 	}
 	if err := g.cfg.Registry.Enroll(ctx, req.RegistrationID, cert); err != nil {
-		return fail(gatewire.RuleDPS, "DPS enrollment: %v", err)
+		return fail(events.RuleDPS, "DPS enrollment: %v", err)
 	}
-	pass(gatewire.RuleDPS, "individual enrollment created")
+	pass(events.RuleDPS, "individual enrollment created")
 	idx, err := g.logEnrolled(ctx, req, cert, ch.nonce)
 	if err != nil {
 		// The certificate was issued but is not recorded: revoke it, and
@@ -534,14 +534,14 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 		if derr := g.cfg.Registry.SetEnabled(ctx, req.RegistrationID, false); derr != nil {
 			g.cfg.Logger.Warn("disabling the DPS enrollment of an unrecorded LDevID", "device", req.RegistrationID, "err", derr)
 		}
-		return fail(gatewire.RuleLedger, "recording device.enrolled: %v", err)
+		return fail(events.RuleLedger, "recording device.enrolled: %v", err)
 	}
 	superseded := g.ldevids.add(req.RegistrationID, cert, now)
 	detail := "device.enrolled logged"
 	if superseded > 0 {
 		detail += fmt.Sprintf("; %d earlier LDevID(s) revoked (superseded)", superseded)
 	}
-	pass(gatewire.RuleLedger, "%s", detail)
+	pass(events.RuleLedger, "%s", detail)
 	d.Allowed, d.Logged, d.LogIndex = true, true, idx
 	d.LDevIDSerial = cert.SerialNumber.Text(16)
 	res.chain = [][]byte{cert.Raw, g.cfg.LDevIDCA.Cert.Raw}

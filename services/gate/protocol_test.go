@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/attest/tpm"
+	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate"
 	"github.com/custodyledger/custody/services/gate/gatewire"
@@ -64,7 +65,7 @@ func TestRegistrationProtocol(t *testing.T) {
 			}
 			var sawCSR bool
 			for _, c := range res.Decision.Checks {
-				sawCSR = sawCSR || c.Name == gatewire.RuleCSR && c.OK
+				sawCSR = sawCSR || c.Name == events.RuleCSR && c.OK
 			}
 			if sawCSR != (v == gatewire.APIVersion2025) {
 				t.Errorf("CSR checked = %v with api-version %s", sawCSR, v)

@@ -31,7 +31,7 @@ func (g *Gate) logEnrolled(ctx context.Context, req *gatewire.RegisterRequest, c
 func (g *Gate) logRefused(ctx context.Context, req *gatewire.RegisterRequest, d *gatewire.Decision, res *result) {
 	if res == nil || !res.known {
 		d.LogNote = "not logged: refused before the device was identified"
-		if d.Rule == gatewire.RuleCustodyChain {
+		if d.Rule == events.RuleCustodyChain {
 			d.LogNote = "not logged: the ledger has no record of this device"
 		}
 		return

@@ -12,7 +12,6 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // TestCheckpointsPublished: when the log grows, a partner receives the new
@@ -40,7 +39,7 @@ func TestCheckpointsPublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cons.Close()
-	p, err := n.PKI.ConsortiumCA.NewPartner("late-ems", pki.RoleEMS, time.Hour)
+	p, err := n.PKI.ConsortiumCA.NewPartner("late-ems", events.RoleEMS, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

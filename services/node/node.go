@@ -208,7 +208,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	for _, name := range n.PKI.PartnerNames() {
 		p := n.PKI.Partners[name]
-		if p.Role == pki.RoleGate {
+		if p.Role == events.RoleGate {
 			continue
 		}
 		nc, err := n.connect(name)
@@ -220,7 +220,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 			TPMInfo: cfg.TPMInfo, Logger: cfg.Logger.With("part", "station", "partner", name),
 			OutboxDir: filepath.Join(cfg.DataDir, "outbox", name),
 		}
-		if p.Role == pki.RoleTPMVendor {
+		if p.Role == events.RoleTPMVendor {
 			sc.ManufacturingCA = n.PKI.VendorMfgCA
 		}
 		if n.Stations[name], err = station.New(sc); err != nil {
@@ -238,7 +238,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	gp, ok := n.PKI.Partners[cfg.Gate]
-	if !ok || gp.Role != pki.RoleGate {
+	if !ok || gp.Role != events.RoleGate {
 		return nil, fmt.Errorf("node: the PKI has no gate partner %q", cfg.Gate)
 	}
 	gnc, err := n.connect(cfg.Gate)
@@ -390,7 +390,7 @@ func (n *Node) registerPartners(ctx context.Context) error {
 		}
 		p := n.PKI.Partners[name]
 		info := events.PartnerInfo{Name: name, Role: p.Role, Certificate: p.Cert.Raw}
-		if p.Role == pki.RoleGate {
+		if p.Role == events.RoleGate {
 			info.Operator = n.cfg.Operator
 		}
 		st := events.NewPartnerStatement(events.KindPartnerRegistered, info, certDigest(p.Cert), time.Now(), events.NewEventID())

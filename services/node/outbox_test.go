@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
 )
 
@@ -25,12 +24,12 @@ func TestOutboxRecoversWithoutDuplicates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	late, err := n.PKI.ConsortiumCA.NewPartner("late-oem", pki.RoleOEM, time.Hour)
+	late, err := n.PKI.ConsortiumCA.NewPartner("late-oem", events.RoleOEM, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := events.NewPartnerStatement(events.KindPartnerRegistered,
-		events.PartnerInfo{Name: "late-oem", Role: pki.RoleOEM, Certificate: late.Cert.Raw},
+		events.PartnerInfo{Name: "late-oem", Role: events.RoleOEM, Certificate: late.Cert.Raw},
 		"00000000000000000000000000000000000000000000000000000000000000aa", time.Now(), "0123456789abcdef0123456789abcdef")
 	env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
 	if err != nil {
@@ -91,12 +90,12 @@ func TestStationRecoverSkipsBadEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	late, err := n.PKI.ConsortiumCA.NewPartner("late-odm", pki.RoleODM, time.Hour)
+	late, err := n.PKI.ConsortiumCA.NewPartner("late-odm", events.RoleODM, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := events.NewPartnerStatement(events.KindPartnerRegistered,
-		events.PartnerInfo{Name: "late-odm", Role: pki.RoleODM, Certificate: late.Cert.Raw},
+		events.PartnerInfo{Name: "late-odm", Role: events.RoleODM, Certificate: late.Cert.Raw},
 		"00000000000000000000000000000000000000000000000000000000000000bb", time.Now(), "0123456789abcdef0123456789abcdef")
 	env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/custodyledger/custody/events"
 )
 
 // Names of the demo PKI's authorities.
@@ -68,13 +70,13 @@ type PartnerSpec struct {
 // operator (grey-operator) used to show a double hand-off.
 func DefaultPartners() []PartnerSpec {
 	return []PartnerSpec{
-		{"acme-tpm", RoleTPMVendor},
-		{"orbit-odm", RoleODM},
-		{"nova-oem", RoleOEM},
-		{"delta-ems", RoleEMS},
-		{"blue-operator", RoleOperator},
-		{"grey-operator", RoleOperator},
-		{"blue-gate", RoleGate},
+		{"acme-tpm", events.RoleTPMVendor},
+		{"orbit-odm", events.RoleODM},
+		{"nova-oem", events.RoleOEM},
+		{"delta-ems", events.RoleEMS},
+		{"blue-operator", events.RoleOperator},
+		{"grey-operator", events.RoleOperator},
+		{"blue-gate", events.RoleGate},
 	}
 }
 
@@ -157,11 +159,11 @@ func InitDemo(dir string, partners []PartnerSpec) (*Demo, error) {
 func checkPartnerSpecs(partners []PartnerSpec) error {
 	seen := map[string]bool{}
 	for _, p := range partners {
-		if !ValidPartnerName(p.Name) {
-			return fmt.Errorf("pki: %w: %q", ErrBadPartnerName, p.Name)
+		if !events.ValidPartnerName(p.Name) {
+			return fmt.Errorf("pki: %w: %q", events.ErrBadPartnerName, p.Name)
 		}
-		if !KnownRole(p.Role) {
-			return fmt.Errorf("pki: partner %q: %w: %q", p.Name, ErrBadRole, p.Role)
+		if !events.KnownRole(p.Role) {
+			return fmt.Errorf("pki: partner %q: %w: %q", p.Name, events.ErrBadRole, p.Role)
 		}
 		if seen[p.Name] {
 			return fmt.Errorf("pki: partner %q listed twice", p.Name)
@@ -240,7 +242,7 @@ func (d *Demo) EKTrustBundle() []byte {
 	return EncodeCertsPEM(d.WebTrustRoot.Cert, d.VendorCross, d.VendorMfgCA.Cert)
 }
 
-// ConsortiumPool returns a pool holding the consortium CA, for VerifyPartner.
+// ConsortiumPool returns a pool holding the consortium CA, for events.VerifyPartner.
 func (d *Demo) ConsortiumPool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(d.ConsortiumCA.Cert)
@@ -419,7 +421,7 @@ func LoadDemo(dir string) (*Demo, error) {
 		if err != nil {
 			return nil, err
 		}
-		id, err := VerifyPartner(ca.Cert, pool, time.Now())
+		id, err := events.VerifyPartner(ca.Cert, pool, time.Now())
 		if err != nil {
 			return nil, fmt.Errorf("pki: %s: %w", rel+".crt", err)
 		}

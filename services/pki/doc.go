@@ -1,5 +1,6 @@
-// Package pki holds Custody's certificate authorities, partner certificates and
-// the demo PKI that `custody pki init` writes and custodyd loads.
+// Package pki holds Custody's certificate authorities, the issuing of partner
+// certificates, and the demo PKI that `custody pki init` writes and custodyd
+// loads.
 //
 // # Certificate authorities
 //
@@ -16,35 +17,11 @@
 // # Partner certificates
 //
 // Every partner (TPM vendor, ODM, OEM, EMS, operator, enrollment gate) holds an
-// ECDSA P-256 certificate from the consortium CA. Its subject common name is
-// the partner's name, which must be a valid NATS subject token
-// ([a-z0-9-]{1,64}) because partner names appear in subjects
-// (custody.v1.events.<partner>.<device>). Its role travels in a non-critical
-// extension:
-//
-//	id-custody-partnerRole EXTENSION ::= { SYNTAX UTF8String IDENTIFIED BY OIDPartnerRole }
-//
-// [VerifyPartner] proves a certificate chains to the consortium root at a given
-// time and returns only what it proved ([Identity]); [ParseRole] reads the
-// role without verifying anything.
-//
-// # The Custody OID arc
-//
-// Custody owns no IANA Private Enterprise Number, so its OIDs are derived from
-// a UUID generated for the project, 43780695-41d0-4eb6-af9a-637ea9d99b61. The
-// ITU-T X.667 form of that UUID is 2.25.89681484860435733258801470801477999457,
-// but an arc that large cannot name a certificate extension: Go's
-// crypto/x509 reads extension OID arcs only up to 2^31-1 and rejects the
-// whole certificate otherwise (cryptobyte's readBase128Int), and many other
-// stacks store arcs in machine integers too. Custody therefore uses
-// Microsoft's GUID-derived arc 1.2.840.113556.1.8000.2554, delegated for
-// exactly this purpose, which spells the same UUID as seven small arcs
-// (4,4,4,4,4,6,6 hex digits):
-//
-//	custody arc      1.2.840.113556.1.8000.2554.17272.1685.16848.20150.44954.6520489.14261089
-//	partner role     <custody arc>.1   (OIDPartnerRole)
-//
-// Further Custody OIDs are numbered under the same arc.
+// ECDSA P-256 certificate from the consortium CA. What such a certificate
+// must be (its name, its role extension, the Custody OID arc) is part of the
+// event contract and lives in package events ([events.VerifyPartner],
+// [events.OIDPartnerRole]); this package only issues them ([CA.NewPartner],
+// [PartnerTemplate]).
 //
 // # The demo PKI
 //

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/custodyledger/custody/events"
 )
 
 // DirNATS holds the NATS NKEY seed of every NATS user of a deployment
@@ -23,7 +25,7 @@ func (d *Demo) NKeyPath(user string) string {
 
 // NKey returns a NATS user's NKEY, creating its seed on first use.
 func (d *Demo) NKey(user string) (nkeys.KeyPair, error) {
-	if !ValidPartnerName(user) {
+	if !events.ValidPartnerName(user) {
 		return nil, fmt.Errorf("pki: invalid NATS user name %q", user)
 	}
 	path := d.NKeyPath(user)

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/custodyledger/custody/events"
 )
 
 // must returns v, panicking on err: for test set-up that cannot fail.
@@ -167,77 +169,24 @@ func TestCRL(t *testing.T) {
 	}
 }
 
-func TestVerifyPartner(t *testing.T) {
+// TestNewPartner: the consortium CA's partner certificates are what the
+// contract verifies (events.VerifyPartner, tested in events), and
+// PartnerTemplate refuses what it would refuse.
+func TestNewPartner(t *testing.T) {
 	consortium := must(NewRootCA("Test Consortium CA", time.Hour))
-	roots := pool(consortium.Cert)
-	now := time.Now()
-
-	p := must(consortium.NewPartner("nova-oem", RoleOEM, time.Hour))
-	id, err := VerifyPartner(p.Cert, roots, now)
+	p := must(consortium.NewPartner("nova-oem", events.RoleOEM, time.Hour))
+	id, err := events.VerifyPartner(p.Cert, pool(consortium.Cert), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id != (Identity{Name: "nova-oem", Role: RoleOEM}) {
+	if id != (events.PartnerIdentity{Name: "nova-oem", Role: events.RoleOEM}) {
 		t.Fatalf("identity %+v", id)
 	}
-	if role := must(ParseRole(p.Cert)); role != RoleOEM {
-		t.Fatalf("ParseRole = %q", role)
-	}
-	for _, e := range p.Cert.Extensions {
-		if e.Id.Equal(OIDPartnerRole) && e.Critical {
-			t.Error("role extension is critical")
-		}
-	}
-
-	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
-	issue := func(ca *CA, cn string, exts ...pkix.Extension) *x509.Certificate {
-		return must(ca.Issue(&x509.Certificate{
-			Subject:         pkix.Name{CommonName: cn},
-			NotAfter:        now.Add(time.Hour),
-			KeyUsage:        x509.KeyUsageDigitalSignature,
-			ExtraExtensions: exts,
-		}, key.Public()))
-	}
-	roleExt := must(RoleExtension(RoleODM))
-	unknownRole := pkix.Extension{Id: OIDPartnerRole, Value: must(asn1.MarshalWithParams("janitor", "utf8"))}
-	notUTF8 := pkix.Extension{Id: OIDPartnerRole, Value: must(asn1.Marshal(42))}
-	rogue := must(NewRootCA("Test Consortium CA", time.Hour)) // same name, other key
-
-	cases := []struct {
-		name string
-		cert *x509.Certificate
-		at   time.Time
-		want error
-	}{
-		{"wrong CA", issue(rogue, "orbit-odm", roleExt), now, ErrPartnerUntrusted},
-		{"missing role", issue(consortium, "orbit-odm"), now, ErrNoRole},
-		{"unknown role", issue(consortium, "orbit-odm", unknownRole), now, ErrBadRole},
-		{"role not UTF8String", issue(consortium, "orbit-odm", notUTF8), now, ErrBadRole},
-		{"bad name", issue(consortium, "Orbit_ODM", roleExt), now, ErrBadPartnerName},
-		{"empty name", issue(consortium, "", roleExt), now, ErrBadPartnerName},
-		{"expired", p.Cert, p.Cert.NotAfter.Add(time.Second), ErrPartnerExpired},
-		{"not yet valid", p.Cert, p.Cert.NotBefore.Add(-time.Second), ErrPartnerExpired},
-		{"CA certificate", consortium.Cert, now, ErrNotPartnerCert},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			_, err := VerifyPartner(c.cert, roots, c.at)
-			if !errors.Is(err, c.want) {
-				t.Fatalf("err = %v, want %v", err, c.want)
-			}
-			t.Log(err)
-		})
-	}
-
-	if _, err := PartnerTemplate("Bad Name", RoleOEM, time.Hour); !errors.Is(err, ErrBadPartnerName) {
+	if _, err := PartnerTemplate("Bad Name", events.RoleOEM, time.Hour); !errors.Is(err, events.ErrBadPartnerName) {
 		t.Errorf("PartnerTemplate bad name: %v", err)
 	}
-	if _, err := PartnerTemplate("x", "janitor", time.Hour); !errors.Is(err, ErrBadRole) {
+	if _, err := PartnerTemplate("x", "janitor", time.Hour); !errors.Is(err, events.ErrBadRole) {
 		t.Errorf("PartnerTemplate bad role: %v", err)
-	}
-	long := bytes.Repeat([]byte("a"), 65)
-	if ValidPartnerName(string(long)) || !ValidPartnerName(string(long[:64])) {
-		t.Error("partner name length limit is not 64")
 	}
 }
 
@@ -305,7 +254,7 @@ func TestDemoRoundTrip(t *testing.T) {
 
 	// Partners verify against the consortium.
 	for name, p := range l.Partners {
-		if _, err := VerifyPartner(p.Cert, l.ConsortiumPool(), time.Now()); err != nil {
+		if _, err := events.VerifyPartner(p.Cert, l.ConsortiumPool(), time.Now()); err != nil {
 			t.Errorf("partner %s: %v", name, err)
 		}
 	}
@@ -315,7 +264,7 @@ func TestDemoRoundTrip(t *testing.T) {
 	if !again.WebTrustRoot.Cert.Equal(d.WebTrustRoot.Cert) {
 		t.Error("second InitDemo replaced the PKI")
 	}
-	if _, err := InitDemo(dir, []PartnerSpec{{"new-odm", RoleODM}}); err == nil {
+	if _, err := InitDemo(dir, []PartnerSpec{{"new-odm", events.RoleODM}}); err == nil {
 		t.Error("InitDemo on an existing PKI without the requested partner succeeded")
 	}
 
@@ -367,27 +316,4 @@ func TestPEMRoundTrip(t *testing.T) {
 	if _, err := ReadKeyPEM(path); err == nil {
 		t.Error("ReadKeyPEM accepted a certificate file")
 	}
-}
-
-func FuzzParseRoleValue(f *testing.F) {
-	for _, r := range Roles {
-		v, _ := asn1.MarshalWithParams(r, "utf8")
-		f.Add(v)
-	}
-	f.Add([]byte{0x0c, 0x00})
-	f.Add([]byte{0x13, 0x02, 'o', 'k'})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		role, err := parseRoleValue(b)
-		if err != nil {
-			return
-		}
-		// Round trip: what parses re-encodes to the same bytes.
-		again, err := asn1.MarshalWithParams(role, "utf8")
-		if err != nil {
-			t.Fatalf("re-encoding %q: %v", role, err)
-		}
-		if !bytes.Equal(again, b) {
-			t.Fatalf("role %q: %x re-encodes to %x", role, b, again)
-		}
-	})
 }

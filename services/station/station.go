@@ -114,7 +114,7 @@ func New(cfg Config) (*Station, error) {
 	if cfg.Key == nil || cfg.NATS == nil || cfg.Ledger == nil {
 		return nil, errors.New("station: Key, NATS and Ledger are required")
 	}
-	if cfg.Role == pki.RoleTPMVendor && cfg.ManufacturingCA == nil {
+	if cfg.Role == events.RoleTPMVendor && cfg.ManufacturingCA == nil {
 		return nil, errors.New("station: a TPM vendor station needs its manufacturing CA")
 	}
 	if len(cfg.QuotePCRs) == 0 {
@@ -304,7 +304,7 @@ func (s *Station) deviceID(ctx context.Context, dev *device.Client) (string, err
 // ActivateCredential in the TPM), issues the EK certificate into the TPM's
 // NV and the IAK certificate, and records tpm.manufactured.
 func (s *Station) Manufacture(ctx context.Context, agentURL string) (*Result, error) {
-	if s.cfg.Role != pki.RoleTPMVendor {
+	if s.cfg.Role != events.RoleTPMVendor {
 		return nil, fmt.Errorf("station: only a TPM vendor manufactures; %s is %s", s.cfg.Name, s.cfg.Role)
 	}
 	dev := device.NewClient(agentURL, s.cfg.HTTPClient)

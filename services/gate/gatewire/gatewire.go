@@ -61,8 +61,9 @@ type Decision struct {
 	OperationID    string    `json:"operationId"`
 	Time           time.Time `json:"time"`
 	Allowed        bool      `json:"allowed"`
-	// Rule names the first check that failed (empty when allowed); Code is
-	// its DPS-shaped error code (RuleCodes).
+	// Rule names the first check that failed (empty when allowed; one of
+	// the events.Rule* names); Code is its DPS-shaped error code
+	// (events.RuleErrorCode).
 	Rule    string  `json:"rule,omitempty"`
 	Code    int     `json:"errorCode,omitempty"`
 	Message string  `json:"message,omitempty"`
@@ -143,47 +144,6 @@ const (
 	StatusAssigned  = "assigned"
 	StatusFailed    = "failed"
 )
-
-// Rule names, in the order the gate checks them.
-const (
-	RuleChallenge      = "challenge"
-	RuleEKIdentity     = "ek-identity"
-	RuleCustodyChain   = "custody-chain"
-	RuleEKChain        = "ek-chain"
-	RuleActivation     = "activation"
-	RuleQuote          = "quote"
-	RuleCounters       = "counters"
-	RuleDecommissioned = "decommissioned"
-	RuleFlagged        = "flagged"
-	RuleStages         = "stages"
-	RulePCRPolicy      = "pcr-policy"
-	RuleReenrollment   = "reenrollment"
-	RuleLDevID         = "ldevid"
-	RuleCSR            = "csr"
-	RuleDPS            = "dps"
-	RuleLedger         = "ledger"
-)
-
-// RuleCodes are the DPS-shaped error codes (six digits, the first three an
-// HTTP status) of refusals, one per rule: registrationState.errorCode.
-var RuleCodes = map[string]int{
-	RuleChallenge:      401101,
-	RuleEKIdentity:     401102,
-	RuleEKChain:        401103,
-	RuleActivation:     401104,
-	RuleQuote:          401105,
-	RuleCounters:       401106,
-	RuleLDevID:         401107,
-	RuleCSR:            400101,
-	RuleDecommissioned: 403101,
-	RuleFlagged:        403102,
-	RuleCustodyChain:   403103,
-	RuleStages:         403104,
-	RulePCRPolicy:      403105,
-	RuleReenrollment:   403106,
-	RuleDPS:            503101,
-	RuleLedger:         503102,
-}
 
 // SASToken signs a DPS SAS token for registration regID in idScope with key
 // (the activated secret), as a device does after activating its credential.

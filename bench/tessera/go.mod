@@ -1,4 +1,4 @@
-module github.com/custodyledger/custody/ledger/bench/tessera
+module github.com/custodyledger/custody/bench/tessera
 
 go 1.26.0
 
@@ -95,4 +95,4 @@ require (
 	k8s.io/klog/v2 v2.140.0 // indirect
 )
 
-replace github.com/custodyledger/custody => ../../..
+replace github.com/custodyledger/custody => ../..

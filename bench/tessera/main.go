@@ -4,7 +4,7 @@
 // published, signed checkpoint. It lives in its own module so that Custody
 // itself does not depend on Tessera.
 //
-//	cd ledger/bench/tessera && go run . [-n 200000] [-dir DIR] [-out FILE]
+//	cd bench/tessera && go run . [-n 200000] [-dir DIR] [-out FILE]
 package main
 
 import (
