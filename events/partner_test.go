@@ -13,7 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // testCA is a minimal self-signed root that issues test certificates; the

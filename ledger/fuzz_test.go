@@ -22,8 +22,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/custodyledger/custody/attest"
-	"github.com/custodyledger/custody/internal/natstest"
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/natstest"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/ledger/pebble"
 	"github.com/custodyledger/custody/services/pki"

@@ -26,8 +26,8 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/attest/tpm"
-	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/pki"
