@@ -39,6 +39,9 @@ type env struct {
 
 func startNode(t *testing.T, ctx context.Context, dir string) (*node.Node, func()) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a whole node (NATS, ledger, stations); run without -short")
+	}
 	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,14 @@ import (
 // Connect starts a JetStream-enabled NATS server with its store in a
 // temporary directory and returns a connection to it; both end with the
 // test.
+//
+// Under -short (`go test -short`, `make test-short`) the test is skipped:
+// -short runs only the tests that need no server.
 func Connect(t testing.TB) *nats.Conn {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts an embedded NATS server; run without -short")
+	}
 	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)

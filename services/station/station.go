@@ -78,8 +78,13 @@ type Config struct {
 	// Key is the partner's signing key (ECDSA P-256), certified by the
 	// consortium CA.
 	Key crypto.Signer
-	// NATS carries events to the ledger and receipts back.
+	// NATS carries events to the ledger and receipts back (through an
+	// events.Publisher). Required unless Transport is set.
 	NATS *nats.Conn
+	// Transport replaces the NATS publisher (tests: a station's rules with
+	// state in memory). Default: an events.Publisher on NATS, keeping
+	// OutboxDir.
+	Transport Transport
 	// Ledger answers custody-state questions (pending offers).
 	Ledger DeviceState
 	// ManufacturingCA issues EK and IAK certificates (TPM vendors only).
@@ -99,10 +104,19 @@ type Config struct {
 	Now        func() time.Time
 }
 
+// Transport carries a station's signed events to the ledger and brings its
+// answers back; *events.Publisher is the real one.
+type Transport interface {
+	// Publish sends a signed envelope and waits for the ledger's receipt.
+	Publish(ctx context.Context, envelope []byte) (*events.Receipt, error)
+	// Resend re-sends the outbox's unanswered events named by digests.
+	Resend(ctx context.Context, digests ...string) (map[string]*events.Receipt, error)
+}
+
 // Station is one partner's station.
 type Station struct {
 	cfg    Config
-	pub    *events.Publisher
+	pub    Transport
 	outbox *events.Outbox
 }
 
@@ -111,8 +125,8 @@ func New(cfg Config) (*Station, error) {
 	if !events.ValidPartnerName(cfg.Name) {
 		return nil, fmt.Errorf("station: invalid partner name %q", cfg.Name)
 	}
-	if cfg.Key == nil || cfg.NATS == nil || cfg.Ledger == nil {
-		return nil, errors.New("station: Key, NATS and Ledger are required")
+	if cfg.Key == nil || (cfg.NATS == nil && cfg.Transport == nil) || cfg.Ledger == nil {
+		return nil, errors.New("station: Key, NATS (or a Transport) and Ledger are required")
 	}
 	if cfg.Role == events.RoleTPMVendor && cfg.ManufacturingCA == nil {
 		return nil, errors.New("station: a TPM vendor station needs its manufacturing CA")
@@ -132,11 +146,15 @@ func New(cfg Config) (*Station, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	s := &Station{cfg: cfg, pub: cfg.Transport}
+	if cfg.Transport != nil {
+		return s, nil
+	}
 	p, err := events.NewPublisher(cfg.NATS, cfg.Name)
 	if err != nil {
 		return nil, err
 	}
-	s := &Station{cfg: cfg, pub: p}
+	s.pub = p
 	if cfg.OutboxDir != "" {
 		if s.outbox, err = events.OpenOutbox(cfg.OutboxDir); err != nil {
 			return nil, err
