@@ -7,9 +7,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/station"
 )
+
+// registration is a consortium connection to n and a signed registration
+// of a new partner, to publish as the consortium.
+func registration(t *testing.T, n *node.Node, name, role, certDigest string) (*nats.Conn, []byte) {
+	t.Helper()
+	nc, err := n.Connect(events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	p, err := n.PKI.ConsortiumCA.NewPartner(name, role, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := events.NewPartnerStatement(events.KindPartnerRegistered,
+		events.PartnerInfo{Name: name, Role: role, Certificate: p.Cert.Raw},
+		certDigest, time.Now(), "0123456789abcdef0123456789abcdef")
+	env, err := events.Sign(context.Background(), st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, env
+}
 
 // TestOutboxRecoversWithoutDuplicates: a publisher that crashed after
 // publishing but before the receipt finds the event in its outbox on
@@ -19,22 +45,7 @@ func TestOutboxRecoversWithoutDuplicates(t *testing.T) {
 	n := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	nc, err := n.Connect(events.ConsortiumPartner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	late, err := n.PKI.ConsortiumCA.NewPartner("late-oem", events.RoleOEM, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := events.NewPartnerStatement(events.KindPartnerRegistered,
-		events.PartnerInfo{Name: "late-oem", Role: events.RoleOEM, Certificate: late.Cert.Raw},
-		"00000000000000000000000000000000000000000000000000000000000000aa", time.Now(), "0123456789abcdef0123456789abcdef")
-	env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, env := registration(t, n, "late-oem", events.RoleOEM, strings.Repeat("0", 62)+"aa")
 	dir := filepath.Join(t.TempDir(), "outbox")
 	ob, err := events.OpenOutbox(dir)
 	if err != nil {
@@ -83,24 +94,7 @@ func TestOutboxRecoversWithoutDuplicates(t *testing.T) {
 // it can send is left.
 func TestStationRecoverSkipsBadEntries(t *testing.T) {
 	n := start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	nc, err := n.Connect(events.ConsortiumPartner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	late, err := n.PKI.ConsortiumCA.NewPartner("late-odm", events.RoleODM, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := events.NewPartnerStatement(events.KindPartnerRegistered,
-		events.PartnerInfo{Name: "late-odm", Role: events.RoleODM, Certificate: late.Cert.Raw},
-		"00000000000000000000000000000000000000000000000000000000000000bb", time.Now(), "0123456789abcdef0123456789abcdef")
-	env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, env := registration(t, n, "late-odm", events.RoleODM, strings.Repeat("0", 62)+"bb")
 	signed, _ := events.Open(env)
 	dir := filepath.Join(t.TempDir(), "outbox")
 	ob, err := events.OpenOutbox(dir)
