@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
@@ -59,6 +60,24 @@ func TestCommitFailure(t *testing.T) {
 	}
 }
 
+// testKeys are a test ledger's TPM trust bundle (just ca) and a new log key.
+func testKeys(t testing.TB, ca *x509.Certificate) (*attest.Bundle, *ledger.LogKey) {
+	t.Helper()
+	trust, err := attest.ParseBundle(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logKey, err := ledger.NewLogKey("custody.test", lk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return trust, logKey
+}
+
 func commitFailure(t *testing.T, persist bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -73,15 +92,7 @@ func commitFailure(t *testing.T, persist bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trust, err := attest.ParseBundle(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	logKey, err := ledger.NewLogKey("custody.test", lk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	trust, logKey := testKeys(t, ca.Cert)
 	l, err := ledger.New(ctx, ledger.Config{Store: store, NATS: nc, LogKey: logKey, Consortium: ca.Cert, TPMTrust: trust, BatchSize: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +180,7 @@ func commitFailure(t *testing.T, persist bool) {
 		}
 	}
 	root, _ := rng.GetRootHash(nil)
-	cp, err := ledger.VerifyCheckpoint(head.Checkpoint, &lk.PublicKey)
+	cp, err := ledger.VerifyCheckpoint(head.Checkpoint, logKey.Public)
 	if err != nil || cp.Size != n || string(cp.Root) != string(root) {
 		t.Fatalf("checkpoint %+v does not commit to the entries (%v)", cp, err)
 	}

@@ -91,15 +91,7 @@ func FuzzAuthenticate(f *testing.F) {
 	if err := ps.Commit(&ledger.Commit{Partners: recs}); err != nil {
 		f.Fatal(err)
 	}
-	trust, err := attest.ParseBundle(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}))
-	if err != nil {
-		f.Fatal(err)
-	}
-	lk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	logKey, err := ledger.NewLogKey("custody.test", lk)
-	if err != nil {
-		f.Fatal(err)
-	}
+	trust, logKey := testKeys(f, ca.Cert)
 	l, err := ledger.New(context.Background(), ledger.Config{Store: ps, NATS: natstest.Connect(f), LogKey: logKey, Consortium: ca.Cert, TPMTrust: trust})
 	if err != nil {
 		f.Fatal(err)
