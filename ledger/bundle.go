@@ -9,9 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
-
-	"github.com/transparency-dev/merkle/proof"
 )
 
 // BundleMediaType names the offline provenance bundle format, version 1.
@@ -119,7 +116,7 @@ func (b *Bundle) verify(logKey *ecdsa.PublicKey) (*VerifiedBundle, error) {
 	}
 	entries, cp, err := VerifyProvenance(b.Provenance, logKey)
 	if err != nil {
-		return nil, fmt.Errorf("bundle: %w", hexRoots(err))
+		return nil, fmt.Errorf("bundle: %w", err)
 	}
 	for i, e := range entries {
 		if e.Statement.Target() != b.Device || e.Statement.Device() != b.Device {
@@ -134,26 +131,3 @@ func (b *Bundle) verify(logKey *ecdsa.PublicKey) (*VerifiedBundle, error) {
 	}
 	return &VerifiedBundle{Device: b.Device, Checkpoint: cp, Entries: entries, ClaimedState: b.Provenance.Device}, nil
 }
-
-// hexRoots makes an inclusion proof's root mismatch in err print its Merkle
-// roots in hex, as the rest of Custody prints hashes (the Merkle library
-// prints them as lists of decimal bytes). The result unwraps to err.
-func hexRoots(err error) error {
-	var rm proof.RootMismatchError
-	if !errors.As(err, &rm) {
-		return err
-	}
-	return &hexRootsError{err: err, rm: rm}
-}
-
-type hexRootsError struct {
-	err error
-	rm  proof.RootMismatchError
-}
-
-func (e *hexRootsError) Error() string {
-	msg := fmt.Sprintf("it leads to root %x, but the signed checkpoint's root is %x", e.rm.CalculatedRoot, e.rm.ExpectedRoot)
-	return strings.Replace(e.err.Error(), e.rm.Error(), msg, 1)
-}
-
-func (e *hexRootsError) Unwrap() error { return e.err }

@@ -1,10 +1,14 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/transparency-dev/merkle/proof"
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
@@ -303,4 +307,31 @@ func sameDevice(a, b *Device) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
+}
+
+// TestProofErrorsPrintHex: a proof that leads to another root names both
+// roots in hex (the Merkle library prints them as lists of decimal bytes),
+// for inclusion and consistency proofs alike, and still matches the
+// library's error.
+func TestProofErrorsPrintHex(t *testing.T) {
+	a, b := []byte("leaf a"), []byte("leaf b")
+	ha, hb := LeafHash(a), LeafHash(b)
+	root2 := Hasher.HashChildren(ha, hb)
+	wrong := bytes.Repeat([]byte{0xee}, 32)
+	for name, err := range map[string]error{
+		"inclusion":   VerifyInclusion(a, 0, 2, [][]byte{hb}, wrong),
+		"consistency": VerifyConsistency(1, 2, [][]byte{hb}, ha, wrong),
+	} {
+		var rm proof.RootMismatchError
+		if err == nil || !errors.As(err, &rm) {
+			t.Fatalf("%s: %v, want a root mismatch", name, err)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, hex.EncodeToString(wrong)) || !strings.Contains(msg, hex.EncodeToString(root2)) || strings.Contains(msg, "[") {
+			t.Errorf("%s: %q does not name both roots in hex", name, msg)
+		}
+	}
+	if err := VerifyInclusion(a, 0, 2, [][]byte{hb}, root2); err != nil {
+		t.Fatalf("a good proof: %v", err)
+	}
 }

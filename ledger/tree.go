@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/sigstore/rekor/pkg/util"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -172,12 +173,12 @@ func ProveConsistency(s Store, size1, size2 uint64) ([][]byte, error) {
 
 // VerifyInclusion checks an inclusion proof of body at index against a root.
 func VerifyInclusion(body []byte, index, size uint64, hashes [][]byte, root []byte) error {
-	return proof.VerifyInclusion(Hasher, index, size, LeafHash(body), hashes, root)
+	return hexRoots(proof.VerifyInclusion(Hasher, index, size, LeafHash(body), hashes, root))
 }
 
 // VerifyConsistency checks a consistency proof between two roots.
 func VerifyConsistency(size1, size2 uint64, hashes [][]byte, root1, root2 []byte) error {
-	return proof.VerifyConsistency(Hasher, size1, size2, hashes, root1, root2)
+	return hexRoots(proof.VerifyConsistency(Hasher, size1, size2, hashes, root1, root2))
 }
 
 // LogKey is the ledger's checkpoint signing identity: an ECDSA P-256 key, as
@@ -243,3 +244,26 @@ func VerifyCheckpoint(note []byte, pub crypto.PublicKey) (*Checkpoint, error) {
 	}
 	return &Checkpoint{Origin: sc.Origin, Size: sc.Size, Root: bytes.Clone(sc.Hash)}, nil
 }
+
+// hexRoots makes a proof's root mismatch in err print its Merkle
+// roots in hex, as the rest of Custody prints hashes (the Merkle library
+// prints them as lists of decimal bytes). The result unwraps to err.
+func hexRoots(err error) error {
+	var rm proof.RootMismatchError
+	if !errors.As(err, &rm) {
+		return err
+	}
+	return &hexRootsError{err: err, rm: rm}
+}
+
+type hexRootsError struct {
+	err error
+	rm  proof.RootMismatchError
+}
+
+func (e *hexRootsError) Error() string {
+	msg := fmt.Sprintf("the proof leads to root %x, but the checkpoint's root is %x", e.rm.CalculatedRoot, e.rm.ExpectedRoot)
+	return strings.Replace(e.err.Error(), e.rm.Error(), msg, 1)
+}
+
+func (e *hexRootsError) Unwrap() error { return e.err }
