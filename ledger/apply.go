@@ -305,7 +305,11 @@ func (l *Ledger) publish(subject string, r *events.Receipt) {
 	if err != nil {
 		return
 	}
-	if err := l.cfg.NATS.Publish(subject, data); err != nil {
+	send := l.cfg.NATS.Publish
+	if l.answer != nil {
+		send = l.answer
+	}
+	if err := send(subject, data); err != nil {
 		l.log.Warn("publishing answer", "subject", subject, "err", err)
 	}
 }

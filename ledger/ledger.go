@@ -102,6 +102,10 @@ type Ledger struct {
 
 	facts *facts // immutable facts for the parallel verification (prepare.go)
 
+	// answer sends a publisher its receipt or rejection: a NATS publish
+	// (publish); tests of the rules without NATS replace it.
+	answer func(subject string, data []byte) error
+
 	ready chan struct{}
 }
 
