@@ -16,6 +16,7 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/eventtest"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/ledger/pebble"
 )
@@ -48,20 +49,10 @@ func bundleFixture(t testing.TB) (string, *ledger.Provenance, *ecdsa.PrivateKey,
 	nodes := map[compact.NodeID][]byte{}
 	var entries []*ledger.Entry
 	for i, dev := range []string{devA, devB, devA} {
-		s := events.NewStatement(events.KindStageRecorded, "orbit-odm", dev, time.Now(), eventID(40+i))
-		s.Predicate.Stage = &events.Stage{Name: events.StageAssembly}
 		// Evidence of the right shape: the bundle proves what was logged, it
 		// does not re-check quotes (the ledger did, against the IAK).
-		s.Predicate.Evidence = &events.Evidence{Attest: []byte{1}, Signature: []byte{2}, PCRs: map[string][]byte{"0": make([]byte, 32)}}
-		env, err := events.Sign(ctx, s, partnerKey, "orbit-odm")
-		if err != nil {
-			t.Fatal(err)
-		}
-		signed, err := events.Open(env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := ledger.HashedRekordBody(signed.Digest[:], signed.Signature, cert)
+		s := eventtest.UnquotedStage("orbit-odm", dev, events.StageAssembly, eventID(40+i))
+		env, signed, body := eventtest.Leaf(t, s, partnerKey, "orbit-odm", cert)
 		e := &ledger.Entry{Index: uint64(i), Digest: signed.Digest[:], Kind: events.KindStageRecorded, Partner: "orbit-odm",
 			Target: dev, Status: events.StatusAccepted, IntegratedTime: time.Now().Unix(), Body: body, Envelope: env}
 		entries = append(entries, e)

@@ -30,6 +30,7 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/internal/clitest"
+	"github.com/custodyledger/custody/internal/eventtest"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/pki"
 )
@@ -241,21 +242,8 @@ func testBundle(t *testing.T, dir string) (bundlePath, logPub string, root []byt
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := events.NewStatement(events.KindStageRecorded, "orbit-odm", testDevice, time.Now(), events.NewEventID())
-	s.Predicate.Stage = &events.Stage{Name: events.StageAssembly}
-	s.Predicate.Evidence = &events.Evidence{Attest: []byte{1}, Signature: []byte{2}, PCRs: map[string][]byte{"0": make([]byte, 32)}}
-	env, err := events.Sign(ctx, s, partnerKey, "orbit-odm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signed, err := events.Open(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := ledger.HashedRekordBody(signed.Digest[:], signed.Signature, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := eventtest.UnquotedStage("orbit-odm", testDevice, events.StageAssembly, events.NewEventID())
+	env, signed, body := eventtest.Leaf(t, s, partnerKey, "orbit-odm", cert)
 	root = ledger.LeafHash(body) // the root of a one-leaf tree
 	cp, err := logKey.SignCheckpoint(ctx, 1, root)
 	if err != nil {
