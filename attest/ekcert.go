@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // TPMInfo is the TPM description an EK certificate carries in its subject
@@ -82,9 +83,18 @@ func EKCertificateTemplate(ekPub crypto.PublicKey, info TPMInfo, notBefore, notA
 func marshalTPMSAN(info TPMInfo) ([]byte, error) {
 	var rdns pkix.RDNSequence
 	for _, a := range []struct {
-		oid asn1.ObjectIdentifier
-		v   string
-	}{{oidTPMManufacturer, info.Manufacturer}, {oidTPMModel, info.Model}, {oidTPMVersion, info.Version}} {
+		oid  asn1.ObjectIdentifier
+		name string
+		v    string
+	}{{oidTPMManufacturer, "manufacturer", info.Manufacturer}, {oidTPMModel, "model", info.Model}, {oidTPMVersion, "version", info.Version}} {
+		// What ParseEKCertificate would refuse is refused here, so no EK
+		// certificate is issued that its own parser cannot read.
+		if len(a.v) > maxDirectoryNameValue {
+			return nil, fmt.Errorf("attest: the TPM %s is %d bytes, over the %d an EK certificate may hold", a.name, len(a.v), maxDirectoryNameValue)
+		}
+		if !utf8.ValidString(a.v) {
+			return nil, fmt.Errorf("attest: the TPM %s %q is not UTF-8", a.name, a.v)
+		}
 		v, err := asn1.MarshalWithParams(a.v, "utf8")
 		if err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,17 @@ func TestEKCertificateTemplateRejects(t *testing.T) {
 	}
 	if _, err := EKCertificateTemplate("key", info, now, now.Add(time.Hour)); err == nil {
 		t.Error("accepted a non-key")
+	}
+	// What ParseEKCertificate would refuse is never issued: a TPM's vendor
+	// strings come from the TPM itself (TPM.Info).
+	for name, bad := range map[string]TPMInfo{
+		"model not UTF-8":        {"id:4D534654", "SLB\xff9670", "id:1"},
+		"model over the limit":   {"id:4D534654", strings.Repeat("m", maxDirectoryNameValue+1), "id:1"},
+		"version over the limit": {"id:4D534654", "m", strings.Repeat("9", maxDirectoryNameValue+1)},
+	} {
+		if _, err := EKCertificateTemplate(k.Public(), bad, now, now.Add(time.Hour)); err == nil || !strings.Contains(err.Error(), "TPM") {
+			t.Errorf("%s: template error %v, want one naming the TPM value", name, err)
+		}
 	}
 }
 

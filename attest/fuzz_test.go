@@ -218,10 +218,10 @@ func FuzzParseIAKCertificate(f *testing.F) {
 // copies it, the EK certificate digest attribute, the device ID as subject
 // CN), issued by a CA, parses back to the same values, and is refused
 // exactly when a value breaks the parser's rules: no device ID, a digest
-// that is not SHA-256 sized, a TPM value that is not UTF-8 or is over its
-// length limit. (marshalTPMSAN does not check the last two itself, so
-// EKCertificateTemplate can write an EK certificate that
-// ParseEKCertificate refuses.) Seeds are the values of iakFuzzSeeds'
+// that is not SHA-256 sized. A TPM value that is not UTF-8 or is over its
+// length limit is refused by the encoder itself (marshalTPMSAN), so
+// EKCertificateTemplate never writes an EK certificate that
+// ParseEKCertificate refuses. Seeds are the values of iakFuzzSeeds'
 // certificates.
 func FuzzIAKCertificateRoundTrip(f *testing.F) {
 	ca := attesttest.NewRootCA(f, "Vendor")
@@ -240,12 +240,16 @@ func FuzzIAKCertificateRoundTrip(f *testing.F) {
 	f.Add("dev", make([]byte, sha256.Size), "id:1", "SLB\xff9670", "v", false)
 	f.Fuzz(func(t *testing.T, deviceID string, digest []byte, manufacturer, model, version string, criticalSAN bool) {
 		info := TPMInfo{Manufacturer: manufacturer, Model: model, Version: version}
+		tpmOK := true
+		for _, v := range []string{manufacturer, model, version} {
+			tpmOK = tpmOK && utf8.ValidString(v) && len(v) <= maxDirectoryNameValue
+		}
 		san, err := marshalTPMSAN(info)
+		if (err == nil) != tpmOK {
+			t.Fatalf("encoding TPM %+v: %v; the parser would accept it: %v", info, err, tpmOK)
+		}
 		if err != nil {
-			if utf8.ValidString(manufacturer + model + version) {
-				t.Fatalf("cannot encode TPM %+v: %v", info, err)
-			}
-			return // a UTF8String holds UTF-8 only
+			return // refused as the parser would refuse it
 		}
 		sda, err := marshalEKCertDigest(digest)
 		if err != nil {
