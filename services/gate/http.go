@@ -1,8 +1,10 @@
 package gate
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -42,8 +44,8 @@ func (g *Gate) Handler() http.Handler {
 			return
 		}
 		var req gatewire.RegisterRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
-			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, "the request body is not a registration: "+err.Error())
+		if msg := decodeRegistration(io.LimitReader(r.Body, maxBody), &req); msg != "" {
+			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, "the request body is not a registration: "+msg)
 			return
 		}
 		if req.RegistrationID != r.PathValue("registrationId") {
@@ -151,4 +153,35 @@ func dpsError(w http.ResponseWriter, status, code int, msg string) {
 		"errorCode": code, "trackingId": newOperationID(), "message": msg,
 		"timestampUtc": time.Now().UTC().Format(time.RFC3339Nano),
 	})
+}
+
+// decodeRegistration reads exactly one JSON registration request from body.
+// It returns "" or a sentence for the caller that names the JSON problem
+// (where, which field, what JSON type) without the decoder's Go internals.
+func decodeRegistration(body io.Reader, req *gatewire.RegisterRequest) string {
+	dec := json.NewDecoder(body)
+	err := dec.Decode(req)
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var b64 base64.CorruptInputError
+	switch {
+	case err == nil:
+		if dec.Decode(&json.RawMessage{}) != io.EOF {
+			return "it holds more than one JSON value"
+		}
+		return ""
+	case errors.Is(err, io.EOF):
+		return "it is empty"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "it ends in the middle of a JSON value"
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("it is not JSON (at byte %d)", syntax.Offset)
+	case errors.As(err, &typ) && typ.Field != "":
+		return fmt.Sprintf("field %s cannot hold a JSON %s", typ.Field, typ.Value)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("it is a JSON %s, not an object", typ.Value)
+	case errors.As(err, &b64):
+		return fmt.Sprintf("a field that holds bytes is not base64 (at its byte %d)", int64(b64))
+	}
+	return "its JSON does not fit a registration request"
 }

@@ -126,3 +126,28 @@ func pool(p *pki.Demo) *x509.CertPool {
 	roots.AddCert(p.TLSCA)
 	return roots
 }
+
+// TestRegisterBodyRefusals: a body that is not exactly one registration is
+// refused with a sentence about the JSON, never the decoder's Go types, and
+// trailing data after the registration is not ignored.
+func TestRegisterBodyRefusals(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{``, "it is empty"},
+		{`{"registrationId":`, "ends in the middle"},
+		{`{"registrationId" 1}`, "not JSON"},
+		{`{"registrationId":7}`, "field registrationId cannot hold a JSON number"},
+		{`[1,2]`, "not an object"},
+		{`{"registrationId":"x","tpm":{"endorsementKey":"!!"}}`, "not base64"},
+		{`{"registrationId":"x"} {"registrationId":"y"}`, "more than one JSON value"},
+	} {
+		var req gatewire.RegisterRequest
+		msg := gate.DecodeRegistration(strings.NewReader(tc.body), &req)
+		if !strings.Contains(msg, tc.want) || strings.Contains(msg, "Go ") || strings.Contains(msg, "gatewire") || strings.Contains(msg, "[]uint8") {
+			t.Errorf("body %q: %q, want a sentence containing %q", tc.body, msg, tc.want)
+		}
+	}
+	var req gatewire.RegisterRequest
+	if msg := gate.DecodeRegistration(strings.NewReader(`{"registrationId":"x"}`+"\n"), &req); msg != "" || req.RegistrationID != "x" {
+		t.Errorf("a good body: %q, %+v", msg, req)
+	}
+}

@@ -1,0 +1,4 @@
+package gate
+
+// DecodeRegistration exposes decodeRegistration to the external tests.
+var DecodeRegistration = decodeRegistration
