@@ -215,8 +215,11 @@ func (c *Client) Call(ctx context.Context, op string, req *Request) (*Response, 
 	}
 	defer resp.Body.Close()
 	var out Response
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("station %s: %s", op, resp.Status)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&out); err != nil {
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+			return nil, fmt.Errorf("station %s: %s answers %s: no station API there; a station's URL ends in its partner, such as http://127.0.0.1:8480/stations/delta-ems (custodyd) or the --listen address of custody station run", op, c.base, resp.Status)
+		}
+		return nil, fmt.Errorf("station %s: %s answers %s, not a station's JSON", op, c.base, resp.Status)
 	}
 	switch {
 	case resp.StatusCode == http.StatusConflict && out.Receipt != nil:

@@ -329,3 +329,14 @@ func TestPendingOffers(t *testing.T) {
 		t.Fatal("a ledger error was swallowed")
 	}
 }
+
+// TestClientWrongURL: a URL that is not a station's says so and how a
+// station's URL looks, instead of a bare "404 Not Found".
+func TestClientWrongURL(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	_, err := station.NewClient(srv.URL+"/stations", nil).Call(context.Background(), "offer", &station.Request{Agent: "http://127.0.0.1:1", To: "blue-operator"})
+	if err == nil || !strings.Contains(err.Error(), "no station API there") || !strings.Contains(err.Error(), "/stations/delta-ems") {
+		t.Fatalf("Call = %v", err)
+	}
+}
