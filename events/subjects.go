@@ -1,6 +1,7 @@
 package events
 
 import (
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,4 +61,27 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		Replicas:    replicas,
 		Discard:     jetstream.DiscardOld,
 	}
+}
+
+// InboxPrefix is the reply-inbox prefix of a NATS user: "_INBOX_<user>".
+// Each partner has its own, which only it may subscribe to, so no partner
+// reads another's JetStream acks or answers.
+func InboxPrefix(user string) string { return "_INBOX_" + user }
+
+// IsInbox reports whether subject is a reply inbox: under a user's own
+// prefix (InboxPrefix) or NATS's default "_INBOX.". The ledger answers
+// requests only there: a reply subject is chosen by the requester, and an
+// answer published by the ledger's own connection anywhere else (an event
+// subject, a KV key, the checkpoint topic) would be a write in the ledger's
+// name.
+func IsInbox(subject string) bool {
+	rest, ok := strings.CutPrefix(subject, "_INBOX")
+	if !ok || len(rest) < 2 || strings.ContainsAny(subject, " \t\r\n*>") {
+		return false
+	}
+	if rest[0] == '.' {
+		return true
+	}
+	user, tail, ok := strings.Cut(rest[1:], ".")
+	return rest[0] == '_' && ok && tail != "" && ValidPartnerName(user)
 }

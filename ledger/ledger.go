@@ -399,8 +399,12 @@ func (l *Ledger) LogKey() *LogKey { return l.cfg.LogKey }
 // answerStatus replies to a status request (body: event digest in hex) with
 // the event's receipt, its rejection, or status "unknown".
 func (l *Ledger) answerStatus(m *nats.Msg) {
-	r := &events.Receipt{Digest: string(m.Data), Status: events.StatusUnknown}
+	if !events.IsInbox(m.Reply) {
+		return // an answer there would be a write in the ledger's name
+	}
+	r := &events.Receipt{Status: events.StatusUnknown, Reason: "the request is an event digest: 64 hex digits"}
 	if d, err := hex.DecodeString(string(m.Data)); err == nil && len(d) == 32 {
+		r = &events.Receipt{Digest: hex.EncodeToString(d), Status: events.StatusUnknown}
 		if rc, err := l.EventStatus(d); err == nil {
 			r = rc
 		} else if !errors.Is(err, ErrNotFound) {

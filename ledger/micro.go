@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/custodyledger/custody/events"
 )
 
 // MicroSubjectPrefix is where the ledger's query service listens:
@@ -37,7 +39,15 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 	}
 	g := svc.AddGroup(MicroSubjectPrefix)
 	add := func(name string, fn func(micro.Request)) error {
-		return g.AddEndpoint(name, micro.HandlerFunc(fn))
+		return g.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) {
+			// The requester chooses the reply subject; the ledger's
+			// connection may publish anywhere, so it answers only into
+			// an inbox (events.IsInbox), never onto an event subject, a
+			// KV key or the checkpoint topic.
+			if events.IsInbox(r.Reply()) {
+				fn(r)
+			}
+		}))
 	}
 	errs := []error{
 		add("checkpoint", func(r micro.Request) { _ = r.Respond(l.Head().Checkpoint) }),

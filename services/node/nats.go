@@ -23,10 +23,6 @@ import (
 // LedgerUser is the NATS user of the ledger (and the node's own services).
 const LedgerUser = "custody-ledger"
 
-// InboxPrefix is the reply-inbox prefix of a NATS user. Each partner gets its
-// own, so no partner can read another's JetStream acks or status replies.
-func InboxPrefix(user string) string { return "_INBOX_" + user }
-
 // PartnerPermissions are what a partner's NATS user may do: publish events
 // under its own subject prefix and status requests; read only its own
 // receipts, rejections and reply inbox.
@@ -45,7 +41,7 @@ func PartnerPermissions(partner string) *server.Permissions {
 			events.CheckpointTopic,
 			events.ReceiptsPrefix + "." + partner + ".>",
 			events.RejectPrefix + "." + partner + ".>",
-			InboxPrefix(partner) + ".>",
+			events.InboxPrefix(partner) + ".>",
 		}},
 	}
 }
@@ -192,7 +188,7 @@ func UserOptions(user string, kp nkeys.KeyPair) []nats.Option {
 	return []nats.Option{
 		nats.Name(user),
 		nats.Nkey(pub, kp.Sign),
-		nats.CustomInboxPrefix(InboxPrefix(user)),
+		nats.CustomInboxPrefix(events.InboxPrefix(user)),
 		nats.MaxReconnects(-1),
 	}
 }
