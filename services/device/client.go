@@ -38,12 +38,32 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("device: HTTP %d: %s", e.StatusCode, e.Message)
 }
 
+// CallError is any failure of a call to a device's API: it could not be
+// reached, answered with an error (wrapping *APIError), or answered
+// something that is not the API's. Callers that face other parties (a
+// station's API) say that the device failed without repeating what the
+// device said, which is the device's text, not theirs.
+type CallError struct {
+	Method, Path string
+	Err          error
+}
+
+func (e *CallError) Error() string { return fmt.Sprintf("device: %s %s: %v", e.Method, e.Path, e.Err) }
+func (e *CallError) Unwrap() error { return e.Err }
+
 // maxResponse bounds a device answer.
 const maxResponse = 1 << 20
 
 // do sends a request with an optional JSON body and decodes a JSON answer
 // into out (if not nil). wantStatus is the success status.
 func (c *Client) do(ctx context.Context, method, path string, in, out any, wantStatus int) error {
+	if err := c.call(ctx, method, path, in, out, wantStatus); err != nil {
+		return &CallError{Method: method, Path: path, Err: err}
+	}
+	return nil
+}
+
+func (c *Client) call(ctx context.Context, method, path string, in, out any, wantStatus int) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -62,15 +82,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, wantS
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("device: %s %s: %w", method, path, err)
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return fmt.Errorf("device: %s %s: read answer: %w", method, path, err)
+		return fmt.Errorf("read answer: %w", err)
 	}
 	if len(data) > maxResponse {
-		return fmt.Errorf("device: %s %s: answer larger than %d bytes", method, path, maxResponse)
+		return fmt.Errorf("answer larger than %d bytes", maxResponse)
 	}
 	if resp.StatusCode != wantStatus {
 		var e errorResponse
@@ -81,7 +101,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, wantS
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("device: %s %s: malformed answer: %w", method, path, err)
+			return fmt.Errorf("malformed answer: %w", err)
 		}
 	}
 	return nil

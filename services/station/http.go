@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/device"
 )
 
 // Request is the body of every station API call.
@@ -93,6 +95,11 @@ func (s *Station) Handler() http.Handler {
 				reply(w, http.StatusConflict, &Response{Device: res.Device, Receipt: rej.Receipt, Code: rej.Receipt.Code, Error: rej.Receipt.Reason})
 			case errors.As(err, &pending):
 				reply(w, http.StatusConflict, &Response{Device: pending.Device, Code: CodeWouldEquivocate, Error: pending.Error()})
+			case errors.As(err, new(*device.CallError)):
+				// What the device said, and whether anything listens at
+				// the address, stays in the station's log.
+				s.cfg.Logger.Warn("device agent call failed", "op", path, "agent", req.Agent, "err", err)
+				reply(w, http.StatusBadGateway, &Response{Code: "device", Error: "the device agent gave no usable answer; the station's log has the detail"})
 			case err != nil:
 				reply(w, http.StatusBadGateway, &Response{Code: "station", Error: err.Error()})
 			default:
@@ -149,8 +156,8 @@ func (r *Request) Check(op string) (field, rule string) {
 	if !slices.Contains(Operations, op) {
 		return "", fmt.Sprintf("unknown operation %q: a station's operations are %s", op, strings.Join(Operations, ", "))
 	}
-	if !strings.HasPrefix(r.Agent, "http://") && !strings.HasPrefix(r.Agent, "https://") {
-		return "agent", "must be the device agent's http(s) URL (its factory API, as custody-agent serve prints it)"
+	if _, err := AgentURL(r.Agent); err != nil {
+		return "agent", err.Error()
 	}
 	switch op {
 	case "stage":
@@ -228,4 +235,19 @@ func (c *Client) Call(ctx context.Context, op string, req *Request) (*Response, 
 		return &out, fmt.Errorf("station %s: %s: %s", op, out.Code, out.Error)
 	}
 	return &out, nil
+}
+
+// AgentURL checks a device agent's address as a caller gave it and returns
+// the base URL the station calls: scheme and host only. The station adds
+// the API's paths itself, so a caller cannot aim it at another path, query
+// or user of the host.
+func AgentURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "":
+		return "", errors.New("must be the device agent's http(s) URL (its factory API, as custody-agent serve prints it, e.g. http://127.0.0.1:41234)")
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") || u.Opaque != "":
+		return "", errors.New("must be the device agent's base URL, scheme://host:port only: no user, path, query or fragment")
+	}
+	return u.Scheme + "://" + u.Host, nil
 }

@@ -98,7 +98,8 @@ type Config struct {
 	OutboxDir string
 	// ReceiptTimeout bounds the wait for the ledger's answer. Default 30s.
 	ReceiptTimeout time.Duration
-	// HTTPClient reaches device agents. Default http.DefaultClient.
+	// HTTPClient reaches device agents (default: a 2-minute timeout).
+	// Redirects are never followed.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -138,8 +139,15 @@ func New(cfg Config) (*Station, error) {
 		cfg.ReceiptTimeout = 30 * time.Second
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = http.DefaultClient
+		cfg.HTTPClient = &http.Client{Timeout: 2 * time.Minute}
 	}
+	// A device agent's address comes from the caller: a redirect would let
+	// it send the station elsewhere, so none is followed.
+	hc := *cfg.HTTPClient
+	if hc.CheckRedirect == nil {
+		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+	cfg.HTTPClient = &hc
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -245,6 +253,15 @@ func (s *Station) Unconfirmed() ([]string, error) {
 	return s.outbox.Digests()
 }
 
+// device is a client for the agent at agentURL (checked by AgentURL).
+func (s *Station) device(agentURL string) (*device.Client, error) {
+	base, err := AgentURL(agentURL)
+	if err != nil {
+		return nil, fmt.Errorf("station: agent %w", err)
+	}
+	return device.NewClient(base, s.cfg.HTTPClient), nil
+}
+
 // Name is the partner's name.
 func (s *Station) Name() string { return s.cfg.Name }
 
@@ -325,7 +342,10 @@ func (s *Station) Manufacture(ctx context.Context, agentURL string) (*Result, er
 	if s.cfg.Role != events.RoleTPMVendor {
 		return nil, fmt.Errorf("station: only a TPM vendor manufactures; %s is %s", s.cfg.Name, s.cfg.Role)
 	}
-	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	dev, err := s.device(agentURL)
+	if err != nil {
+		return nil, err
+	}
 	id, err := dev.Identity(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("station: device identity: %w", err)
@@ -391,7 +411,10 @@ func (s *Station) RecordStage(ctx context.Context, agentURL, stage, note string)
 	if stage == events.StageFirmwareProgrammed {
 		return nil, errors.New("station: firmware is recorded by ProgramFirmware, which programs it")
 	}
-	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	dev, err := s.device(agentURL)
+	if err != nil {
+		return nil, err
+	}
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
 		return nil, err
@@ -408,7 +431,10 @@ func (s *Station) ProgramFirmware(ctx context.Context, agentURL string, image []
 	if len(image) == 0 {
 		return nil, errors.New("station: empty firmware image")
 	}
-	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	dev, err := s.device(agentURL)
+	if err != nil {
+		return nil, err
+	}
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
 		return nil, err
@@ -472,7 +498,10 @@ func (s *Station) Equivocate(ctx context.Context, agentURL, to string) (*Result,
 }
 
 func (s *Station) offer(ctx context.Context, agentURL, to string, equivocate bool) (*Result, error) {
-	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	dev, err := s.device(agentURL)
+	if err != nil {
+		return nil, err
+	}
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
 		return nil, err
@@ -495,7 +524,10 @@ func (s *Station) offer(ctx context.Context, agentURL, to string, equivocate boo
 
 // Accept accepts the pending offer of the device behind agentURL.
 func (s *Station) Accept(ctx context.Context, agentURL string) (*Result, error) {
-	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	dev, err := s.device(agentURL)
+	if err != nil {
+		return nil, err
+	}
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
 		return nil, err
@@ -517,7 +549,10 @@ func (s *Station) Flag(ctx context.Context, agentURL, kind, reason, note string)
 	if kind != events.KindDeviceFlagged && kind != events.KindDeviceCleared && kind != events.KindDeviceDecommissioned {
 		return nil, fmt.Errorf("station: %s is not a flag event", kind)
 	}
-	dev := device.NewClient(agentURL, s.cfg.HTTPClient)
+	dev, err := s.device(agentURL)
+	if err != nil {
+		return nil, err
+	}
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
 		return nil, err

@@ -146,6 +146,12 @@ func TestRequestCheck(t *testing.T) {
 		{"manufacture", station.Request{Agent: a}, ""},
 		{"manufacture", station.Request{Agent: "file:///etc/passwd"}, "agent"},
 		{"manufacture", station.Request{Agent: "127.0.0.1:1"}, "agent"},
+		{"manufacture", station.Request{Agent: a + "/"}, ""},
+		{"manufacture", station.Request{Agent: a + "/admin/reset"}, "agent"},
+		{"manufacture", station.Request{Agent: a + "?next=http://10.0.0.1/"}, "agent"},
+		{"manufacture", station.Request{Agent: "http://user:pw@127.0.0.1:1"}, "agent"},
+		{"manufacture", station.Request{Agent: "http://"}, "agent"},
+		{"manufacture", station.Request{Agent: "gopher://127.0.0.1:1"}, "agent"},
 		{"stage", station.Request{Agent: a, Stage: events.StageAssembly}, ""},
 		{"stage", station.Request{Agent: a, Stage: events.StageTestPassed}, ""},
 		{"stage", station.Request{Agent: a, Stage: events.StageFirmwareProgrammed}, "stage"},
@@ -338,5 +344,53 @@ func TestClientWrongURL(t *testing.T) {
 	_, err := station.NewClient(srv.URL+"/stations", nil).Call(context.Background(), "offer", &station.Request{Agent: "http://127.0.0.1:1", To: "blue-operator"})
 	if err == nil || !strings.Contains(err.Error(), "no station API there") || !strings.Contains(err.Error(), "/stations/delta-ems") {
 		t.Fatalf("Call = %v", err)
+	}
+}
+
+// TestDeviceAnswersStayInTheStation: the station calls only the agent's own
+// API paths, follows no redirect, and tells its caller that the device
+// failed without repeating what the device said or whether anything
+// listens at the address (no oracle for probing ports or services).
+func TestDeviceAnswersStayInTheStation(t *testing.T) {
+	var elsewhere sync.Mutex
+	hits := 0
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Lock()
+		hits++
+		elsewhere.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"deviceId": devID})
+	}))
+	defer target.Close()
+	redirecting := httptest.NewServer(http.RedirectHandler(target.URL+"/v1/identity", http.StatusFound))
+	defer redirecting.Close()
+	talkative := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte(`{"error":"SECRET-INTERNAL-DETAIL"}`))
+	}))
+	defer talkative.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close()
+
+	s, tr := newStation(t, "delta-ems", &states{})
+	h := s.Handler()
+	var answers []string
+	for _, agentURL := range []string{redirecting.URL, talkative.URL, closedURL} {
+		code, r := post(t, h, "offer", `{"agent":"`+agentURL+`","to":"blue-operator"}`)
+		if code != http.StatusBadGateway || r.Code != "device" {
+			t.Fatalf("agent %s: answer %d %+v, want 502 device", agentURL, code, r)
+		}
+		if strings.Contains(r.Error, "SECRET") || strings.Contains(r.Error, "refused") || strings.Contains(r.Error, "500") {
+			t.Errorf("agent %s: the answer repeats the device's side: %q", agentURL, r.Error)
+		}
+		answers = append(answers, r.Error)
+	}
+	if answers[1] != answers[2] {
+		t.Errorf("an answering and a closed address differ: %q, %q", answers[1], answers[2])
+	}
+	elsewhere.Lock()
+	defer elsewhere.Unlock()
+	if hits != 0 || tr.published != 0 {
+		t.Fatalf("the station followed a redirect (%d requests elsewhere) or published (%d)", hits, tr.published)
 	}
 }
