@@ -71,7 +71,10 @@ type Response struct {
 // (or logged it as evidence); 409 with code CodeWouldEquivocate, and no
 // receipt, for an offer refused unsigned while the device has an offer from
 // this partner pending (unless the request sets equivocate: true); 400 for
-// a bad request.
+// a bad request, including an agent address that is not scheme://host (see
+// AgentURL); 502 with code "device" when the device agent failed, saying
+// no more (the detail is in the station's log: the address is the caller's
+// choice, so the answer must not tell it what listens there).
 func (s *Station) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(path string, fn func(context.Context, *Request) (*Result, error)) {
