@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/compact"
 
@@ -78,25 +79,51 @@ func testKeys(t testing.TB, ca *x509.Certificate) (*attest.Bundle, *ledger.LogKe
 	return trust, logKey
 }
 
-func commitFailure(t *testing.T, persist bool) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// testLedger is a ledger on a new Pebble store and an embedded NATS server,
+// with a new consortium CA, not yet running.
+type testLedger struct {
+	l      *ledger.Ledger
+	nc     *nats.Conn
+	ca     *pki.CA
+	ps     *pebble.Store
+	logKey *ledger.LogKey
+}
+
+// newTestLedger opens one; wrap (nil: none) wraps the store, batch (0: the
+// default) bounds a batch.
+func newTestLedger(t *testing.T, ctx context.Context, wrap func(*pebble.Store) ledger.Store, batch int) *testLedger {
+	t.Helper()
 	nc := natstest.Connect(t)
 	ps, err := pebble.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ps.Close()
-	store := &faultyStore{Store: ps, failAt: 2, persist: persist}
+	t.Cleanup(func() { _ = ps.Close() })
+	var store ledger.Store = ps
+	if wrap != nil {
+		store = wrap(ps)
+	}
 	ca, err := pki.NewRootCA("Test Consortium", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	trust, logKey := testKeys(t, ca.Cert)
-	l, err := ledger.New(ctx, ledger.Config{Store: store, NATS: nc, LogKey: logKey, Consortium: ca.Cert, TPMTrust: trust, BatchSize: 4})
+	l, err := ledger.New(ctx, ledger.Config{Store: store, NATS: nc, LogKey: logKey, Consortium: ca.Cert, TPMTrust: trust, BatchSize: batch})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &testLedger{l: l, nc: nc, ca: ca, ps: ps, logKey: logKey}
+}
+
+func commitFailure(t *testing.T, persist bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var store *faultyStore
+	tl := newTestLedger(t, ctx, func(ps *pebble.Store) ledger.Store {
+		store = &faultyStore{Store: ps, failAt: 2, persist: persist}
+		return store
+	}, 4)
+	l, nc, ca, ps, logKey := tl.l, tl.nc, tl.ca, tl.ps, tl.logKey
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 	defer func() { cancel(); <-done }()

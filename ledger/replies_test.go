@@ -10,10 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/internal/natstest"
 	"github.com/custodyledger/custody/ledger"
-	"github.com/custodyledger/custody/ledger/pebble"
-	"github.com/custodyledger/custody/services/pki"
 )
 
 // TestRepliesOnlyIntoInboxes: a requester chooses the reply subject of its
@@ -25,21 +22,8 @@ import (
 func TestRepliesOnlyIntoInboxes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	nc := natstest.Connect(t)
-	ps, err := pebble.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ps.Close()
-	ca, err := pki.NewRootCA("Test Consortium", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	trust, logKey := testKeys(t, ca.Cert)
-	l, err := ledger.New(ctx, ledger.Config{Store: ps, NATS: nc, LogKey: logKey, Consortium: ca.Cert, TPMTrust: trust})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tl := newTestLedger(t, ctx, nil, 0)
+	l, nc := tl.l, tl.nc
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 	defer func() { cancel(); <-done }()
