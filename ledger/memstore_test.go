@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
@@ -85,7 +86,7 @@ func (s *memStore) Commit(c *Commit) error {
 	return nil
 }
 
-var errNotAppend = &RuleError{Code: events.CodeInternal, Reason: "memStore: entries must be appended in order"}
+var errNotAppend = errors.New("memStore: entries must be appended in order")
 
 func (s *memStore) Entry(index uint64) (*Entry, error) {
 	s.mu.RLock()

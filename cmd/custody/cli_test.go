@@ -384,8 +384,7 @@ func TestCLIStationOfferEquivocation(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	d := clitest.StartCustodyd(t, data)
-	a := clitest.Start(t, dir, "custody-agent", "serve", "--tpm", "sim:seed=4242", "--state", filepath.Join(dir, "device"))
-	agent := a.WaitLine(t, regexp.MustCompile(`device factory API listening.*url=(\S+)`), time.Minute)[1]
+	agent := clitest.StartAgent(t, dir, 4242)
 
 	stationCall := func(partner, op string, flags ...string) clitest.Result {
 		args := append([]string{"station", "call", op, "--station", d.HTTP + "/stations/" + partner, "--agent", agent}, flags...)

@@ -150,22 +150,6 @@ func poll(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting until %s", what)
 }
 
-// startAgent starts a device agent with a simulated TPM and returns its
-// factory API's URL.
-func startAgent(t *testing.T, seed int) string {
-	t.Helper()
-	dir := t.TempDir()
-	addr := filepath.Join(dir, "addr")
-	clitest.Start(t, dir, "custody-agent", "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", filepath.Join(dir, "state"), "--addr-file", addr)
-	var url string
-	poll(t, "the agent writes its address", func() bool {
-		b, err := os.ReadFile(addr)
-		url = strings.TrimSpace(string(b))
-		return err == nil && url != ""
-	})
-	return url
-}
-
 // manufactureInBackground asks a station for a device's birth record; the
 // request waits for the ledger's answer, which the test may never let come.
 func manufactureInBackground(stationURL, agent string) {
@@ -207,7 +191,7 @@ func TestRestartWithPendingEvent(t *testing.T) {
 
 	// custodyd's own station.
 	{
-		agent := startAgent(t, 71)
+		agent := clitest.StartAgent(t, t.TempDir(), 71)
 		outbox := filepath.Join(data, "outbox", "acme-tpm")
 		digest := pendingEvent(t, l, d.HTTP+"/stations/acme-tpm", agent, outbox)
 		d.Kill()
@@ -238,7 +222,7 @@ func TestRestartWithPendingEvent(t *testing.T) {
 
 	// A standalone station, as its partner runs it.
 	{
-		agent := startAgent(t, 72)
+		agent := clitest.StartAgent(t, t.TempDir(), 72)
 		dir := t.TempDir()
 		outbox := filepath.Join(dir, "outbox")
 		listening := regexp.MustCompile(`station listening.*url=(\S+)`)

@@ -242,3 +242,14 @@ func StartCustodyd(t testing.TB, data string, extra ...string) *Custodyd {
 	m := s.WaitLine(t, readyLine, 2*time.Minute)
 	return &Custodyd{Server: s, HTTP: m[1], DPS: m[2], NATS: m[3], Data: data}
 }
+
+var agentListening = regexp.MustCompile(`device factory API listening.*url=(\S+)`)
+
+// StartAgent starts `custody-agent serve` with the in-process simulated TPM
+// of seed (one per process, so one agent process per device), its state in
+// dir, and returns its factory API's URL once it listens.
+func StartAgent(t testing.TB, dir string, seed int) string {
+	t.Helper()
+	a := Start(t, dir, "custody-agent", "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", filepath.Join(dir, "device"))
+	return a.WaitLine(t, agentListening, time.Minute)[1]
+}
