@@ -40,7 +40,10 @@ func TestRepliesOnlyIntoInboxes(t *testing.T) {
 
 	hostile := []string{
 		events.EventSubject("nova-oem", strings.Repeat("7", 64)), // into another partner's events (and the stream)
-		"$KV." + ledger.CheckpointBucket + ".latest",             // over the published checkpoint
+		// Into the checkpoint bucket. Not its key "latest": the ledger
+		// writes its own checkpoint there, the same note a hostile
+		// checkpoint query would write.
+		"$KV." + ledger.CheckpointBucket + ".hijacked",
 		"custody.v1.hijack",
 		"_INBOX",        // the bare namespace
 		"_INBOXX.a",     // not the namespace
