@@ -21,11 +21,14 @@ import (
 //	                                  (its envelope only for a reader with a right to it)
 //	GET /v1/devices/{id}/provenance   a device's history with proofs (partners only)
 //	GET /v1/events/{digest}           a publisher's receipt or rejection
+//	                                  (that publisher only)
 //	GET /v1/partners/{name}/pending   devices with a pending offer to a partner
 //	                                  (that partner only)
 //
-// Private reads take "Authorization: Bearer <token>", a read token the
-// partner signs (NewReadToken; see access.go for who may read what).
+// Private reads need a proven caller (identity.go): the partner's mTLS
+// client certificate or, as the alternative, "Authorization: Bearer
+// <token>", a short-lived read token the partner signs (NewReadToken; see
+// access.go for who may read what).
 func (l *Ledger) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/log/checkpoint", func(w http.ResponseWriter, r *http.Request) {
@@ -108,14 +111,25 @@ func (l *Ledger) Handler() http.Handler {
 		writeJSON(w, map[string]any{"devices": ids})
 	})
 	mux.HandleFunc("GET /v1/events/{digest}", func(w http.ResponseWriter, r *http.Request) {
+		// A digest is in every public leaf, so it is no secret: only the
+		// event's publisher reads its receipt, and anyone else gets the
+		// answer an unknown digest gets (nothing tells whether it exists).
+		reader, ok := l.httpReader(w, r)
+		if !ok {
+			return
+		}
+		if reader == "" {
+			accessError(w, ErrUnauthenticated)
+			return
+		}
 		d, err := hex.DecodeString(r.PathValue("digest"))
 		if err != nil || len(d) != 32 {
 			httpError(w, http.StatusBadRequest, "bad-request", "digest must be 64 hex digits")
 			return
 		}
 		rc, err := l.EventStatus(d)
-		if errors.Is(err, ErrNotFound) {
-			httpError(w, http.StatusNotFound, "not-found", "the ledger has not seen that event")
+		if errors.Is(err, ErrNotFound) || (err == nil && rc.Partner != reader) {
+			httpError(w, http.StatusNotFound, "not-found", "no event with that digest published by "+reader)
 			return
 		}
 		if err != nil {
@@ -127,15 +141,15 @@ func (l *Ledger) Handler() http.Handler {
 	return mux
 }
 
-// httpReader authenticates the request's bearer token: "" for none; false
-// (after answering 401) for a bad one.
+// httpReader is the proven caller's name: "" for anonymous; false (after
+// answering 401) for a credential that proves no partner.
 func (l *Ledger) httpReader(w http.ResponseWriter, r *http.Request) (string, bool) {
-	reader, err := l.Authenticate(r.Header.Get("Authorization"))
+	c, err := l.caller(r)
 	if err != nil {
 		accessError(w, err)
 		return "", false
 	}
-	return reader, true
+	return c.Name, true
 }
 
 // accessError answers an authentication or authorisation failure.

@@ -421,7 +421,7 @@ func TestCustodyRules(t *testing.T) {
 	}
 	req, _ := http.NewRequest(http.MethodGet, n2.URL()+"/ledger/v1/devices/"+e.device+"/provenance", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n2.HTTPClient("").Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

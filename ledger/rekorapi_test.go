@@ -39,6 +39,7 @@ import (
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/pki"
 )
 
 // TestHashedRekordBodyIsCanonical holds the ledger's leaf builder to
@@ -83,9 +84,9 @@ func TestHashedRekordBodyIsCanonical(t *testing.T) {
 }
 
 // rekorGet fetches a Rekor API path and decodes the JSON answer into v.
-func rekorGet(t *testing.T, url string, v any) {
+func rekorGet(t *testing.T, hc *http.Client, url string, v any) {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := hc.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +170,7 @@ func TestRekorAPI(t *testing.T) {
 	n, stop := startNode(t, ctx, t.TempDir())
 	defer stop()
 	base := n.URL()
+	hc := n.HTTPClient("") // anonymous: the Rekor API is public
 	keyPEM := pemOf(t, &n.PKI.LogKey.PublicKey)
 	v, err := signature.LoadVerifier(&n.PKI.LogKey.PublicKey, crypto.SHA256)
 	if err != nil {
@@ -177,7 +179,7 @@ func TestRekorAPI(t *testing.T) {
 	treeID := n.Ledger.LogKey().TreeID
 
 	// The public key, as PEM.
-	resp, err := http.Get(base + "/api/v1/log/publicKey?treeID=" + strconv.FormatInt(treeID, 10))
+	resp, err := hc.Get(base + "/api/v1/log/publicKey?treeID=" + strconv.FormatInt(treeID, 10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +190,7 @@ func TestRekorAPI(t *testing.T) {
 	}
 
 	var info models.LogInfo
-	rekorGet(t, base+"/api/v1/log", &info)
+	rekorGet(t, hc, base+"/api/v1/log", &info)
 	if *info.TreeSize < 1 || *info.TreeID != strconv.FormatInt(treeID, 10) {
 		t.Fatalf("log info: size %d tree %s", *info.TreeSize, *info.TreeID)
 	}
@@ -203,7 +205,7 @@ func TestRekorAPI(t *testing.T) {
 	// Every entry by index, then by UUID and entry ID, verifies.
 	for i := range *info.TreeSize {
 		var le models.LogEntry
-		rekorGet(t, fmt.Sprintf("%s/api/v1/log/entries?logIndex=%d", base, i), &le)
+		rekorGet(t, hc, fmt.Sprintf("%s/api/v1/log/entries?logIndex=%d", base, i), &le)
 		if len(le) != 1 {
 			t.Fatalf("entry %d: %d entries", i, len(le))
 		}
@@ -214,7 +216,7 @@ func TestRekorAPI(t *testing.T) {
 			}
 			for _, q := range []string{id, id[16:]} {
 				var byID models.LogEntry
-				rekorGet(t, base+"/api/v1/log/entries/"+q, &byID)
+				rekorGet(t, hc, base+"/api/v1/log/entries/"+q, &byID)
 				if e2, ok := byID[id]; !ok || *e2.LogIndex != i {
 					t.Fatalf("entry %s: %v", q, byID)
 				}
@@ -222,7 +224,7 @@ func TestRekorAPI(t *testing.T) {
 		}
 	}
 	var missing models.Error
-	if resp, err := http.Get(fmt.Sprintf("%s/api/v1/log/entries?logIndex=%d", base, *info.TreeSize)); err != nil || resp.StatusCode != http.StatusNotFound {
+	if resp, err := hc.Get(fmt.Sprintf("%s/api/v1/log/entries?logIndex=%d", base, *info.TreeSize)); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("entry past the end: %v %v", resp.Status, err)
 	} else {
 		_ = json.NewDecoder(resp.Body).Decode(&missing)
@@ -250,9 +252,9 @@ func TestRekorAPI(t *testing.T) {
 	}
 	grow("grey-operator", 90)
 	var info2 models.LogInfo
-	rekorGet(t, base+"/api/v1/log", &info2)
+	rekorGet(t, hc, base+"/api/v1/log", &info2)
 	var cp models.ConsistencyProof
-	rekorGet(t, fmt.Sprintf("%s/api/v1/log/proof?firstSize=%d&lastSize=%d", base, *info.TreeSize, *info2.TreeSize), &cp)
+	rekorGet(t, hc, fmt.Sprintf("%s/api/v1/log/proof?firstSize=%d&lastSize=%d", base, *info.TreeSize, *info2.TreeSize), &cp)
 	var hs [][]byte
 	for _, h := range cp.Hashes {
 		b, _ := hex.DecodeString(h)
@@ -268,14 +270,14 @@ func TestRekorAPI(t *testing.T) {
 	}
 	// A proof to an older size carries that size's root.
 	var cpOld models.ConsistencyProof
-	rekorGet(t, fmt.Sprintf("%s/api/v1/log/proof?firstSize=1&lastSize=%d", base, *info.TreeSize), &cpOld)
+	rekorGet(t, hc, fmt.Sprintf("%s/api/v1/log/proof?firstSize=1&lastSize=%d", base, *info.TreeSize), &cpOld)
 	if *cpOld.RootHash != *info.RootHash {
 		t.Fatalf("proof to size %d: root %s, want %s", *info.TreeSize, *cpOld.RootHash, *info.RootHash)
 	}
 
 	// Search by UUID, index and proposed entry.
 	var last models.LogEntry
-	rekorGet(t, fmt.Sprintf("%s/api/v1/log/entries?logIndex=%d", base, *info2.TreeSize-1), &last)
+	rekorGet(t, hc, fmt.Sprintf("%s/api/v1/log/entries?logIndex=%d", base, *info2.TreeSize-1), &last)
 	var lastID string
 	var lastBody []byte
 	for id, le := range last {
@@ -283,7 +285,7 @@ func TestRekorAPI(t *testing.T) {
 		lastBody, _ = base64.StdEncoding.DecodeString(le.Body.(string))
 	}
 	q := fmt.Sprintf(`{"entryUUIDs":[%q,%q],"logIndexes":[0],"entries":[%s]}`, lastID, strings.Repeat("ab", 32), lastBody)
-	resp, err = http.Post(base+"/api/v1/log/entries/retrieve", "application/json", strings.NewReader(q))
+	resp, err = hc.Post(base+"/api/v1/log/entries/retrieve", "application/json", strings.NewReader(q))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +316,9 @@ func TestRekorAPI(t *testing.T) {
 		run := func(args ...string) []byte {
 			t.Helper()
 			cmd := exec.Command(cli, append(args, "--rekor_server", base, "--format", "json")...)
-			cmd.Env = append(os.Environ(), "HOME="+home)
+			// Over TLS: rekor-cli trusts the node's TLS CA as any Go
+			// program does, through SSL_CERT_FILE.
+			cmd.Env = append(os.Environ(), "HOME="+home, "SSL_CERT_FILE="+filepath.Join(n.PKI.Dir, pki.FileTLSCA))
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("rekor-cli %s: %v\n%s", strings.Join(args, " "), err, out)

@@ -315,9 +315,9 @@ Flags:
 	}
 	var t tpmFlags
 	t.register(fs)
-	gateURL := fs.String("gate", "http://127.0.0.1:8480/gate", "the operator's enrollment gate")
+	gateURL := fs.String("gate", "https://127.0.0.1:8480/gate", "the operator's enrollment gate")
 	idScope := fs.String("id-scope", "0ne00C057D1", "the operator's DPS ID scope")
-	dpsCA := fs.String("dps-ca", "", "PEM file of roots for the DPS endpoint (default: system roots; the demo's is <pki>/tls/ca.pem)")
+	dpsCA := fs.String("dps-ca", "", "PEM file of roots for the gate's and the DPS endpoint's TLS certificates (default: system roots; the demo's is <pki>/tls/ca.pem)")
 	apiVersion := fs.String("api-version", gatewire.APIVersion2025, "DPS api-version spoken to the gate (2025-07-01-preview also sends a CSR)")
 	poll := fs.Duration("poll", 2*time.Second, "interval between registration operation polls (gate and DPS)")
 	retries := fs.Int("retries", 3, "retries after a transport or server error (each retry is a complete enrollment; a refusal is never retried)")

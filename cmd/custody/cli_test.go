@@ -387,7 +387,7 @@ func TestCLIStationOfferEquivocation(t *testing.T) {
 	agent := clitest.StartAgent(t, dir, 4242)
 
 	stationCall := func(partner, op string, flags ...string) clitest.Result {
-		args := append([]string{"station", "call", op, "--station", d.HTTP + "/stations/" + partner, "--agent", agent}, flags...)
+		args := append([]string{"station", "call", op, "--station", d.HTTP + "/stations/" + partner, "--pki", filepath.Join(data, "pki"), "--agent", agent}, flags...)
 		return clitest.Run(t, dir, "custody", args...)
 	}
 	var device string

@@ -130,8 +130,8 @@ func provenanceCmd(ctx context.Context, args []string) error {
 
 Prints a device's custody timeline from the ledger, and with --bundle writes
 it as an offline bundle. Histories are private: you read as a partner
-(--as), with a read token signed by its key (from --key, or the demo PKI in
---pki). The device's custodian and the recipient of its pending offer see
+(--as), proven by its certificate from the PKI in --pki (mTLS) or, with
+--key, by a short-lived read token signed by that key. The device's custodian and the recipient of its pending offer see
 its whole history; a partner that handled it before sees its own entries.
 Every entry's inclusion proof, leaf and partner signature is verified
 against the ledger's signed checkpoint with the log's public key, which is
@@ -141,12 +141,12 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	server := fs.String("server", "http://127.0.0.1:8480", "custodyd's HTTP address")
+	server := fs.String("server", "https://127.0.0.1:8480", "custodyd's API address")
 	logKey := fs.String("log-key", ".custody/pki/log/log.pub", "the ledger's checkpoint public key (PEM)")
 	asJSON := fs.Bool("json", false, "print the verified provenance as JSON")
 	as := fs.String("as", "", "read as this partner (required), e.g. blue-operator")
 	keyFile := fs.String("key", "", "the partner's private key (PEM); default: from the demo PKI in --pki")
-	pkiDir := fs.String("pki", ".custody/pki", "demo PKI directory, for --as without --key")
+	pkiDir := fs.String("pki", ".custody/pki", "PKI directory: the TLS CA and, for --as without --key, the partner's certificate and key")
 	bundle := fs.String("bundle", "", `also write the verified provenance as a self-contained offline bundle ("-": stdout); check it anywhere with "custody verify FILE --log-key KEY"`)
 	// Flags may follow the device ID.
 	device, err := parseInterleaved(fs, args, "DEVICE")
@@ -164,11 +164,25 @@ Flags:
 	if err != nil {
 		return err
 	}
-	key, err := partnerKey(*as, *keyFile, *pkiDir)
-	if err != nil {
-		return err
+	var lc *station.LedgerClient
+	if *keyFile != "" {
+		key, err := partnerKey(*as, *keyFile, *pkiDir)
+		if err != nil {
+			return err
+		}
+		hc, err := apiClient(*pkiDir, "")
+		if err != nil {
+			return err
+		}
+		lc = station.NewLedgerClient(strings.TrimRight(*server, "/")+"/ledger", hc).WithIdentity(*as, key)
+	} else {
+		hc, err := apiClient(*pkiDir, *as)
+		if err != nil {
+			return err
+		}
+		lc = station.NewLedgerClient(strings.TrimRight(*server, "/")+"/ledger", hc)
 	}
-	p, err := station.NewLedgerClient(strings.TrimRight(*server, "/")+"/ledger", nil).WithIdentity(*as, key).Provenance(device)
+	p, err := lc.Provenance(device)
 	if errors.Is(err, ledger.ErrNotFound) {
 		return fmt.Errorf("the ledger has no record of device %s", device)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -81,8 +82,9 @@ Flags:
 	role := fs.String("role", "", "instead of --partner: the role (tpm-vendor, odm, oem, ems, operator) of the PKI's only partner with it")
 	pkiDir := fs.String("pki", ".custody/pki", "PKI directory (partner key, NKEY seed, vendor manufacturing CA)")
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server")
-	ledgerURL := fs.String("ledger", "http://127.0.0.1:8480/ledger", "the ledger's HTTP API")
-	listen := fs.String("listen", "127.0.0.1:8490", "listen address of the station API")
+	ledgerURL := fs.String("ledger", "https://127.0.0.1:8480/ledger", "the ledger's HTTP API")
+	listen := fs.String("listen", "127.0.0.1:8490", "listen address of the station API (TLS with the PKI's server certificate; it answers only the partner's own certificate)")
+	deviceNets := fs.String("device-networks", "127.0.0.0/8,::1/128", "comma-separated CIDR prefixes device agents may be reached on; any other agent address is refused without being contacted")
 	outbox := fs.String("outbox", "", "outbox directory (default .custody/station-<partner>/outbox; custodyd's own stations use <data>/outbox/<partner>)")
 	logFormat := logging.Flag(fs)
 	if err := parse(fs, args, 0); err != nil {
@@ -125,9 +127,17 @@ Flags:
 		*outbox = ".custody/station-" + *partner + "/outbox"
 	}
 	logger := logging.New(os.Stderr, *logFormat, nil).With("partner", *partner)
+	nets, err := station.ParseDeviceNetworks(strings.Split(*deviceNets, ","))
+	if err != nil {
+		return usageErrorf("station run: --device-networks: %v", err)
+	}
+	hc, err := d.HTTPClient(p.Name)
+	if err != nil {
+		return err
+	}
 	cfg := station.Config{
-		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc,
-		Ledger: station.NewLedgerClient(*ledgerURL, nil).WithIdentity(p.Name, p.Key), OutboxDir: *outbox, Logger: logger,
+		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc, DeviceNetworks: nets,
+		Ledger: station.NewLedgerClient(*ledgerURL, hc), OutboxDir: *outbox, Logger: logger,
 	}
 	if p.Role == events.RoleTPMVendor {
 		cfg.ManufacturingCA = d.VendorMfgCA
@@ -148,15 +158,19 @@ Flags:
 			logger.Error("outbox recovery stopped", "err", err)
 		}
 	}()
-	logger.Info("station listening", "url", "http://"+ln.Addr().String(), "role", p.Role)
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("station listening", "url", "https://"+ln.Addr().String(), "role", p.Role)
+	srv := &http.Server{
+		Handler:           station.RequirePartner(s.Handler(), p.Name, d.ConsortiumPool()),
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{*d.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12},
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -191,7 +205,9 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	stationURL := fs.String("station", "http://127.0.0.1:8480/stations/acme-tpm", "the station's API")
+	stationURL := fs.String("station", "https://127.0.0.1:8480/stations/acme-tpm", "the station's API")
+	as := fs.String("as", "", "call as this partner, with its certificate from --pki (default: the partner the --station URL ends in); a station answers only its own partner")
+	pkiDir := fs.String("pki", ".custody/pki", "PKI directory: the TLS CA and the partner's certificate and key")
 	agent := fs.String("agent", "", "the device agent's factory API URL (required)")
 	to := fs.String("to", "", "recipient partner (offer)")
 	stage := fs.String("stage", "", "stage name: assembly or test-passed (stage)")
@@ -226,7 +242,11 @@ Flags:
 	if field, rule := req.Check(op); rule != "" {
 		return usageErrorf("station call %s: --%s: %s; run \"custody station call --help\" for each operation's flags", op, field, rule)
 	}
-	resp, err := station.NewClient(*stationURL, nil).Call(ctx, op, req)
+	hc, err := stationClient(*pkiDir, *as, *stationURL)
+	if err != nil {
+		return err
+	}
+	resp, err := station.NewClient(*stationURL, hc).Call(ctx, op, req)
 	if resp != nil {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -259,18 +279,24 @@ Accept one with "custody station call accept --agent URL".`,
 func stationList(ctx context.Context, what string, args []string) error {
 	fs := flag.NewFlagSet("station "+what, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: custody station %s [--station URL]\n\n%s\n\nFlags:\n", what, stationListHelp[what])
+		fmt.Fprintf(fs.Output(), "Usage: custody station %s [--station URL] [--as PARTNER] [--pki DIR]\n\n%s\n\nFlags:\n", what, stationListHelp[what])
 		fs.PrintDefaults()
 	}
-	stationURL := fs.String("station", "http://127.0.0.1:8480/stations/acme-tpm", "the station's API")
+	stationURL := fs.String("station", "https://127.0.0.1:8480/stations/acme-tpm", "the station's API")
+	as := fs.String("as", "", "call as this partner, with its certificate from --pki (default: the partner the --station URL ends in)")
+	pkiDir := fs.String("pki", ".custody/pki", "PKI directory: the TLS CA and the partner's certificate and key")
 	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	hc, err := stationClient(*pkiDir, *as, *stationURL)
+	if err != nil {
 		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *stationURL+"/v1/"+what, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -288,4 +314,16 @@ func stationList(ctx context.Context, what string, args []string) error {
 		fmt.Println(string(d))
 	}
 	return nil
+}
+
+// stationClient is the HTTP client a station call uses: as partner as (or
+// the partner the station URL ends in), from the PKI in pkiDir.
+func stationClient(pkiDir, as, stationURL string) (*http.Client, error) {
+	if as == "" {
+		as = stationPartner(stationURL)
+	}
+	if as == "" {
+		return nil, usageErrorf("--station %s names no partner: say whose station it is with --as PARTNER", stationURL)
+	}
+	return apiClient(pkiDir, as)
 }

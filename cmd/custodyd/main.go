@@ -18,6 +18,7 @@ import (
 
 	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/station"
 )
 
 func main() {
@@ -54,9 +55,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	nets, err := station.ParseDeviceNetworks(strings.Split(s.deviceNets, ","))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "custodyd: --device-networks:", err)
+		os.Exit(2)
+	}
 	n, err := node.New(ctx, node.Config{
-		DataDir: s.data, PKIDir: s.pki, HTTPAddr: s.http, DPSAddr: s.dps, NATSAddr: s.nats,
-		IDScope: s.idScope, Hubs: strings.Split(s.hubs, ","), Origin: s.origin, LedgerCacheMiB: s.cacheMiB, Logger: logger,
+		DataDir: s.data, PKIDir: s.pki, HTTPAddr: s.http, DPSAddr: s.dps, NATSAddr: s.nats, InsecureHTTP: s.insecureHTTP,
+		DeviceNetworks: nets, IDScope: s.idScope, Hubs: strings.Split(s.hubs, ","), Origin: s.origin, LedgerCacheMiB: s.cacheMiB, Logger: logger,
 	})
 	if err != nil {
 		fail(err)
@@ -69,8 +75,9 @@ func main() {
 // settings are custodyd's flags, set from the command line and --config.
 type settings struct {
 	config, data, pki, http, dps, nats, idScope, hubs, origin string
+	deviceNets                                                string
 	cacheMiB, gcPercent                                       int
-	verbose                                                   bool
+	verbose, insecureHTTP                                     bool
 	logFormat                                                 *logging.Format
 }
 
@@ -84,8 +91,11 @@ Runs Custody on one machine: NATS JetStream (embedded), the ledger, the
 partner stations, the enrollment gate and a DPS emulator. A demo PKI is
 created in --pki on first start (or use "custody pki init").
 
-HTTP API (--http):
-  /ledger/v1/...            checkpoints, proofs, provenance
+HTTP API (--http), over TLS with the PKI's server certificate (<pki>/tls/ca.pem
+is its CA); partners and operators authenticate with their partner
+certificate (mTLS), anonymous callers read only public proofs:
+  /ledger/v1/...            checkpoints, proofs (public); provenance, receipts (parties)
+  /api/v1/...               the Rekor v1 read API (public)
   /stations/<partner>/v1/   factory-floor API of each partner's station
   /gate/<idScope>/registrations/<id>/register   first-boot enrollment
   /healthz                  200 once ready
@@ -110,6 +120,8 @@ Flags:
 	fs.StringVar(&s.origin, "origin", "custody.local", "checkpoint origin hostname (the note origin is \"<origin> - <tree ID>\")")
 	fs.IntVar(&s.cacheMiB, "ledger-cache-mb", 256, "the ledger store's block cache in MiB; proofs are fastest while the tree's nodes (about 90 bytes per leaf) fit in it")
 	fs.IntVar(&s.gcPercent, "gc-percent", node.GCPercent, "the Go garbage collector's GOGC (ignored when the GOGC variable is set): the node allocates about 200 kB per enrollment decision and keeps a heap of tens of MB, so collecting less often saves CPU for a few hundred MB of memory")
+	fs.StringVar(&s.deviceNets, "device-networks", "127.0.0.0/8,::1/128", "comma-separated CIDR prefixes the stations may reach device agents on; any other agent address is refused without being contacted")
+	fs.BoolVar(&s.insecureHTTP, "insecure-http", false, "DEVELOPMENT ONLY: serve the HTTP API as plain HTTP, without client identities (logged loudly)")
 	fs.BoolVar(&s.verbose, "v", false, "debug logging")
 	return fs
 }

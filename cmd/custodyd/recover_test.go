@@ -107,9 +107,9 @@ func (l *ledgerConn) status(t *testing.T, digest string) *events.Receipt {
 }
 
 // logSize is the ledger's tree size, from its checkpoint note.
-func logSize(t *testing.T, httpURL string) string {
+func logSize(t *testing.T, d *clitest.Custodyd) string {
 	t.Helper()
-	resp, err := http.Get(httpURL + "/ledger/v1/log/checkpoint")
+	resp, err := d.Client(t, "").Get(d.HTTP + "/ledger/v1/log/checkpoint")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,10 +152,10 @@ func poll(t *testing.T, what string, cond func() bool) {
 
 // manufactureInBackground asks a station for a device's birth record; the
 // request waits for the ledger's answer, which the test may never let come.
-func manufactureInBackground(stationURL, agent string) {
+func manufactureInBackground(hc *http.Client, stationURL, agent string) {
 	go func() {
 		body := fmt.Sprintf(`{"agent":%q}`, agent)
-		resp, err := http.Post(stationURL+"/v1/manufacture", "application/json", strings.NewReader(body))
+		resp, err := hc.Post(stationURL+"/v1/manufacture", "application/json", strings.NewReader(body))
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -164,11 +164,11 @@ func manufactureInBackground(stationURL, agent string) {
 
 // pendingEvent leaves one real event behind in outbox: published, held in
 // the stream, never answered. It returns the event's digest.
-func pendingEvent(t *testing.T, l *ledgerConn, stationURL, agent, outbox string) string {
+func pendingEvent(t *testing.T, l *ledgerConn, hc *http.Client, stationURL, agent, outbox string) string {
 	t.Helper()
 	l.hold(t)
 	before := l.messages(t)
-	manufactureInBackground(stationURL, agent)
+	manufactureInBackground(hc, stationURL, agent)
 	var digests []string
 	poll(t, "the event is in the outbox and in the stream", func() bool {
 		digests = outboxDigests(t, outbox)
@@ -193,7 +193,7 @@ func TestRestartWithPendingEvent(t *testing.T) {
 	{
 		agent := clitest.StartAgent(t, t.TempDir(), 71)
 		outbox := filepath.Join(data, "outbox", "acme-tpm")
-		digest := pendingEvent(t, l, d.HTTP+"/stations/acme-tpm", agent, outbox)
+		digest := pendingEvent(t, l, d.Client(t, "acme-tpm"), d.HTTP+"/stations/acme-tpm", agent, outbox)
 		d.Kill()
 
 		// Before the fix the restart failed on every start: "re-sending …:
@@ -206,13 +206,13 @@ func TestRestartWithPendingEvent(t *testing.T) {
 		if r.Status != events.StatusAccepted {
 			t.Fatalf("recovered event: %+v, want accepted", r)
 		}
-		size := logSize(t, d.HTTP)
+		size := logSize(t, d)
 
 		// Another restart re-sends nothing and logs nothing twice.
 		d.Stop(t)
 		d = clitest.StartCustodyd(t, data)
 		l = dialLedger(t, d)
-		if got := logSize(t, d.HTTP); got != size {
+		if got := logSize(t, d); got != size {
 			t.Fatalf("log size %s after a clean restart, was %s", got, size)
 		}
 		if again := l.status(t, digest); again.LogIndex != r.LogIndex {
@@ -230,14 +230,14 @@ func TestRestartWithPendingEvent(t *testing.T) {
 			"--nats", d.NATS, "--ledger", d.HTTP + "/ledger", "--listen", "127.0.0.1:0", "--outbox", outbox}
 		st := clitest.Start(t, dir, "custody", args...)
 		url := st.WaitLine(t, listening, time.Minute)[1]
-		digest := pendingEvent(t, l, url, agent, outbox)
+		digest := pendingEvent(t, l, d.Client(t, "acme-tpm"), url, agent, outbox)
 		st.Kill()
 
 		// The ledger is still held: the station must start and serve
 		// anyway, with the event still pending.
 		st = clitest.Start(t, dir, "custody", args...)
 		url = st.WaitLine(t, listening, time.Minute)[1]
-		resp, err := http.Get(url + "/v1/unconfirmed")
+		resp, err := d.Client(t, "acme-tpm").Get(url + "/v1/unconfirmed")
 		if err != nil {
 			t.Fatal(err)
 		}

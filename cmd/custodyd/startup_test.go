@@ -22,10 +22,11 @@ import (
 // that could not listen, and generous for a loaded CI machine.
 const refusedWithin = 15 * time.Second
 
-// healthy checks that custodyd at httpURL answers /healthz with 200.
-func healthy(t *testing.T, httpURL string) {
+// healthy checks that custodyd at httpURL, with its data in data, answers
+// /healthz with 200 (over TLS, trusting the PKI's CA).
+func healthy(t *testing.T, data, httpURL string) {
 	t.Helper()
-	resp, err := http.Get(httpURL + "/healthz")
+	resp, err := clitest.Client(t, filepath.Join(data, "pki"), "").Get(httpURL + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,13 +81,13 @@ func TestDataInUse(t *testing.T) {
 	if second.Log() != want {
 		t.Fatalf("custodyd printed:\n%s\nwant:\n%s", second.Log(), want)
 	}
-	healthy(t, first.HTTP)
+	healthy(t, data, first.HTTP)
 	first.Stop(t)
 	if err := first.ExitErr(); err != nil {
 		t.Fatalf("the first custodyd: %v", err)
 	}
 	// Stopped, the first leaves the folder to the next.
-	healthy(t, clitest.StartCustodyd(t, data).HTTP)
+	healthy(t, data, clitest.StartCustodyd(t, data).HTTP)
 }
 
 // TestLogFormat runs the servers with --log-format json (custodyd, a
@@ -101,7 +102,7 @@ func TestLogFormat(t *testing.T) {
 		d := clitest.Start(t, dir, "custodyd", "--log-format", "json", "--data", data,
 			"--http", "127.0.0.1:0", "--dps", "127.0.0.1:0", "--nats", "127.0.0.1:0")
 		m := d.WaitLine(t, regexp.MustCompile(`"msg":"custody node ready","http":"([^"]+)","dps":"[^"]+","nats":"([^"]+)"`), 2*time.Minute)
-		healthy(t, m[1])
+		healthy(t, data, m[1])
 		st := clitest.Start(t, dir, "custody", "station", "run", "--log-format", "json", "--role", "tpm-vendor",
 			"--pki", filepath.Join(data, "pki"), "--nats", m[2], "--ledger", m[1]+"/ledger",
 			"--listen", "127.0.0.1:0", "--outbox", filepath.Join(dir, "outbox"))
@@ -125,7 +126,7 @@ func TestLogFormat(t *testing.T) {
 	})
 	t.Run("text", func(t *testing.T) {
 		d := clitest.StartCustodyd(t, filepath.Join(t.TempDir(), "data"), "--log-format", "text")
-		healthy(t, d.HTTP)
+		healthy(t, d.Data, d.HTTP)
 	})
 	t.Run("invalid", func(t *testing.T) {
 		for _, args := range [][]string{
@@ -175,7 +176,7 @@ log-format = text
 	if m[1] == "http://127.0.0.1:8480" || m[3] != `""` {
 		t.Errorf("ready with http=%s nats=%s; want the file's: a free port and no NATS listener", m[1], m[3])
 	}
-	healthy(t, m[1])
+	healthy(t, data, m[1])
 	if _, err := os.Stat(filepath.Join(data, "ledger")); err != nil {
 		t.Errorf("the ledger is not in the file's data folder: %v", err)
 	}
@@ -187,7 +188,7 @@ log-format = text
 		id := strings.Repeat("ab", 32)
 		req, _ := http.NewRequest(http.MethodPut, m[1]+"/gate/"+scope+"/registrations/"+id+"/register?api-version="+gatewire.APIVersion,
 			strings.NewReader(`{"registrationId":"`+id+`"}`))
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := clitest.Client(t, filepath.Join(data, "pki"), "").Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/custodyledger/custody/services/pki"
 )
 
 var (
@@ -252,4 +255,26 @@ func StartAgent(t testing.TB, dir string, seed int) string {
 	t.Helper()
 	a := Start(t, dir, "custody-agent", "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", filepath.Join(dir, "device"))
 	return a.WaitLine(t, agentListening, time.Minute)[1]
+}
+
+// Client is an HTTP client of custodyd's API from the PKI in pkiDir, acting
+// as partner ("" for anonymous): it trusts the PKI's TLS CA and presents
+// the partner's certificate.
+func Client(t testing.TB, pkiDir, partner string) *http.Client {
+	t.Helper()
+	d, err := pki.LoadDemo(pkiDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := d.HTTPClient(partner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hc
+}
+
+// Client is an HTTP client of this custodyd acting as partner ("" for
+// anonymous), from the PKI in its data folder.
+func (d *Custodyd) Client(t testing.TB, partner string) *http.Client {
+	return Client(t, filepath.Join(d.Data, "pki"), partner)
 }

@@ -281,7 +281,7 @@ func (r *runner) step(d *DeviceReport, partner, op string, req *station.Request)
 		req = &station.Request{}
 	}
 	req.Agent = r.urls[d]
-	c := station.NewClient(r.n.URL()+"/stations/"+partner, nil)
+	c := station.NewClient(r.n.URL()+"/stations/"+partner, r.n.HTTPClient(partner))
 	resp, err := c.Call(r.ctx, op, req)
 	var rej *station.RejectedError
 	s := Step{Partner: partner, Op: op}
@@ -360,7 +360,7 @@ func firstBoot(ctx context.Context, n *node.Node, agentURL string) (*FirstBoot, 
 // holds it (histories are private to their parties), and verifies it
 // offline against the log key from the PKI.
 func (r *runner) timeline(d *DeviceReport) error {
-	p, err := station.NewLedgerClient(r.n.URL()+"/ledger", nil).WithIdentity(operator, r.n.PKI.Partners[operator].Key).Provenance(d.ID)
+	p, err := station.NewLedgerClient(r.n.URL()+"/ledger", r.n.HTTPClient(operator)).Provenance(d.ID)
 	if err != nil {
 		return fmt.Errorf("%s: provenance: %w", d.Name, err)
 	}

@@ -32,9 +32,12 @@ type EnrollConfig struct {
 	IDScope string
 	// DPSRoots verifies the DPS endpoint's TLS certificate (nil: system roots).
 	DPSRoots *x509.CertPool
+	// GateRoots verifies the gate's TLS certificate when HTTPClient is nil
+	// (nil: DPSRoots, as in the demo, where one TLS CA serves both).
+	GateRoots *x509.CertPool
 	// PCRs quoted for the gate. Default [0].
 	PCRs []int
-	// HTTPClient reaches the gate. Default http.DefaultClient.
+	// HTTPClient reaches the gate. Default: a client trusting GateRoots.
 	HTTPClient *http.Client
 	// APIVersion is the DPS api-version spoken to the gate. Default
 	// gatewire.APIVersion2025 (2025-07-01-preview), with which the device also
@@ -191,7 +194,11 @@ func prepareRegistration(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg
 		cfg.PCRs = []int{0}
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = http.DefaultClient
+		roots := cfg.GateRoots
+		if roots == nil {
+			roots = cfg.DPSRoots
+		}
+		cfg.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}, Timeout: 2 * time.Minute}
 	}
 	hc := cfg.HTTPClient
 	ek, err := tp.EK(ekAlg)

@@ -200,7 +200,7 @@ func setupBench(n, total, bulkProcs int) (*benchSetup, error) {
 	var bulkCPU atomic.Int64
 	g.Go(func() error {
 		var r helperReply
-		if err := s.devices.do(&helperCmd{Op: "setup", N: n, Node: nd.URL()}, &r); err != nil {
+		if err := s.devices.do(&helperCmd{Op: "setup", N: n, Node: nd.URL(), PKI: nd.PKI.Dir}, &r); err != nil {
 			return fmt.Errorf("swtpm devices: %w", err)
 		}
 		return nil
@@ -333,7 +333,7 @@ func BenchmarkGateDecisions(b *testing.B) {
 		if !s.fresh {
 			// Untimed: new devices through the supply chain, so that every
 			// decision is a device's first enrollment.
-			if err := s.devices.do(&helperCmd{Op: "setup", N: k, Node: s.n.URL()}, &r); err != nil {
+			if err := s.devices.do(&helperCmd{Op: "setup", N: k, Node: s.n.URL(), PKI: s.n.PKI.Dir}, &r); err != nil {
 				b.Fatal(err)
 			}
 			s.ledger += k
@@ -528,6 +528,7 @@ type helperCmd struct {
 	N       int    `json:"n"`
 	Conc    int    `json:"conc,omitempty"`
 	Node    string `json:"node,omitempty"`
+	PKI     string `json:"pki,omitempty"` // the node's PKI: TLS CA, partner certificates
 	Gate    string `json:"gate,omitempty"`
 	IDScope string `json:"idScope,omitempty"`
 }
@@ -649,9 +650,30 @@ func serveCommands(do func(*helperCmd) (*helperReply, error)) error {
 	}
 }
 
-// stationClient is the HTTP client of helpers for the node's stations.
-func stationClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 2 * time.Minute}
+// stationClients returns the HTTP clients of helpers for the node's
+// stations and gate, one per partner ("" for anonymous), from the node's
+// PKI in pkiDir.
+func stationClients(pkiDir string) (func(partner string) *http.Client, error) {
+	d, err := pki.LoadDemo(pkiDir)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	clients := map[string]*http.Client{}
+	return func(partner string) *http.Client {
+		mu.Lock()
+		defer mu.Unlock()
+		if c, ok := clients[partner]; ok {
+			return c
+		}
+		c, err := d.HTTPClient(partner)
+		if err != nil {
+			panic(err)
+		}
+		c.Transport.(*http.Transport).MaxIdleConnsPerHost = 1024
+		clients[partner] = c
+		return c
+	}, nil
 }
 
 // deviceHelper is the state of the device-side process.
@@ -660,18 +682,13 @@ type deviceHelper struct {
 	batch    int
 	devices  []*benchDevice
 	cleanups []func()
-	client   *http.Client // to the gate
+	clients  func(partner string) *http.Client // from the node's PKI (setup)
 	regs     []*device.Registration
 }
 
 // gateClient is the devices' HTTP client for the gate, which keeps a
 // connection per concurrent call alive from one round to the next.
-func (h *deviceHelper) gateClient() *http.Client {
-	if h.client == nil {
-		h.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}, Timeout: 2 * time.Minute}
-	}
-	return h.client
-}
+func (h *deviceHelper) gateClient() *http.Client { return h.clients("") }
 
 func (h *deviceHelper) close() {
 	for i := len(h.cleanups) - 1; i >= 0; i-- {
@@ -690,7 +707,10 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 		h.devices = make([]*benchDevice, c.N)
 		var mu sync.Mutex
 		cleanup := func(f func()) { mu.Lock(); h.cleanups = append(h.cleanups, f); mu.Unlock() }
-		hc := stationClient()
+		var err error
+		if h.clients, err = stationClients(c.PKI); err != nil {
+			return nil, err
+		}
 		var g errgroup.Group
 		g.SetLimit(8)
 		for i := range c.N {
@@ -700,7 +720,7 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 					return err
 				}
 				h.devices[i] = d
-				if d.id, err = runSteps(ctx, hc, c.Node, d.http.URL, factorySteps, toOperator); err != nil {
+				if d.id, err = runSteps(ctx, h.clients, c.Node, d.http.URL, factorySteps, toOperator); err != nil {
 					return err
 				}
 				ek, err := d.tpm.EK(tpm.ECCP256)
@@ -822,7 +842,10 @@ func bulkDevices(dir string) (int, error) {
 	var cur atomic.Pointer[http.Handler]
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*cur.Load()).ServeHTTP(w, r) }))
 	defer srv.Close()
-	hc := stationClient()
+	clients, err := stationClients(pkiDir)
+	if err != nil {
+		return 0, err
+	}
 	for i := range count {
 		tp, err := tpm.Open("sim:seed=" + strconv.Itoa(seed+i))
 		if err != nil {
@@ -836,10 +859,10 @@ func bulkDevices(dir string) (int, error) {
 			}
 			h := d.Handler()
 			cur.Store(&h)
-			if rec.id, err = runSteps(ctx, hc, nodeURL, srv.URL, factorySteps[:1]); err != nil {
+			if rec.id, err = runSteps(ctx, clients, nodeURL, srv.URL, factorySteps[:1]); err != nil {
 				return err
 			}
-			rec.tpm, rec.dev = tp, device.NewClient(srv.URL, hc)
+			rec.tpm, rec.dev = tp, device.NewClient(srv.URL, nil)
 			return rec.chain(ctx)
 		}()
 		if err != nil {

@@ -168,7 +168,7 @@ func (e *env) call(agent, partner, op string, req *station.Request) (*station.Re
 		req = &station.Request{}
 	}
 	req.Agent = agent
-	return station.NewClient(e.n.URL()+"/stations/"+partner, nil).Call(e.ctx, op, req)
+	return station.NewClient(e.n.URL()+"/stations/"+partner, e.n.HTTPClient(partner)).Call(e.ctx, op, req)
 }
 
 // must runs a station operation that the ledger must accept and returns the
@@ -184,7 +184,7 @@ func (e *env) must(agent, partner, op string, req *station.Request) string {
 
 // factory runs vendor → ODM → OEM → EMS, firmware and test, as the demo.
 func (e *env) factory(agent string) (string, error) {
-	return runSteps(e.ctx, nil, e.n.URL(), agent, factorySteps)
+	return runSteps(e.ctx, e.n.HTTPClient, e.n.URL(), agent, factorySteps)
 }
 
 // step is one station operation on a device.
@@ -215,14 +215,14 @@ var (
 )
 
 // runSteps runs station operations, in order, on the device whose factory
-// API is at agent, through the stations of the node at nodeURL (hc nil:
-// http.DefaultClient), and returns the device ID.
-func runSteps(ctx context.Context, hc *http.Client, nodeURL, agent string, steps ...[]step) (string, error) {
+// API is at agent, through the stations of the node at nodeURL, each called
+// as its own partner (clients), and returns the device ID.
+func runSteps(ctx context.Context, clients func(partner string) *http.Client, nodeURL, agent string, steps ...[]step) (string, error) {
 	var id string
 	for _, s := range slices.Concat(steps...) {
 		req := s.req
 		req.Agent = agent
-		resp, err := station.NewClient(nodeURL+"/stations/"+s.partner, hc).Call(ctx, s.op, &req)
+		resp, err := station.NewClient(nodeURL+"/stations/"+s.partner, clients(s.partner)).Call(ctx, s.op, &req)
 		if err != nil {
 			return "", fmt.Errorf("%s %s: %w", s.partner, s.op, err)
 		}
@@ -352,7 +352,7 @@ func (e *env) wantEnrolled(r *firstBootResult) *x509.Certificate {
 // crl fetches and verifies the gate's CRL.
 func (e *env) crl() *x509.RevocationList {
 	e.t.Helper()
-	resp, err := http.Get(e.n.URL() + "/gate/v1/crl")
+	resp, err := e.n.HTTPClient("").Get(e.n.URL() + "/gate/v1/crl")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -586,7 +586,7 @@ func TestFirstBootGate(t *testing.T) {
 		}
 	})
 	t.Run("decisions", func(t *testing.T) {
-		resp, err := http.Get(e.n.URL() + "/gate/v1/decisions?device=" + ids["flagged"])
+		resp, err := e.n.HTTPClient(e.n.PKI.Partners["blue-operator"].Name).Get(e.n.URL() + "/gate/v1/decisions?device=" + ids["flagged"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -621,7 +621,7 @@ func (e *env) clonedEK(victim, clone string) {
 	q := "?api-version=" + gatewire.APIVersion
 	req := &gatewire.RegisterRequest{RegistrationID: id.DeviceID, TPM: &gatewire.TPMAttestation{EndorsementKey: id.EKPublic}}
 	var ch gatewire.Challenge
-	if status := doJSON(t, http.MethodPut, base+"/register"+q, "", req, &ch); status != http.StatusUnauthorized {
+	if status := doJSON(t, e.n.HTTPClient(""), http.MethodPut, base+"/register"+q, "", req, &ch); status != http.StatusUnauthorized {
 		t.Fatalf("first call: %d", status)
 	}
 	var cred attest.Credential
@@ -646,16 +646,16 @@ func (e *env) clonedEK(victim, clone string) {
 	req.Payload = &gatewire.Evidence{Quote: events.NewEvidence(quote), LDevID: certify}
 	token := gatewire.SASToken(e.n.IDScope(), id.DeviceID, forged, time.Now().Add(time.Minute))
 	var op gatewire.Outcome
-	if status := doJSON(t, http.MethodPut, base+"/register"+q, token, req, &op); status != http.StatusAccepted || op.Status != gatewire.StatusAssigning {
+	if status := doJSON(t, e.n.HTTPClient(""), http.MethodPut, base+"/register"+q, token, req, &op); status != http.StatusAccepted || op.Status != gatewire.StatusAssigning {
 		t.Fatalf("second call: %d %+v", status, op)
 	}
 	// Another credential cannot read the operation.
 	var none gatewire.Outcome
-	if status := doJSON(t, http.MethodGet, base+"/operations/"+op.OperationID+q, "SharedAccessSignature sr=x", nil, &none); status != http.StatusNotFound {
+	if status := doJSON(t, e.n.HTTPClient(""), http.MethodGet, base+"/operations/"+op.OperationID+q, "SharedAccessSignature sr=x", nil, &none); status != http.StatusNotFound {
 		t.Fatalf("an operation was readable with another credential: %d", status)
 	}
 	var out gatewire.Outcome
-	if status := doJSON(t, http.MethodGet, base+"/operations/"+op.OperationID+q, token, nil, &out); status != http.StatusOK {
+	if status := doJSON(t, e.n.HTTPClient(""), http.MethodGet, base+"/operations/"+op.OperationID+q, token, nil, &out); status != http.StatusOK {
 		t.Fatalf("operation: %d", status)
 	}
 	st := out.RegistrationState
@@ -673,7 +673,7 @@ func (e *env) clonedEK(victim, clone string) {
 	}
 }
 
-func doJSON(t *testing.T, method, url, auth string, in, out any) int {
+func doJSON(t *testing.T, hc *http.Client, method, url, auth string, in, out any) int {
 	t.Helper()
 	var body bytes.Buffer
 	if in != nil {
@@ -684,7 +684,7 @@ func doJSON(t *testing.T, method, url, auth string, in, out any) int {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

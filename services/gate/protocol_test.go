@@ -96,7 +96,7 @@ func TestRegistrationProtocol(t *testing.T) {
 				Message    string `json:"message"`
 				TrackingID string `json:"trackingId"`
 			}
-			status := doJSON(t, c.method, c.url, "", rawJSON(c.body), &body)
+			status := doJSON(t, e.n.HTTPClient(""), c.method, c.url, "", rawJSON(c.body), &body)
 			if status != c.status || body.ErrorCode != c.code || !strings.Contains(body.Message, c.msg) || body.TrackingID == "" {
 				t.Fatalf("%d %+v, want %d %d %q", status, body, c.status, c.code, c.msg)
 			}

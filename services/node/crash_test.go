@@ -120,6 +120,18 @@ type crashNode struct {
 	log             *bytes.Buffer
 	kills           int
 	exited          chan struct{}
+	hc              *http.Client // anonymous, trusting the node's TLS CA (once its PKI exists)
+}
+
+// client is an anonymous client of the node's API, or nil before the node
+// has written its PKI.
+func (c *crashNode) client() *http.Client {
+	if c.hc == nil {
+		if d, err := pki.LoadDemo(filepath.Join(c.dir, "pki")); err == nil {
+			c.hc, _ = d.HTTPClient("")
+		}
+	}
+	return c.hc
 }
 
 func freeAddr(t *testing.T) string {
@@ -150,7 +162,9 @@ func (c *crashNode) start() {
 			c.t.Fatalf("node exited during start: %s", c.log)
 		default:
 		}
-		if resp, err := http.Get(c.url() + "/ledger/v1/log/checkpoint"); err == nil {
+		if hc := c.client(); hc == nil {
+			// no PKI yet
+		} else if resp, err := hc.Get(c.url() + "/ledger/v1/log/checkpoint"); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -163,7 +177,7 @@ func (c *crashNode) start() {
 	c.t.Fatalf("node not ready after 2 minutes: %s", c.log)
 }
 
-func (c *crashNode) url() string { return "http://" + c.httpAddr }
+func (c *crashNode) url() string { return "https://" + c.httpAddr }
 
 // kill ends the node with SIGKILL: no deferred close, no flush, no
 // goodbye to NATS clients.
@@ -189,7 +203,11 @@ func (c *crashNode) stop() {
 // checkpoint is the node's latest checkpoint note, or nil if it does not
 // answer.
 func (c *crashNode) checkpoint() []byte {
-	resp, err := http.Get(c.url() + "/ledger/v1/log/checkpoint")
+	hc := c.client()
+	if hc == nil {
+		return nil
+	}
+	resp, err := hc.Get(c.url() + "/ledger/v1/log/checkpoint")
 	if err != nil {
 		return nil
 	}
@@ -257,7 +275,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	// over the network, like an external partner's.
 	st, err := station.New(station.Config{
 		Name: partner, Role: p.Role, Key: p.Key, NATS: nc,
-		Ledger: station.NewLedgerClient(c.url()+"/ledger", nil).WithIdentity(partner, p.Key), ManufacturingCA: demo.VendorMfgCA,
+		Ledger: station.NewLedgerClient(c.url()+"/ledger", must(demo.HTTPClient(partner))), ManufacturingCA: demo.VendorMfgCA,
 		TPMInfo:   attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"},
 		OutboxDir: filepath.Join(t.TempDir(), "station-outbox"),
 	})
@@ -490,4 +508,11 @@ func TestCrashExactlyOnce(t *testing.T) {
 		}
 	}
 	t.Logf("log of %d entries; %d distinct checkpoints consistent with the final one", head.Size, len(checked))
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

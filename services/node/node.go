@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -63,8 +64,16 @@ type Config struct {
 	// Default DataDir/pki.
 	PKIDir string
 	// HTTPAddr serves the ledger (/ledger/), stations (/stations/<name>/)
-	// and the gate (/gate/). Default 127.0.0.1:8480; port 0 picks one.
+	// and the gate (/gate/) over TLS with the PKI's server certificate;
+	// partners authenticate with their certificate (mTLS). Default
+	// 127.0.0.1:8480; port 0 picks one.
 	HTTPAddr string
+	// InsecureHTTP serves HTTPAddr as plain HTTP, without mTLS identities
+	// (read tokens still work): for development only, logged loudly.
+	InsecureHTTP bool
+	// DeviceNetworks are where the stations may reach device agents
+	// (default station.DefaultDeviceNetworks: loopback).
+	DeviceNetworks []netip.Prefix
 	// DPSAddr serves the DPS emulator over TLS. Default 127.0.0.1:8443.
 	DPSAddr string
 	// NATSAddr is the embedded NATS server's client listener; "" means no
@@ -126,6 +135,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.InsecureHTTP {
+		c.Logger.Warn("INSECURE: the API is served as plain HTTP without client identities (--insecure-http); for development only, never on a network", "addr", c.HTTPAddr)
 	}
 	return nil
 }
@@ -218,7 +230,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		sc := station.Config{
 			Name: name, Role: p.Role, Key: p.Key, NATS: nc, Ledger: n.store,
 			TPMInfo: cfg.TPMInfo, Logger: cfg.Logger.With("part", "station", "partner", name),
-			OutboxDir: filepath.Join(cfg.DataDir, "outbox", name),
+			OutboxDir: filepath.Join(cfg.DataDir, "outbox", name), DeviceNetworks: cfg.DeviceNetworks,
 		}
 		if p.Role == events.RoleTPMVendor {
 			sc.ManufacturingCA = n.PKI.VendorMfgCA
@@ -265,11 +277,11 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/ledger/", http.StripPrefix("/ledger", n.Ledger.Handler()))
-	mux.Handle("/api/v1/", n.Ledger.RekorHandler()) // Rekor v1 read API (rekor-cli --rekor_server <node URL>)
-	mux.Handle("/gate/", http.StripPrefix("/gate", n.Gate.Handler()))
+	n.mount(mux, "/ledger/", false, n.Ledger.Handler(), LedgerRoutes)
+	n.mount(mux, "/api/v1/", true, n.Ledger.RekorHandler(), RekorRoutes) // Rekor v1 read API (rekor-cli --rekor_server <node URL>)
+	n.mount(mux, "/gate/", false, n.Gate.Handler(), GateRoutes, cfg.Gate, cfg.Operator)
 	for name, s := range n.Stations {
-		mux.Handle("/stations/"+name+"/", http.StripPrefix("/stations/"+name, s.Handler()))
+		n.mount(mux, "/stations/"+name+"/", false, s.Handler(), StationRoutes(), name)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -280,12 +292,33 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		}
 	})
 	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if !cfg.InsecureHTTP {
+		// Partners present their consortium certificate; the guard checks
+		// it against the registry (ledger.IdentifyCertificate), so the
+		// handshake only asks for it.
+		n.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*n.PKI.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	}
 	n.dpsSrv = &http.Server{Handler: n.DPS.Handler(), TLSConfig: n.DPS.TLSConfig(*n.PKI.TLS), ReadHeaderTimeout: 10 * time.Second}
 	return n, nil
 }
 
-// URL is the node's HTTP base URL.
-func (n *Node) URL() string { return "http://" + n.httpLn.Addr().String() }
+// URL is the node's API base URL (https://, or http:// with InsecureHTTP).
+func (n *Node) URL() string {
+	if n.cfg.InsecureHTTP {
+		return "http://" + n.httpLn.Addr().String()
+	}
+	return "https://" + n.httpLn.Addr().String()
+}
+
+// HTTPClient is a client of the node's API acting as partner ("" for
+// anonymous), trusting the node's TLS CA.
+func (n *Node) HTTPClient(partner string) *http.Client {
+	hc, err := n.PKI.HTTPClient(partner)
+	if err != nil {
+		panic(err) // a partner not in the node's PKI: a bug in the caller
+	}
+	return hc
+}
 
 // DPSURL is the DPS emulator's base URL.
 func (n *Node) DPSURL() string { return "https://" + n.dpsLn.Addr().String() }
@@ -321,7 +354,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.Ledger.Run(gctx) })
 	g.Go(func() error { return n.Gate.Run(gctx) })
-	g.Go(func() error { return serve(gctx, n.httpSrv, n.httpLn, false) })
+	g.Go(func() error { return serve(gctx, n.httpSrv, n.httpLn, !n.cfg.InsecureHTTP) })
 	g.Go(func() error { return serve(gctx, n.dpsSrv, n.dpsLn, true) })
 	g.Go(func() error {
 		if err := n.registerPartners(gctx); err != nil {

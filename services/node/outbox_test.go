@@ -109,7 +109,7 @@ func TestStationRecoverSkipsBadEntries(t *testing.T) {
 	}
 	s, err := station.New(station.Config{
 		Name: events.ConsortiumPartner, Role: "consortium", Key: n.PKI.ConsortiumCA.Key,
-		NATS: nc, Ledger: station.NewLedgerClient(n.URL()+"/ledger", nil), OutboxDir: dir,
+		NATS: nc, Ledger: station.NewLedgerClient(n.URL()+"/ledger", n.HTTPClient("")), OutboxDir: dir,
 	})
 	if err != nil {
 		t.Fatal(err)

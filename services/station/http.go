@@ -3,6 +3,7 @@ package station
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
@@ -46,6 +48,11 @@ var Operations = []string{"manufacture", "stage", "firmware", "offer", "accept",
 // *PendingOfferError).
 const CodeWouldEquivocate = "would-equivocate"
 
+// CodeAgentNetwork is the API's code for an agent address outside the
+// station's device networks (DeviceNetworks), refused before anything is
+// contacted.
+const CodeAgentNetwork = "agent-network"
+
 // Response is a station's answer: the receipt, or the refusal and its rule.
 type Response struct {
 	Device  string          `json:"device,omitempty"`
@@ -72,7 +79,9 @@ type Response struct {
 // receipt, for an offer refused unsigned while the device has an offer from
 // this partner pending (unless the request sets equivocate: true); 400 for
 // a bad request, including an agent address that is not scheme://host (see
-// AgentURL); 502 with code "device" when the device agent failed, saying
+// AgentURL); 403 with code CodeAgentNetwork for an agent address outside
+// the station's device networks, refused before anything is contacted;
+// 502 with code "device" when the device agent failed, saying
 // no more (the detail is in the station's log: the address is the caller's
 // choice, so the answer must not tell it what listens there).
 func (s *Station) Handler() http.Handler {
@@ -94,6 +103,8 @@ func (s *Station) Handler() http.Handler {
 			var rej *RejectedError
 			var pending *PendingOfferError
 			switch {
+			case errors.Is(err, ErrAgentNetwork):
+				reply(w, http.StatusForbidden, &Response{Code: CodeAgentNetwork, Error: "agent: " + ErrAgentNetwork.Error() + "; nothing was contacted"})
 			case errors.As(err, &rej):
 				reply(w, http.StatusConflict, &Response{Device: res.Device, Receipt: rej.Receipt, Code: rej.Receipt.Code, Error: rej.Receipt.Reason})
 			case errors.As(err, &pending):
@@ -253,4 +264,34 @@ func AgentURL(raw string) (string, error) {
 		return "", errors.New("must be the device agent's base URL, scheme://host:port only: no user, path, query or fragment")
 	}
 	return u.Scheme + "://" + u.Host, nil
+}
+
+// RequirePartner admits to h only callers whose mTLS client certificate is
+// partner's own consortium certificate (events.VerifyPartner against the
+// consortium roots): the station API's row of the authorisation matrix
+// (events.ActCallStation) for a station that runs apart from custodyd,
+// which has no partner registry to consult; custodyd's stations are
+// admitted by its router against the registry (services/node).
+func RequirePartner(h http.Handler, partner string, consortium *x509.CertPool) http.Handler {
+	perm, _ := events.PermissionFor(events.ActCallStation)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var who events.Principal
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			id, err := events.VerifyPartner(r.TLS.PeerCertificates[0], consortium, time.Now())
+			if err != nil {
+				reply(w, http.StatusUnauthorized, &Response{Code: "unauthenticated", Error: "the client certificate is not a consortium partner's"})
+				return
+			}
+			who = events.Principal{Name: id.Name, Role: id.Role}
+		}
+		if err := perm.Admit(who, partner); err != nil {
+			status, code := http.StatusForbidden, "forbidden"
+			if errors.Is(err, events.ErrAuthRequired) {
+				status, code = http.StatusUnauthorized, "unauthenticated"
+			}
+			reply(w, status, &Response{Code: code, Error: err.Error()})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

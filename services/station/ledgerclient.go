@@ -15,7 +15,9 @@ import (
 
 // LedgerClient reads custody state from a ledger's HTTP API, for stations
 // that run apart from custodyd. Device histories are private: the client
-// signs read tokens as its partner (WithIdentity).
+// proves its partner with the mTLS client certificate of its HTTP client
+// (pki.Demo.HTTPClient) or, the alternative, signs read tokens as its
+// partner (WithIdentity).
 type LedgerClient struct {
 	base string
 	hc   *http.Client
@@ -65,7 +67,7 @@ func statusError(resp *http.Response) error {
 }
 
 // NewLedgerClient returns a client for the ledger API at base (for example
-// http://127.0.0.1:8480/ledger).
+// https://127.0.0.1:8480/ledger).
 func NewLedgerClient(base string, hc *http.Client) *LedgerClient {
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}

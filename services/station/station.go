@@ -23,6 +23,8 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"time"
@@ -99,10 +101,15 @@ type Config struct {
 	// ReceiptTimeout bounds the wait for the ledger's answer. Default 30s.
 	ReceiptTimeout time.Duration
 	// HTTPClient reaches device agents (default: a 2-minute timeout).
-	// Redirects are never followed.
+	// Redirects are never followed, and its dialer connects only inside
+	// DeviceNetworks.
 	HTTPClient *http.Client
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// DeviceNetworks are the networks device agents may be reached on
+	// (default DefaultDeviceNetworks: loopback only). An agent address
+	// outside them is refused before anything is contacted.
+	DeviceNetworks []netip.Prefix
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // Transport carries a station's signed events to the ledger and brings its
@@ -141,13 +148,13 @@ func New(cfg Config) (*Station, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 2 * time.Minute}
 	}
-	// A device agent's address comes from the caller: a redirect would let
-	// it send the station elsewhere, so none is followed.
-	hc := *cfg.HTTPClient
-	if hc.CheckRedirect == nil {
-		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if len(cfg.DeviceNetworks) == 0 {
+		cfg.DeviceNetworks = DefaultDeviceNetworks
 	}
-	cfg.HTTPClient = &hc
+	// A device agent's address comes from the caller: a redirect would let
+	// it send the station elsewhere, so none is followed, and nothing
+	// outside the device networks is dialled.
+	cfg.HTTPClient = agentClient(cfg.HTTPClient, cfg.DeviceNetworks)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -258,6 +265,10 @@ func (s *Station) device(agentURL string) (*device.Client, error) {
 	base, err := AgentURL(agentURL)
 	if err != nil {
 		return nil, fmt.Errorf("station: agent %w", err)
+	}
+	u, _ := url.Parse(base)
+	if err := checkAgentHost(s.cfg.DeviceNetworks, u.Hostname()); err != nil {
+		return nil, fmt.Errorf("station: agent: %w", err)
 	}
 	return device.NewClient(base, s.cfg.HTTPClient), nil
 }

@@ -1,0 +1,130 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/station"
+)
+
+// The routes of custodyd's HTTP API and the row of the authorisation
+// matrix (events.Permissions) that admits each. A route a service serves
+// that is missing here is refused to everyone (fail closed) and logged;
+// TestRoutesAdmitted calls every route below anonymously and as each wrong
+// identity.
+
+// LedgerRoutes are the ledger's read API's routes (under /ledger).
+var LedgerRoutes = map[string]events.Action{
+	"GET /v1/log/checkpoint":          events.ActReadProofs,
+	"GET /v1/log/public-key":          events.ActReadProofs,
+	"GET /v1/log/consistency":         events.ActReadProofs,
+	"GET /v1/log/entries/{index}":     events.ActReadProofs, // the envelope only for a custody party (ledger/access.go)
+	"GET /v1/devices/{id}/provenance": events.ActReadHistory,
+	"GET /v1/events/{digest}":         events.ActReadReceipt,
+	"GET /v1/partners/{name}/pending": events.ActReadPending,
+}
+
+// RekorRoutes are the Rekor v1 read API's routes (under /api/v1).
+var RekorRoutes = map[string]events.Action{
+	"GET /api/v1/log":                   events.ActReadProofs,
+	"GET /api/v1/log/publicKey":         events.ActReadProofs,
+	"GET /api/v1/log/proof":             events.ActReadProofs,
+	"GET /api/v1/log/entries":           events.ActReadProofs,
+	"GET /api/v1/log/entries/{id}":      events.ActReadProofs,
+	"POST /api/v1/log/entries/retrieve": events.ActReadProofs,
+}
+
+// GateRoutes are the enrollment gate's routes (under /gate).
+var GateRoutes = map[string]events.Action{
+	"PUT /{idScope}/registrations/{registrationId}/register":                 events.ActEnrollDevice,
+	"GET /{idScope}/registrations/{registrationId}/operations/{operationId}": events.ActEnrollDevice,
+	"GET /v1/decisions": events.ActReadDecisions,
+	"GET /v1/policy":    events.ActReadProofs,
+	"GET /v1/crl":       events.ActReadProofs,
+}
+
+// StationRoutes are a station's routes (under /stations/<partner>): every
+// one is its own partner's.
+func StationRoutes() map[string]events.Action {
+	m := map[string]events.Action{
+		"GET /v1/pending":     events.ActCallStation,
+		"GET /v1/unconfirmed": events.ActCallStation,
+	}
+	for _, op := range station.Operations {
+		m["POST /v1/"+op] = events.ActCallStation
+	}
+	return m
+}
+
+// router is a ServeMux: it says which pattern a request matches.
+type router interface {
+	http.Handler
+	Handler(r *http.Request) (http.Handler, string)
+}
+
+// guard admits each request to inner by the matrix row of the route it
+// matches, for the resource's owners (none: the handler checks the
+// resource), and hands the proven caller on in the request's context.
+type guard struct {
+	inner  router
+	routes map[string]events.Action
+	owners []string
+	ledger *ledger.Ledger
+	log    *slog.Logger
+}
+
+func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, pattern := g.inner.Handler(r)
+	if pattern == "" { // the service's own 404 or 405
+		g.inner.ServeHTTP(w, r)
+		return
+	}
+	action, ok := g.routes[pattern]
+	perm, known := events.PermissionFor(action)
+	if !ok || !known {
+		g.log.Error("route has no row in the authorisation matrix: refused to everyone", "pattern", pattern)
+		authzError(w, http.StatusForbidden, "forbidden", "this route has no authorisation rule")
+		return
+	}
+	caller, err := g.ledger.Identify(r)
+	if err != nil {
+		authzError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
+		return
+	}
+	if err := perm.Admit(events.Principal{Name: caller.Name, Role: caller.Role}, g.owners...); err != nil {
+		if errors.Is(err, events.ErrAuthRequired) {
+			authzError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
+		} else {
+			authzError(w, http.StatusForbidden, "forbidden", err.Error())
+		}
+		return
+	}
+	g.inner.ServeHTTP(w, r.WithContext(ledger.WithCaller(r.Context(), caller)))
+}
+
+func authzError(w http.ResponseWriter, status int, code, msg string) {
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="custody"`) // or an mTLS client certificate
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": msg})
+}
+
+// mount serves h under prefix (stripped unless keep), admitted by guard.
+func (n *Node) mount(mux *http.ServeMux, prefix string, keep bool, h http.Handler, routes map[string]events.Action, owners ...string) {
+	rt, ok := h.(router)
+	if !ok {
+		panic("node: a service's handler is not a ServeMux")
+	}
+	var g http.Handler = &guard{inner: rt, routes: routes, owners: owners, ledger: n.Ledger, log: n.cfg.Logger.With("part", "http")}
+	if !keep {
+		g = http.StripPrefix(strings.TrimSuffix(prefix, "/"), g)
+	}
+	mux.Handle(prefix, g)
+}
