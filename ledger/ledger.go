@@ -100,7 +100,7 @@ type Ledger struct {
 	head Head
 	rng  *compact.Range // right edge of the tree at head.Size (ingest loop only)
 
-	facts *facts // immutable facts for the parallel verification (prepare.go)
+	facts *facts     // immutable facts for the parallel verification (prepare.go)
 	ids   identities // verified client-certificate chains (identity.go)
 
 	// answer sends a publisher its receipt or rejection: a NATS publish
