@@ -118,7 +118,7 @@ Flags:
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*natsURL, node.UserOptions(*partner, kp)...)
+	nc, err := nats.Connect(*natsURL, append(node.UserOptions(*partner, kp), node.NATSTLS(d))...)
 	if err != nil {
 		return fmt.Errorf("NATS %s as %s: %w", *natsURL, *partner, err)
 	}

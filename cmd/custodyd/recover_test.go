@@ -41,7 +41,7 @@ func dialLedger(t *testing.T, d *clitest.Custodyd) *ledgerConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(d.NATS, node.UserOptions(node.LedgerUser, kp)...)
+	nc, err := nats.Connect(d.NATS, append(node.UserOptions(node.LedgerUser, kp), node.NATSTLS(p))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -823,7 +823,7 @@ func bulkDevices(dir string) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		nc, err := nats.Connect(natsURL, node.UserOptions(name, kp)...)
+		nc, err := nats.Connect(natsURL, append(node.UserOptions(name, kp), node.NATSTLS(ps))...)
 		if err != nil {
 			return 0, fmt.Errorf("NATS as %s: %w", name, err)
 		}

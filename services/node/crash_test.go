@@ -264,7 +264,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := append(node.UserOptions(partner, kp), nats.RetryOnFailedConnect(true), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))
+	opts := append(node.UserOptions(partner, kp), node.NATSTLS(demo), nats.RetryOnFailedConnect(true), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectBufSize(-1))
 	nc, err := nats.Connect("nats://"+c.nAddr, opts...)
 	if err != nil {
 		t.Fatal(err)

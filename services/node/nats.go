@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,6 +83,13 @@ func (n *Node) startNATS() error {
 		NoSigs:     true,
 		NoLog:      true,
 		Nkeys:      users,
+	}
+	if n.cfg.NATSAddr != "" {
+		// Partners connect over TLS with the PKI's server certificate
+		// (NATSTLS on their side); in-process connections need none.
+		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*n.PKI.TLS}, MinVersion: tls.VersionTLS12}
+		opts.TLS = true
+		opts.TLSTimeout = 5
 	}
 	if n.cfg.NATSAddr != "" {
 		host, port, err := net.SplitHostPort(n.cfg.NATSAddr)
@@ -193,6 +201,12 @@ func UserOptions(user string, kp nkeys.KeyPair) []nats.Option {
 	}
 }
 
+// NATSTLS is the TLS option of a NATS client of a deployment on the PKI
+// p: it trusts the PKI's TLS CA. custodyd's NATS listener requires TLS.
+func NATSTLS(p *pki.Demo) nats.Option {
+	return nats.Secure(&tls.Config{RootCAs: p.TLSRoots(), MinVersion: tls.VersionTLS12})
+}
+
 // NATSServerConfig renders a nats-server configuration with the same users
 // and permissions as the embedded server of a deployment on p, for running
 // an external server (deploy/). NKEY public keys only; seeds stay with their
@@ -202,7 +216,14 @@ func NATSServerConfig(p *pki.Demo) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return RenderNATSConfig(users), nil
+	dir, err := filepath.Abs(p.Dir)
+	if err != nil {
+		return "", err
+	}
+	// Partners connect over TLS, as to custodyd's embedded server.
+	tlsBlock := fmt.Sprintf("tls {\n  cert_file: %q\n  key_file: %q\n  timeout: 5\n}\n",
+		filepath.Join(dir, filepath.FromSlash(pki.FileTLSServer)), filepath.Join(dir, filepath.FromSlash(pki.FileTLSServerKey)))
+	return RenderNATSConfig(users) + tlsBlock, nil
 }
 
 // RenderNATSConfig renders NKEY users with permissions as nats-server

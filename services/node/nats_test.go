@@ -69,7 +69,7 @@ func TestPartnerPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	var perr permissionErrors
-	nc, err := nats.Connect(n.NATSURL(), append(node.UserOptions("orbit-odm", kp), nats.ErrorHandler(perr.handler))...)
+	nc, err := nats.Connect(n.NATSURL(), append(node.UserOptions("orbit-odm", kp), node.NATSTLS(n.PKI), nats.ErrorHandler(perr.handler))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestPartnerPermissions(t *testing.T) {
 
 	// Denied: connecting without a key, or with another partner's name but
 	// its own key.
-	if c, err := nats.Connect(n.NATSURL(), nats.Timeout(2*time.Second)); err == nil {
+	if c, err := nats.Connect(n.NATSURL(), node.NATSTLS(n.PKI), nats.Timeout(2*time.Second)); err == nil {
 		c.Close()
 		t.Fatal("connected without credentials")
 	}
