@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // The authorisation matrix: which identity may do what, over HTTP and NATS,
@@ -68,6 +69,11 @@ type Permission struct {
 	Roles []string
 	// HTTP and NATS say where the row is enforced ("" for nowhere).
 	HTTP, NATS string
+	// Publish and Subscribe are the NATS subjects the row grants a
+	// partner it admits; {partner} stands for the partner's own name.
+	// services/node writes each partner's NATS permissions from them
+	// (PartnerPermissions), so the NATS users are this table.
+	Publish, Subscribe []string
 	// Rule is the sentence a refusal names.
 	Rule string
 }
@@ -76,7 +82,6 @@ type Permission struct {
 var Permissions = []Permission{
 	{Action: ActReadProofs, Who: WhoAnyone,
 		HTTP: "/ledger/v1/log/*, /api/v1/* (Rekor), /gate/v1/crl, /gate/v1/ocsp, /gate/v1/policy, /healthz",
-		NATS: "custody.v1.checkpoints (partners)",
 		Rule: "proofs are public: they disclose no device, partner or kind beyond what a leaf holds"},
 	{Action: ActEnrollDevice, Who: WhoDevice,
 		HTTP: "/gate/{idScope}/registrations/*",
@@ -85,16 +90,20 @@ var Permissions = []Permission{
 		HTTP: "/stations/{partner}/*",
 		Rule: "a station's API answers only its own partner's identities"},
 	{Action: ActPublishEvent, Who: WhoRoles, Roles: []string{RoleTPMVendor, RoleODM, RoleOEM, RoleEMS, RoleOperator, RoleGate},
-		NATS: "publish custody.v1.events.{partner}.> (own subject only); the kind by role (KindRoles, checked by the ledger)",
-		Rule: "a partner publishes only on its own subject, only the kinds its role may"},
+		NATS:    "publish custody.v1.events.{partner}.> (own subject only); the kind by role (KindRoles, checked by the ledger)",
+		Publish: []string{EventsPrefix + ".{partner}.>"},
+		Rule:    "a partner publishes only on its own subject, only the kinds its role may"},
 	{Action: ActReadReceipt, Who: WhoSelf,
-		HTTP: "/ledger/v1/events/{digest}",
-		NATS: "subscribe custody.v1.receipts.{partner}.>, custody.v1.rejects.{partner}.>, its own inbox",
-		Rule: "only an event's publisher reads the ledger's answer to it"},
+		HTTP:      "/ledger/v1/events/{digest}",
+		NATS:      "subscribe custody.v1.receipts.{partner}.>, custody.v1.rejects.{partner}.>, its own inbox",
+		Publish:   []string{StatusSubject},
+		Subscribe: []string{ReceiptsPrefix + ".{partner}.>", RejectPrefix + ".{partner}.>", InboxPrefix("{partner}") + ".>"},
+		Rule:      "only an event's publisher reads the ledger's answer to it"},
 	{Action: ActReadHistory, Who: WhoCustodyParty,
-		HTTP: "/ledger/v1/devices/{id}/provenance, envelopes in /ledger/v1/log/entries/{index}",
-		NATS: "custody.v1.ledger.provenance (with a read token)",
-		Rule: "only a party of the device's custody reads its history"},
+		HTTP:    "/ledger/v1/devices/{id}/provenance, envelopes in /ledger/v1/log/entries/{index}",
+		NATS:    "custody.v1.ledger.provenance (with a read token)",
+		Publish: []string{LedgerAPIPrefix + ".>"},
+		Rule:    "only a party of the device's custody reads its history"},
 	{Action: ActReadPending, Who: WhoSelf,
 		HTTP: "/ledger/v1/partners/{name}/pending",
 		Rule: "only the recipient (or its operator's gate) reads its pending offers"},
@@ -105,14 +114,46 @@ var Permissions = []Permission{
 		HTTP: "/gate/v1/revoke",
 		Rule: "only the gate's operator revokes an LDevID it issued"},
 	{Action: ActRegisterPartner, Who: WhoConsortium,
-		NATS: "publish custody.v1.events.consortium.> (the consortium's user); signed by the consortium CA key",
-		Rule: "only the consortium registers and revokes partners"},
+		NATS:    "publish custody.v1.events.consortium.> (the consortium's user); signed by the consortium CA key",
+		Publish: []string{EventsPrefix + ".{partner}.>"},
+		Rule:    "only the consortium registers and revokes partners"},
 	{Action: ActReadCheckpoints, Who: WhoRoles, Roles: []string{RoleTPMVendor, RoleODM, RoleOEM, RoleEMS, RoleOperator, RoleGate, RoleConsortium},
-		NATS: "subscribe custody.v1.checkpoints; read (never write) the CUSTODY_CHECKPOINTS bucket",
-		Rule: "partners read checkpoints; only the ledger writes them"},
+		NATS:      "subscribe custody.v1.checkpoints; read (never write) the CUSTODY_CHECKPOINTS bucket (stream info and direct gets only)",
+		Publish:   []string{"$JS.API.STREAM.INFO.KV_" + CheckpointBucket, "$JS.API.DIRECT.GET.KV_" + CheckpointBucket + ".>"},
+		Subscribe: []string{CheckpointTopic},
+		Rule:      "partners read checkpoints; only the ledger writes them"},
 	{Action: ActChangeDeviceFlag, Who: WhoCustodyParty,
 		NATS: "device.flagged, device.cleared (checked by the ledger)",
 		Rule: "only a party of the device's custody changes its state; anyone else's flag is a report"},
+}
+
+// Admits reports whether the row admits some partner of role at all
+// (before any owner check): what a partner's NATS user is granted.
+func (p Permission) Admits(role string) bool {
+	switch p.Who {
+	case WhoDevice:
+		return false
+	case WhoConsortium:
+		return role == RoleConsortium
+	}
+	return len(p.Roles) == 0 || slices.Contains(p.Roles, role)
+}
+
+// NATSSubjects returns what the matrix lets partner, of role, publish and
+// subscribe to on NATS.
+func NATSSubjects(partner, role string) (publish, subscribe []string) {
+	for _, p := range Permissions {
+		if !p.Admits(role) {
+			continue
+		}
+		for _, s := range p.Publish {
+			publish = append(publish, strings.ReplaceAll(s, "{partner}", partner))
+		}
+		for _, s := range p.Subscribe {
+			subscribe = append(subscribe, strings.ReplaceAll(s, "{partner}", partner))
+		}
+	}
+	return publish, subscribe
 }
 
 // PermissionFor returns the matrix row of an action.

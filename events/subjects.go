@@ -21,6 +21,12 @@ const (
 	// body is an event digest (hex), the reply its Receipt, or a Receipt
 	// with status "unknown" if the ledger has not seen the event yet.
 	StatusSubject = "custody.v1.status"
+	// LedgerAPIPrefix is the ledger's NATS request API (NATS micro):
+	// provenance and pending offers, with a read token.
+	LedgerAPIPrefix = "custody.v1.ledger"
+	// CheckpointBucket is the JetStream KV bucket holding the latest
+	// checkpoint (key "latest"): partners read it, only the ledger writes.
+	CheckpointBucket = "CUSTODY_CHECKPOINTS"
 )
 
 // EventSubject is where partner publishes an event about target (a device ID,

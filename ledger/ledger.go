@@ -54,7 +54,7 @@ type Config struct {
 
 // CheckpointBucket is the KV bucket holding the latest published checkpoint
 // under the key "latest" (history: the last 64 published).
-const CheckpointBucket = "CUSTODY_CHECKPOINTS"
+const CheckpointBucket = events.CheckpointBucket
 
 func (c *Config) validate() error {
 	switch {

@@ -13,7 +13,7 @@ import (
 
 // MicroSubjectPrefix is where the ledger's query service listens:
 // custody.v1.ledger.<endpoint>.
-const MicroSubjectPrefix = "custody.v1.ledger"
+const MicroSubjectPrefix = events.LedgerAPIPrefix
 
 // AddMicroService serves the read API as a NATS micro service (discoverable
 // with `nats micro ls`), with the same answers as the HTTP API:

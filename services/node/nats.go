@@ -17,33 +17,22 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/custodyledger/custody/events"
-	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/pki"
 )
 
 // LedgerUser is the NATS user of the ledger (and the node's own services).
 const LedgerUser = "custody-ledger"
 
-// PartnerPermissions are what a partner's NATS user may do: publish events
-// under its own subject prefix and status requests; read only its own
-// receipts, rejections and reply inbox.
-func PartnerPermissions(partner string) *server.Permissions {
+// PartnerPermissions are what a partner's NATS user may do: the NATS
+// subjects of every row of the authorisation matrix (events.Permissions)
+// that admits its role: publish events under its own subject prefix,
+// status and ledger API requests, read checkpoints; subscribe to its own
+// receipts, rejections and reply inbox. Nothing else, $JS.API included.
+func PartnerPermissions(partner, role string) *server.Permissions {
+	pub, sub := events.NATSSubjects(partner, role)
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
-			events.EventsPrefix + "." + partner + ".>",
-			events.StatusSubject,
-			ledger.MicroSubjectPrefix + ".>",
-			// Read the latest checkpoint from its KV bucket: bucket info
-			// and direct gets, nothing that writes or makes consumers.
-			"$JS.API.STREAM.INFO.KV_" + ledger.CheckpointBucket,
-			"$JS.API.DIRECT.GET.KV_" + ledger.CheckpointBucket + ".>",
-		}},
-		Subscribe: &server.SubjectPermission{Allow: []string{
-			events.CheckpointTopic,
-			events.ReceiptsPrefix + "." + partner + ".>",
-			events.RejectPrefix + "." + partner + ".>",
-			events.InboxPrefix(partner) + ".>",
-		}},
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: sub},
 	}
 }
 
@@ -65,7 +54,11 @@ func NATSUsers(p *pki.Demo) ([]*server.NkeyUser, error) {
 			return nil, err
 		}
 		pub, _ := kp.PublicKey()
-		users = append(users, &server.NkeyUser{Nkey: pub, Permissions: PartnerPermissions(name)})
+		role := events.RoleConsortium
+		if p, ok := p.Partners[name]; ok {
+			role = p.Role
+		}
+		users = append(users, &server.NkeyUser{Nkey: pub, Permissions: PartnerPermissions(name, role)})
 	}
 	return users, nil
 }
