@@ -212,7 +212,9 @@ func prepareRegistration(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 2 * time.Second
 	}
-	req := &gatewire.RegisterRequest{RegistrationID: id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public}}
+	// The gate's credential is bound to the EK and to the IAK the device
+	// names (DPS's storageRootKey field).
+	req := &gatewire.RegisterRequest{RegistrationID: id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public, StorageRootKey: iak.Public}}
 	regURL := strings.TrimRight(cfg.GateURL, "/") + "/" + url.PathEscape(cfg.IDScope) + "/registrations/" + id
 	query := "?api-version=" + url.QueryEscape(cfg.APIVersion)
 
