@@ -164,12 +164,12 @@ type Gate struct {
 	recordSem  chan struct{}  // bounds the refusal records written at once
 	// publishFn publishes a signed event and waits for the ledger's
 	// receipt: publish, or a test's fake ledger.
-	publishFn func(ctx context.Context, st *events.Statement) (uint64, error)
+	publishFn   func(ctx context.Context, st *events.Statement) (uint64, error)
 	revocations *revocationFile // nil: revocations the log does not hold are kept in memory only
-	ldevids    ldevids
-	ekMu       sync.RWMutex
-	ekCache    map[[32]byte]ekVerified // SHA-256 of an EK certificate → its verification
-	caChains   caChains                // the verified CA parts of EK certificate chains
+	ldevids     ldevids
+	ekMu        sync.RWMutex
+	ekCache     map[[32]byte]ekVerified // SHA-256 of an EK certificate → its verification
+	caChains    caChains                // the verified CA parts of EK certificate chains
 }
 
 // challenge is one answer of Begin: the credential's secret and the nonce,
@@ -191,12 +191,18 @@ const (
 
 // New validates cfg and returns a gate.
 func New(cfg Config) (*Gate, error) {
+	return newGate(cfg, nil)
+}
+
+// newGate is New; publish, if not nil, replaces the publishing of signed
+// events on NATS (a test's ledger), and then cfg.NATS may be nil.
+func newGate(cfg Config, publish func(context.Context, *events.Statement) (uint64, error)) (*Gate, error) {
 	switch {
 	case !events.ValidPartnerName(cfg.Name) || !events.ValidPartnerName(cfg.Operator):
 		return nil, errors.New("gate: Name and Operator must be partner names")
 	case cfg.IDScope == "":
 		return nil, errors.New("gate: IDScope is required")
-	case cfg.Key == nil || cfg.NATS == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
+	case cfg.Key == nil || cfg.NATS == nil && publish == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
 		return nil, errors.New("gate: Key, NATS, Ledger, TPMTrust, LDevIDCA and Registry are required")
 	}
 	var err error
@@ -235,9 +241,11 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p, err := events.NewPublisher(cfg.NATS, cfg.Name)
-	if err != nil {
-		return nil, err
+	var p *events.Publisher
+	if publish == nil {
+		if p, err = events.NewPublisher(cfg.NATS, cfg.Name); err != nil {
+			return nil, err
+		}
 	}
 	g := &Gate{
 		cfg: cfg, pub: p, challenges: map[string][]*challenge{}, ops: map[string]*operation{},
@@ -246,6 +254,9 @@ func New(cfg Config) (*Gate, error) {
 	}
 	g.limits = newLimiter(cfg.RefusalLogInterval, cfg.RefusalsPerDevice, cfg.RefusalsPerSource)
 	g.publishFn = g.publish
+	if publish != nil {
+		g.publishFn = publish
+	}
 	if cfg.Log != nil {
 		n, err := g.loadLDevIDs()
 		if err != nil {
@@ -633,6 +644,7 @@ func (g *Gate) decide(ctx context.Context, req *gatewire.RegisterRequest, ch *ch
 	if err != nil {
 		return nil, err
 	}
+	d.LDevIDSerial = cert.SerialNumber.Text(16)
 	if err := g.cfg.Registry.Enroll(ctx, req.RegistrationID, cert); err != nil {
 		return fail(events.RuleDPS, "DPS enrollment: %v", err)
 	}
@@ -660,7 +672,6 @@ func (g *Gate) decide(ctx context.Context, req *gatewire.RegisterRequest, ch *ch
 	}
 	pass(events.RuleLedger, "%s", detail)
 	d.Allowed, d.Logged, d.LogIndex = true, true, idx
-	d.LDevIDSerial = cert.SerialNumber.Text(16)
 	res.chain = [][]byte{cert.Raw, g.cfg.LDevIDCA.Cert.Raw}
 	return res, nil
 }

@@ -40,8 +40,8 @@ type ldevids struct {
 	mu       sync.Mutex
 	byDevice map[string][]*issuedLDevID
 	bySerial map[string]*issuedLDevID // by serial (hex)
-	number   int64           // last CRL number
-	disabled map[string]bool // devices whose DPS enrollment the sweep disabled
+	number   int64                    // last CRL number
+	disabled map[string]bool          // devices whose DPS enrollment the sweep disabled
 }
 
 // add registers a newly issued LDevID and revokes (superseded) the
