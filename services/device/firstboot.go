@@ -119,7 +119,9 @@ func enroll(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg EnrollConfig
 	}
 	res := &EnrollResult{DeviceID: id, Decision: out.RegistrationState.Decision}
 	if out.Status != gatewire.StatusAssigned {
-		rule, msg := "", out.RegistrationState.ErrorMessage
+		// The gate answers "<rule>: <sentence>"; refusals decided from the
+		// ledger's record all answer custody-chain's one sentence.
+		rule, msg, _ := strings.Cut(out.RegistrationState.ErrorMessage, ": ")
 		if res.Decision != nil {
 			rule, msg = res.Decision.Rule, res.Decision.Message
 		}
