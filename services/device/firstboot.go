@@ -122,7 +122,9 @@ func enroll(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg EnrollConfig
 	}
 	res := &EnrollResult{DeviceID: id, Decision: out.RegistrationState.Decision}
 	if out.Status != gatewire.StatusAssigned {
-		rule, msg := "", out.RegistrationState.ErrorMessage
+		// The gate answers "<rule>: <sentence>"; refusals decided from the
+		// ledger's record all answer custody-chain's one sentence.
+		rule, msg, _ := strings.Cut(out.RegistrationState.ErrorMessage, ": ")
 		if res.Decision != nil {
 			rule, msg = res.Decision.Rule, res.Decision.Message
 		}
@@ -219,7 +221,9 @@ func prepareRegistration(ctx context.Context, tp *tpm.TPM, ekAlg tpm.KeyAlg, cfg
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 2 * time.Second
 	}
-	req := &gatewire.RegisterRequest{RegistrationID: id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public}}
+	// The gate's credential is bound to the EK and to the IAK the device
+	// names (DPS's storageRootKey field).
+	req := &gatewire.RegisterRequest{RegistrationID: id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public, StorageRootKey: iak.Public}}
 	regURL := strings.TrimRight(cfg.GateURL, "/") + "/" + url.PathEscape(cfg.IDScope) + "/registrations/" + id
 	query := "?api-version=" + url.QueryEscape(cfg.APIVersion)
 

@@ -727,7 +727,11 @@ func (h *deviceHelper) do(c *helperCmd) (*helperReply, error) {
 				if err != nil {
 					return err
 				}
-				d.first, err = json.Marshal(&gatewire.RegisterRequest{RegistrationID: d.id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public}})
+				iak, err := d.tpm.IAK()
+				if err != nil {
+					return err
+				}
+				d.first, err = json.Marshal(&gatewire.RegisterRequest{RegistrationID: d.id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public, StorageRootKey: iak.Public}})
 				return err
 			})
 		}

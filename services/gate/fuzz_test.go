@@ -59,16 +59,15 @@ func (r *noRegistry) SetEnabled(context.Context, string, bool) error {
 // knows no device. The gate must never panic nor fail internally, and:
 //   - a refused call gets DPS's error body (a known errorCode, a message);
 //   - a challenged call (401) carried a registration: it decodes, its
-//     registration ID is a device ID and the path's, it has an EK, and a
+//     registration ID is the path's and the SHA-256 of its EK, it names an
+//     IAK (tpm.storageRootKey), and a
 //     CSR only with 2025-07-01-preview; the challenge is a credential and a
 //     32-byte nonce;
 //   - the request re-encoded (as a device's encoder writes it) is a fixed
 //     point of decode∘encode and is challenged too;
-//   - the same body, authorised, is always accepted for decision (202
-//     "assigning"), and its operation is refused by the first rule the
-//     request breaks: ek-identity unless the registration ID is the
-//     SHA-256 of a valid EK, custody-chain otherwise (the ledger has no
-//     record).
+//   - the same body, authorised with a token not keyed by any challenge's
+//     secret, is always accepted for decision (202 "assigning"), and its
+//     operation is refused by activation, without the operator's decision.
 func FuzzRegisterBody(f *testing.F) {
 	const idScope = "0ne00CUSTODY"
 	tpmCA, err := pki.NewRootCA("TPM Vendor", time.Hour)
@@ -88,6 +87,7 @@ func FuzzRegisterBody(f *testing.F) {
 	g, err := gate.New(gate.Config{
 		Name: "blue-gate", Operator: "blue-operator", IDScope: idScope, Key: key, NATS: natstest.Connect(f),
 		Ledger: noDevices{}, TPMTrust: trust, LDevIDCA: ldevidCA, Registry: reg,
+		RefusalsPerDevice: 1 << 30, RefusalsPerSource: 1 << 30, // the fuzzer refuses one device often
 	})
 	if err != nil {
 		f.Fatal(err)
@@ -110,7 +110,11 @@ func FuzzRegisterBody(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		req := &gatewire.RegisterRequest{RegistrationID: id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public}}
+		iak, err := tp.IAK()
+		if err != nil {
+			f.Fatal(err)
+		}
+		req := &gatewire.RegisterRequest{RegistrationID: id, TPM: &gatewire.TPMAttestation{EndorsementKey: ek.Public, StorageRootKey: iak.Public}}
 		first, _ := json.Marshal(req)
 		for v := range gatewire.SupportedAPIVersions {
 			f.Add(id, first, uint8(v))
@@ -204,7 +208,14 @@ func FuzzRegisterBody(f *testing.F) {
 		if err := json.NewDecoder(bytes.NewReader(body)).Decode(&req); err != nil {
 			t.Fatalf("challenged a body that is not a registration: %v", err)
 		}
-		if req.RegistrationID != regID || !events.ValidDeviceID(regID) || req.TPM == nil || len(req.TPM.EndorsementKey) == 0 ||
+		idOK := false
+		if req.TPM != nil {
+			if pub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey); err == nil {
+				id, err := attest.DeviceID(pub)
+				idOK = err == nil && id == regID
+			}
+		}
+		if req.RegistrationID != regID || !idOK || len(req.TPM.StorageRootKey) == 0 ||
 			(req.CSR != "" && v != gatewire.APIVersion2025) {
 			t.Fatalf("challenged registration %+v at %s", req, register)
 		}
@@ -238,16 +249,13 @@ func FuzzRegisterBody(f *testing.F) {
 		}
 		var out gatewire.Outcome
 		decode(t, w, &out)
-		want := events.RuleEKIdentity
-		if pub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey); err == nil {
-			if id, err := attest.DeviceID(pub); err == nil && id == regID {
-				want = events.RuleCustodyChain
-			}
-		}
+		// Challenges are live, none keyed the token: activation. The
+		// decision stays the operator's.
+		want := events.RuleActivation
 		st := out.RegistrationState
-		if out.Status != gatewire.StatusFailed || st == nil || st.Decision == nil || st.Decision.Allowed || st.Decision.Rule != want ||
+		if out.Status != gatewire.StatusFailed || st == nil || st.Decision != nil ||
 			st.ErrorCode != events.RuleErrorCode(want) || !strings.HasPrefix(st.ErrorMessage, want+": ") {
-			t.Fatalf("decision %+v, want refused by %s", st, want)
+			t.Fatalf("registration state %+v, want refused by %s", st, want)
 		}
 	})
 }

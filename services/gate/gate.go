@@ -119,12 +119,25 @@ type Config struct {
 	// CRLValidity is the interval between a CRL's thisUpdate and
 	// nextUpdate. Default 1 hour.
 	CRLValidity time.Duration
-	// RefusalLogInterval bounds how often a refusal of a device that has not
-	// proven its TPM (a failed challenge, EK identity, EK chain or
-	// activation) is written to the ledger: at most once per interval per
-	// device, since anybody who knows a device's EK public key can provoke
-	// one. Refusals after activation are always written. Default 10 minutes.
+	// RefusalLogInterval is the refusal window: refusals are recorded in
+	// aggregate, at most one enrollment.refused entry (for devices the
+	// ledger knows) and one log line per device per window, each carrying
+	// the count of refusals since the previous record; Run writes the
+	// records of windows that closed with refusals not yet recorded. The
+	// window also bounds the refusal limits below. Default 10 minutes.
 	RefusalLogInterval time.Duration
+	// RefusalsPerDevice and RefusalsPerSource are how many refusals a
+	// registration ID (an EK) and a source address may collect in one
+	// window; beyond that both registration calls are answered 429 with
+	// Retry-After (DPS's throttling), before any cryptography, until the
+	// window ends. Defaults 10 and 100.
+	RefusalsPerDevice, RefusalsPerSource int
+	// RevocationFile, if set, is the file (JSON lines, fsynced) where the
+	// gate keeps the revocations its log does not hold: LDevIDs issued but
+	// never recorded in the ledger, and those the operator revoked
+	// (Revoke). New reads it back. Empty: such revocations live in memory
+	// only and a restart forgets them.
+	RevocationFile string
 	// PublishTimeout bounds the wait for the ledger's receipt of a decision.
 	// Default 30 s.
 	PublishTimeout time.Duration
@@ -142,18 +155,28 @@ type Gate struct {
 	pub *events.Publisher
 
 	mu         sync.Mutex
-	challenges map[string]*challenge // by registration ID
+	challenges map[string][]*challenge // by registration ID, oldest first, at most maxChallenges
 	decisions  []*gatewire.Decision
 	ops        map[string]*operation // by operation ID
 	opOrder    []string              // operation IDs, oldest first
-	unproven   map[string]time.Time  // device → last logged refusal before activation
-	ldevids    ldevids
-	ekMu       sync.RWMutex
-	ekCache    map[[32]byte]ekVerified // SHA-256 of an EK certificate → its verification
-	caChains   caChains                // the verified CA parts of EK certificate chains
+	limits     limiter
+	records    sync.WaitGroup // refusal records being written
+	recordSem  chan struct{}  // bounds the refusal records written at once
+	// publishFn publishes a signed event and waits for the ledger's
+	// receipt: publish, or a test's fake ledger.
+	publishFn   func(ctx context.Context, st *events.Statement) (uint64, error)
+	revocations *revocationFile // nil: revocations the log does not hold are kept in memory only
+	ldevids     ldevids
+	ekMu        sync.RWMutex
+	ekCache     map[[32]byte]ekVerified // SHA-256 of an EK certificate → its verification
+	caChains    caChains                // the verified CA parts of EK certificate chains
 }
 
+// challenge is one answer of Begin: the credential's secret and the nonce,
+// bound to the EK the credential was encrypted to and the IAK (its name)
+// it was made for. The SAS token keyed by the secret identifies it.
 type challenge struct {
+	ek, iak []byte // TPMT_PUBLIC areas, as the first call sent them
 	secret  []byte
 	nonce   []byte
 	expires time.Time
@@ -168,12 +191,18 @@ const (
 
 // New validates cfg and returns a gate.
 func New(cfg Config) (*Gate, error) {
+	return newGate(cfg, nil)
+}
+
+// newGate is New; publish, if not nil, replaces the publishing of signed
+// events on NATS (a test's ledger), and then cfg.NATS may be nil.
+func newGate(cfg Config, publish func(context.Context, *events.Statement) (uint64, error)) (*Gate, error) {
 	switch {
 	case !events.ValidPartnerName(cfg.Name) || !events.ValidPartnerName(cfg.Operator):
 		return nil, errors.New("gate: Name and Operator must be partner names")
 	case cfg.IDScope == "":
 		return nil, errors.New("gate: IDScope is required")
-	case cfg.Key == nil || cfg.NATS == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
+	case cfg.Key == nil || cfg.NATS == nil && publish == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
 		return nil, errors.New("gate: Key, NATS, Ledger, TPMTrust, LDevIDCA and Registry are required")
 	}
 	var err error
@@ -197,19 +226,36 @@ func New(cfg Config) (*Gate, error) {
 	def(&cfg.RefusalLogInterval, 10*time.Minute)
 	def(&cfg.PublishTimeout, 30*time.Second)
 	def(&cfg.SweepInterval, 30*time.Second)
+	if cfg.RefusalsPerDevice < 0 || cfg.RefusalsPerSource < 0 {
+		return nil, errors.New("gate: refusal limits must not be negative")
+	}
+	if cfg.RefusalsPerDevice == 0 {
+		cfg.RefusalsPerDevice = 10
+	}
+	if cfg.RefusalsPerSource == 0 {
+		cfg.RefusalsPerSource = 100
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p, err := events.NewPublisher(cfg.NATS, cfg.Name)
-	if err != nil {
-		return nil, err
+	var p *events.Publisher
+	if publish == nil {
+		if p, err = events.NewPublisher(cfg.NATS, cfg.Name); err != nil {
+			return nil, err
+		}
 	}
 	g := &Gate{
-		cfg: cfg, pub: p, challenges: map[string]*challenge{}, ops: map[string]*operation{},
-		unproven: map[string]time.Time{}, ldevids: ldevids{byDevice: map[string][]*issuedLDevID{}},
+		cfg: cfg, pub: p, challenges: map[string][]*challenge{}, ops: map[string]*operation{},
+		ldevids:   ldevids{byDevice: map[string][]*issuedLDevID{}, bySerial: map[string]*issuedLDevID{}},
+		recordSem: make(chan struct{}, maxRecordsInFlight),
+	}
+	g.limits = newLimiter(cfg.RefusalLogInterval, cfg.RefusalsPerDevice, cfg.RefusalsPerSource)
+	g.publishFn = g.publish
+	if publish != nil {
+		g.publishFn = publish
 	}
 	if cfg.Log != nil {
 		n, err := g.loadLDevIDs()
@@ -217,6 +263,11 @@ func New(cfg Config) (*Gate, error) {
 			return nil, fmt.Errorf("gate: rebuilding the LDevID register from the log: %w", err)
 		}
 		cfg.Logger.Info("LDevID register rebuilt from the log", "ldevids", n)
+	}
+	if cfg.RevocationFile != "" {
+		if g.revocations, err = openRevocations(cfg.RevocationFile, &g.ldevids); err != nil {
+			return nil, fmt.Errorf("gate: %w", err)
+		}
 	}
 	return g, nil
 }
@@ -229,11 +280,13 @@ func (g *Gate) Policy() Policy { return g.cfg.Policy }
 func (g *Gate) Decisions() []*gatewire.Decision {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return slices.Clone(g.decisions)
+	out := make([]*gatewire.Decision, len(g.decisions))
+	for i, d := range g.decisions {
+		c := *d // a refusal record may set Logged and LogIndex later, under g.mu
+		out[i] = &c
+	}
+	return out
 }
-
-// unprovenRules are refusals decided before the device proved its TPM.
-var unprovenRules = []string{events.RuleChallenge, events.RuleEKIdentity, events.RuleCustodyChain, events.RuleEKChain, events.RuleActivation}
 
 // ErrBadRequest marks requests refused before any decision.
 var ErrBadRequest = errors.New("bad registration request")
@@ -241,39 +294,47 @@ var ErrBadRequest = errors.New("bad registration request")
 // ErrNotFound is an unknown (or expired) registration operation.
 var ErrNotFound = errors.New("no such registration operation")
 
-// Begin answers a registration without proof: it looks the device up by its
-// EK, and returns a credential for the device's IAK encrypted to that EK and
-// a fresh nonce. Only the TPM holding both keys can use them.
-func (g *Gate) Begin(ctx context.Context, idScope string, req *gatewire.RegisterRequest) (*gatewire.Challenge, error) {
+// maxChallenges bounds the live challenges of one registration: a further
+// Begin drops the oldest. Several may be live at once, so a stranger who
+// knows a device's EK public key cannot cancel the device's challenge by
+// asking for one of its own.
+const maxChallenges = 4
+
+// Begin answers a registration without proof: a credential encrypted to the
+// EK the request carries and bound to the name of the attestation key it
+// carries (tpm.storageRootKey: the device's IAK), and a fresh nonce. Only
+// the TPM holding both keys can recover the secret. Begin consults nothing
+// about the device (not the ledger): its answer is the same for every
+// device, known or not. The challenge remembers the EK, the IAK, the secret
+// and the nonce; Finish accepts it only for the same EK and IAK, with a SAS
+// token keyed by its secret and evidence over its nonce. A device or source
+// over its refusal limit gets a *ThrottledError before any cryptography.
+func (g *Gate) Begin(ctx context.Context, idScope, source string, req *gatewire.RegisterRequest) (*gatewire.Challenge, error) {
 	if err := g.checkRequest(idScope, req); err != nil {
 		return nil, err
 	}
-	dev, err := g.cfg.Ledger.Device(req.RegistrationID)
+	if err := g.limits.check(req.RegistrationID, source, g.cfg.Now()); err != nil {
+		return nil, err
+	}
+	if len(req.TPM.StorageRootKey) == 0 {
+		return nil, fmt.Errorf("%w: TPM attestation needs tpm.storageRootKey (the public area of the device's IAK)", ErrBadRequest)
+	}
+	ekPub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey)
 	if err != nil {
-		// Unknown devices get a challenge too: do not reveal which devices
-		// the ledger holds before the device proves its TPM. Its EK is
-		// taken from the request and the decision fails later.
-		dev = &ledger.Device{EKPublic: req.TPM.EndorsementKey}
+		return nil, fmt.Errorf("%w: tpm.endorsementKey: %v", ErrBadRequest, err)
 	}
-	ekPublic := dev.EKPublic
-	if !bytes.Equal(ekPublic, req.TPM.EndorsementKey) {
-		ekPublic = req.TPM.EndorsementKey // decided (and refused) in Finish
+	if id, _ := attest.DeviceID(ekPub); id != req.RegistrationID {
+		return nil, fmt.Errorf("%w: the registration ID is not the SHA-256 of tpm.endorsementKey", ErrBadRequest)
 	}
-	iakName := []byte{}
-	if dev.IAKPublic != nil {
-		if _, iakName, err = attest.PublicKeyFromTPMT(dev.IAKPublic); err != nil {
-			return nil, err
-		}
-	} else {
-		iakName = make([]byte, 34)
-		_, _ = rand.Read(iakName)
-		iakName[0], iakName[1] = 0x00, 0x0b
+	_, iakName, err := attest.PublicKeyFromTPMT(req.TPM.StorageRootKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tpm.storageRootKey: %v", ErrBadRequest, err)
 	}
 	secret := make([]byte, 32)
 	nonce := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	_, _ = rand.Read(nonce)
-	cred, err := attest.MakeCredential(ekPublic, iakName, secret)
+	cred, err := attest.MakeCredential(req.TPM.EndorsementKey, iakName, secret)
 	if err != nil {
 		return nil, fmt.Errorf("%w: endorsement key: %v", ErrBadRequest, err)
 	}
@@ -284,15 +345,49 @@ func (g *Gate) Begin(ctx context.Context, idScope string, req *gatewire.Register
 	g.mu.Lock()
 	now := g.cfg.Now()
 	if len(g.challenges) > maxOperations {
-		for id, c := range g.challenges {
-			if now.After(c.expires) {
+		for id, cs := range g.challenges {
+			cs = slices.DeleteFunc(cs, func(c *challenge) bool { return now.After(c.expires) })
+			if len(cs) == 0 {
 				delete(g.challenges, id)
+			} else {
+				g.challenges[id] = cs
 			}
 		}
 	}
-	g.challenges[req.RegistrationID] = &challenge{secret: secret, nonce: nonce, expires: now.Add(g.cfg.ChallengeTTL)}
+	cs := slices.DeleteFunc(g.challenges[req.RegistrationID], func(c *challenge) bool { return now.After(c.expires) })
+	if len(cs) >= maxChallenges {
+		cs = dropFront(cs, len(cs)-maxChallenges+1)
+	}
+	g.challenges[req.RegistrationID] = append(cs, &challenge{
+		ek: bytes.Clone(req.TPM.EndorsementKey), iak: bytes.Clone(req.TPM.StorageRootKey),
+		secret: secret, nonce: nonce, expires: now.Add(g.cfg.ChallengeTTL),
+	})
 	g.mu.Unlock()
 	return &gatewire.Challenge{AuthenticationKey: key, Nonce: nonce}, nil
+}
+
+// takeChallenge finds the live challenge of regID whose secret keys the
+// SAS token, removes it (one try per challenge) and returns it. live says
+// whether regID had any live challenge. Only HMACs are computed.
+func (g *Gate) takeChallenge(idScope, regID, token string) (ch *challenge, live bool, sasErr error) {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cs := slices.DeleteFunc(g.challenges[regID], func(c *challenge) bool { return now.After(c.expires) })
+	for i, c := range cs {
+		if sasErr = g.checkSAS(idScope, regID, token, c.secret); sasErr == nil {
+			ch = c
+			cs = slices.Delete(cs, i, i+1)
+			break
+		}
+	}
+	live = len(cs) > 0 || ch != nil
+	if len(cs) == 0 {
+		delete(g.challenges, regID)
+	} else {
+		g.challenges[regID] = cs
+	}
+	return ch, live, sasErr
 }
 
 func (g *Gate) checkRequest(idScope string, req *gatewire.RegisterRequest) error {
@@ -331,41 +426,49 @@ func (g *Gate) checkSAS(idScope, regID, token string, key []byte) error {
 	return nil
 }
 
+// custodyRefusal is the one answer a caller gets for every refusal decided
+// from the ledger's record of the device: the ledger does not know it, or
+// it knows it and a custody rule refuses it. The rule and its sentence go
+// to the decision (the operator's), never to the caller, so the answer
+// says nothing about what the ledger holds. Its errorCode is
+// custody-chain's.
+const custodyRefusal = "no custody record allows this operator to enroll this device"
+
 // Finish decides an authorised registration and returns its operation,
 // already decided: status "assigned" with the LDevID chain, or "failed"
-// with the errorCode and errorMessage of the rule broken. The operation can
-// be read again with Operation, with the same authorization, until
-// OperationTTL has passed. Every decision is appended to the ledger:
-// device.enrolled or enrollment.refused.
-func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *gatewire.RegisterRequest) (*gatewire.Outcome, error) {
+// with an errorCode and errorMessage. Refusals of the caller's own proof
+// (challenge, ek-identity, activation, quote, ldevid, csr) name their rule;
+// every refusal decided from the ledger's record answers custodyRefusal.
+// The operation can be read again with Operation, with the same
+// authorization, until OperationTTL has passed. Allowed decisions are
+// appended to the ledger as device.enrolled; refusals are recorded in
+// aggregate (see Config.RefusalLogInterval). A device or source over its
+// refusal limit gets a *ThrottledError before any cryptography.
+func (g *Gate) Finish(ctx context.Context, idScope, source, authorization string, req *gatewire.RegisterRequest) (*gatewire.Outcome, error) {
 	if err := g.checkRequest(idScope, req); err != nil {
 		return nil, err
 	}
 	if authorization == "" {
 		return nil, fmt.Errorf("%w: an authorised registration needs the SAS token", ErrBadRequest)
 	}
-	g.mu.Lock()
-	ch := g.challenges[req.RegistrationID]
-	delete(g.challenges, req.RegistrationID) // one try per challenge
-	g.mu.Unlock()
 	now := g.cfg.Now()
+	if err := g.limits.check(req.RegistrationID, source, now); err != nil {
+		return nil, err
+	}
+	ch, live, sasErr := g.takeChallenge(idScope, req.RegistrationID, authorization)
 	d := &gatewire.Decision{RegistrationID: req.RegistrationID, Time: now, OperationID: newOperationID()}
-	res, err := g.decide(ctx, idScope, authorization, req, ch, d)
+	res, err := g.decide(ctx, req, ch, live, sasErr, d)
 	if err != nil {
 		return nil, err
 	}
-	if !d.Allowed {
-		d.Code = events.RuleErrorCode(d.Rule)
-		g.logRefused(ctx, req, d, res)
-	}
-	g.cfg.Logger.Info("enrollment decision", "device", d.RegistrationID, "allowed", d.Allowed, "rule", d.Rule,
-		"message", d.Message, "logged", d.Logged, "log_index", d.LogIndex, "operation", d.OperationID)
 	st := &gatewire.RegistrationState{
 		RegistrationID: req.RegistrationID, CreatedDateTimeUTC: now.UTC(), LastUpdatedDateTimeUTC: g.cfg.Now().UTC(),
-		ETag: newETag(), Decision: d,
+		ETag: newETag(),
 	}
 	out := &gatewire.Outcome{OperationID: d.OperationID, RegistrationState: st}
 	if d.Allowed {
+		g.cfg.Logger.Info("enrollment decision", "device", d.RegistrationID, "allowed", true,
+			"log_index", d.LogIndex, "operation", d.OperationID, "ldevid_serial", d.LDevIDSerial)
 		out.Status, st.Status, st.Substatus = gatewire.StatusAssigned, gatewire.StatusAssigned, "initialAssignment"
 		if res.reenrolled {
 			st.Substatus = "reprovisionedToInitialAssignment"
@@ -373,10 +476,17 @@ func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *g
 		st.IssuedCertificateChain = res.chain
 		st.DPSEndpoint = g.cfg.DPSEndpoint
 		st.IDScope = g.cfg.IDScope
+		st.Decision = d
 	} else {
+		d.Code = events.RuleErrorCode(d.Rule)
+		rule, msg := d.Rule, d.Message
+		if res.custody {
+			rule, msg = events.RuleCustodyChain, custodyRefusal
+		}
 		out.Status, st.Status = gatewire.StatusFailed, gatewire.StatusFailed
-		st.ErrorCode = d.Code
-		st.ErrorMessage = d.Rule + ": " + d.Message
+		st.ErrorCode = events.RuleErrorCode(rule)
+		st.ErrorMessage = rule + ": " + msg
+		g.refused(req.RegistrationID, source, d, res)
 	}
 	g.remember(d, out, authorization)
 	return out, nil
@@ -385,16 +495,21 @@ func (g *Gate) Finish(ctx context.Context, idScope, authorization string, req *g
 // result is what decide produced besides the decision.
 type result struct {
 	chain      [][]byte         // allowed: LDevID, CA
-	quote      *events.Evidence // the verified fresh quote, if it verified
+	quote      *events.Evidence // the fresh quote, verified by the recorded IAK
 	nonce      []byte
-	known      bool // the ledger knows the device
+	custody    bool // decided from the ledger's record: the caller gets custodyRefusal
 	reenrolled bool
 }
 
 // decide runs every check in order, recording each, and stops at the first
-// failure. On success it issues the LDevID, enrolls in DPS and logs
-// device.enrolled. An error return is an internal failure (no decision).
-func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *gatewire.RegisterRequest, ch *challenge, d *gatewire.Decision) (*result, error) {
+// failure. First the caller's proof, which consults nothing about the
+// device: the challenge and the EK and IAK it was made for, the activated
+// secret, the quote and the LDevID certification by that IAK over its
+// nonce. Then, possession proven, the ledger's record: the same EK and
+// IAK, the EK chain, counters, custody, stages, PCRs. On success it issues
+// the LDevID, enrolls in DPS and logs device.enrolled. An error return is
+// an internal failure (no decision).
+func (g *Gate) decide(ctx context.Context, req *gatewire.RegisterRequest, ch *challenge, live bool, sasErr error, d *gatewire.Decision) (*result, error) {
 	res := &result{}
 	fail := func(rule, format string, args ...any) (*result, error) {
 		msg := fmt.Sprintf(format, args...)
@@ -407,44 +522,26 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 	}
 	pol := &g.cfg.Policy
 	now := g.cfg.Now()
-	if ch == nil || now.After(ch.expires) {
-		return fail(events.RuleChallenge, "no live credential challenge for this registration; start again")
+	// 1. A live challenge of this registration whose secret keys the SAS
+	// token: only the TPM holding the EK and the IAK it was made for could
+	// recover the secret.
+	if ch == nil {
+		if !live {
+			return fail(events.RuleChallenge, "no live credential challenge for this registration; start again")
+		}
+		return fail(events.RuleActivation, "credential activation not proven: %v", sasErr)
 	}
 	res.nonce = ch.nonce
-	// 1. The registration ID is the device ID: SHA-256 of the EK public key.
-	ekPub, _, err := attest.PublicKeyFromTPMT(req.TPM.EndorsementKey)
-	if err != nil {
-		return fail(events.RuleEKIdentity, "endorsement key: %v", err)
+	// 2. The challenge is bound to the EK and the IAK it was made for.
+	if !bytes.Equal(req.TPM.EndorsementKey, ch.ek) {
+		return fail(events.RuleEKIdentity, "the EK is not the one the challenge was encrypted to")
 	}
-	if id, _ := attest.DeviceID(ekPub); id != req.RegistrationID {
-		return fail(events.RuleEKIdentity, "the registration ID is not the SHA-256 of this EK")
+	if !bytes.Equal(req.TPM.StorageRootKey, ch.iak) {
+		return fail(events.RuleActivation, "the attestation key is not the one the credential was bound to")
 	}
-	pass(events.RuleEKIdentity, "registration ID = SHA-256(EK)")
-	// 2. The ledger knows the device and holds this EK.
-	dev, err := g.cfg.Ledger.Device(req.RegistrationID)
-	if errors.Is(err, ledger.ErrNotFound) {
-		return fail(events.RuleCustodyChain, "the ledger has no custody record of this device")
-	} else if err != nil {
-		return nil, err
-	}
-	res.known = true
-	if !bytes.Equal(dev.EKPublic, req.TPM.EndorsementKey) {
-		return fail(events.RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
-	}
-	pass("ledger-record", "manufactured by %s", dev.Vendor)
-	// 3. The EK certificate the vendor recorded chains to the trust bundle.
-	manufacturer, err := g.verifyEK(dev.EKCertificate, now)
-	if err != nil {
-		return fail(events.RuleEKChain, "EK certificate: %v", err)
-	}
-	pass(events.RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
-	// 4. Credential activation: the SAS token is keyed with the secret that
-	// only the TPM holding this EK and the recorded IAK could recover.
-	if err := g.checkSAS(idScope, req.RegistrationID, authorization, ch.secret); err != nil {
-		return fail(events.RuleActivation, "credential activation not proven: %v", err)
-	}
-	pass(events.RuleActivation, "the TPM holding the EK activated the credential for the recorded IAK")
-	// 5. A fresh quote by the recorded IAK over the gate's nonce.
+	pass(events.RuleEKIdentity, "registration ID = SHA-256(EK), the EK the challenge was encrypted to")
+	pass(events.RuleActivation, "the TPM holding the EK activated the credential for the IAK it named")
+	// 3. A fresh quote by that IAK over the challenge's nonce.
 	if req.Payload == nil || req.Payload.Quote == nil || req.Payload.LDevID == nil {
 		return fail(events.RuleQuote, "the registration carries no quote or LDevID evidence")
 	}
@@ -452,12 +549,47 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 	if err != nil {
 		return fail(events.RuleQuote, "%v", err)
 	}
-	qi, err := attest.VerifyQuote(dev.IAKPublic, q, ch.nonce)
+	qi, err := attest.VerifyQuote(ch.iak, q, ch.nonce)
 	if err != nil {
 		return fail(events.RuleQuote, "fresh quote: %v", err)
 	}
+	pass(events.RuleQuote, "fresh quote by the IAK over the gate's nonce")
+	// 4. The LDevID key is TPM-resident and certified by that IAK.
+	ldevPub, err := attest.VerifyCertify(ch.iak, req.Payload.LDevID, ch.nonce)
+	if err != nil {
+		return fail(events.RuleLDevID, "LDevID certification: %v", err)
+	}
+	pass(events.RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
+	if req.CSR != "" {
+		if err := checkCSR(req.CSR, req.RegistrationID, ldevPub); err != nil {
+			return fail(events.RuleCSR, "%v", err)
+		}
+		pass(events.RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
+	}
+	// From here on the device proved its TPM and every refusal is decided
+	// from the ledger's record: the caller gets custodyRefusal.
+	res.custody = true
+	// 5. The ledger knows the device, with this EK and this IAK.
+	dev, err := g.cfg.Ledger.Device(req.RegistrationID)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return fail(events.RuleCustodyChain, "the ledger has no custody record of this device")
+	} else if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(dev.EKPublic, req.TPM.EndorsementKey) {
+		return fail(events.RuleEKIdentity, "the EK differs from the one the TPM vendor recorded")
+	}
+	if !bytes.Equal(dev.IAKPublic, ch.iak) {
+		return fail(events.RuleActivation, "the credential was activated for an IAK other than the one the TPM vendor recorded")
+	}
 	res.quote = req.Payload.Quote
-	pass(events.RuleQuote, "fresh quote by the recorded IAK over the gate's nonce")
+	pass("ledger-record", "manufactured by %s; the EK and IAK it recorded", dev.Vendor)
+	// 6. The EK certificate the vendor recorded chains to the trust bundle.
+	manufacturer, err := g.verifyEK(dev.EKCertificate, now)
+	if err != nil {
+		return fail(events.RuleEKChain, "EK certificate: %v", err)
+	}
+	pass(events.RuleEKChain, "EK certificate chains to the TPM trust bundle (%s)", manufacturer)
 	if dev.LastQuote != nil {
 		prev := &attest.QuoteInfo{Clock: dev.LastQuote.Clock, ResetCount: dev.LastQuote.ResetCount, RestartCount: dev.LastQuote.RestartCount}
 		if err := attest.CheckMonotonic(prev, qi); err != nil {
@@ -465,7 +597,7 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 		}
 	}
 	pass(events.RuleCounters, "clock %d, resets %d, restarts %d: not behind the history", qi.Clock, qi.ResetCount, qi.RestartCount)
-	// 6. Custody: the operator holds the device, the chain is clean.
+	// 7. Custody: the operator holds the device, the chain is clean.
 	if dev.Decommissioned {
 		return fail(events.RuleDecommissioned, "the device was decommissioned")
 	}
@@ -486,7 +618,7 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 		}
 	}
 	pass(events.RuleStages, "required stages recorded: %s", strings.Join(pol.RequiredStages, ", "))
-	// 7. PCRs equal what the EMS recorded with the firmware, or what the
+	// 8. PCRs equal what the EMS recorded with the firmware, or what the
 	// operator allowed.
 	var sources []string
 	for _, i := range pol.QuotePCRs {
@@ -505,22 +637,14 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 		}
 		res.reenrolled = true
 	}
-	// 8. The LDevID key is TPM-resident and certified by the IAK.
-	ldevPub, err := attest.VerifyCertify(dev.IAKPublic, req.Payload.LDevID, ch.nonce)
-	if err != nil {
-		return fail(events.RuleLDevID, "LDevID certification: %v", err)
-	}
-	pass(events.RuleLDevID, "LDevID key certified by the IAK (TPM2_Certify)")
-	if req.CSR != "" {
-		if err := checkCSR(req.CSR, req.RegistrationID, ldevPub); err != nil {
-			return fail(events.RuleCSR, "%v", err)
-		}
-		pass(events.RuleCSR, "CSR signed by the certified LDevID key, CN = registration ID")
-	}
+	// Every check passed: what fails now (DPS, the ledger) is named to the
+	// device, which may retry.
+	res.custody = false
 	cert, err := g.issueLDevID(req.RegistrationID, ldevPub)
 	if err != nil {
 		return nil, err
 	}
+	d.LDevIDSerial = cert.SerialNumber.Text(16)
 	if err := g.cfg.Registry.Enroll(ctx, req.RegistrationID, cert); err != nil {
 		return fail(events.RuleDPS, "DPS enrollment: %v", err)
 	}
@@ -530,7 +654,12 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 		// The certificate was issued but is not recorded: revoke it, and
 		// disable the DPS enrollment that now names it (best effort; the
 		// device enrolls again).
-		g.ldevids.revoke(req.RegistrationID, cert.SerialNumber, now, x509ReasonCessation)
+		// The revocation is durable (the revocation file) before the
+		// refusal is answered; if even that fails, the operator is told.
+		if rerr := g.revoke(revocation{Serial: cert.SerialNumber, Device: req.RegistrationID, NotAfter: cert.NotAfter,
+			Time: now.UTC().Truncate(time.Second), Reason: x509ReasonCessation}); rerr != nil {
+			g.cfg.Logger.Error("revoking an unrecorded LDevID", "device", req.RegistrationID, "serial", cert.SerialNumber.Text(16), "err", rerr)
+		}
 		if derr := g.cfg.Registry.SetEnabled(ctx, req.RegistrationID, false); derr != nil {
 			g.cfg.Logger.Warn("disabling the DPS enrollment of an unrecorded LDevID", "device", req.RegistrationID, "err", derr)
 		}
@@ -543,7 +672,6 @@ func (g *Gate) decide(ctx context.Context, idScope, authorization string, req *g
 	}
 	pass(events.RuleLedger, "%s", detail)
 	d.Allowed, d.Logged, d.LogIndex = true, true, idx
-	d.LDevIDSerial = cert.SerialNumber.Text(16)
 	res.chain = [][]byte{cert.Raw, g.cfg.LDevIDCA.Cert.Raw}
 	return res, nil
 }

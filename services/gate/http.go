@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/custodyledger/custody/services/gate/gatewire"
 )
@@ -33,6 +37,17 @@ func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 //	GET /v1/decisions[?device=<id>]  the gate's decisions, oldest first
 //	GET /v1/policy                   the policy in force
 //	GET /v1/crl                      the LDevID CA's CRL (DER, application/pkix-crl)
+//	GET /v1/ocsp/{base64 request}    OCSP (RFC 6960 appendix A, RFC 5019) for its LDevIDs
+//	POST /v1/ocsp                    the same, the DER request as the body
+//	POST /v1/revocations             revoke an LDevID: {"serial": "<hex>", "reason": "keyCompromise"}
+//
+// Who may call what (the HTTP layer's authorisation wraps this handler):
+// the registration routes are anonymous (a device at first boot proves
+// itself with its TPM); /v1/crl and /v1/ocsp are public (relying parties);
+// /v1/decisions, /v1/policy and /v1/revocations are the gate's operator's.
+//
+// A device or source address over its refusal limit is answered 429 with
+// Retry-After and errorCode 429001, as DPS throttles.
 //
 // Requests refused before a decision get DPS's error body:
 // {"errorCode", "trackingId", "message", "timestampUtc"}.
@@ -58,8 +73,12 @@ func (g *Gate) Handler() http.Handler {
 		}
 		idScope := r.PathValue("idScope")
 		auth := r.Header.Get("Authorization")
+		src := sourceOf(r)
 		if auth == "" {
-			ch, err := g.Begin(r.Context(), idScope, &req)
+			ch, err := g.Begin(r.Context(), idScope, src, &req)
+			if throttled(w, err) {
+				return
+			}
 			if errors.Is(err, ErrBadRequest) {
 				dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, err.Error())
 				return
@@ -71,7 +90,10 @@ func (g *Gate) Handler() http.Handler {
 			writeJSON(w, http.StatusUnauthorized, ch)
 			return
 		}
-		out, err := g.Finish(r.Context(), idScope, auth, &req)
+		out, err := g.Finish(r.Context(), idScope, src, auth, &req)
+		if throttled(w, err) {
+			return
+		}
 		if errors.Is(err, ErrBadRequest) {
 			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, err.Error())
 			return
@@ -123,7 +145,87 @@ func (g *Gate) Handler() http.Handler {
 		w.Header().Set("Cache-Control", "no-cache")
 		_, _ = w.Write(der)
 	})
+	mux.HandleFunc("GET /v1/ocsp/{request...}", func(w http.ResponseWriter, r *http.Request) {
+		// RFC 6960 appendix A.1: the base64 DER request, URL-encoded, as
+		// the path (PathValue has undone the URL encoding).
+		der, err := base64.StdEncoding.DecodeString(r.PathValue("request"))
+		if err != nil {
+			der = nil // answered malformedRequest
+		}
+		g.serveOCSP(w, der)
+	})
+	mux.HandleFunc("POST /v1/ocsp", func(w http.ResponseWriter, r *http.Request) {
+		der, err := io.ReadAll(io.LimitReader(r.Body, maxOCSPRequest+1))
+		if err != nil || len(der) > maxOCSPRequest {
+			der = nil
+		}
+		g.serveOCSP(w, der)
+	})
+	mux.HandleFunc("POST /v1/revocations", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Serial string `json:"serial"` // hex
+			Reason string `json:"reason"`
+		}
+		dec := json.NewDecoder(io.LimitReader(r.Body, 4096))
+		dec.DisallowUnknownFields()
+		serial, ok := new(big.Int), false
+		if dec.Decode(&req) == nil {
+			serial, ok = serial.SetString(req.Serial, 16)
+		}
+		if !ok {
+			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, `a revocation is {"serial": "<hex>", "reason": "<RFC 5280 reason name>"}`)
+			return
+		}
+		switch err := g.Revoke(serial, req.Reason); {
+		case errors.Is(err, ErrBadRequest):
+			dpsError(w, http.StatusBadRequest, gatewire.CodeBadRequest, err.Error())
+		case errors.Is(err, ErrUnknownLDevID):
+			dpsError(w, http.StatusNotFound, gatewire.CodeNotFound, "this gate issued no LDevID with that serial")
+		case err != nil:
+			g.cfg.Logger.Error("revocation", "err", err)
+			dpsError(w, http.StatusInternalServerError, gatewire.CodeInternal, "internal error")
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
 	return mux
+}
+
+// maxOCSPRequest bounds a POSTed OCSP request.
+const maxOCSPRequest = 16 << 10
+
+func (g *Gate) serveOCSP(w http.ResponseWriter, der []byte) {
+	resp, err := g.OCSP(der)
+	if err != nil {
+		g.cfg.Logger.Error("OCSP", "err", err)
+		resp = ocsp.InternalErrorErrorResponse
+	}
+	w.Header().Set("Content-Type", "application/ocsp-response")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(resp)
+}
+
+// sourceOf is the address a request came from, without the port: the
+// key of the per-source refusal limit. The gate trusts no forwarding
+// header; behind a proxy, every device shares the proxy's address.
+func sourceOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// throttled answers a *ThrottledError as DPS throttles: 429, Retry-After
+// and errorCode 429001.
+func throttled(w http.ResponseWriter, err error) bool {
+	var te *ThrottledError
+	if !errors.As(err, &te) {
+		return false
+	}
+	w.Header().Set("Retry-After", te.RetryAfterSeconds())
+	dpsError(w, http.StatusTooManyRequests, gatewire.CodeThrottled, "too many refused registrations; retry after the Retry-After interval")
+	return true
 }
 
 // apiVersion checks the api-version query parameter, as DPS does.

@@ -22,6 +22,7 @@ const (
 
 // issuedLDevID is one LDevID the gate issued.
 type issuedLDevID struct {
+	device    string
 	serial    *big.Int
 	notAfter  time.Time
 	revokedAt time.Time // zero while valid
@@ -38,8 +39,9 @@ type issuedLDevID struct {
 type ldevids struct {
 	mu       sync.Mutex
 	byDevice map[string][]*issuedLDevID
-	number   int64           // last CRL number
-	disabled map[string]bool // devices whose DPS enrollment the sweep disabled
+	bySerial map[string]*issuedLDevID // by serial (hex)
+	number   int64                    // last CRL number
+	disabled map[string]bool          // devices whose DPS enrollment the sweep disabled
 }
 
 // add registers a newly issued LDevID and revokes (superseded) the
@@ -54,16 +56,45 @@ func (l *ldevids) add(device string, cert *x509.Certificate, now time.Time) int 
 			n++
 		}
 	}
-	l.byDevice[device] = append(l.byDevice[device], &issuedLDevID{serial: cert.SerialNumber, notAfter: cert.NotAfter})
+	if c := l.bySerial[cert.SerialNumber.Text(16)]; c != nil {
+		// Revoked already (the revocation file was read first, or the
+		// operator revoked it): keep that revocation.
+		c.notAfter = cert.NotAfter
+		return n
+	}
+	c := &issuedLDevID{device: device, serial: cert.SerialNumber, notAfter: cert.NotAfter}
+	l.byDevice[device] = append(l.byDevice[device], c)
+	l.bySerial[cert.SerialNumber.Text(16)] = c
 	delete(l.disabled, device) // Enroll enabled the DPS enrollment again
 	return n
 }
 
-// revoke registers cert as issued and revoked at once.
-func (l *ldevids) revoke(device string, serial *big.Int, now time.Time, reason int) {
+// apply registers a revocation: of a known LDevID (the earlier revocation
+// wins unless this one is earlier), or of one issued and revoked at once.
+func (l *ldevids) apply(r revocation) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.byDevice[device] = append(l.byDevice[device], &issuedLDevID{serial: serial, notAfter: now.Add(100 * 365 * 24 * time.Hour), revokedAt: now, reason: reason})
+	serial := r.Serial.Text(16)
+	if c := l.bySerial[serial]; c != nil {
+		if c.revokedAt.IsZero() || r.Time.Before(c.revokedAt) || c.reason == x509ReasonSuperseded {
+			c.revokedAt, c.reason = r.Time, r.Reason
+		}
+		return
+	}
+	c := &issuedLDevID{device: r.Device, serial: r.Serial, notAfter: r.NotAfter, revokedAt: r.Time, reason: r.Reason}
+	l.byDevice[r.Device] = append(l.byDevice[r.Device], c)
+	l.bySerial[serial] = c
+}
+
+// lookup returns a copy of the register's entry for serial.
+func (l *ldevids) lookup(serial *big.Int) (issuedLDevID, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.bySerial[serial.Text(16)]
+	if c == nil {
+		return issuedLDevID{}, false
+	}
+	return *c, true
 }
 
 // Revoked is one entry of the gate's CRL.
@@ -185,7 +216,8 @@ func (g *Gate) Sweep(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Run sweeps every SweepInterval until ctx ends.
+// Run sweeps every SweepInterval until ctx ends, and writes the aggregate
+// refusal records that are due.
 func (g *Gate) Run(ctx context.Context) error {
 	t := time.NewTicker(g.cfg.SweepInterval)
 	defer t.Stop()
@@ -194,6 +226,7 @@ func (g *Gate) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			g.flushRefusals()
 			if _, err := g.Sweep(ctx); err != nil && ctx.Err() == nil {
 				g.cfg.Logger.Warn("sweep", "err", err)
 			}

@@ -272,6 +272,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		Name: cfg.Gate, Operator: cfg.Operator, IDScope: cfg.IDScope, Key: gp.Key, NATS: gnc,
 		Ledger: n.store, TPMTrust: trust, LDevIDCA: n.PKI.LDevIDCA,
 		Registry: svc, Log: n.store, DPSEndpoint: n.DPSURL(), Policy: cfg.GatePolicy, Logger: cfg.Logger.With("part", "gate"),
+		RevocationFile: filepath.Join(cfg.DataDir, "gate-revocations.jsonl"),
 	})
 	if err != nil {
 		return nil, err

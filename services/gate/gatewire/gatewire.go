@@ -45,6 +45,7 @@ const (
 	CodeBadRequest         = 400004
 	CodeUnsupportedVersion = 400002
 	CodeNotFound           = 404001
+	CodeThrottled          = 429001 // too many refused registrations: retry after Retry-After
 	CodeInternal           = 500000
 )
 
@@ -82,6 +83,9 @@ type Decision struct {
 // (its TpmAttestation): the EK public area, the registration's identity.
 type TPMAttestation struct {
 	EndorsementKey []byte `json:"endorsementKey"` // TPMT_PUBLIC of the EK
+	// StorageRootKey is, for the gate, the TPMT_PUBLIC of the device's IAK:
+	// in DPS the key the challenge is bound to besides the EK (there the
+	// SRK), here the key the credential is made for. Required by the gate.
 	StorageRootKey []byte `json:"storageRootKey,omitempty"`
 }
 
