@@ -91,6 +91,11 @@ type Config struct {
 	Key crypto.Signer
 	// NATS carries the gate's events to the ledger.
 	NATS *nats.Conn
+	// ReceiptVerifier proves the ledger's receipts of the gate's events
+	// (inclusion proof, checkpoint signed by the log's key):
+	// ledger.NewReceiptVerifier with the log's public key and the gate's
+	// registered certificate. Required.
+	ReceiptVerifier events.ReceiptVerifier
 	// Ledger answers custody-state questions.
 	Ledger DeviceState
 	// TPMTrust verifies EK certificate chains.
@@ -173,8 +178,8 @@ func New(cfg Config) (*Gate, error) {
 		return nil, errors.New("gate: Name and Operator must be partner names")
 	case cfg.IDScope == "":
 		return nil, errors.New("gate: IDScope is required")
-	case cfg.Key == nil || cfg.NATS == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
-		return nil, errors.New("gate: Key, NATS, Ledger, TPMTrust, LDevIDCA and Registry are required")
+	case cfg.Key == nil || cfg.NATS == nil || cfg.ReceiptVerifier == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
+		return nil, errors.New("gate: Key, NATS, ReceiptVerifier, Ledger, TPMTrust, LDevIDCA and Registry are required")
 	}
 	var err error
 	if cfg.Policy, err = cfg.Policy.withDefaults(); err != nil {
@@ -203,7 +208,7 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p, err := events.NewPublisher(cfg.NATS, cfg.Name)
+	p, err := events.NewPublisher(cfg.NATS, cfg.Name, cfg.ReceiptVerifier)
 	if err != nil {
 		return nil, err
 	}
