@@ -91,7 +91,7 @@ type BadReceiptError struct {
 }
 
 func (e *BadReceiptError) Error() string {
-	return fmt.Sprintf("events: refused a %q receipt for %s: %v", e.Status, e.Digest, e.Err)
+	return fmt.Sprintf("events: refused the ledger's receipt for %s (status %.20q): %v", e.Digest, e.Status, e.Err)
 }
 
 func (e *BadReceiptError) Is(target error) bool { return target == ErrBadReceipt }
