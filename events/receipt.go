@@ -22,6 +22,11 @@ const (
 // Receipt is the ledger's answer to one event. For accepted and evidence
 // events it carries an RFC 6962 inclusion proof of the entry and the signed
 // checkpoint (C2SP tlog-checkpoint note) it verifies against.
+//
+// A Receipt as decoded is unverified. [VerifyReceipt] (which every
+// [Publisher] runs) proves Digest, and for a logged event LogIndex,
+// TreeSize, RootHash, Hashes and Checkpoint; Status, Code, Reason, Kind,
+// Partner and Target remain the ledger's word.
 type Receipt struct {
 	Digest  string `json:"digest"`
 	Status  string `json:"status"`
