@@ -1,7 +1,10 @@
 // Package events is the custody event contract in Go: the in-toto Statement
 // that describes one custody event, its DSSE envelope signed by a partner, the
 // canonical digests that bind a TPM quote to one event, the NATS subjects and
-// stream settings, and the publisher that waits for the ledger's receipt.
+// stream settings, and the publisher that waits for the ledger's receipt and
+// verifies it ([VerifyReceipt]: digest, inclusion proof, checkpoint signed by
+// the log's key, through a [ReceiptVerifier] the ledger implements; see
+// docs/design/events.md, "What a publisher verifies").
 //
 // The contract, for a partner's engineer:
 //

@@ -25,11 +25,20 @@ import (
 // each answer to the Publish waiting for that digest. Answers nobody waits
 // for (events of the same partner published by another process) are
 // dropped. A Publisher is safe for concurrent use.
+//
+// Every answer is checked ([VerifyReceipt]) before it counts: a receipt for
+// another digest, or one that says the event is logged without an
+// inclusion proof under a checkpoint signed by the log's key, makes
+// Publish fail with a [*BadReceiptError] and leaves the event in the
+// outbox, to be sent (and its answer checked) again. Whoever can publish
+// on the partner's receipt subjects can thus delay an event, never make it
+// look logged.
 type Publisher struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	partner string
-	outbox  *Outbox // nil: no durability across station restarts
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	partner  string
+	receipts ReceiptVerifier
+	outbox   *Outbox // nil: no durability across station restarts
 
 	subMu      sync.Mutex
 	subscribed bool
@@ -37,16 +46,21 @@ type Publisher struct {
 	waiting    map[string][]chan *nats.Msg // event digest (hex) → Publish calls waiting for it
 }
 
-// NewPublisher returns a publisher for partner over nc.
-func NewPublisher(nc *nats.Conn, partner string) (*Publisher, error) {
+// NewPublisher returns a publisher for partner over nc. receipts proves
+// the ledger's receipts (ledger.NewReceiptVerifier with the log's public
+// key and the certificate partner is registered with); it is required.
+func NewPublisher(nc *nats.Conn, partner string, receipts ReceiptVerifier) (*Publisher, error) {
 	if !ValidPartnerName(partner) {
 		return nil, fmt.Errorf("events: invalid partner name %q", partner)
+	}
+	if nc == nil || receipts == nil {
+		return nil, errors.New("events: a publisher needs a NATS connection and a receipt verifier")
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	return &Publisher{nc: nc, js: js, partner: partner, waiting: map[string][]chan *nats.Msg{}}, nil
+	return &Publisher{nc: nc, js: js, partner: partner, receipts: receipts, waiting: map[string][]chan *nats.Msg{}}, nil
 }
 
 // subscribeTimeout bounds the wait for the server to confirm the standing
@@ -129,7 +143,8 @@ func (p *Publisher) wait(digest string, answers chan *nats.Msg) func() {
 	}
 }
 
-// WithOutbox makes the publisher keep every event in o until it is answered.
+// WithOutbox makes the publisher keep every event in o until it is
+// answered by a receipt that verifies.
 func (p *Publisher) WithOutbox(o *Outbox) *Publisher {
 	p.outbox = o
 	return p
@@ -235,7 +250,9 @@ func (p *Publisher) askStatus(digest string, answers chan *nats.Msg) *nats.Subsc
 var ErrNoReceipt = errors.New("no receipt from the ledger yet")
 
 // Publish sends the envelope and waits for the ledger's answer. It returns
-// the receipt whatever its status; callers check Receipt.Status.
+// the receipt whatever its status, once it verified ([VerifyReceipt]);
+// callers check Receipt.Status. An answer that does not verify is an error
+// (a [*BadReceiptError]) and the event stays in the outbox.
 func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, error) {
 	signed, err := Open(envelope)
 	if err != nil {
@@ -299,6 +316,9 @@ func (p *Publisher) PublishSigned(ctx context.Context, signed *Signed) (*Receipt
 			}
 			if r.Status == StatusUnknown {
 				continue // still in the stream: the ledger will answer
+			}
+			if err := VerifyReceipt(signed, &r, p.receipts); err != nil {
+				return nil, err
 			}
 			if p.outbox != nil {
 				if err := p.outbox.Done(digest); err != nil {

@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +40,13 @@ func TestSignStatementMatchesOpen(t *testing.T) {
 		t.Fatal("SignStatement and Open disagree on the statement")
 	}
 }
+
+// unproven passes every logged receipt: the stand-in ledgers here build no
+// Merkle tree. Proofs are checked with receipts of a real ledger in
+// ledger/receipt_test.go.
+type unproven struct{}
+
+func (unproven) VerifyReceipt(*events.Signed, *events.Receipt) error { return nil }
 
 // A Publisher's concurrent Publish calls each get the answer for their own
 // event, over the publisher's standing subscriptions, whether a receipt or
@@ -88,7 +97,7 @@ func TestPublisherRoutesAnswers(t *testing.T) {
 	defer cc.Stop()
 
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	pub, err := events.NewPublisher(nc, "delta-ems")
+	pub, err := events.NewPublisher(nc, "delta-ems", unproven{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,5 +136,91 @@ func TestPublisherRoutesAnswers(t *testing.T) {
 	s, _ := events.SignStatement(ctx, other, key, "blue-operator")
 	if _, err := pub.PublishSigned(ctx, s); err == nil {
 		t.Fatal("a publisher sent another partner's event")
+	}
+}
+
+// refuses is a receipt verifier that proves nothing.
+type refuses struct{}
+
+func (refuses) VerifyReceipt(*events.Signed, *events.Receipt) error {
+	return fmt.Errorf("%w: test verifier", events.ErrReceiptProof)
+}
+
+// Publish returns no receipt for an answer that does not verify, names the
+// rule it broke, and keeps the event in the outbox.
+func TestReceiptRefusedByPublisher(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc := natstest.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.CreateStream(ctx, events.StreamConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stand-in ledger says "logged" to every event, and gives events
+	// whose ID ends in "d" another event's digest.
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		s, err := events.Open(m.Data())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		r := events.Receipt{Status: events.StatusAccepted, Digest: s.DigestHex(), LogIndex: 3}
+		if id := s.Statement.Predicate.EventID; id[len(id)-1] == 'd' {
+			r.Digest = strings.Repeat("0", 64)
+		}
+		b, _ := json.Marshal(r)
+		_ = nc.Publish(events.ReceiptSubject(s.Statement.Predicate.Partner, s.DigestHex()), b)
+		_ = m.Ack()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, tc := range []struct {
+		name    string
+		eventID string
+		v       events.ReceiptVerifier
+		want    error
+	}{
+		{"another event's digest", strings.Repeat("0", 31) + "d", unproven{}, events.ErrReceiptDigest},
+		{"a proof that does not verify", strings.Repeat("0", 31) + "e", refuses{}, events.ErrReceiptProof},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ob, err := events.OpenOutbox(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := events.NewPublisher(nc, "delta-ems", tc.v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := offer(t)
+			st.Predicate.EventID = tc.eventID
+			s, err := events.SignStatement(ctx, st, key, "delta-ems")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := pub.WithOutbox(ob).PublishSigned(ctx, s)
+			var bad *events.BadReceiptError
+			if r != nil || !errors.Is(err, tc.want) || !errors.As(err, &bad) || bad.Digest != s.DigestHex() {
+				t.Fatalf("Publish = %+v, %v; want no receipt and a BadReceiptError naming %q", r, err, tc.want)
+			}
+			if !ob.Has(s.DigestHex()) {
+				t.Fatal("the event left the outbox on a receipt that did not verify")
+			}
+		})
+	}
+	if _, err := events.NewPublisher(nc, "delta-ems", nil); err == nil {
+		t.Fatal("a publisher without a receipt verifier")
 	}
 }

@@ -1,5 +1,10 @@
 package events
 
+import (
+	"errors"
+	"fmt"
+)
+
 // Receipt statuses.
 const (
 	// StatusAccepted: the event is in the log and changed the device's state.
@@ -17,6 +22,11 @@ const (
 // Receipt is the ledger's answer to one event. For accepted and evidence
 // events it carries an RFC 6962 inclusion proof of the entry and the signed
 // checkpoint (C2SP tlog-checkpoint note) it verifies against.
+//
+// A Receipt as decoded is unverified. [VerifyReceipt] (which every
+// [Publisher] runs) proves Digest, and for a logged event LogIndex,
+// TreeSize, RootHash, Hashes and Checkpoint; Status, Code, Reason, Kind,
+// Partner and Target remain the ledger's word.
 type Receipt struct {
 	Digest  string `json:"digest"`
 	Status  string `json:"status"`
@@ -35,3 +45,92 @@ type Receipt struct {
 
 // Logged reports whether the event entered the log.
 func (r *Receipt) Logged() bool { return r.Status == StatusAccepted || r.Status == StatusEvidence }
+
+// ReceiptVerifier checks what a publisher cannot check with the contract
+// alone: that a logged receipt proves its event is in the log. The ledger
+// owns the leaf format and the checkpoint note, so it implements this
+// ([ledger.ReceiptVerifier], made from the log's public key and the
+// certificate the signer is registered with); events owns the contract.
+//
+// VerifyReceipt is called by [VerifyReceipt] only for a receipt whose
+// status is accepted or evidence and whose digest is signed's. It must
+// check, with the log's public key held by the verifier and nothing taken
+// from the receipt on trust, that r.Checkpoint is a checkpoint note signed
+// by the log's key that names exactly r.TreeSize and r.RootHash, and that
+// r.Hashes prove signed's leaf at r.LogIndex in that tree. Its error wraps
+// the rule broken: [ErrReceiptCheckpoint], [ErrReceiptTree] or
+// [ErrReceiptProof]. It must be safe for concurrent use.
+//
+// [ledger.ReceiptVerifier]: https://pkg.go.dev/github.com/custodyledger/custody/ledger#ReceiptVerifier
+type ReceiptVerifier interface {
+	VerifyReceipt(signed *Signed, r *Receipt) error
+}
+
+// The rules a receipt can break; a [*BadReceiptError] wraps one.
+var (
+	// ErrBadReceipt matches every receipt that does not verify.
+	ErrBadReceipt = errors.New("the ledger's receipt does not verify")
+	// ErrReceiptDigest: the receipt answers another event.
+	ErrReceiptDigest = errors.New("digest: the receipt is not for this event")
+	// ErrReceiptStatus: the status is none of accepted, evidence, rejected.
+	ErrReceiptStatus = errors.New("status: not a status the ledger answers with")
+	// ErrReceiptCheckpoint: the checkpoint is not a note signed by the
+	// log's key.
+	ErrReceiptCheckpoint = errors.New("checkpoint signature: not signed by the log's key")
+	// ErrReceiptTree: the receipt's tree size or root hash is not the one
+	// its signed checkpoint names.
+	ErrReceiptTree = errors.New("tree size or root: not those of the signed checkpoint")
+	// ErrReceiptProof: the inclusion proof does not lead from the event's
+	// leaf at the receipt's index to the root.
+	ErrReceiptProof = errors.New("inclusion proof: does not prove the event's leaf under the root")
+)
+
+// BadReceiptError is a receipt the publisher refused: the event is not
+// treated as answered and stays in the outbox. It matches [ErrBadReceipt]
+// and unwraps to the rule broken ([ErrReceiptDigest], [ErrReceiptStatus],
+// [ErrReceiptCheckpoint], [ErrReceiptTree], [ErrReceiptProof]).
+type BadReceiptError struct {
+	Digest string // the event's digest (hex)
+	Status string // the status the receipt claimed
+	Err    error
+}
+
+func (e *BadReceiptError) Error() string {
+	return fmt.Sprintf("events: refused the ledger's receipt for %s (status %.20q): %v", e.Digest, e.Status, e.Err)
+}
+
+func (e *BadReceiptError) Is(target error) bool { return target == ErrBadReceipt }
+func (e *BadReceiptError) Unwrap() error        { return e.Err }
+
+// VerifyReceipt checks the ledger's answer r to the event signed before
+// anything treats it as an answer: its digest must be the event's, its
+// status one the ledger answers with (accepted, evidence, rejected), and,
+// if it says the event is logged, v must prove it (inclusion proof under a
+// checkpoint signed by the log's key, see [ReceiptVerifier]). The error is
+// a [*BadReceiptError] naming the rule broken.
+//
+// What a receipt that verifies proves: for accepted and evidence, that the
+// log the checkpoint commits to holds the event's leaf at LogIndex. A
+// rejection carries no proof: that the event is not logged is the ledger's
+// word. Status (accepted or evidence), Code, Reason, Kind, Partner and
+// Target are the ledger's verdict, not part of the leaf, and are not
+// proven.
+func VerifyReceipt(signed *Signed, r *Receipt, v ReceiptVerifier) error {
+	digest := signed.DigestHex()
+	bad := func(err error) error { return &BadReceiptError{Digest: digest, Status: r.Status, Err: err} }
+	if r.Digest != digest {
+		return bad(fmt.Errorf("%w (it names %.64q)", ErrReceiptDigest, r.Digest))
+	}
+	switch {
+	case r.Status == StatusRejected:
+		return nil
+	case !r.Logged():
+		return bad(ErrReceiptStatus)
+	case v == nil:
+		return bad(fmt.Errorf("%w: no receipt verifier", ErrReceiptProof))
+	}
+	if err := v.VerifyReceipt(signed, r); err != nil {
+		return bad(err)
+	}
+	return nil
+}

@@ -78,7 +78,11 @@ func (e *env) publish(partner string, st *events.Statement) *events.Receipt {
 
 func (e *env) publishRaw(partner string, envelope []byte) *events.Receipt {
 	e.t.Helper()
-	pub, err := events.NewPublisher(e.nc, partner)
+	rv, err := e.n.ReceiptVerifier(partner)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pub, err := events.NewPublisher(e.nc, partner, rv)
 	if err != nil {
 		e.t.Fatal(err)
 	}

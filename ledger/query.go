@@ -139,8 +139,8 @@ func VerifyProvenance(p *Provenance, logKey *ecdsa.PublicKey) ([]VerifiedEntry, 
 	if err != nil {
 		return nil, nil, err
 	}
-	if cp.Size != p.TreeSize || !bytes.Equal(cp.Root, p.RootHash) {
-		return nil, nil, errors.New("provenance: tree size or root differs from the signed checkpoint")
+	if err := cp.names(p.TreeSize, p.RootHash); err != nil {
+		return nil, nil, fmt.Errorf("provenance: %w", err)
 	}
 	var out []VerifiedEntry
 	for _, e := range p.Entries {

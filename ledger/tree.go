@@ -245,6 +245,15 @@ func VerifyCheckpoint(note []byte, pub crypto.PublicKey) (*Checkpoint, error) {
 	return &Checkpoint{Origin: sc.Origin, Size: sc.Size, Root: bytes.Clone(sc.Hash)}, nil
 }
 
+// names checks that the checkpoint is the one of the tree of size with
+// root (what a receipt or a provenance answer says it verifies against).
+func (c *Checkpoint) names(size uint64, root []byte) error {
+	if c.Size != size || !bytes.Equal(c.Root, root) {
+		return fmt.Errorf("the signed checkpoint is of tree size %d, root %x; the answer says size %d, root %.32x", c.Size, c.Root, size, root)
+	}
+	return nil
+}
+
 // hexRoots makes a proof's root mismatch in err print its Merkle
 // roots in hex, as the rest of Custody prints hashes (the Merkle library
 // prints them as lists of decimal bytes). The result unwraps to err.

@@ -291,6 +291,10 @@ func TestCLIFileErrors(t *testing.T) {
 	}
 	missing := filepath.Join(dir, "missing.pem")
 	wantLogKey := []string{`"PUBLIC KEY"`, "log/log.pub"}
+	demoPKI := filepath.Join(dir, "pki")
+	if _, err := pki.InitDemo(demoPKI, pki.DefaultPartners()); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		flag string
@@ -312,6 +316,9 @@ func TestCLIFileErrors(t *testing.T) {
 		{[]string{"tpm", "ek", "verify", "--bundle", missing, "--cert", cert}, "--bundle", missing, []string{"PEM CERTIFICATEs"}},
 		{[]string{"tpm", "ek", "verify", "--bundle", cert, "--cert", privKey}, "--cert", privKey, []string{`"PRIVATE KEY"`, "EK certificate"}},
 		{[]string{"tpm", "quote", "verify", "--ak", missing, "--attest", "m", "--sig", "s", "--nonce", "00"}, "--ak", missing, []string{"public area"}},
+		// A station checks every receipt with the log's key: a certificate
+		// there is refused before it connects.
+		{[]string{"station", "run", "--partner", "delta-ems", "--pki", demoPKI, "--log-key", cert}, "--log-key", cert, append([]string{`holds a PEM "CERTIFICATE"`}, wantLogKey...)},
 		{[]string{"station", "call", "firmware", "--agent", "http://127.0.0.1:1", "--image", missing}, "--image", missing, []string{"firmware image"}},
 	} {
 		t.Run(c.args[0]+" "+c.flag+" "+filepath.Base(c.file), func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/internal/logging"
+	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
@@ -72,7 +74,10 @@ Runs one partner's station apart from custodyd: it connects to NATS as the
 partner's own user (NKEY from <pki>/nats/<partner>.nk), reads custody state
 from the ledger's HTTP API, keeps every event in an outbox until the ledger
 answers, re-sends what was unconfirmed at start-up, and serves the station API
-(see "custody station call").
+(see "custody station call"). Every receipt is checked before an event counts
+as logged: its digest, its inclusion proof of the event's leaf, and its
+checkpoint, which must be signed by the log's key (--log-key). An answer that
+fails the check is refused and the event stays in the outbox.
 
 Flags:
 `)
@@ -81,6 +86,7 @@ Flags:
 	partner := fs.String("partner", "", "the partner's name (its certificate and key are in --pki)")
 	role := fs.String("role", "", "instead of --partner: the role (tpm-vendor, odm, oem, ems, operator) of the PKI's only partner with it")
 	pkiDir := fs.String("pki", ".custody/pki", "PKI directory (partner key, NKEY seed, vendor manufacturing CA)")
+	logKeyFile := fs.String("log-key", "", "the ledger's checkpoint public key (PEM) every receipt is checked with (default <pki>/"+pki.FileLogPub+")")
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server")
 	ledgerURL := fs.String("ledger", "https://127.0.0.1:8480/ledger", "the ledger's HTTP API")
 	listen := fs.String("listen", "127.0.0.1:8490", "listen address of the station API (TLS with the PKI's server certificate; it answers only the partner's own certificate)")
@@ -114,6 +120,17 @@ Flags:
 	if !ok {
 		return fmt.Errorf("no partner %q in %s", *partner, *pkiDir)
 	}
+	if *logKeyFile == "" {
+		*logKeyFile = filepath.Join(*pkiDir, pki.FileLogPub)
+	}
+	logKey, err := readLogKey(*logKeyFile)
+	if err != nil {
+		return err
+	}
+	rv, err := ledger.NewReceiptVerifier(logKey, p.Cert.Raw)
+	if err != nil {
+		return err
+	}
 	kp, err := d.NKey(*partner)
 	if err != nil {
 		return err
@@ -136,7 +153,7 @@ Flags:
 		return err
 	}
 	cfg := station.Config{
-		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc, DeviceNetworks: nets,
+		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc, DeviceNetworks: nets, ReceiptVerifier: rv,
 		Ledger: station.NewLedgerClient(*ledgerURL, hc), OutboxDir: *outbox, Logger: logger,
 	}
 	if p.Role == events.RoleTPMVendor {

@@ -19,7 +19,11 @@ func PublishAs(t testing.TB, ctx context.Context, n *node.Node, partner string, 
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	pub, err := events.NewPublisher(nc, partner)
+	rv, err := n.ReceiptVerifier(partner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := events.NewPublisher(nc, partner, rv)
 	if err != nil {
 		t.Fatal(err)
 	}

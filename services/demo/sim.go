@@ -243,7 +243,11 @@ func (s *sim) publisher(partner string) (*events.Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := events.NewPublisher(nc, partner)
+	rv, err := s.n.ReceiptVerifier(partner)
+	if err != nil {
+		return nil, err
+	}
+	p, err := events.NewPublisher(nc, partner, rv)
 	if err != nil {
 		return nil, err
 	}

@@ -755,9 +755,13 @@ func (e *env) secondGate(pol gate.Policy) *gate.Gate {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rv, err := e.n.ReceiptVerifier("blue-gate")
+	if err != nil {
+		t.Fatal(err)
+	}
 	g, err := gate.New(gate.Config{
 		Name: "blue-gate", Operator: operator, IDScope: e.n.IDScope(), Key: e.n.PKI.Partners["blue-gate"].Key,
-		NATS: nc, Ledger: e.n.Ledger.Store(), Log: e.n.Ledger.Store(), TPMTrust: trust,
+		NATS: nc, ReceiptVerifier: rv, Ledger: e.n.Ledger.Store(), Log: e.n.Ledger.Store(), TPMTrust: trust,
 		LDevIDCA: e.n.PKI.LDevIDCA, Registry: e.n.DPSService(), DPSEndpoint: e.n.DPSURL(), Policy: pol,
 	})
 	if err != nil {

@@ -82,10 +82,22 @@ func FuzzRegisterBody(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	consortium, err := pki.NewRootCA("Consortium", time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	me, err := consortium.NewPartner("blue-gate", events.RoleGate, time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	logKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rv, err := ledger.NewReceiptVerifier(&logKey.PublicKey, me.Cert.Raw)
+	if err != nil {
+		f.Fatal(err)
+	}
 	reg := &noRegistry{}
 	g, err := gate.New(gate.Config{
-		Name: "blue-gate", Operator: "blue-operator", IDScope: idScope, Key: key, NATS: natstest.Connect(f),
+		Name: "blue-gate", Operator: "blue-operator", IDScope: idScope, Key: me.Key, NATS: natstest.Connect(f), ReceiptVerifier: rv,
 		Ledger: noDevices{}, TPMTrust: trust, LDevIDCA: ldevidCA, Registry: reg,
 		RefusalsPerDevice: 1 << 30, RefusalsPerSource: 1 << 30, // the fuzzer refuses one device often
 	})

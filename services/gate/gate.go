@@ -91,6 +91,11 @@ type Config struct {
 	Key crypto.Signer
 	// NATS carries the gate's events to the ledger.
 	NATS *nats.Conn
+	// ReceiptVerifier proves the ledger's receipts of the gate's events
+	// (inclusion proof, checkpoint signed by the log's key):
+	// ledger.NewReceiptVerifier with the log's public key and the gate's
+	// registered certificate. Required.
+	ReceiptVerifier events.ReceiptVerifier
 	// Ledger answers custody-state questions.
 	Ledger DeviceState
 	// TPMTrust verifies EK certificate chains.
@@ -202,8 +207,8 @@ func newGate(cfg Config, publish func(context.Context, *events.Statement) (uint6
 		return nil, errors.New("gate: Name and Operator must be partner names")
 	case cfg.IDScope == "":
 		return nil, errors.New("gate: IDScope is required")
-	case cfg.Key == nil || cfg.NATS == nil && publish == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
-		return nil, errors.New("gate: Key, NATS, Ledger, TPMTrust, LDevIDCA and Registry are required")
+	case cfg.Key == nil || cfg.NATS == nil && publish == nil || cfg.ReceiptVerifier == nil && publish == nil || cfg.Ledger == nil || cfg.TPMTrust == nil || cfg.LDevIDCA == nil || cfg.Registry == nil:
+		return nil, errors.New("gate: Key, NATS, ReceiptVerifier, Ledger, TPMTrust, LDevIDCA and Registry are required")
 	}
 	var err error
 	if cfg.Policy, err = cfg.Policy.withDefaults(); err != nil {
@@ -243,7 +248,7 @@ func newGate(cfg Config, publish func(context.Context, *events.Statement) (uint6
 	}
 	var p *events.Publisher
 	if publish == nil {
-		if p, err = events.NewPublisher(cfg.NATS, cfg.Name); err != nil {
+		if p, err = events.NewPublisher(cfg.NATS, cfg.Name, cfg.ReceiptVerifier); err != nil {
 			return nil, err
 		}
 	}

@@ -50,7 +50,11 @@ func TestCheckpointsPublished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _ := events.NewPublisher(cons, events.ConsortiumPartner)
+	rv, err := n.ReceiptVerifier(events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := events.NewPublisher(cons, events.ConsortiumPartner, rv)
 	r, err := pub.Publish(ctx, env)
 	if err != nil || r.Status != events.StatusAccepted {
 		t.Fatalf("registration: %+v %v", r, err)

@@ -273,8 +273,12 @@ func TestCrashExactlyOnce(t *testing.T) {
 
 	// Setup, before any kill: devices made by the TPM vendor's station
 	// over the network, like an external partner's.
+	rv, err := ledger.NewReceiptVerifier(logKey, p.Cert.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st, err := station.New(station.Config{
-		Name: partner, Role: p.Role, Key: p.Key, NATS: nc,
+		Name: partner, Role: p.Role, Key: p.Key, NATS: nc, ReceiptVerifier: rv,
 		Ledger: station.NewLedgerClient(c.url()+"/ledger", must(demo.HTTPClient(partner))), ManufacturingCA: demo.VendorMfgCA,
 		TPMInfo:   attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"},
 		OutboxDir: filepath.Join(t.TempDir(), "station-outbox"),
@@ -341,7 +345,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := events.NewPublisher(nc, partner)
+	pub, err := events.NewPublisher(nc, partner, rv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -227,8 +227,12 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
+		rv, err := n.ReceiptVerifier(name)
+		if err != nil {
+			return nil, err
+		}
 		sc := station.Config{
-			Name: name, Role: p.Role, Key: p.Key, NATS: nc, Ledger: n.store,
+			Name: name, Role: p.Role, Key: p.Key, NATS: nc, ReceiptVerifier: rv, Ledger: n.store,
 			TPMInfo: cfg.TPMInfo, Logger: cfg.Logger.With("part", "station", "partner", name),
 			OutboxDir: filepath.Join(cfg.DataDir, "outbox", name), DeviceNetworks: cfg.DeviceNetworks,
 		}
@@ -268,8 +272,12 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		},
 		Timeout: 30 * time.Second,
 	})
+	grv, err := n.ReceiptVerifier(cfg.Gate)
+	if err != nil {
+		return nil, err
+	}
 	n.Gate, err = gate.New(gate.Config{
-		Name: cfg.Gate, Operator: cfg.Operator, IDScope: cfg.IDScope, Key: gp.Key, NATS: gnc,
+		Name: cfg.Gate, Operator: cfg.Operator, IDScope: cfg.IDScope, Key: gp.Key, NATS: gnc, ReceiptVerifier: grv,
 		Ledger: n.store, TPMTrust: trust, LDevIDCA: n.PKI.LDevIDCA,
 		Registry: svc, Log: n.store, DPSEndpoint: n.DPSURL(), Policy: cfg.GatePolicy, Logger: cfg.Logger.With("part", "gate"),
 		RevocationFile: filepath.Join(cfg.DataDir, "gate-revocations.jsonl"),
@@ -405,6 +413,22 @@ func serve(ctx context.Context, s *http.Server, ln net.Listener, useTLS bool) er
 	}
 }
 
+// ReceiptVerifier is what proves the receipts of partner's events (the
+// consortium's registry events: events.ConsortiumPartner): the log's public
+// key and the certificate the ledger puts in the partner's leaves, as the
+// node's PKI holds them.
+func (n *Node) ReceiptVerifier(partner string) (*ledger.ReceiptVerifier, error) {
+	cert := n.PKI.ConsortiumCA.Cert
+	if partner != events.ConsortiumPartner {
+		p, ok := n.PKI.Partners[partner]
+		if !ok {
+			return nil, fmt.Errorf("node: no partner %q in the PKI", partner)
+		}
+		cert = p.Cert
+	}
+	return ledger.NewReceiptVerifier(&n.PKI.LogKey.PublicKey, cert.Raw)
+}
+
 // registerPartners logs partner.registered, signed by the consortium CA
 // key, for every partner of the PKI the ledger does not know yet.
 func (n *Node) registerPartners(ctx context.Context) error {
@@ -412,7 +436,11 @@ func (n *Node) registerPartners(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pub, err := events.NewPublisher(nc, events.ConsortiumPartner)
+	rv, err := n.ReceiptVerifier(events.ConsortiumPartner)
+	if err != nil {
+		return err
+	}
+	pub, err := events.NewPublisher(nc, events.ConsortiumPartner, rv)
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,11 @@ func TestOutboxRecoversWithoutDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _ := events.NewPublisher(nc, events.ConsortiumPartner)
+	rv, err := n.ReceiptVerifier(events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := events.NewPublisher(nc, events.ConsortiumPartner, rv)
 	first, err := pub.WithOutbox(ob).Publish(ctx, env)
 	if err != nil || first.Status != events.StatusAccepted {
 		t.Fatalf("first publish: %+v %v", first, err)
@@ -71,7 +75,7 @@ func TestOutboxRecoversWithoutDuplicates(t *testing.T) {
 	// requires a deadline").
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
-	restarted, _ := events.NewPublisher(nc, events.ConsortiumPartner)
+	restarted, _ := events.NewPublisher(nc, events.ConsortiumPartner, rv)
 	answers, err := restarted.WithOutbox(ob).Resend(runCtx)
 	if err != nil {
 		t.Fatal(err)
@@ -107,9 +111,13 @@ func TestStationRecoverSkipsBadEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	rv, err := n.ReceiptVerifier(events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := station.New(station.Config{
 		Name: events.ConsortiumPartner, Role: "consortium", Key: n.PKI.ConsortiumCA.Key,
-		NATS: nc, Ledger: station.NewLedgerClient(n.URL()+"/ledger", n.HTTPClient("")), OutboxDir: dir,
+		NATS: nc, ReceiptVerifier: rv, Ledger: station.NewLedgerClient(n.URL()+"/ledger", n.HTTPClient("")), OutboxDir: dir,
 	})
 	if err != nil {
 		t.Fatal(err)

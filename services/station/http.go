@@ -53,6 +53,13 @@ const CodeWouldEquivocate = "would-equivocate"
 // contacted.
 const CodeAgentNetwork = "agent-network"
 
+// CodeBadReceipt is the API's code for an event whose answer from the
+// ledger did not verify (an *events.BadReceiptError: another event's
+// digest, a proof or checkpoint that does not prove it logged). The event
+// is not logged as far as the station knows; it stays in the outbox
+// (GET /v1/unconfirmed) and is re-sent when the station restarts.
+const CodeBadReceipt = "bad-receipt"
+
 // Response is a station's answer: the receipt, or the refusal and its rule.
 type Response struct {
 	Device  string          `json:"device,omitempty"`
@@ -83,7 +90,9 @@ type Response struct {
 // the station's device networks, refused before anything is contacted;
 // 502 with code "device" when the device agent failed, saying
 // no more (the detail is in the station's log: the address is the caller's
-// choice, so the answer must not tell it what listens there).
+// choice, so the answer must not tell it what listens there); 502 with
+// code CodeBadReceipt and the rule the ledger's answer broke when it did
+// not verify.
 func (s *Station) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(path string, fn func(context.Context, *Request) (*Result, error)) {
@@ -109,6 +118,9 @@ func (s *Station) Handler() http.Handler {
 				reply(w, http.StatusConflict, &Response{Device: res.Device, Receipt: rej.Receipt, Code: rej.Receipt.Code, Error: rej.Receipt.Reason})
 			case errors.As(err, &pending):
 				reply(w, http.StatusConflict, &Response{Device: pending.Device, Code: CodeWouldEquivocate, Error: pending.Error()})
+			case errors.Is(err, events.ErrBadReceipt):
+				s.cfg.Logger.Error("the ledger's answer did not verify; the event stays in the outbox", "op", path, "err", err)
+				reply(w, http.StatusBadGateway, &Response{Code: CodeBadReceipt, Error: err.Error()})
 			case errors.As(err, new(*device.CallError)):
 				// What the device said, and whether anything listens at
 				// the address, stays in the station's log.

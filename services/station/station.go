@@ -83,9 +83,14 @@ type Config struct {
 	// NATS carries events to the ledger and receipts back (through an
 	// events.Publisher). Required unless Transport is set.
 	NATS *nats.Conn
+	// ReceiptVerifier proves the ledger's receipts before an event counts as
+	// logged (inclusion proof, checkpoint signed by the log's key):
+	// ledger.NewReceiptVerifier with the log's public key and this partner's
+	// registered certificate. Required with NATS.
+	ReceiptVerifier events.ReceiptVerifier
 	// Transport replaces the NATS publisher (tests: a station's rules with
 	// state in memory). Default: an events.Publisher on NATS, keeping
-	// OutboxDir.
+	// OutboxDir and checking receipts with ReceiptVerifier.
 	Transport Transport
 	// Ledger answers custody-state questions (pending offers).
 	Ledger DeviceState
@@ -136,6 +141,9 @@ func New(cfg Config) (*Station, error) {
 	if cfg.Key == nil || (cfg.NATS == nil && cfg.Transport == nil) || cfg.Ledger == nil {
 		return nil, errors.New("station: Key, NATS (or a Transport) and Ledger are required")
 	}
+	if cfg.Transport == nil && cfg.ReceiptVerifier == nil {
+		return nil, errors.New("station: a ReceiptVerifier is required with NATS: receipts are checked against the log's key")
+	}
 	if cfg.Role == events.RoleTPMVendor && cfg.ManufacturingCA == nil {
 		return nil, errors.New("station: a TPM vendor station needs its manufacturing CA")
 	}
@@ -165,7 +173,7 @@ func New(cfg Config) (*Station, error) {
 	if cfg.Transport != nil {
 		return s, nil
 	}
-	p, err := events.NewPublisher(cfg.NATS, cfg.Name)
+	p, err := events.NewPublisher(cfg.NATS, cfg.Name, cfg.ReceiptVerifier)
 	if err != nil {
 		return nil, err
 	}

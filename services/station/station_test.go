@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/station"
@@ -121,6 +123,7 @@ func TestNewValidates(t *testing.T) {
 		{"no key", func(c *station.Config) { c.Key = nil }, "required"},
 		{"no ledger", func(c *station.Config) { c.Ledger = nil }, "required"},
 		{"no NATS and no transport", func(c *station.Config) { c.Transport = nil }, "required"},
+		{"NATS without a receipt verifier", func(c *station.Config) { c.Transport, c.NATS = nil, &nats.Conn{} }, "ReceiptVerifier"},
 		{"vendor without its CA", func(c *station.Config) { c.Role = events.RoleTPMVendor }, "manufacturing CA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
