@@ -265,7 +265,9 @@ func TestCustodyRules(t *testing.T) {
 		st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed}
 		env, _ := events.Sign(ctx, e.quoted(st), n.PKI.Partners["orbit-odm"].Key, "orbit-odm")
 		js, _ := e.nc.JetStream()
-		sub, _ := e.nc.SubscribeSync(events.RejectionSubject("orbit-odm", "*"))
+		// Answered to the subject's partner (the sender, under NATS
+		// permissions), not to the partner the envelope names.
+		sub, _ := e.nc.SubscribeSync(events.RejectionSubject("nova-oem", "*"))
 		defer sub.Unsubscribe()
 		if _, err := js.Publish(events.EventSubject("nova-oem", e.device), env); err != nil {
 			t.Fatal(err)
