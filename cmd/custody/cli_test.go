@@ -440,7 +440,7 @@ func TestCLIStationOfferEquivocation(t *testing.T) {
 		t.Fatalf("the deliberate double offer did not flag the device:\n%s", after)
 	}
 	ok(stationCall("acme-tpm", "withdraw"))
-	if after := provenance(); strings.Contains(after, "pending") || !strings.Contains(after, "handoff.withdrawn") {
+	if after := provenance(); strings.Contains(after, "offer to orbit-odm pending") || !strings.Contains(after, "handoff.withdrawn") {
 		t.Fatalf("the withdrawn offer is still pending:\n%s", after)
 	}
 }
