@@ -37,6 +37,8 @@ const (
 	CodeFlagged        Code = "device-flagged"
 	CodeDecommissioned Code = "device-decommissioned"
 	CodeNotFlagged     Code = "not-flagged"
+	CodeFlagReport     Code = "flag-report"
+	CodeDuplicateID    Code = "duplicate-event-id"
 	CodeInternal       Code = "internal"
 )
 
@@ -87,22 +89,24 @@ var Rejections = []Rejection{
 	{ByLedger, string(CodePartnerRevoked), 0, "signer revoked before this event (or already revoked)"},
 	{ByLedger, string(CodeBadSignature), 0, "the signature does not verify with the registered key (the consortium CA's for registry events)"},
 	{ByLedger, string(CodeWrongRole), 0, "the signer's role may not publish this kind; a gate not enrolling for that operator"},
-	{ByLedger, string(CodeBadCertificate), 0, "a partner certificate does not chain to the consortium CA or does not match the event"},
-	{ByLedger, string(CodeAlreadyExists), 0, "device already manufactured, partner already registered, offer already accepted by its recipient"},
+	{ByLedger, string(CodeBadCertificate), 0, "a partner certificate does not chain to the consortium CA, is not valid at the event's integrated time, or does not match the event"},
+	{ByLedger, string(CodeAlreadyExists), 0, "a harmless repeat: device already manufactured, partner already registered, the same offer while it is pending (names its log index), offer already accepted by its recipient"},
 	{ByLedger, string(CodeUnknownDevice), 0, "no `tpm.manufactured` for the device"},
 	{ByLedger, string(CodeEKChain), 0, "EK certificate does not parse, chain, or certify the EK"},
 	{ByLedger, string(CodeIAKCertificate), 0, "IAK certificate does not chain, match the EK, or certify the IAK"},
 	{ByLedger, string(CodeDeviceID), 0, "device ID is not SHA-256 of the EK; refusal names another registration"},
-	{ByLedger, string(CodeNotCustodian), 0, "signer is not the current custodian (or may not flag or clear)"},
+	{ByLedger, string(CodeNotCustodian), 0, "signer is not the current custodian (or may not clear, or withdraw an offer it did not make)"},
 	{ByLedger, string(CodeRecipient), 0, "offer to a party not registered, revoked, or a gate"},
-	{ByLedger, string(CodeNoPendingOffer), 0, "acceptance without a matching pending offer"},
-	{ByLedger, string(CodeNotRecipient), 0, "acceptance by someone other than the named recipient"},
-	{ByLedger, string(CodeEquivocation), 0, "second offer while one is pending, acceptance of an accepted offer by anyone but its recipient still holding the device: logged as evidence, not rejected"},
+	{ByLedger, string(CodeNoPendingOffer), 0, "acceptance or withdrawal without a matching pending offer"},
+	{ByLedger, string(CodeNotRecipient), 0, "acceptance by someone other than the named recipient (also of an offer its recipient already accepted)"},
+	{ByLedger, string(CodeEquivocation), 0, "an offer to another recipient while one is pending (a double hand-off): logged as evidence and the device flagged, not rejected"},
 	{ByLedger, string(CodeEvidence), 0, "quote missing, not by the IAK, not over this event, or PCRs differ from the recorded ones"},
 	{ByLedger, string(CodeCounters), 0, "TPM resetCount, restartCount or clock behind the device's history"},
 	{ByLedger, string(CodeFlagged), 0, "`device.enrolled` for a flagged device"},
 	{ByLedger, string(CodeDecommissioned), 0, "any event after `device.decommissioned`"},
 	{ByLedger, string(CodeNotFlagged), 0, "`device.cleared` for a device without a flag"},
+	{ByLedger, string(CodeFlagReport), 0, "`device.flagged` by a registered partner outside the device's custody: logged as evidence (a report the parties see), the device's state unchanged, not rejected"},
+	{ByLedger, string(CodeDuplicateID), 0, "the signer already logged another event with this event ID (the same envelope again is answered from the log)"},
 	{ByLedger, string(CodeInternal), 0, "in the catalogue, unused by ingest: a storage failure retries the batch instead"},
 
 	{ByGate, RuleChallenge, 401101, "no live challenge for this registration (one try per challenge, 2 minutes)"},

@@ -10,8 +10,9 @@ const (
 	// StatusAccepted: the event is in the log and changed the device's state.
 	StatusAccepted = "accepted"
 	// StatusEvidence: the event broke a custody rule in a way that is itself
-	// evidence (equivocation); it is in the log, flagged, and changed nothing
-	// but the device's flag.
+	// evidence; it is in the log with its code. Equivocation changed nothing
+	// but the device's flag; a flag report (CodeFlagReport, a flag from a
+	// partner outside the device's custody) changed nothing at all.
 	StatusEvidence = "evidence"
 	// StatusRejected: the event is not in the log.
 	StatusRejected = "rejected"

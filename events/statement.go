@@ -21,6 +21,7 @@ const (
 	KindStageRecorded        = "stage.recorded"
 	KindHandoffOffered       = "handoff.offered"
 	KindHandoffAccepted      = "handoff.accepted"
+	KindHandoffWithdrawn     = "handoff.withdrawn"
 	KindDeviceFlagged        = "device.flagged"
 	KindDeviceCleared        = "device.cleared"
 	KindDeviceEnrolled       = "device.enrolled"
@@ -32,7 +33,7 @@ const (
 
 // Kinds lists every event kind of contract version 1.
 var Kinds = []string{
-	KindTPMManufactured, KindStageRecorded, KindHandoffOffered, KindHandoffAccepted,
+	KindTPMManufactured, KindStageRecorded, KindHandoffOffered, KindHandoffAccepted, KindHandoffWithdrawn,
 	KindDeviceFlagged, KindDeviceCleared, KindDeviceEnrolled, KindDeviceDecommissioned,
 	KindPartnerRegistered, KindPartnerRevoked, KindEnrollmentRefused,
 }
@@ -111,12 +112,13 @@ type Stage struct {
 	Note           string            `json:"note,omitempty"`
 }
 
-// Handoff is a transfer of custody: an offer by the current custodian, or
-// the named recipient's acceptance of an offer.
+// Handoff is a transfer of custody: an offer by the current custodian, the
+// named recipient's acceptance of an offer, or the offering party's
+// withdrawal of its offer before it is accepted.
 type Handoff struct {
 	From  string `json:"from"`
 	To    string `json:"to"`
-	Offer string `json:"offer,omitempty"` // accept only: hex digest of the offer accepted
+	Offer string `json:"offer,omitempty"` // accept and withdraw: hex digest of the offer
 }
 
 // Flag marks a device lost, stolen, RMA, compromised, or (set by the ledger
@@ -261,6 +263,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		KindStageRecorded:        p.Stage != nil,
 		KindHandoffOffered:       p.Handoff != nil,
 		KindHandoffAccepted:      p.Handoff != nil,
+		KindHandoffWithdrawn:     p.Handoff != nil,
 		KindDeviceFlagged:        p.Flag != nil,
 		KindDeviceCleared:        p.Flag != nil,
 		KindDeviceDecommissioned: p.Flag != nil,

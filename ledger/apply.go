@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/transparency-dev/merkle/compact"
 
@@ -25,6 +26,7 @@ type batch struct {
 	partners   map[string]*Partner // partners changed by the batch
 	read       map[string]*Partner // partners read from the store (nil: absent)
 	digests    map[[32]byte]uint64
+	eventIDs   map[string][]byte // the batch's logged events: signer/event ID → digest
 	entries    []*Entry
 	nodes      map[compact.NodeID][]byte
 	rejections []*Rejection
@@ -82,7 +84,7 @@ func (l *Ledger) apply(ctx context.Context, msgs []*prepared) error {
 	l.mu.RUnlock()
 	b := &batch{
 		l: l, devices: map[string]*Device{}, partners: map[string]*Partner{}, read: map[string]*Partner{},
-		digests: map[[32]byte]uint64{}, nodes: map[compact.NodeID][]byte{},
+		digests: map[[32]byte]uint64{}, eventIDs: map[string][]byte{}, nodes: map[compact.NodeID][]byte{},
 	}
 	committed := false
 	defer func() {
@@ -207,6 +209,13 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 	}
 	st := signed.Statement
 	partner, target := st.Predicate.Partner, st.Target()
+	if pr.early != nil && pr.early.Code == events.CodeSubject {
+		// The envelope claims another partner than the subject it came
+		// on; NATS permissions make the subject's partner the sender, so
+		// the answer and the record are the sender's, not the claimed
+		// partner's.
+		partner, target = subjectParts(subject)
+	}
 	// A redelivered or republished event is recognised by digest.
 	if idx, ok := b.digests[signed.Digest]; ok {
 		b.answers = append(b.answers, answer{partner: partner, digest: signed.DigestHex(), index: idx, logged: true, existing: true})
@@ -218,7 +227,10 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	res, rerr := b.verify(pr)
+	// The event's time: when the ledger integrates it, to the second, as
+	// the entry records it (IntegratedTime) and offline replay reads it.
+	at := time.Unix(now.Unix(), 0)
+	res, rerr := b.verify(pr, at)
 	if rerr != nil {
 		var re *RuleError
 		if !errors.As(rerr, &re) {
@@ -228,6 +240,15 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 			b.refuse(signed.Digest[:], partner, target, re, now.Unix())
 			return nil
 		}
+	}
+	// An event ID names one event of its signer: another envelope with the
+	// same ID is refused (the same envelope was answered above, by digest).
+	idKey := eventIDKey(partner, st.Predicate.EventID)
+	if prev, err := b.eventDigest(partner, st.Predicate.EventID); err != nil {
+		return err
+	} else if prev != nil && !bytes.Equal(prev, signed.Digest[:]) {
+		b.refuse(signed.Digest[:], partner, target, reject(events.CodeDuplicateID, "%s already logged another event with event ID %s (digest %x); a new event needs a new ID", partner, st.Predicate.EventID, prev), now.Unix())
+		return nil
 	}
 	body, err := pr.leaf(res.signerCert)
 	if err != nil {
@@ -239,6 +260,7 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 		Index: idx, Digest: bytes.Clone(signed.Digest[:]), Kind: st.Predicate.Kind,
 		Partner: partner, Target: target, Status: events.StatusAccepted,
 		IntegratedTime: now.Unix(), StreamSeq: seq, Body: body, Envelope: bytes.Clone(data),
+		EventID: st.Predicate.EventID,
 	}
 	if rerr != nil { // logged as evidence
 		var re *RuleError
@@ -251,6 +273,7 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 	*size = idx + 1
 	b.entries = append(b.entries, e)
 	b.digests[signed.Digest] = idx
+	b.eventIDs[idKey] = bytes.Clone(signed.Digest[:])
 	if res.apply != nil {
 		res.apply(idx)
 	}
@@ -260,6 +283,23 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 	}
 	b.answers = append(b.answers, a)
 	return nil
+}
+
+// eventIDKey is the batch's key of an event ID.
+func eventIDKey(partner, eventID string) string { return partner + "/" + eventID }
+
+// eventDigest returns the digest of the event partner logged with eventID,
+// in this batch or before it, or nil. Stores written before the event-ID
+// index existed have no entry for older events: those IDs are not known.
+func (b *batch) eventDigest(partner, eventID string) ([]byte, error) {
+	if d, ok := b.eventIDs[eventIDKey(partner, eventID)]; ok {
+		return d, nil
+	}
+	d, err := b.l.cfg.Store.EventDigestByID(partner, eventID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return d, err
 }
 
 func (b *batch) refuse(digest []byte, partner, target string, re *RuleError, now int64) {

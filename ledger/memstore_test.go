@@ -32,6 +32,7 @@ type memStore struct {
 	head       Head
 	entries    []*Entry
 	byDigest   map[string]uint64
+	byEventID  map[string][]byte // partner/event ID → digest
 	byLeaf     map[string]uint64
 	byDevice   map[string][]uint64
 	devices    map[string]*Device
@@ -42,7 +43,7 @@ type memStore struct {
 
 func newMemStore() *memStore {
 	return &memStore{
-		byDigest: map[string]uint64{}, byLeaf: map[string]uint64{}, byDevice: map[string][]uint64{},
+		byDigest: map[string]uint64{}, byEventID: map[string][]byte{}, byLeaf: map[string]uint64{}, byDevice: map[string][]uint64{},
 		devices: map[string]*Device{}, partners: map[string]*Partner{}, rejections: map[string]*Rejection{},
 		nodes: map[compact.NodeID][]byte{},
 	}
@@ -64,6 +65,9 @@ func (s *memStore) Commit(c *Commit) error {
 		s.entries = append(s.entries, e)
 		s.byDigest[string(e.Digest)] = e.Index
 		s.byLeaf[string(LeafHash(e.Body))] = e.Index
+		if e.EventID != "" {
+			s.byEventID[eventIDKey(e.Partner, e.EventID)] = e.Digest
+		}
 		if events.ValidDeviceID(e.Target) {
 			s.byDevice[e.Target] = append(s.byDevice[e.Target], e.Index)
 		}
@@ -108,7 +112,17 @@ func (s *memStore) lookup(m map[string]uint64, k []byte) (uint64, error) {
 	return i, nil
 }
 
-func (s *memStore) EntryIndexByDigest(d []byte) (uint64, error)   { return s.lookup(s.byDigest, d) }
+func (s *memStore) EntryIndexByDigest(d []byte) (uint64, error) { return s.lookup(s.byDigest, d) }
+func (s *memStore) EventDigestByID(partner, eventID string) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	d, ok := s.byEventID[eventIDKey(partner, eventID)]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return d, nil
+}
+
 func (s *memStore) EntryIndexByLeafHash(h []byte) (uint64, error) { return s.lookup(s.byLeaf, h) }
 
 func (s *memStore) DeviceEntries(device string) ([]uint64, error) {
@@ -197,12 +211,13 @@ func (m *memMsg) Metadata() (*jetstream.MsgMetadata, error) {
 // memLedger is a ledger on a memStore with no NATS: events go in through
 // Feed, in stream order, and come out as the answers publishers would get.
 type memLedger struct {
-	t       *testing.T
-	l       *Ledger
-	store   *memStore
-	seq     uint64
-	mu      sync.Mutex
-	answers map[string]*events.Receipt // by digest (hex)
+	t        *testing.T
+	l        *Ledger
+	store    *memStore
+	seq      uint64
+	mu       sync.Mutex
+	answers  map[string]*events.Receipt // by digest (hex)
+	subjects map[string]bool            // every subject answered on
 }
 
 func newMemLedger(t *testing.T, consortium *x509.Certificate, trust *attest.Bundle) *memLedger {
@@ -222,7 +237,7 @@ func newMemLedger(t *testing.T, consortium *x509.Certificate, trust *attest.Bund
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(consortium)
-	m := &memLedger{t: t, store: store, answers: map[string]*events.Receipt{}}
+	m := &memLedger{t: t, store: store, answers: map[string]*events.Receipt{}, subjects: map[string]bool{}}
 	m.l = &Ledger{
 		cfg: Config{Store: store, LogKey: logKey, Consortium: consortium, TPMTrust: trust,
 			Logger: slog.New(slog.DiscardHandler), Now: time.Now, BatchSize: 256},
@@ -236,6 +251,7 @@ func newMemLedger(t *testing.T, consortium *x509.Certificate, trust *attest.Bund
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		m.answers[subject[strings.LastIndexByte(subject, '.')+1:]] = &r // the event's digest
+		m.subjects[subject] = true
 		return nil
 	}
 	return m
@@ -264,6 +280,20 @@ func (m *memLedger) Feed(msgs ...[2][]byte) []*events.Receipt {
 	}
 	return out
 }
+
+// mustOpen returns an envelope's digest (hex).
+func mustOpen(t *testing.T, env []byte) string {
+	t.Helper()
+	s, err := events.Open(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.DigestHex()
+}
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }
+
+func contains(list []string, s string) bool { return slices.Contains(list, s) }
 
 // signedDigest is the event's digest, or the SHA-256 of a malformed
 // message's bytes (what its rejection names).

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -64,7 +65,14 @@ type facts struct {
 	partners   map[string]*partnerKey
 	partnerGen uint64 // bumped by forgetPartners
 	iaks       map[string]*attest.AttestationKey
+	// valid holds, by certificate DER, the span of time over which a
+	// partner certificate verified (checkSigner) and every certificate of
+	// its chain is valid: inside it, the answer at any time is the same.
+	valid map[string]validSpan
 }
+
+// validSpan is a span of time, both ends included.
+type validSpan struct{ from, to time.Time }
 
 // partnerKey is a committed partner: its registry record, its certificate
 // (DER and parsed) and public key.
@@ -79,7 +87,49 @@ type partnerKey struct {
 const maxCachedIAKs = 200_000
 
 func newFacts() *facts {
-	return &facts{partners: map[string]*partnerKey{}, iaks: map[string]*attest.AttestationKey{}}
+	return &facts{partners: map[string]*partnerKey{}, iaks: map[string]*attest.AttestationKey{}, valid: map[string]validSpan{}}
+}
+
+// maxCachedCerts bounds the cache of verified partner certificates.
+const maxCachedCerts = 10_000
+
+// signerValid checks the signer's registered certificate at the event's
+// time at, with checkSigner (which offline replay runs too). A certificate
+// verified once is not verified again while at stays inside the span over
+// which it and the consortium CA are valid: chain verification is an ECDSA
+// verification of its own, and the registry's certificates do not change.
+func (l *Ledger) signerValid(signer *Partner, at time.Time) *RuleError {
+	f := l.facts
+	key := string(signer.Certificate)
+	f.mu.RLock()
+	span, ok := f.valid[key]
+	f.mu.RUnlock()
+	if ok && !at.Before(span.from) && !at.After(span.to) {
+		return nil
+	}
+	cert, err := x509.ParseCertificate(signer.Certificate)
+	if err != nil {
+		return reject(events.CodeBadCertificate, "the signer's registered certificate: %v", err)
+	}
+	if _, rerr := checkSigner(cert, l.consortium, at, signer.Name); rerr != nil {
+		return rerr
+	}
+	span = validSpan{from: cert.NotBefore, to: cert.NotAfter}
+	if ca := l.cfg.Consortium; ca != nil {
+		if ca.NotBefore.After(span.from) {
+			span.from = ca.NotBefore
+		}
+		if ca.NotAfter.Before(span.to) {
+			span.to = ca.NotAfter
+		}
+	}
+	f.mu.Lock()
+	if len(f.valid) >= maxCachedCerts {
+		clear(f.valid)
+	}
+	f.valid[key] = span
+	f.mu.Unlock()
+	return nil
 }
 
 // partnerKey returns a committed partner (revoked or not), or nil for a

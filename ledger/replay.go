@@ -18,15 +18,18 @@ type OfflineTrust struct {
 	Consortium *x509.Certificate
 }
 
-// Replay re-runs the ledger's checks over a verified bundle, offline: each
-// signer's certificate chains to the consortium CA with a role that may
-// publish its event; the birth record's EK and IAK certificates chain to the
-// TPM trust bundle and bind each other; every quote verifies against the
-// recorded IAK over the event's binding digest, with counters that never go
-// backwards; and the custody rules (custodian, offers, acceptances,
-// equivocation, flags) give, entry by entry, the ledger's own verdict
-// (accepted, or logged as evidence). It returns the device's custody state
-// derived from the bundle alone.
+// Replay re-runs the ledger's checks over a verified bundle, offline, with
+// the ledger's own rule engine (deviceRule, the code ingest runs): each
+// signer's certificate chains to the consortium CA and is valid at the
+// entry's integrated time (checkSigner, as ingest checks it), with a role
+// that may publish its event; the birth record's EK and IAK certificates
+// chain to the TPM trust bundle and bind each other; every quote verifies
+// against the recorded IAK over the event's binding digest, with counters
+// that never go backwards; and the custody rules (custodian, offers and
+// their withdrawal, acceptances, equivocation, flags and flag reports) give,
+// entry by entry, the ledger's own verdict (accepted, or logged as evidence
+// with the same code). It returns the device's custody state derived from
+// the bundle alone.
 //
 // What it cannot check offline: whether a hand-off's recipient was a
 // registered partner at the time, which operator a gate enrolls for, and
@@ -50,13 +53,10 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 		if err != nil {
 			return nil, fail("%v", err)
 		}
-		id, err := events.VerifyPartner(cert, pool, at)
-		if err != nil {
-			return nil, fail("signer certificate: %v", err)
-		}
 		p := &e.Statement.Predicate
-		if id.Name != p.Partner {
-			return nil, fail("signed by %s's certificate, claims %s", id.Name, p.Partner)
+		id, rerr := checkSigner(cert, pool, at, p.Partner)
+		if rerr != nil {
+			return nil, fail("%v", rerr)
 		}
 		signer := &Partner{Name: id.Name, Role: id.Role, Certificate: cert.Raw}
 		s, err := events.Open(e.Envelope)
@@ -87,9 +87,6 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			}
 			continue // a record of a decision: no state change
 		}
-		if !roleMay(signer.Role, p.Kind) {
-			return nil, fail("role %s may not publish %s", signer.Role, p.Kind)
-		}
 		if p.Kind == events.KindDeviceEnrolled {
 			nonce = p.Enrolled.Challenge
 			signer.Operator = p.Enrolled.Operator // the gate's operator is in the registry, not here
@@ -98,27 +95,16 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 		if err != nil {
 			return nil, fail("IAK: %v", err)
 		}
-		qi, rerr := verifyEvidence(iak, p.Evidence, nonce)
-		if rerr == nil {
-			rerr = checkCounters(dev.LastQuote, qi)
-		}
-		if rerr == nil && dev.Decommissioned {
-			rerr = reject(events.CodeDecommissioned, "device %s was decommissioned", dev.ID)
-		}
-		next := dev.Clone()
-		if rerr == nil {
-			rerr = custodyRule(p, signer, dev, next, qi, unknown)
-		}
+		qi, qerr := verifyEvidence(iak, p.Evidence, nonce)
+		r, rerr := deviceRule(p, e.Digest, signer, dev, qi, qerr, unknown)
 		switch {
-		case rerr == nil && e.Status == events.StatusAccepted:
-			next.LastQuote = &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount}
-			finish(next, p, e.Digest, e.Index)
-			dev = next
-		case rerr != nil && rerr.Code == events.CodeEquivocation && e.Status == events.StatusEvidence:
-			dev = dev.Clone()
-			dev.Flag = &DeviceFlag{Reason: "equivocation", By: p.Partner, Index: e.Index}
 		case rerr != nil:
 			return nil, fail("the ledger says %s, the custody rules say %v", e.Status, rerr)
+		case r.logged == nil && e.Status == events.StatusAccepted,
+			r.logged != nil && e.Status == events.StatusEvidence && e.Code == string(r.logged.Code):
+			dev = r.next(e.Index)
+		case r.logged != nil:
+			return nil, fail("the ledger says %s (%s), the custody rules say evidence: %v", e.Status, e.Code, r.logged)
 		default:
 			return nil, fail("the ledger says %s (%s), but the event keeps every custody rule", e.Status, e.Code)
 		}

@@ -23,25 +23,31 @@ type verdict struct {
 // roles that may publish each kind (the signer's registered role).
 var kindRoles = map[string][]string{
 	events.KindTPMManufactured:      {events.RoleTPMVendor},
-	events.KindStageRecorded:        {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
-	events.KindHandoffOffered:       {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
-	events.KindHandoffAccepted:      {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
-	events.KindDeviceFlagged:        {events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator},
+	events.KindStageRecorded:        custodyRoles,
+	events.KindHandoffOffered:       custodyRoles,
+	events.KindHandoffAccepted:      custodyRoles,
+	events.KindHandoffWithdrawn:     custodyRoles,
+	events.KindDeviceFlagged:        custodyRoles,
 	events.KindDeviceCleared:        {events.RoleOperator},
 	events.KindDeviceEnrolled:       {events.RoleGate},
 	events.KindDeviceDecommissioned: {events.RoleOperator},
 }
 
+// custodyRoles are the roles that hold devices.
+var custodyRoles = []string{events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator}
+
 // verify checks one event in stream order: schema, subject, signer,
 // evidence, custody rules, with the stateless checks already made by
 // prepare (prepare.go). A *RuleError return is a refusal (or, with
 // verdict.evidence, an event to log as evidence); any other error is a
-// storage failure.
+// storage failure. at is the event's time: the time the ledger integrates
+// it (Entry.IntegratedTime), at which the signer's certificate must be
+// valid, as offline replay checks it.
 //
 // The dispatch by kind is here: partner registry events, enrollment
-// refusals (rules_enrollment.go), birth records, then the custody state
-// machine (custodyRule).
-func (b *batch) verify(pr *prepared) (*verdict, error) {
+// refusals (rules_enrollment.go), birth records, then the custody rules of
+// device events (deviceRule, which offline replay runs too).
+func (b *batch) verify(pr *prepared, at time.Time) (*verdict, error) {
 	s := pr.signed
 	st := s.Statement
 	p := &st.Predicate
@@ -66,6 +72,9 @@ func (b *batch) verify(pr *prepared) (*verdict, error) {
 	} else if !ok {
 		return nil, reject(events.CodeBadSignature, "the envelope's signature does not verify with %s's registered certificate", p.Partner)
 	}
+	if rerr := b.l.signerValid(signer, at); rerr != nil {
+		return nil, rerr
+	}
 	if p.Kind == events.KindEnrollmentRefused {
 		return b.enrollmentRefused(s, signer, &verdict{signerCert: signer.Certificate}) // rules_enrollment.go
 	}
@@ -84,39 +93,18 @@ func (b *batch) verify(pr *prepared) (*verdict, error) {
 	if dev == nil {
 		return nil, reject(events.CodeUnknownDevice, "device %s has no tpm.manufactured record", device)
 	}
-	next := dev.Clone()
 	if pr.nonceErr != nil {
 		return nil, pr.nonceErr
 	}
-	qi, rerr := pr.evidence(dev.IAKPublic)
-	if rerr == nil {
-		rerr = checkCounters(dev.LastQuote, qi)
-	}
+	qi, qerr := pr.evidence(dev.IAKPublic)
+	r, rerr := deviceRule(p, s.DigestHex(), signer, dev, qi, qerr, b.partner)
 	if rerr != nil {
 		return nil, rerr
 	}
-	if dev.Decommissioned {
-		return nil, reject(events.CodeDecommissioned, "device %s was decommissioned", device)
-	}
-	rerr = custodyRule(p, signer, dev, next, qi, b.partner)
-	if rerr != nil {
-		if rerr.Code != events.CodeEquivocation {
-			return nil, rerr
-		}
-		// Equivocation is evidence: log it, flag the device, change nothing else.
+	v.apply = func(idx uint64) { b.devices[device] = r.next(idx) }
+	if r.logged != nil {
 		v.evidence = true
-		flagged := dev.Clone()
-		v.apply = func(idx uint64) {
-			flagged.Flag = &DeviceFlag{Reason: "equivocation", By: p.Partner, Index: idx}
-			b.devices[device] = flagged
-		}
-		return v, rerr
-	}
-	next.LastQuote = &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount}
-	digest := s.DigestHex()
-	v.apply = func(idx uint64) {
-		finish(next, p, digest, idx)
-		b.devices[device] = next
+		return v, r.logged
 	}
 	return v, nil
 }
@@ -132,6 +120,65 @@ func roleMay(role, kind string) bool {
 
 // partnerLookup finds a partner's registry state (nil, nil if unknown).
 type partnerLookup func(name string) (*Partner, error)
+
+// ruling is deviceRule's verdict on an event it does not refuse.
+type ruling struct {
+	// logged is nil for an accepted event; otherwise the event is logged as
+	// evidence (status evidence) with this code and sentence: equivocation
+	// (the device is flagged) or a flag report (nothing changes).
+	logged *RuleError
+	// next returns the device's state once the event is logged at idx.
+	next func(idx uint64) *Device
+}
+
+// deviceRule is the one rule engine of device events after the birth
+// record (every kind but tpm.manufactured and enrollment.refused): ingest
+// (batch.verify) and offline replay (VerifiedBundle.Replay) both run it.
+// Given the event, its digest (hex), who signed it (the registry's record
+// online; the certificate's identity offline), the device's state before
+// the event and the verification of its quote against the device's IAK
+// (qi, or the refusal qerr), it checks in order: the signer's role may
+// publish the kind (wrong-role), the quote (bad-evidence), the counters do
+// not go backwards (counters-backwards), the device is not decommissioned,
+// and the kind's custody rule (custodyRule). partners answers whether a
+// hand-off's recipient is registered. It never changes dev.
+func deviceRule(p *events.Predicate, digest string, signer *Partner, dev *Device, qi *attest.QuoteInfo, qerr *RuleError, partners partnerLookup) (*ruling, *RuleError) {
+	if !roleMay(signer.Role, p.Kind) {
+		return nil, reject(events.CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
+	}
+	if qerr != nil {
+		return nil, qerr
+	}
+	if rerr := checkCounters(dev.LastQuote, qi); rerr != nil {
+		return nil, rerr
+	}
+	if dev.Decommissioned {
+		return nil, reject(events.CodeDecommissioned, "device %s was decommissioned", dev.ID)
+	}
+	next := dev.Clone()
+	rerr := custodyRule(p, signer, dev, next, qi, partners)
+	switch {
+	case rerr == nil:
+		next.LastQuote = &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount}
+		return &ruling{next: func(idx uint64) *Device {
+			finish(next, p, digest, idx)
+			return next
+		}}, nil
+	case rerr.Code == events.CodeEquivocation:
+		// Equivocation is evidence: log it, flag the device, change
+		// nothing else.
+		return &ruling{logged: rerr, next: func(idx uint64) *Device {
+			next := dev.Clone()
+			next.Flag = &DeviceFlag{Reason: "equivocation", By: p.Partner, Index: idx}
+			return next
+		}}, nil
+	case rerr.Code == events.CodeFlagReport:
+		// A report by a party outside the custody: logged for the
+		// parties to see, changing nothing.
+		return &ruling{logged: rerr, next: func(uint64) *Device { return dev.Clone() }}, nil
+	}
+	return nil, rerr
+}
 
 // custodyRule applies the custody rule of one event's kind (the table in
 // docs/design/ledger.md, "Rules, in stream order") to next, a copy of dev,
@@ -158,6 +205,11 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 			return reject(events.CodeNotCustodian, "only the current custodian (%s) may offer the device; %s is not", dev.Custodian, p.Partner)
 		}
 		if dev.Pending != nil {
+			if dev.Pending.From == h.From && dev.Pending.To == h.To {
+				// A retry of the pending offer (a station that timed
+				// out): the same offer, not a second one.
+				return reject(events.CodeAlreadyExists, "%s's offer of the device to %s is already pending (offer %s, log index %d); this is the same offer", h.From, h.To, dev.Pending.Digest, dev.Pending.Index)
+			}
 			return reject(events.CodeEquivocation, "%s offered the device to %s while its offer to %s (log index %d) is pending: double hand-off", p.Partner, h.To, dev.Pending.To, dev.Pending.Index)
 		}
 		to, err := partners(h.To)
@@ -168,13 +220,18 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 		h := p.Handoff
 		if dev.Pending == nil {
 			if dev.LastAccepted == h.Offer {
+				// Only an acceptance moves custody, so the custodian is
+				// the recipient of the last accepted offer.
 				if dev.Custodian == p.Partner && h.To == p.Partner {
 					// The recipient, still holding the device, accepting
 					// again (a new envelope for the same hand-off): a
 					// repeat, not a conflict.
 					return reject(events.CodeAlreadyExists, "%s already accepted offer %s; the first acceptance is in the log", p.Partner, h.Offer)
 				}
-				return reject(events.CodeEquivocation, "offer %s was already accepted; a second acceptance by %s conflicts with it", h.Offer, p.Partner)
+				// Nobody but the recipient can accept: a third party's
+				// acceptance is refused, and is no evidence against the
+				// device's custodians.
+				return reject(events.CodeNotRecipient, "offer %s was accepted by its recipient %s; %s is not its recipient", h.Offer, dev.Custodian, p.Partner)
 			}
 			return reject(events.CodeNoPendingOffer, "device %s has no pending offer", dev.ID)
 		}
@@ -184,15 +241,26 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 		if dev.Pending.Digest != h.Offer || dev.Pending.From != h.From || h.To != p.Partner {
 			return reject(events.CodeNoPendingOffer, "the acceptance names offer %s from %s, but the pending offer is %s from %s", h.Offer, h.From, dev.Pending.Digest, dev.Pending.From)
 		}
+	case events.KindHandoffWithdrawn:
+		h := p.Handoff
+		if dev.Pending == nil {
+			return reject(events.CodeNoPendingOffer, "device %s has no pending offer to withdraw", dev.ID)
+		}
+		if dev.Pending.From != p.Partner || h.From != p.Partner {
+			return reject(events.CodeNotCustodian, "only the offering party (%s) may withdraw its offer; %s is not", dev.Pending.From, p.Partner)
+		}
+		if dev.Pending.Digest != h.Offer || dev.Pending.To != h.To {
+			return reject(events.CodeNoPendingOffer, "the withdrawal names offer %s to %s, but the pending offer is %s to %s", h.Offer, h.To, dev.Pending.Digest, dev.Pending.To)
+		}
 	case events.KindDeviceFlagged:
-		if dev.Custodian != p.Partner && signer.Role != events.RoleOperator {
-			return reject(events.CodeNotCustodian, "only the custodian or an operator may flag a device")
+		if !custodyParty(dev, p.Partner) {
+			return reject(events.CodeFlagReport, "%s is not a party of device %s's custody (custodian %s): its flag (%s) is logged as a report and changes nothing", p.Partner, dev.ID, dev.Custodian, p.Flag.Reason)
 		}
 	case events.KindDeviceCleared:
 		if dev.Flag == nil {
 			return reject(events.CodeNotFlagged, "device %s is not flagged", dev.ID)
 		}
-		if dev.Custodian != p.Partner && (dev.Pending == nil || dev.Pending.To != p.Partner) {
+		if !custodyParty(dev, p.Partner) {
 			return reject(events.CodeNotCustodian, "only the operator holding or receiving the device may clear its flag")
 		}
 	case events.KindDeviceEnrolled:
@@ -214,6 +282,28 @@ func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *at
 	return nil
 }
 
+// custodyParty reports whether partner is a party of the device's custody:
+// its custodian (an operator that enrolled the device holds it), or the
+// recipient of its pending offer.
+func custodyParty(dev *Device, partner string) bool {
+	return dev.Custodian == partner || (dev.Pending != nil && dev.Pending.To == partner)
+}
+
+// checkSigner checks a signer's partner certificate at the event's time
+// (its integrated time), as ingest and offline replay both do: it chains
+// to the consortium CA, is valid at that time, carries a role, and names
+// the partner the event claims.
+func checkSigner(cert *x509.Certificate, consortium *x509.CertPool, at time.Time, claimed string) (events.PartnerIdentity, *RuleError) {
+	id, err := events.VerifyPartner(cert, consortium, at)
+	if err != nil {
+		return id, reject(events.CodeBadCertificate, "the signer's certificate at the event's time: %v", err)
+	}
+	if id.Name != claimed {
+		return id, reject(events.CodeBadCertificate, "signed with %s's certificate, but the event claims %s", id.Name, claimed)
+	}
+	return id, nil
+}
+
 // finish applies an accepted event's effect to the device state.
 func finish(d *Device, p *events.Predicate, digest string, idx uint64) {
 	switch p.Kind {
@@ -233,6 +323,8 @@ func finish(d *Device, p *events.Predicate, digest string, idx uint64) {
 		d.LastAccepted = d.Pending.Digest
 		d.Pending = nil
 		d.Handoffs++
+	case events.KindHandoffWithdrawn:
+		d.Pending = nil
 	case events.KindDeviceFlagged:
 		d.Flag = &DeviceFlag{Reason: p.Flag.Reason, By: p.Partner, Index: idx}
 	case events.KindDeviceCleared:

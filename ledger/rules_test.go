@@ -80,6 +80,12 @@ func accept(partner, from, to, digest string) *events.Predicate {
 	return p
 }
 
+func withdraw(partner, from, to, digest string) *events.Predicate {
+	p := pred(events.KindHandoffWithdrawn, partner)
+	p.Handoff = &events.Handoff{From: from, To: to, Offer: digest}
+	return p
+}
+
 func flag(kind, partner, reason string) *events.Predicate {
 	p := pred(kind, partner)
 	p.Flag = &events.Flag{Reason: reason}
@@ -114,7 +120,7 @@ func TestCustodyRuleTable(t *testing.T) {
 		{"non-custodian offers", held("orbit-odm"), offer("nova-oem", "nova-oem", "delta-ems"), events.CodeNotCustodian},
 		{"offer in another partner's name", held("orbit-odm"), offer("orbit-odm", "nova-oem", "delta-ems"), events.CodeNotCustodian},
 		{"second offer while one is pending (double hand-off)", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "grey-operator"), events.CodeEquivocation},
-		{"same offer again while pending", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "blue-operator"), events.CodeEquivocation},
+		{"same offer again while pending (a retry) is a harmless repeat", held("delta-ems", pending("delta-ems", "blue-operator", offerA)), offer("delta-ems", "delta-ems", "blue-operator"), events.CodeAlreadyExists},
 		{"offer to an unregistered party (grey market)", held("delta-ems"), offer("delta-ems", "delta-ems", "shadow-broker"), events.CodeRecipient},
 		{"offer to a revoked partner", held("delta-ems"), offer("delta-ems", "delta-ems", "gone-oem"), events.CodeRecipient},
 		{"offer to a gate", held("delta-ems"), offer("delta-ems", "delta-ems", "blue-gate"), events.CodeRecipient},
@@ -126,12 +132,25 @@ func TestCustodyRuleTable(t *testing.T) {
 		{"acceptance of another offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerB), events.CodeNoPendingOffer},
 		{"acceptance naming another sender", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), accept("nova-oem", "acme-tpm", "nova-oem", offerA), events.CodeNoPendingOffer},
 		{"recipient re-accepts what it accepted", held("nova-oem", accepted(offerA)), accept("nova-oem", "orbit-odm", "nova-oem", offerA), events.CodeAlreadyExists},
-		{"another partner accepts an accepted offer", held("nova-oem", accepted(offerA)), accept("delta-ems", "orbit-odm", "delta-ems", offerA), events.CodeEquivocation},
+		{"another partner accepts an accepted offer: refused, no evidence", held("nova-oem", accepted(offerA)), accept("delta-ems", "orbit-odm", "delta-ems", offerA), events.CodeNotRecipient},
+		{"another partner accepts an accepted offer in the recipient's name", held("nova-oem", accepted(offerA)), accept("delta-ems", "orbit-odm", "nova-oem", offerA), events.CodeNotRecipient},
+
+		// handoff.withdrawn
+		{"offering party withdraws its pending offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), withdraw("orbit-odm", "orbit-odm", "nova-oem", offerA), ""},
+		{"recipient withdraws the offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), withdraw("nova-oem", "orbit-odm", "nova-oem", offerA), events.CodeNotCustodian},
+		{"third party withdraws in the offerer's name", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), withdraw("delta-ems", "orbit-odm", "nova-oem", offerA), events.CodeNotCustodian},
+		{"withdrawal naming another offer", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), withdraw("orbit-odm", "orbit-odm", "nova-oem", offerB), events.CodeNoPendingOffer},
+		{"withdrawal naming another recipient", held("orbit-odm", pending("orbit-odm", "nova-oem", offerA)), withdraw("orbit-odm", "orbit-odm", "delta-ems", offerA), events.CodeNoPendingOffer},
+		{"withdrawal with nothing pending", held("orbit-odm"), withdraw("orbit-odm", "orbit-odm", "nova-oem", offerA), events.CodeNoPendingOffer},
+		{"withdrawal of an accepted offer", held("nova-oem", accepted(offerA)), withdraw("orbit-odm", "orbit-odm", "nova-oem", offerA), events.CodeNoPendingOffer},
 
 		// device.flagged / device.cleared
 		{"custodian flags", held("nova-oem"), flag(events.KindDeviceFlagged, "nova-oem", events.FlagLost), ""},
-		{"any operator flags", held("nova-oem"), flag(events.KindDeviceFlagged, "grey-operator", events.FlagStolen), ""},
-		{"non-custodian partner flags", held("nova-oem"), flag(events.KindDeviceFlagged, "delta-ems", events.FlagLost), events.CodeNotCustodian},
+		{"recipient of the pending offer flags", held("nova-oem", pending("nova-oem", "blue-operator", offerA)), flag(events.KindDeviceFlagged, "blue-operator", events.FlagLost), ""},
+		{"enrolling operator (its custodian) flags", held("blue-operator", func(d *Device) { d.Enrolled = true }), flag(events.KindDeviceFlagged, "blue-operator", events.FlagCompromised), ""},
+		{"operator outside the custody flags: a report", held("nova-oem"), flag(events.KindDeviceFlagged, "grey-operator", events.FlagStolen), events.CodeFlagReport},
+		{"earlier custodian flags: a report", held("nova-oem", accepted(offerA)), flag(events.KindDeviceFlagged, "orbit-odm", events.FlagStolen), events.CodeFlagReport},
+		{"non-custodian partner flags: a report", held("nova-oem"), flag(events.KindDeviceFlagged, "delta-ems", events.FlagLost), events.CodeFlagReport},
 		{"holding operator clears", held("blue-operator", flagged("lost")), flag(events.KindDeviceCleared, "blue-operator", "found"), ""},
 		{"receiving operator clears", held("delta-ems", flagged("equivocation"), pending("delta-ems", "blue-operator", offerA)), flag(events.KindDeviceCleared, "blue-operator", "resolved"), ""},
 		{"other operator clears", held("blue-operator", flagged("lost")), flag(events.KindDeviceCleared, "grey-operator", "found"), events.CodeNotCustodian},
@@ -172,6 +191,62 @@ func TestCustodyRuleTable(t *testing.T) {
 	}
 }
 
+// TestDeviceRuleVerdicts: the one rule engine of ingest and replay
+// (deviceRule) turns the custody rule's answer into the event's fate:
+// accepted (state changed, counters advanced), evidence of equivocation
+// (only the flag changes), a flag report (nothing changes), or refused.
+func TestDeviceRuleVerdicts(t *testing.T) {
+	qi := &attest.QuoteInfo{Clock: 20, ResetCount: 1}
+	last := &QuoteCounters{Clock: 10, ResetCount: 1}
+	withQuote := func(d *Device) { d.LastQuote = last }
+	for _, tc := range []struct {
+		name      string
+		dev       *Device
+		p         *events.Predicate
+		qerr      *RuleError
+		refused   events.Code
+		logged    events.Code
+		wantState func(before, after *Device) bool
+	}{
+		{"accepted offer", held("nova-oem", withQuote), offer("nova-oem", "nova-oem", "delta-ems"), nil, "", "",
+			func(b, a *Device) bool { return a.Pending != nil && a.Pending.Index == 7 && a.LastQuote.Clock == 20 }},
+		{"equivocation flags and changes nothing else", held("nova-oem", withQuote, pending("nova-oem", "delta-ems", offerA)), offer("nova-oem", "nova-oem", "blue-operator"), nil, "", events.CodeEquivocation,
+			func(b, a *Device) bool {
+				return a.Flag != nil && a.Flag.Reason == "equivocation" && a.Flag.Index == 7 && a.Pending.To == "delta-ems" && a.LastQuote.Clock == 10
+			}},
+		{"flag report changes nothing", held("nova-oem", withQuote), flag(events.KindDeviceFlagged, "grey-operator", events.FlagStolen), nil, "", events.CodeFlagReport,
+			func(b, a *Device) bool { return sameDevice(a, b) }},
+		{"retried offer is refused as a repeat", held("nova-oem", withQuote, pending("nova-oem", "delta-ems", offerA)), offer("nova-oem", "nova-oem", "delta-ems"), nil, events.CodeAlreadyExists, "", nil},
+		{"wrong role", held("nova-oem", withQuote), flag(events.KindDeviceCleared, "nova-oem", "found"), nil, events.CodeWrongRole, "", nil},
+		{"bad quote", held("nova-oem", withQuote), offer("nova-oem", "nova-oem", "delta-ems"), reject(events.CodeEvidence, "no"), events.CodeEvidence, "", nil},
+		{"decommissioned", held("nova-oem", withQuote, func(d *Device) { d.Decommissioned = true }), offer("nova-oem", "nova-oem", "delta-ems"), nil, events.CodeDecommissioned, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.dev.Clone()
+			r, re := deviceRule(tc.p, offerB, registry[tc.p.Partner], tc.dev, qi, tc.qerr, lookup)
+			if tc.refused != "" {
+				if re == nil || re.Code != tc.refused {
+					t.Fatalf("deviceRule = %+v, %v; want refused %s", r, re, tc.refused)
+				}
+				return
+			}
+			if re != nil {
+				t.Fatalf("refused: %v", re)
+			}
+			if (r.logged == nil) != (tc.logged == "") || (r.logged != nil && r.logged.Code != tc.logged) {
+				t.Fatalf("logged %v, want %q", r.logged, tc.logged)
+			}
+			after := r.next(7)
+			if !sameDevice(tc.dev, before) {
+				t.Fatal("deviceRule changed the state it was given")
+			}
+			if !tc.wantState(before, after) {
+				t.Fatalf("state after: %+v", after)
+			}
+		})
+	}
+}
+
 // TestFinish: an accepted event's effect on the device state.
 func TestFinish(t *testing.T) {
 	d := held("orbit-odm")
@@ -192,6 +267,11 @@ func TestFinish(t *testing.T) {
 	finish(d, accept("nova-oem", "orbit-odm", "nova-oem", offerA), "", 10)
 	if d.Custodian != "nova-oem" || d.Pending != nil || d.LastAccepted != offerA || d.Handoffs != 1 {
 		t.Fatalf("after acceptance: %+v", d)
+	}
+	finish(d, offer("nova-oem", "nova-oem", "delta-ems"), offerB, 10)
+	finish(d, withdraw("nova-oem", "nova-oem", "delta-ems", offerB), "", 10)
+	if d.Pending != nil || d.Custodian != "nova-oem" {
+		t.Fatalf("after withdrawal: %+v", d)
 	}
 	finish(d, flag(events.KindDeviceFlagged, "nova-oem", events.FlagLost), "", 11)
 	if d.Flag == nil || d.Flag.Reason != events.FlagLost || d.Flag.Index != 11 {
@@ -219,6 +299,7 @@ func TestRoleMay(t *testing.T) {
 		{events.KindStageRecorded, custody},
 		{events.KindHandoffOffered, custody},
 		{events.KindHandoffAccepted, custody},
+		{events.KindHandoffWithdrawn, custody},
 		{events.KindDeviceFlagged, custody},
 		{events.KindDeviceCleared, []string{events.RoleOperator}},
 		{events.KindDeviceEnrolled, []string{events.RoleGate}},

@@ -27,6 +27,13 @@ type Store interface {
 	Entry(index uint64) (*Entry, error)
 	// EntryIndexByDigest returns the log index of the event with that digest.
 	EntryIndexByDigest(digest []byte) (uint64, error)
+	// EventDigestByID returns the digest of the logged event that partner
+	// signed with that event ID (predicate.eventId), or ErrNotFound. Every
+	// entry of a Commit with an EventID is indexed by (Partner, EventID)
+	// durably with the Commit, in the same atomic write. Entries committed
+	// before the index existed may be missing from it: a miss is not an
+	// error.
+	EventDigestByID(partner, eventID string) ([]byte, error)
 	// EntryIndexByLeafHash returns the log index of the leaf with that
 	// RFC 6962 leaf hash (Rekor's entry UUID).
 	EntryIndexByLeafHash(leafHash []byte) (uint64, error)

@@ -20,6 +20,9 @@ type Entry struct {
 	Reason         string `json:"reason,omitempty"`
 	IntegratedTime int64  `json:"integratedTime"` // Unix seconds
 	StreamSeq      uint64 `json:"streamSeq"`
+	// EventID is the statement's predicate.eventId (empty in entries
+	// written before it was recorded).
+	EventID string `json:"eventId,omitempty"`
 	// Body is the leaf: a Rekor hashedrekord v0.0.1 canonical body.
 	Body []byte `json:"body"`
 	// Envelope is the DSSE envelope (private: served only to parties with a

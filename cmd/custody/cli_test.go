@@ -154,7 +154,7 @@ func TestCLIUsageErrors(t *testing.T) {
 	call := func(op string, flags ...string) []string {
 		return append([]string{"station", "call", op, "--station", srv.URL}, flags...)
 	}
-	ops := "manufacture, stage, firmware, offer, accept, flag, clear"
+	ops := "manufacture, stage, firmware, offer, withdraw, accept, flag, clear"
 	for _, c := range []struct {
 		args []string
 		want []string
@@ -377,12 +377,13 @@ func TestCLIVerifyTamperedBundle(t *testing.T) {
 	}
 }
 
-// TestCLIStationOfferEquivocation: a second offer of a device with an
-// offer from the same partner pending (a retry, a mistyped recipient) is
-// refused by the station before it is signed, with a sentence saying it
-// would be logged as equivocation and flag the device, and the ledger
-// logs nothing; --equivocate makes it on purpose, and the device is
-// flagged.
+// TestCLIStationOfferEquivocation: a retried offer (same recipient, still
+// pending) succeeds with the pending offer and signs nothing; an offer to
+// another recipient while one is pending (a typo) is refused by the
+// station before it is signed, with a sentence saying it would be logged
+// as equivocation and flag the device, and the ledger logs nothing;
+// --equivocate makes it on purpose, and the device is flagged; withdraw
+// takes the pending offer back.
 func TestCLIStationOfferEquivocation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts custodyd")
@@ -420,7 +421,10 @@ func TestCLIStationOfferEquivocation(t *testing.T) {
 	}
 	before := provenance()
 
-	for _, to := range []string{"orbit-odm", "nova-oem"} { // a retry, a typo
+	if r := stationCall("acme-tpm", "offer", "--to", "orbit-odm"); r.Code != 0 || !strings.Contains(r.Stdout, `"existing"`) || strings.Contains(r.Stdout, `"receipt"`) {
+		t.Errorf("a retried offer: exit %d, want 0 with the existing offer:\n%s", r.Code, r.Output())
+	}
+	for _, to := range []string{"nova-oem"} { // a typo
 		r := stationCall("acme-tpm", "offer", "--to", to)
 		if r.Code != 3 {
 			t.Errorf("offer to %s again: exit %d, want 3:\n%s", to, r.Code, r.Output())
@@ -441,5 +445,9 @@ func TestCLIStationOfferEquivocation(t *testing.T) {
 	}
 	if after := provenance(); !strings.Contains(after, "FLAGGED (equivocation") {
 		t.Fatalf("the deliberate double offer did not flag the device:\n%s", after)
+	}
+	ok(stationCall("acme-tpm", "withdraw"))
+	if after := provenance(); strings.Contains(after, "offer to orbit-odm pending") || !strings.Contains(after, "handoff.withdrawn") {
+		t.Fatalf("the withdrawn offer is still pending:\n%s", after)
 	}
 }

@@ -26,12 +26,12 @@ import (
 )
 
 func init() {
-	register("station", command{usage: "station run|call|pending", summary: "run a partner's station, call one (manufacture, stage, firmware, offer, accept, flag, clear), list its pending offers", run: stationCmd})
+	register("station", command{usage: "station run|call|pending", summary: "run a partner's station, call one (manufacture, stage, firmware, offer, withdraw, accept, flag, clear), list its pending offers", run: stationCmd})
 }
 
 const stationUsage = `Usage:
   custody station run --partner NAME [flags]      serve a partner's station (HTTP API for the factory floor)
-  custody station call OP --agent URL [flags]     call a station: manufacture, stage, firmware, offer, accept, flag, clear
+  custody station call OP --agent URL [flags]     call a station: manufacture, stage, firmware, offer, withdraw, accept, flag, clear
   custody station unconfirmed [--station URL]     list events published and not yet answered by the ledger
   custody station pending [--station URL]         list offers waiting for this partner to accept
 
@@ -207,13 +207,17 @@ waits for the ledger's answer. OP is one of:
   stage --stage assembly|test-passed [--note TEXT]
   firmware --image FILE           program the firmware and record its digest and PCRs (EMS)
   offer --to PARTNER              offer the device to the next partner
+  withdraw                        withdraw this partner's pending offer before it is accepted
   accept                          accept the offer pending to this station's partner
   flag --reason R [--note TEXT]   flag the device (lost, stolen, rma, compromised, …)
   clear --reason R [--note TEXT]  clear a flag (operators)
 
-An offer while the device has an offer from this partner pending (a retry, a
-typo in --to) would be logged by the ledger as equivocation evidence and flag
-the device: the station refuses it unsigned unless --equivocate asks for it.
+An offer is idempotent: while the device has this partner's offer to the same
+recipient pending (a retry), the station answers with that offer ("existing")
+and signs nothing. An offer to another recipient while one is pending (a typo
+in --to) would be logged by the ledger as equivocation evidence and flag the
+device: the station refuses it unsigned unless --equivocate asks for it;
+withdraw the pending offer first to offer the device elsewhere.
 
 Prints the station's answer (the ledger's receipt) as JSON. Exit status: 0
 logged, 1 error, 2 usage, 3 refused (the rule broken is printed).

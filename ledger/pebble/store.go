@@ -178,6 +178,11 @@ func offerKey(to, device string) []byte {
 }
 func rejectionKey(d []byte) []byte { return append([]byte{'r'}, d...) }
 
+// eventIDKey is v<partner>/<event ID>: a partner name holds no '/'.
+func eventIDKey(partner, eventID string) []byte {
+	return append(append(append([]byte{'v'}, partner...), '/'), eventID...)
+}
+
 var headKey = []byte{'h'}
 
 func (s *Store) get(key []byte) ([]byte, error) {
@@ -234,6 +239,11 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		}
 		if err := b.Set(leafKey(ledger.LeafHash(e.Body)), u64(nil, e.Index), nil); err != nil {
 			return err
+		}
+		if e.EventID != "" {
+			if err := b.Set(eventIDKey(e.Partner, e.EventID), e.Digest, nil); err != nil {
+				return err
+			}
 		}
 		if len(e.Target) == 64 && e.Kind != "partner.registered" && e.Kind != "partner.revoked" {
 			if err := b.Set(deviceIdxKey(e.Target, e.Index), nil, nil); err != nil {
@@ -316,6 +326,13 @@ func (s *Store) EntryIndexByDigest(d []byte) (uint64, error) {
 		return 0, err
 	}
 	return binary.BigEndian.Uint64(b), nil
+}
+
+// EventDigestByID implements ledger.Store. Stores written before
+// 2026-12 have no v keys for their older entries: those IDs answer
+// ErrNotFound.
+func (s *Store) EventDigestByID(partner, eventID string) ([]byte, error) {
+	return s.get(eventIDKey(partner, eventID))
 }
 
 // EntryIndexByLeafHash implements ledger.Store.

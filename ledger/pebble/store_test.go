@@ -3,6 +3,7 @@ package pebble_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +35,9 @@ func TestCommitReopen(t *testing.T) {
 		}
 		if i == 3 {
 			e.Envelope = nil // an empty envelope survives too
+		}
+		if i != 4 { // entry 4 is as a store written before the event-ID index holds it
+			e.EventID = fmt.Sprintf("%032x", i)
 		}
 		entries = append(entries, e)
 		if err := rng.Append(ledger.LeafHash(e.Body), func(id compact.NodeID, h []byte) { nodes[id] = h }); err != nil {
@@ -70,6 +74,16 @@ func TestCommitReopen(t *testing.T) {
 		if i, err := s.EntryIndexByDigest(want.Digest); err != nil || i != want.Index {
 			t.Fatalf("by digest: %d %v", i, err)
 		}
+		d, err := s.EventDigestByID(want.Partner, fmt.Sprintf("%032x", want.Index))
+		switch {
+		case want.EventID == "" && !errors.Is(err, ledger.ErrNotFound):
+			t.Fatalf("entry %d without an event ID: %x %v, want not found", want.Index, d, err)
+		case want.EventID != "" && (err != nil || !bytes.Equal(d, want.Digest) || got.EventID != want.EventID):
+			t.Fatalf("by event ID: %x %v (entry's ID %q)", d, err, got.EventID)
+		}
+	}
+	if _, err := s.EventDigestByID("nova-oem", fmt.Sprintf("%032x", 0)); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("another partner's event ID: %v", err)
 	}
 	p, err := ledger.ProveInclusion(s, 3, 5)
 	if err != nil {

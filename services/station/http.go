@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/device"
 )
 
@@ -41,7 +42,7 @@ type Request struct {
 
 // Operations are the station API's calls (POST /v1/<op>), in the order of
 // a device's life.
-var Operations = []string{"manufacture", "stage", "firmware", "offer", "accept", "flag", "clear"}
+var Operations = []string{"manufacture", "stage", "firmware", "offer", "withdraw", "accept", "flag", "clear"}
 
 // CodeWouldEquivocate is the API's code for an offer refused before it was
 // signed because the ledger would log it as equivocation (a
@@ -61,11 +62,14 @@ const CodeAgentNetwork = "agent-network"
 const CodeBadReceipt = "bad-receipt"
 
 // Response is a station's answer: the receipt, or the refusal and its rule.
+// An offer already pending (a retry) answers with Existing instead of a
+// receipt.
 type Response struct {
-	Device  string          `json:"device,omitempty"`
-	Receipt *events.Receipt `json:"receipt,omitempty"`
-	Code    string          `json:"code,omitempty"`
-	Error   string          `json:"error,omitempty"`
+	Device   string          `json:"device,omitempty"`
+	Receipt  *events.Receipt `json:"receipt,omitempty"`
+	Existing *ledger.Offer   `json:"existing,omitempty"`
+	Code     string          `json:"code,omitempty"`
+	Error    string          `json:"error,omitempty"`
 }
 
 // Handler serves the station's factory-floor API:
@@ -74,6 +78,7 @@ type Response struct {
 //	POST /v1/stage        {agent, stage, note} record assembly or test-passed
 //	POST /v1/firmware     {agent, image}       program firmware and record it
 //	POST /v1/offer        {agent, to}          offer the device to a partner
+//	POST /v1/withdraw     {agent}              withdraw this partner's pending offer
 //	POST /v1/accept       {agent}              accept the pending offer
 //	POST /v1/flag         {agent, reason}      flag the device
 //	POST /v1/clear        {agent, reason}      clear a flag (operators)
@@ -81,10 +86,13 @@ type Response struct {
 //	GET  /v1/unconfirmed                       events published, not yet answered
 //
 // Answers are JSON Responses: 200 with the receipt when the event is
-// logged; 409 with the ledger's code and reason when it refused the event
+// logged; 200 with existing (the pending offer, its digest and log index)
+// and no receipt for an offer this partner already made to the same
+// recipient and which is still pending (a retry: nothing is signed); 409 with the ledger's code and reason when it refused the event
 // (or logged it as evidence); 409 with code CodeWouldEquivocate, and no
 // receipt, for an offer refused unsigned while the device has an offer from
-// this partner pending (unless the request sets equivocate: true); 400 for
+// this partner to another recipient pending (unless the request sets
+// equivocate: true); 400 for
 // a bad request, including an agent address that is not scheme://host (see
 // AgentURL); 403 with code CodeAgentNetwork for an agent address outside
 // the station's device networks, refused before anything is contacted;
@@ -129,7 +137,7 @@ func (s *Station) Handler() http.Handler {
 			case err != nil:
 				reply(w, http.StatusBadGateway, &Response{Code: "station", Error: err.Error()})
 			default:
-				reply(w, http.StatusOK, &Response{Device: res.Device, Receipt: res.Receipt})
+				reply(w, http.StatusOK, &Response{Device: res.Device, Receipt: res.Receipt, Existing: res.Existing})
 			}
 		})
 	}
@@ -146,6 +154,7 @@ func (s *Station) Handler() http.Handler {
 		}
 		return s.Offer(ctx, r.Agent, r.To)
 	})
+	route("/v1/withdraw", func(ctx context.Context, r *Request) (*Result, error) { return s.Withdraw(ctx, r.Agent) })
 	route("/v1/accept", func(ctx context.Context, r *Request) (*Result, error) { return s.Accept(ctx, r.Agent) })
 	route("/v1/flag", func(ctx context.Context, r *Request) (*Result, error) {
 		return s.Flag(ctx, r.Agent, events.KindDeviceFlagged, r.Reason, r.Note)

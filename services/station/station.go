@@ -295,10 +295,15 @@ func (e *RejectedError) Error() string {
 	return fmt.Sprintf("the ledger %s: %s: %s", what, e.Receipt.Code, e.Receipt.Reason)
 }
 
-// Result is a logged event.
+// Result is a logged event, or (Existing) the pending offer an offer
+// repeated.
 type Result struct {
 	Device  string          `json:"device"`
 	Receipt *events.Receipt `json:"receipt"`
+	// Existing is set, and Receipt nil, when Offer found the same offer
+	// (this partner to the same recipient) pending: a retry is that offer,
+	// and nothing new was signed or published.
+	Existing *ledger.Offer `json:"existing,omitempty"`
 }
 
 // publish quotes st on the device, signs and publishes it, and waits for the
@@ -482,9 +487,10 @@ func (s *Station) ProgramFirmware(ctx context.Context, agentURL string, image []
 }
 
 // PendingOfferError is Offer's refusal of an offer of a device that has an
-// offer from this partner pending: the ledger would log a second offer as
-// equivocation evidence (a double hand-off) and flag the device. It is
-// returned before the device is quoted or anything is signed.
+// offer from this partner to another recipient pending: the ledger would
+// log a second offer as equivocation evidence (a double hand-off) and flag
+// the device. It is returned before the device is quoted or anything is
+// signed.
 type PendingOfferError struct {
 	Device  string
 	Pending ledger.Offer
@@ -493,16 +499,21 @@ type PendingOfferError struct {
 func (e *PendingOfferError) Error() string {
 	return fmt.Sprintf("station: device %s already has an offer pending from %s to %s (log index %d); "+
 		"another offer would be logged by the ledger as equivocation evidence and flag the device, so it was not signed. "+
-		"Wait for %s to accept; to make a double offer on purpose, ask for it explicitly "+
+		"Wait for %s to accept, or withdraw the pending offer first (withdraw in the station API, custody station call withdraw); "+
+		"to make a double offer on purpose, ask for it explicitly "+
 		"(\"equivocate\": true in the station API, --equivocate in custody station call offer)",
 		e.Device, e.Pending.From, e.Pending.To, e.Pending.Index, e.Pending.To)
 }
 
-// Offer offers the device behind agentURL to partner to. While the device
-// has an offer from this partner pending (a retried or mistyped offer), it
-// refuses with a *PendingOfferError before signing anything: the ledger
-// would log the offer as equivocation and flag the device. The check reads
-// the ledger's state; two offers racing each other are not caught by it.
+// Offer offers the device behind agentURL to partner to. It is
+// idempotent: while the device has this partner's offer to the same
+// recipient pending (a factory system retrying after a timeout), it
+// answers success with that offer (Result.Existing) and signs nothing. While
+// the device has this partner's offer to another recipient pending (a
+// mistyped offer), it refuses with a *PendingOfferError before signing
+// anything: the ledger would log the offer as equivocation and flag the
+// device. The checks read the ledger's state; a retry racing the first
+// offer is answered by the ledger as already-exists (a harmless repeat).
 func (s *Station) Offer(ctx context.Context, agentURL, to string) (*Result, error) {
 	return s.offer(ctx, agentURL, to, false)
 }
@@ -532,6 +543,10 @@ func (s *Station) offer(ctx context.Context, agentURL, to string, equivocate boo
 			// Unknown to the ledger: it refuses the offer with its rule.
 		case err != nil:
 			return nil, fmt.Errorf("station: reading device %s's state to check for a pending offer: %w", id, err)
+		case state.Pending != nil && state.Pending.From == s.cfg.Name && state.Pending.To == to:
+			s.cfg.Logger.Info("offer already pending; answered with it", "device", id, "to", to, "offer", state.Pending.Digest, "index", state.Pending.Index)
+			existing := *state.Pending
+			return &Result{Device: id, Existing: &existing}, nil
 		case state.Pending != nil && state.Pending.From == s.cfg.Name:
 			return nil, &PendingOfferError{Device: id, Pending: *state.Pending}
 		}
@@ -560,6 +575,30 @@ func (s *Station) Accept(ctx context.Context, agentURL string) (*Result, error) 
 	}
 	st := events.NewStatement(events.KindHandoffAccepted, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Handoff = &events.Handoff{From: state.Pending.From, To: s.cfg.Name, Offer: state.Pending.Digest}
+	return s.publish(ctx, dev, st, nil)
+}
+
+// Withdraw withdraws this partner's pending offer of the device behind
+// agentURL (handoff.withdrawn, naming the offer) before its recipient
+// accepts it; custody stays with this partner.
+func (s *Station) Withdraw(ctx context.Context, agentURL string) (*Result, error) {
+	dev, err := s.device(agentURL)
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.deviceID(ctx, dev)
+	if err != nil {
+		return nil, err
+	}
+	state, err := s.cfg.Ledger.Device(id)
+	if err != nil {
+		return nil, fmt.Errorf("station: device %s: %w", id, err)
+	}
+	if state.Pending == nil || state.Pending.From != s.cfg.Name {
+		return nil, fmt.Errorf("station: device %s has no pending offer from %s to withdraw", id, s.cfg.Name)
+	}
+	st := events.NewStatement(events.KindHandoffWithdrawn, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
+	st.Predicate.Handoff = &events.Handoff{From: s.cfg.Name, To: state.Pending.To, Offer: state.Pending.Digest}
 	return s.publish(ctx, dev, st, nil)
 }
 

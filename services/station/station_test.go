@@ -166,6 +166,8 @@ func TestRequestCheck(t *testing.T) {
 		{"offer", station.Request{Agent: a}, "to"},
 		{"offer", station.Request{Agent: a, To: "Blue Operator"}, "to"},
 		{"offer", station.Request{Agent: a, To: "custody.v1.>"}, "to"},
+		{"withdraw", station.Request{Agent: a}, ""},
+		{"withdraw", station.Request{Agent: a, Equivocate: true}, "equivocate"},
 		{"accept", station.Request{Agent: a}, ""},
 		{"accept", station.Request{Agent: a, Equivocate: true}, "equivocate"},
 		{"flag", station.Request{Agent: a, Reason: events.FlagLost}, ""},
@@ -228,10 +230,32 @@ func TestOfferWhilePending(t *testing.T) {
 			ID: devID, Custodian: from, Pending: &ledger.Offer{Digest: offer, From: from, To: to, Index: 9},
 		}}}
 	}
-	t.Run("retried offer is refused unsigned", func(t *testing.T) {
+	t.Run("retried offer answers with the pending offer", func(t *testing.T) {
 		s, tr := newStation(t, "delta-ems", pendingFrom("delta-ems", "blue-operator"))
 		ag := newAgent(t)
-		_, err := s.Offer(context.Background(), ag.URL, "blue-operator")
+		res, err := s.Offer(context.Background(), ag.URL, "blue-operator")
+		if err != nil || res.Existing == nil || res.Existing.Digest != offer || res.Existing.Index != 9 || res.Device != devID || res.Receipt != nil {
+			t.Fatalf("Offer = %+v, %v; want success carrying the pending offer", res, err)
+		}
+		if tr.published != 0 || ag.tpmRequests() != 0 {
+			t.Fatalf("the retried offer was quoted (%d) or published (%d)", ag.tpmRequests(), tr.published)
+		}
+	})
+	t.Run("retried offer over HTTP is a 200", func(t *testing.T) {
+		s, tr := newStation(t, "delta-ems", pendingFrom("delta-ems", "blue-operator"))
+		ag := newAgent(t)
+		code, r := post(t, s.Handler(), "offer", `{"agent":"`+ag.URL+`","to":"blue-operator"}`)
+		if code != http.StatusOK || r.Existing == nil || r.Existing.Digest != offer || r.Code != "" {
+			t.Fatalf("answer %d %+v, want 200 with the existing offer", code, r)
+		}
+		if tr.published != 0 || ag.tpmRequests() != 0 {
+			t.Fatal("the retried offer reached the TPM or the transport")
+		}
+	})
+	t.Run("offer to another recipient while pending is refused unsigned", func(t *testing.T) {
+		s, tr := newStation(t, "delta-ems", pendingFrom("delta-ems", "blue-operator"))
+		ag := newAgent(t)
+		_, err := s.Offer(context.Background(), ag.URL, "grey-operator")
 		var pe *station.PendingOfferError
 		if !errors.As(err, &pe) || pe.Device != devID || pe.Pending.To != "blue-operator" || !strings.Contains(err.Error(), "equivocation") {
 			t.Fatalf("Offer = %v, want a PendingOfferError naming equivocation", err)
@@ -307,6 +331,36 @@ func TestAcceptNeedsOfferToThisPartner(t *testing.T) {
 			}
 			if tr.published != 0 || ag.tpmRequests() != 0 {
 				t.Fatal("a refused acceptance reached the TPM or the transport")
+			}
+		})
+	}
+}
+
+// TestWithdraw: only this partner's own pending offer is withdrawn; with
+// none, nothing reaches the device or the ledger.
+func TestWithdraw(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		dev  *ledger.Device
+		ok   bool
+	}{
+		{"no offer", &ledger.Device{ID: devID, Custodian: "delta-ems"}, false},
+		{"another partner's offer", &ledger.Device{ID: devID, Custodian: "nova-oem", Pending: &ledger.Offer{Digest: offer, From: "nova-oem", To: "delta-ems"}}, false},
+		{"its own offer", &ledger.Device{ID: devID, Custodian: "delta-ems", Pending: &ledger.Offer{Digest: offer, From: "delta-ems", To: "blue-operator"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, tr := newStation(t, "delta-ems", &states{devices: map[string]*ledger.Device{devID: tc.dev}})
+			ag := newAgent(t)
+			_, err := s.Withdraw(context.Background(), ag.URL)
+			if !tc.ok {
+				if err == nil || !strings.Contains(err.Error(), "no pending offer from delta-ems") || tr.published != 0 || ag.tpmRequests() != 0 {
+					t.Fatalf("Withdraw = %v (TPM %d, published %d)", err, ag.tpmRequests(), tr.published)
+				}
+				return
+			}
+			// It went on to quote the device (which the stub cannot).
+			if err == nil || ag.tpmRequests() != 1 {
+				t.Fatalf("Withdraw = %v after %d TPM requests, want a quote asked for", err, ag.tpmRequests())
 			}
 		})
 	}
