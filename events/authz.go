@@ -81,7 +81,7 @@ type Permission struct {
 // Permissions is the authorisation matrix.
 var Permissions = []Permission{
 	{Action: ActReadProofs, Who: WhoAnyone,
-		HTTP: "/ledger/v1/log/*, /api/v1/* (Rekor), /gate/v1/crl, /gate/v1/ocsp, /gate/v1/policy, /healthz",
+		HTTP: "/ledger/v1/log/*, /api/v1/* (Rekor), /gate/v1/crl, /gate/v1/ocsp, /healthz",
 		Rule: "proofs are public: they disclose no device, partner or kind beyond what a leaf holds"},
 	{Action: ActEnrollDevice, Who: WhoDevice,
 		HTTP: "/gate/{idScope}/registrations/*",
@@ -108,10 +108,10 @@ var Permissions = []Permission{
 		HTTP: "/ledger/v1/partners/{name}/pending",
 		Rule: "only the recipient (or its operator's gate) reads its pending offers"},
 	{Action: ActReadDecisions, Who: WhoGateOperator,
-		HTTP: "/gate/v1/decisions",
-		Rule: "only the gate's operator and the gate read its enrollment decisions"},
+		HTTP: "/gate/v1/decisions, /gate/v1/policy",
+		Rule: "only the gate's operator and the gate read its enrollment decisions and policy"},
 	{Action: ActRevokeLDevID, Who: WhoGateOperator,
-		HTTP: "/gate/v1/revoke",
+		HTTP: "/gate/v1/revocations",
 		Rule: "only the gate's operator revokes an LDevID it issued"},
 	{Action: ActRegisterPartner, Who: WhoConsortium,
 		NATS:    "publish custody.v1.events.consortium.> (the consortium's user); signed by the consortium CA key",

@@ -61,7 +61,11 @@ func TestAdversaryPartner(t *testing.T) {
 
 	const hostile = "delta-ems"
 	hc, asyncErrs := connectAs(t, n, hostile)
-	pub, err := events.NewPublisher(hc, hostile)
+	rv, err := n.ReceiptVerifier(hostile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := events.NewPublisher(hc, hostile, rv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +221,11 @@ func TestAdversaryPartner(t *testing.T) {
 				r, report = send(env), env
 			} else {
 				gc, _ := connectAs(t, n, flagger)
-				gp, err := events.NewPublisher(gc, flagger)
+				grv, err := n.ReceiptVerifier(flagger)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gp, err := events.NewPublisher(gc, flagger, grv)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -299,7 +307,14 @@ func TestAdversaryPartner(t *testing.T) {
 			p.Handoff = &events.Handoff{From: "nova-oem", To: "blue-operator"}
 		})
 		nc, _ := connectAs(t, n, "nova-oem")
-		np, _ := events.NewPublisher(nc, "nova-oem")
+		nrv, err := n.ReceiptVerifier("nova-oem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		np, err := events.NewPublisher(nc, "nova-oem", nrv)
+		if err != nil {
+			t.Fatal(err)
+		}
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		r, err := np.Publish(cctx, sign("nova-oem", st))
 		cancel()

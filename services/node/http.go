@@ -43,9 +43,12 @@ var RekorRoutes = map[string]events.Action{
 var GateRoutes = map[string]events.Action{
 	"PUT /{idScope}/registrations/{registrationId}/register":                 events.ActEnrollDevice,
 	"GET /{idScope}/registrations/{registrationId}/operations/{operationId}": events.ActEnrollDevice,
-	"GET /v1/decisions": events.ActReadDecisions,
-	"GET /v1/policy":    events.ActReadProofs,
-	"GET /v1/crl":       events.ActReadProofs,
+	"GET /v1/decisions":         events.ActReadDecisions,
+	"GET /v1/policy":            events.ActReadDecisions,
+	"GET /v1/crl":               events.ActReadProofs,
+	"GET /v1/ocsp/{request...}": events.ActReadProofs,
+	"POST /v1/ocsp":             events.ActReadProofs,
+	"POST /v1/revocations":      events.ActRevokeLDevID,
 }
 
 // StationRoutes are a station's routes (under /stations/<partner>): every
