@@ -26,6 +26,7 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/gate/gatewire"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
@@ -97,7 +98,12 @@ type DeviceReport struct {
 type FirstBoot struct {
 	DeviceID    string `json:"deviceId"`
 	Enrolled    bool   `json:"enrolled"`
+	// Rule is the rule the gate refused the device by, as its operator
+	// reads it in the gate's decisions (DeviceRule is what the device was
+	// told: one answer for every refusal decided from the log, so that a
+	// caller learns nothing of the custody record).
 	Rule        string `json:"rule,omitempty"`
+	DeviceRule  string `json:"deviceRule,omitempty"`
 	Message     string `json:"message,omitempty"`
 	AssignedHub string `json:"assignedHub,omitempty"`
 	LDevID      string `json:"ldevidSubject,omitempty"`
@@ -353,7 +359,38 @@ func firstBoot(ctx context.Context, n *node.Node, agentURL string) (*FirstBoot, 
 	if fb.Error != "" {
 		return nil, fmt.Errorf("first boot failed: %s", fb.Error)
 	}
+	if !fb.Enrolled && fb.DeviceID != "" {
+		fb.DeviceRule = fb.Rule
+		if fb.Rule, err = decisionRule(ctx, n, fb.DeviceID); err != nil {
+			return nil, err
+		}
+	}
 	return &fb, nil
+}
+
+// decisionRule is the rule of the gate's latest decision about device, as
+// the operator reads it (GET /gate/v1/decisions, the operator's identity).
+func decisionRule(ctx context.Context, n *node.Node, device string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL()+"/gate/v1/decisions?device="+device, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := n.HTTPClient(operator).Do(req)
+	if err != nil {
+		return "", fmt.Errorf("the gate's decisions: %w", err)
+	}
+	defer resp.Body.Close()
+	var ds []*gatewire.Decision
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("the gate's decisions: %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ds); err != nil {
+		return "", fmt.Errorf("the gate's decisions: %w", err)
+	}
+	if len(ds) == 0 {
+		return "", fmt.Errorf("the gate has no decision about device %s", device)
+	}
+	return ds[len(ds)-1].Rule, nil
 }
 
 // timeline reads the device's provenance over HTTP, as the operator that

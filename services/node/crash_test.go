@@ -235,7 +235,8 @@ func envInt(name string, def int) int {
 // receipt, is consistent with the final one.
 //
 // CUSTODY_CRASH_EVENTS and CUSTODY_CRASH_KILLS size the run (default 1,600
-// events and 6 kills).
+// events and 20 kills: the trust boundary's adversary suite,
+// docs/design/threat-model.md).
 func TestCrashExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and restarts a node several times")
@@ -243,7 +244,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	const devices = 8
-	total, kills := envInt("CUSTODY_CRASH_EVENTS", 1600), envInt("CUSTODY_CRASH_KILLS", 6)
+	total, kills := envInt("CUSTODY_CRASH_EVENTS", 1600), envInt("CUSTODY_CRASH_KILLS", 20)
 
 	dataDir := t.TempDir()
 	c := &crashNode{t: t, dir: dataDir, httpAddr: freeAddr(t), nAddr: freeAddr(t)}
