@@ -96,8 +96,8 @@ type DeviceReport struct {
 
 // FirstBoot is the agent's account of enrollment.
 type FirstBoot struct {
-	DeviceID    string `json:"deviceId"`
-	Enrolled    bool   `json:"enrolled"`
+	DeviceID string `json:"deviceId"`
+	Enrolled bool   `json:"enrolled"`
 	// Rule is the rule the gate refused the device by, as its operator
 	// reads it in the gate's decisions (DeviceRule is what the device was
 	// told: one answer for every refusal decided from the log, so that a
