@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,9 +119,16 @@ func TestAgentEnrollCommand(t *testing.T) {
 	if err := d2.TPM().Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The device is told only that no custody record allows it (the one
+	// answer of every refusal decided from the log); the operator reads
+	// the rule in the gate's decisions.
 	code, out, errOut = enroll()
-	if code != 3 || !strings.Contains(errOut, "flagged") || !strings.Contains(errOut, "403102") {
-		t.Fatalf("flagged device: exit %d, want 3\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	want := strconv.Itoa(events.RuleErrorCode(events.RuleCustodyChain))
+	if code != 3 || !strings.Contains(errOut, events.RuleCustodyChain) || !strings.Contains(errOut, want) || strings.Contains(errOut, "flagged") {
+		t.Fatalf("flagged device: exit %d, want 3 with %s (%s) and nothing of the record\nstdout:\n%s\nstderr:\n%s", code, events.RuleCustodyChain, want, out, errOut)
+	}
+	if ds := e.decisions(id); len(ds) == 0 || ds[len(ds)-1].Rule != events.RuleFlagged {
+		t.Fatalf("the operator's last decision about the flagged device: %+v, want refused by %s", ds, events.RuleFlagged)
 	}
 
 	cmd := exec.CommandContext(e.ctx, e.bin, "enroll", "--tpm", "swtpm://"+d.addr, "--state", t.TempDir(),
