@@ -219,8 +219,9 @@ func run(cfg config) error {
 		envs   [][]byte
 	}
 	devs := make([]*dev, cfg.Devices)
+	vendorClient := n.HTTPClient("acme-tpm") // agents answer only partners' certificates
 	for i := range devs {
-		cmd, url, err := startAgent(ctx, agent, filepath.Join(dir, "agents"), 7100+i)
+		cmd, url, err := startAgent(ctx, agent, filepath.Join(dir, "agents"), n.PKI.Dir, 7100+i)
 		if err != nil {
 			return err
 		}
@@ -229,7 +230,7 @@ func run(cfg config) error {
 		if err != nil {
 			return fmt.Errorf("manufacturing device %d: %w", i, err)
 		}
-		devs[i] = &dev{id: r.Device, client: device.NewClient(url, nil)}
+		devs[i] = &dev{id: r.Device, client: device.NewClient(url, vendorClient)}
 	}
 	logf("%d devices manufactured; generating %d events", len(devs), cfg.Events)
 
@@ -698,13 +699,13 @@ func waitAsync(ctx context.Context, js jetstream.JetStream) error {
 	return nil
 }
 
-func startAgent(ctx context.Context, bin, dir string, seed int) (*exec.Cmd, string, error) {
+func startAgent(ctx context.Context, bin, dir, pkiDir string, seed int) (*exec.Cmd, string, error) {
 	state := filepath.Join(dir, fmt.Sprint(seed))
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return nil, "", err
 	}
 	addr := filepath.Join(state, "addr")
-	cmd := exec.CommandContext(ctx, bin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", state, "--listen", "127.0.0.1:0", "--addr-file", addr)
+	cmd := exec.CommandContext(ctx, bin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", state, "--listen", "127.0.0.1:0", "--addr-file", addr, "--pki", pkiDir)
 	if err := cmd.Start(); err != nil {
 		return nil, "", err
 	}

@@ -22,6 +22,7 @@ const (
 	ActReadProofs       Action = "read-proofs"        // checkpoints, inclusion and consistency proofs, leaves, the Rekor API, CRL, OCSP
 	ActEnrollDevice     Action = "enroll-device"      // a device's first-boot registration at the gate
 	ActCallStation      Action = "call-station"       // any call of a partner's station API
+	ActCallAgent        Action = "call-agent"         // any call of a device agent's factory API (custody-agent serve)
 	ActPublishEvent     Action = "publish-event"      // publish an event of a kind (KindRoles) on the partner's own subject
 	ActReadReceipt      Action = "read-receipt"       // the ledger's answer to an event
 	ActReadHistory      Action = "read-history"       // a device's envelopes, ID, kinds and counterparties
@@ -89,6 +90,9 @@ var Permissions = []Permission{
 	{Action: ActCallStation, Who: WhoSelf,
 		HTTP: "/stations/{partner}/*",
 		Rule: "a station's API answers only its own partner's identities"},
+	{Action: ActCallAgent, Who: WhoRoles, Roles: StationRoles,
+		HTTP: "custody-agent serve: /v1/* (the device's factory API, its own listener)",
+		Rule: "a device agent answers only the stations of the supply chain's partners"},
 	{Action: ActPublishEvent, Who: WhoRoles, Roles: []string{RoleTPMVendor, RoleODM, RoleOEM, RoleEMS, RoleOperator, RoleGate},
 		NATS:    "publish custody.v1.events.{partner}.> (own subject only); the kind by role (KindRoles, checked by the ledger)",
 		Publish: []string{EventsPrefix + ".{partner}.>"},
@@ -172,6 +176,12 @@ var (
 	ErrAuthRequired = errors.New("this call needs a partner identity (mTLS client certificate)")
 	ErrNotPermitted = errors.New("the caller's identity may not do this")
 )
+
+// StationRoles are the roles that run stations and so call device agents:
+// the TPM vendor, ODMs, OEMs, EMSs and operators. A gate never calls an
+// agent (the device calls the gate at first boot), nor does the
+// consortium.
+var StationRoles = []string{RoleTPMVendor, RoleODM, RoleOEM, RoleEMS, RoleOperator}
 
 // Principal is a caller as the matrix sees it: a proven partner's name
 // and registered role ("" and "" for anonymous).

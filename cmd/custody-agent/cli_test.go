@@ -83,6 +83,9 @@ func TestAgentHelp(t *testing.T) {
 	}
 }
 
+// TestAgentUsageErrors: command lines custody-agent cannot run exit 2 with
+// a sentence; serve without TLS (--pki, or --tls-cert, --tls-key and
+// --client-ca) or --insecure-http is one, naming the flags.
 func TestAgentUsageErrors(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -93,6 +96,10 @@ func TestAgentUsageErrors(t *testing.T) {
 		{[]string{"bogus"}, `unknown command "bogus": want serve or enroll`},
 		{[]string{"serve", "extra"}, `unexpected argument "extra": it takes flags only`},
 		{[]string{"enroll", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"serve"}, "give --pki DIR (the demo PKI), or --tls-cert, --tls-key and --client-ca (--insecure-http"},
+		{[]string{"serve", "--tls-cert", "a.pem"}, "--tls-cert, --tls-key and --client-ca go together"},
+		{[]string{"serve", "--pki", "p", "--client-ca", "c.pem"}, "either --pki or --tls-cert, --tls-key and --client-ca, not both"},
+		{[]string{"serve", "--insecure-http", "--pki", "p"}, "--insecure-http serves plain HTTP: give it without --pki"},
 	} {
 		t.Run(strings.Join(append([]string{"custody-agent"}, c.args...), " "), func(t *testing.T) {
 			t.Parallel()

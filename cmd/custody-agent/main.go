@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -50,7 +51,8 @@ either serves the factory API partner stations use while the device moves
 through the supply chain, or enrolls the device at first boot.
 
 Commands:
-  serve    serve the device's factory API (stations get quotes, program firmware)
+  serve    serve the device's factory API to partners' stations over mTLS
+           (stations get quotes, program firmware)
   enroll   first boot: enroll with the operator's gate and register at DPS
 
 TPM URIs (--tpm): sim, sim:seed=N (in-process simulator), swtpm://HOST:PORT,
@@ -180,17 +182,32 @@ type FirstBootResult struct {
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: custody-agent serve [--tpm URI] [--state DIR] [--listen ADDR] [--addr-file FILE]
+		fmt.Fprint(fs.Output(), `Usage: custody-agent serve (--pki DIR | --tls-cert FILE --tls-key FILE --client-ca FILE | --insecure-http) [--tpm URI] [--state DIR] [--listen ADDR] [--addr-file FILE]
 
-Opens the device's TPM and serves its factory API over HTTP: partner
+Opens the device's TPM and serves its factory API over TLS: partner
 stations call it to read the device's identity (EK, IAK), get quotes over
 their nonces, write the EK certificate into NV and program firmware while
 the device moves through the supply chain; POST /v1/firstboot reboots the
 TPM and enrolls the device at the gate (for simulated devices). It logs the
-API's URL ("device factory API listening url=...") and, with --addr-file,
-writes it to a file once it listens; it serves until interrupted.
+API's URL ("device factory API listening url=https://...") and, with
+--addr-file, writes it to a file once it listens; it serves until
+interrupted.
 
-Exit status: 0 after SIGINT or SIGTERM, 1 error (TPM or listener), 2 usage.
+The API answers only partners' stations: every caller presents its
+consortium partner certificate as its TLS client certificate, which must
+chain to --client-ca and carry the role of a station (tpm-vendor, odm, oem,
+ems or operator). A caller without one, or with a certificate that does not
+verify, gets 401; a gate's or the consortium's certificate gets 403. The
+agent does not read the log, so a partner revoked there but whose
+certificate is still valid is admitted (the ledger refuses its events).
+--pki DIR takes the consortium CA from the demo PKI in DIR and issues the
+agent a server certificate for its --listen host from the PKI's TLS CA
+(<pki>/tls/ca.pem is then the CA callers trust). Without TLS it refuses to
+start, unless --insecure-http (development only: plain HTTP that answers
+anyone who reaches it, with a warning in the log).
+
+Exit status: 0 after SIGINT or SIGTERM, 1 error (TPM, certificates or
+listener), 2 usage (including no TLS configuration).
 
 Flags:
 `)
@@ -200,8 +217,39 @@ Flags:
 	t.register(fs)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address of the factory API")
 	addrFile := fs.String("addr-file", "", "write the API's base URL to this file once listening")
+	pkiDir := fs.String("pki", "", "demo PKI directory: the consortium CA for client certificates, and a server certificate for the --listen host issued from its TLS CA")
+	tlsCert := fs.String("tls-cert", "", "PEM file of the API's TLS server certificate (chain)")
+	tlsKey := fs.String("tls-key", "", "PEM file of its private key")
+	clientCA := fs.String("client-ca", "", "PEM file of the consortium CA that callers' partner certificates must chain to")
+	insecureHTTP := fs.Bool("insecure-http", false, "serve plain HTTP to anyone who reaches it, with no partner check (development only; logged as a warning)")
 	logFormat := logging.Flag(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	tlsFiles := *tlsCert != "" || *tlsKey != "" || *clientCA != ""
+	switch {
+	case *insecureHTTP && (*pkiDir != "" || tlsFiles):
+		return usageError(fs, "--insecure-http serves plain HTTP: give it without --pki, --tls-cert, --tls-key and --client-ca")
+	case *pkiDir != "" && tlsFiles:
+		return usageError(fs, "give either --pki or --tls-cert, --tls-key and --client-ca, not both")
+	case tlsFiles && (*tlsCert == "" || *tlsKey == "" || *clientCA == ""):
+		return usageError(fs, "--tls-cert, --tls-key and --client-ca go together: give all three")
+	case !*insecureHTTP && *pkiDir == "" && !tlsFiles:
+		return usageError(fs, "the factory API is served over TLS to partners' stations only: give --pki DIR (the demo PKI), or --tls-cert, --tls-key and --client-ca (--insecure-http serves plain HTTP to anyone, for development only)")
+	}
+	log := logging.New(os.Stderr, *logFormat, nil)
+	var (
+		cert       tls.Certificate
+		consortium *x509.CertPool
+		err        error
+	)
+	switch {
+	case *pkiDir != "":
+		cert, consortium, err = fromPKI(*pkiDir, *listen)
+	case tlsFiles:
+		cert, consortium, err = fromFiles(*tlsCert, *tlsKey, *clientCA)
+	}
+	if err != nil {
 		return err
 	}
 	d, closeTPM, err := t.open()
@@ -233,11 +281,20 @@ Flags:
 		er, err := d.Enroll(r.Context(), cfg)
 		writeJSON(w, http.StatusOK, result(er, err))
 	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	scheme := "http"
+	if *insecureHTTP {
+		log.Warn("--insecure-http: the device factory API is plain HTTP and answers anyone who reaches it, with no partner check; for development only")
+	} else {
+		scheme = "https"
+		srv.Handler = device.RequirePartner(mux, consortium)
+		srv.TLSConfig = device.ServerTLS(cert)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	url := "http://" + ln.Addr().String()
+	url := scheme + "://" + ln.Addr().String()
 	if *addrFile != "" {
 		tmp := *addrFile + ".tmp"
 		if err := os.WriteFile(tmp, []byte(url+"\n"), 0o600); err != nil {
@@ -247,18 +304,80 @@ Flags:
 			return err
 		}
 	}
-	logging.New(os.Stderr, *logFormat, nil).Info("device factory API listening", "url", url, "tpm", t.uri)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("device factory API listening", "url", url, "tpm", t.uri, "partners-only", !*insecureHTTP)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if *insecureHTTP {
+		err = srv.Serve(ln)
+	} else {
+		err = srv.ServeTLS(ln, "", "")
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// usageError prints msg as serve's usage error and returns errUsage.
+func usageError(fs *flag.FlagSet, msg string) error {
+	fmt.Fprintf(fs.Output(), "custody-agent %s: %s\n", fs.Name(), msg)
+	return errUsage
+}
+
+// agentCertValidity is how long a server certificate issued with --pki is
+// valid: longer than any simulated device lives.
+const agentCertValidity = 365 * 24 * time.Hour
+
+// fromPKI loads the demo PKI in dir and issues the agent a server
+// certificate for the host of listen from its TLS CA (for an unspecified
+// host, for localhost, the loopback addresses and the machine's name).
+func fromPKI(dir, listen string) (tls.Certificate, *x509.CertPool, error) {
+	d, err := pki.LoadDemo(dir)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("--pki %s: %w", dir, err)
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("--listen %s: %w", listen, err)
+	}
+	hosts := []string{host}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		hosts = []string{"localhost", "127.0.0.1", "::1"}
+		if name, err := os.Hostname(); err == nil && name != "" {
+			hosts = append(hosts, name)
+		}
+	}
+	cert, err := d.TLSAuthority().IssueTLSServer(agentCertValidity, hosts...)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return *cert, d.ConsortiumPool(), nil
+}
+
+// fromFiles reads the server certificate and key and the consortium CA.
+func fromFiles(certFile, keyFile, caFile string) (tls.Certificate, *x509.CertPool, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("--tls-cert %s, --tls-key %s: %w; want a PEM certificate (chain) and its PEM private key", certFile, keyFile, err)
+	}
+	const want = "PEM CERTIFICATEs of the consortium CA (the demo's is <pki>/" + pki.FileConsortiumCA + ")"
+	pemBytes, err := os.ReadFile(filepath.Clean(caFile))
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the message already
+		}
+		return tls.Certificate{}, nil, fmt.Errorf("--client-ca %s: %w; want %s", caFile, err, want)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return tls.Certificate{}, nil, fmt.Errorf("--client-ca %s: holds no PEM certificate; want %s", caFile, want)
+	}
+	return cert, pool, nil
 }
 
 func result(er *device.EnrollResult, err error) FirstBootResult {

@@ -392,7 +392,7 @@ func TestCLIStationOfferEquivocation(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	d := clitest.StartCustodyd(t, data)
-	agent := clitest.StartAgent(t, dir, 4242)
+	agent := clitest.StartAgent(t, dir, filepath.Join(data, "pki"), 4242)
 
 	stationCall := func(partner, op string, flags ...string) clitest.Result {
 		args := append([]string{"station", "call", op, "--station", d.HTTP + "/stations/" + partner, "--pki", filepath.Join(data, "pki"), "--agent", agent}, flags...)

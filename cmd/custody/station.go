@@ -155,6 +155,7 @@ Flags:
 	cfg := station.Config{
 		Name: p.Name, Role: p.Role, Key: p.Key, NATS: nc, DeviceNetworks: nets, ReceiptVerifier: rv,
 		Ledger: station.NewLedgerClient(*ledgerURL, hc), OutboxDir: *outbox, Logger: logger,
+		HTTPClient: hc, // device agents answer only partners' certificates (custody-agent serve --pki)
 	}
 	if p.Role == events.RoleTPMVendor {
 		cfg.ManufacturingCA = d.VendorMfgCA

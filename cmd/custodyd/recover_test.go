@@ -191,7 +191,7 @@ func TestRestartWithPendingEvent(t *testing.T) {
 
 	// custodyd's own station.
 	{
-		agent := clitest.StartAgent(t, t.TempDir(), 71)
+		agent := clitest.StartAgent(t, t.TempDir(), filepath.Join(data, "pki"), 71)
 		outbox := filepath.Join(data, "outbox", "acme-tpm")
 		digest := pendingEvent(t, l, d.Client(t, "acme-tpm"), d.HTTP+"/stations/acme-tpm", agent, outbox)
 		d.Kill()
@@ -222,7 +222,7 @@ func TestRestartWithPendingEvent(t *testing.T) {
 
 	// A standalone station, as its partner runs it.
 	{
-		agent := clitest.StartAgent(t, t.TempDir(), 72)
+		agent := clitest.StartAgent(t, t.TempDir(), filepath.Join(data, "pki"), 72)
 		dir := t.TempDir()
 		outbox := filepath.Join(dir, "outbox")
 		listening := regexp.MustCompile(`station listening.*url=(\S+)`)

@@ -108,7 +108,7 @@ func TestLogFormat(t *testing.T) {
 			"--listen", "127.0.0.1:0", "--outbox", filepath.Join(dir, "outbox"))
 		st.WaitLine(t, regexp.MustCompile(`"msg":"station listening"`), time.Minute)
 		agent := clitest.Start(t, dir, "custody-agent", "serve", "--log-format", "json", "--tpm", "sim:seed=5",
-			"--state", filepath.Join(dir, "device"), "--listen", "127.0.0.1:0")
+			"--state", filepath.Join(dir, "device"), "--listen", "127.0.0.1:0", "--pki", filepath.Join(data, "pki"))
 		agent.WaitLine(t, regexp.MustCompile(`"msg":"device factory API listening"`), time.Minute)
 		for _, s := range []*clitest.Server{agent, st, d} {
 			s.Stop(t)

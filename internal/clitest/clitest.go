@@ -250,10 +250,12 @@ var agentListening = regexp.MustCompile(`device factory API listening.*url=(\S+)
 
 // StartAgent starts `custody-agent serve` with the in-process simulated TPM
 // of seed (one per process, so one agent process per device), its state in
-// dir, and returns its factory API's URL once it listens.
-func StartAgent(t testing.TB, dir string, seed int) string {
+// dir, serving over TLS to the partners of the demo PKI in pkiDir (--pki),
+// and returns its factory API's https:// URL once it listens. Call it with
+// a partner's client ([Client]).
+func StartAgent(t testing.TB, dir, pkiDir string, seed int) string {
 	t.Helper()
-	a := Start(t, dir, "custody-agent", "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", filepath.Join(dir, "device"))
+	a := Start(t, dir, "custody-agent", "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", filepath.Join(dir, "device"), "--pki", pkiDir)
 	return a.WaitLine(t, agentListening, time.Minute)[1]
 }
 

@@ -197,7 +197,7 @@ type runner struct {
 
 // device starts one custody-agent process around a simulated TPM.
 func (r *runner) device(name string, seed int) (*DeviceReport, error) {
-	a, err := startAgent(r.ctx, r.agentBin, filepath.Join(r.dir, "devices"), seed)
+	a, err := startAgent(r.ctx, r.agentBin, filepath.Join(r.dir, "devices"), r.n.PKI.Dir, seed)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -218,8 +218,9 @@ type agentProc struct {
 }
 
 // startAgent starts `custody-agent serve` with the simulator seeded by seed,
-// its state under dir/<seed>, and waits for its factory API.
-func startAgent(ctx context.Context, bin, dir string, seed int) (*agentProc, error) {
+// its state under dir/<seed>, serving over TLS to the partners of the demo
+// PKI in pkiDir, and waits for its factory API.
+func startAgent(ctx context.Context, bin, dir, pkiDir string, seed int) (*agentProc, error) {
 	state := filepath.Join(dir, fmt.Sprint(seed))
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return nil, err
@@ -227,7 +228,7 @@ func startAgent(ctx context.Context, bin, dir string, seed int) (*agentProc, err
 	addrFile := filepath.Join(state, "addr")
 	_ = os.Remove(addrFile)
 	cmd := exec.CommandContext(ctx, bin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed),
-		"--state", state, "--listen", "127.0.0.1:0", "--addr-file", addrFile)
+		"--state", state, "--listen", "127.0.0.1:0", "--addr-file", addrFile, "--pki", pkiDir)
 	logf, err := os.Create(filepath.Join(state, "agent.log"))
 	if err != nil {
 		return nil, err
@@ -337,7 +338,8 @@ func (r *runner) firstBoot(d *DeviceReport) error {
 }
 
 // firstBoot asks the agent at agentURL to power-cycle its TPM and enroll at
-// the node's gate; a refusal is an answer, not an error.
+// the node's gate, as the operator that holds the device (the agent
+// answers only partners); a refusal is an answer, not an error.
 func firstBoot(ctx context.Context, n *node.Node, agentURL string) (*FirstBoot, error) {
 	body, _ := json.Marshal(map[string]any{
 		"gate": n.URL() + "/gate", "idScope": n.IDScope(),
@@ -347,11 +349,15 @@ func firstBoot(ctx context.Context, n *node.Node, agentURL string) (*FirstBoot, 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.HTTPClient(operator).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("first boot: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return nil, fmt.Errorf("first boot: the agent refused the operator: %s %s", resp.Status, bytes.TrimSpace(msg))
+	}
 	var fb FirstBoot
 	if err := json.NewDecoder(resp.Body).Decode(&fb); err != nil {
 		return nil, fmt.Errorf("first boot answer: %w", err)

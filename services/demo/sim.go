@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -158,7 +159,7 @@ func Sim(ctx context.Context, cfg SimConfig) (*SimReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.donor = device.NewClient(donor, nil)
+	s.donor = device.NewClient(donor, s.agentClient(odm)) // the swapped TPM, quoted by the ODM
 
 	faulty := int(float64(cfg.Devices)*cfg.Rate + 0.5)
 	devs := make([]*SimDevice, cfg.Devices)
@@ -208,13 +209,31 @@ type sim struct {
 	agentBin string
 	donor    *device.Client
 
-	mu     sync.Mutex
-	agents []*agentProc
-	pubs   map[string]*events.Publisher
+	mu      sync.Mutex
+	agents  []*agentProc
+	pubs    map[string]*events.Publisher
+	clients map[string]*http.Client
+}
+
+// agentClient is partner's HTTP client of device agents (they answer only
+// partners' certificates), one per partner so that its connections are
+// kept.
+func (s *sim) agentClient(partner string) *http.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clients == nil {
+		s.clients = map[string]*http.Client{}
+	}
+	hc, ok := s.clients[partner]
+	if !ok {
+		hc = s.n.HTTPClient(partner)
+		s.clients[partner] = hc
+	}
+	return hc
 }
 
 func (s *sim) agent(seed int) (string, error) {
-	a, err := startAgent(s.ctx, s.agentBin, filepath.Join(s.cfg.Dir, "devices"), seed)
+	a, err := startAgent(s.ctx, s.agentBin, filepath.Join(s.cfg.Dir, "devices"), s.n.PKI.Dir, seed)
 	if err != nil {
 		return "", err
 	}
@@ -323,7 +342,9 @@ func (s *sim) run(d *SimDevice) error {
 	}
 	ctx := s.ctx
 	st := func(name string) *station.Station { return s.n.Stations[name] }
-	dev := device.NewClient(url, nil)
+	// The device's own agent, called directly (not through a station) by
+	// the partner that holds the device when the fault is injected.
+	dev := func(partner string) *device.Client { return device.NewClient(url, s.agentClient(partner)) }
 	r, err := runOps(op{"manufacture", func() (*station.Result, error) { return st(vendor).Manufacture(ctx, url) }})
 	if err != nil {
 		return err
@@ -343,7 +364,7 @@ func (s *sim) run(d *SimDevice) error {
 	}
 	switch d.Fault {
 	case FaultReplayedQuote, FaultSwappedTPM, FaultForgedSignature, FaultMalformed, FaultOversized, FaultRevokedPartner:
-		if d.Event, err = s.attack(d, dev, assembly); err != nil {
+		if d.Event, err = s.attack(d, dev(odm), assembly); err != nil {
 			return err
 		}
 	}
@@ -356,7 +377,7 @@ func (s *sim) run(d *SimDevice) error {
 		return err
 	}
 	if d.Fault == FaultTamperedPCRs {
-		if d.Event, err = s.tamperedPCRs(d, dev); err != nil {
+		if d.Event, err = s.tamperedPCRs(d, dev(ems)); err != nil {
 			return err
 		}
 	}
@@ -376,7 +397,7 @@ func (s *sim) run(d *SimDevice) error {
 		return err
 	}
 	if d.Fault == FaultReflashed {
-		if _, err := dev.ProgramFirmware(ctx, []byte("unofficial firmware\n")); err != nil {
+		if _, err := dev(operator).ProgramFirmware(ctx, []byte("unofficial firmware\n")); err != nil {
 			return err
 		}
 	}

@@ -129,7 +129,7 @@ func (e *env) agent(seed int) string {
 	dir := t.TempDir()
 	addrFile := filepath.Join(dir, "addr")
 	cmd := exec.Command(e.bin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", dir,
-		"--listen", "127.0.0.1:0", "--addr-file", addrFile)
+		"--listen", "127.0.0.1:0", "--addr-file", addrFile, "--pki", e.n.PKI.Dir)
 	var logBuf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
 	if err := cmd.Start(); err != nil {
@@ -258,7 +258,7 @@ func (e *env) firstBootAt(agent, gateURL string) *firstBootResult {
 		"gate": gateURL, "idScope": e.n.IDScope(), "dpsCa": pki.EncodeCertsPEM(e.n.PKI.TLSCA),
 	})
 	req, _ := http.NewRequestWithContext(e.ctx, http.MethodPost, agent+"/v1/firstboot", bytes.NewReader(body))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.n.HTTPClient(operator).Do(req) // the agent answers only partners
 	if err != nil {
 		e.t.Fatalf("first boot: %v", err)
 	}
@@ -487,7 +487,7 @@ func TestFirstBootGate(t *testing.T) {
 	}
 	e.must(agents["diverted"], ems, "offer", &station.Request{To: grey})
 	e.must(agents["diverted"], grey, "accept", nil)
-	if _, err := device.NewClient(agents["reflashed"], nil).ProgramFirmware(e.ctx, reflash); err != nil {
+	if _, err := device.NewClient(agents["reflashed"], e.n.HTTPClient(operator)).ProgramFirmware(e.ctx, reflash); err != nil {
 		t.Fatal(err)
 	}
 	e.must(agents["flagged"], operator, "flag", &station.Request{Reason: events.FlagLost, Note: "lost in transit"})
@@ -656,11 +656,11 @@ func TestFirstBootGate(t *testing.T) {
 func (e *env) clonedEK(victim, clone string) {
 	t := e.t
 	ctx := e.ctx
-	id, err := device.NewClient(victim, nil).Identity(ctx)
+	id, err := device.NewClient(victim, e.n.HTTPClient(operator)).Identity(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cloneTPM := device.NewClient(clone, nil)
+	cloneTPM := device.NewClient(clone, e.n.HTTPClient(operator))
 	base := e.n.URL() + "/gate/" + e.n.IDScope() + "/registrations/" + id.DeviceID
 	q := "?api-version=" + gatewire.APIVersion
 	req := &gatewire.RegisterRequest{RegistrationID: id.DeviceID, TPM: &gatewire.TPMAttestation{EndorsementKey: id.EKPublic, StorageRootKey: id.IAKPublic}}
@@ -769,7 +769,7 @@ func (e *env) refusalRules(dev, otherTPM string) {
 		return st
 	}
 	nonce := bytes.Repeat([]byte{7}, 32)
-	q, err := device.NewClient(otherTPM, nil).Quote(e.ctx, nonce, []int{0})
+	q, err := device.NewClient(otherTPM, e.n.HTTPClient(operator)).Quote(e.ctx, nonce, []int{0})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -239,5 +240,74 @@ func TestEventReadsArePrivate(t *testing.T) {
 		if strings.ReplaceAll(body, who, "X") != strings.ReplaceAll(unknownBody, "nova-oem", "X") {
 			t.Errorf("%s: the answer for another's event %q differs from an unknown digest's %q", who, body, unknownBody)
 		}
+	}
+}
+
+// TestAgentTLSStationManufactures: a device agent served over TLS to
+// partners only (device.RequirePartner, device.ServerTLS, a server
+// certificate from the PKI's TLS CA) is reached by custodyd's station with
+// its partner's certificate through the device-network dialer, and the
+// device is manufactured; a station whose client presents no certificate
+// is refused by the agent (401) and publishes nothing.
+func TestAgentTLSStationManufactures(t *testing.T) {
+	n := start(t)
+	tp, err := tpm.Open("sim:seed=4343")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	d, err := device.New(device.Config{TPM: tp, StateDir: filepath.Join(t.TempDir(), "dev")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := n.PKI.TLSAuthority().IssueTLSServer(time.Hour, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := httptest.NewUnstartedServer(device.RequirePartner(d.Handler(), n.PKI.ConsortiumPool()))
+	agent.TLS = device.ServerTLS(*cert)
+	agent.StartTLS()
+	defer agent.Close()
+	if !strings.HasPrefix(agent.URL, "https://") {
+		t.Fatalf("agent URL %s", agent.URL)
+	}
+
+	// A station without the partner's certificate (the default client).
+	vendor := n.PKI.Partners["acme-tpm"]
+	nc, err := n.Connect(vendor.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rv, err := n.ReceiptVerifier(vendor.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anonymous, err := n.PKI.HTTPClient("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := station.New(station.Config{Name: vendor.Name, Role: vendor.Role, Key: vendor.Key, NATS: nc, ReceiptVerifier: rv,
+		Ledger: n.Ledger.Store(), ManufacturingCA: n.PKI.VendorMfgCA, HTTPClient: anonymous})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := n.Ledger.Head().Size
+	_, err = bare.Manufacture(context.Background(), agent.URL)
+	var apiErr *device.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a station without a certificate: %v; want the agent's 401", err)
+	}
+
+	// custodyd's station, as its partner.
+	resp, err := station.NewClient(n.URL()+"/stations/acme-tpm", n.HTTPClient("acme-tpm")).Call(context.Background(), "manufacture", &station.Request{Agent: agent.URL})
+	if err != nil {
+		t.Fatalf("manufacture through the TLS agent: %v", err)
+	}
+	if resp.Receipt == nil || resp.Receipt.Status != events.StatusAccepted {
+		t.Fatalf("manufacture through the TLS agent: %+v", resp)
+	}
+	if got := n.Ledger.Head().Size; got != before+1 {
+		t.Errorf("log size %d after one manufacture from %d: the refused station published", got, before)
 	}
 }

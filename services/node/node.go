@@ -231,8 +231,15 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
+		// The station calls device agents as its partner: the agents
+		// (custody-agent serve) answer only partners' certificates, and
+		// their server certificates are the PKI's TLS CA's.
+		hc, err := n.PKI.HTTPClient(name)
+		if err != nil {
+			return nil, err
+		}
 		sc := station.Config{
-			Name: name, Role: p.Role, Key: p.Key, NATS: nc, ReceiptVerifier: rv, Ledger: n.store,
+			Name: name, Role: p.Role, Key: p.Key, NATS: nc, ReceiptVerifier: rv, Ledger: n.store, HTTPClient: hc,
 			TPMInfo: cfg.TPMInfo, Logger: cfg.Logger.With("part", "station", "partner", name),
 			OutboxDir: filepath.Join(cfg.DataDir, "outbox", name), DeviceNetworks: cfg.DeviceNetworks,
 		}

@@ -280,7 +280,7 @@ func AgentURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "":
-		return "", errors.New("must be the device agent's http(s) URL (its factory API, as custody-agent serve prints it, e.g. http://127.0.0.1:41234)")
+		return "", errors.New("must be the device agent's http(s) URL (its factory API, as custody-agent serve prints it, e.g. https://127.0.0.1:41234)")
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") || u.Opaque != "":
 		return "", errors.New("must be the device agent's base URL, scheme://host:port only: no user, path, query or fragment")
 	}

@@ -105,9 +105,12 @@ type Config struct {
 	OutboxDir string
 	// ReceiptTimeout bounds the wait for the ledger's answer. Default 30s.
 	ReceiptTimeout time.Duration
-	// HTTPClient reaches device agents (default: a 2-minute timeout).
-	// Redirects are never followed, and its dialer connects only inside
-	// DeviceNetworks.
+	// HTTPClient reaches device agents (default: a 2-minute timeout and
+	// no client certificate). Agents served by `custody-agent serve`
+	// answer only partners' certificates: give a client that presents the
+	// partner's (pki.Demo.HTTPClient) and trusts the agents' TLS CA. Its
+	// TLS configuration is kept; redirects are never followed, and its
+	// dialer connects only inside DeviceNetworks.
 	HTTPClient *http.Client
 	// DeviceNetworks are the networks device agents may be reached on
 	// (default DefaultDeviceNetworks: loopback only). An agent address
