@@ -149,17 +149,33 @@ type trustEnv struct {
 }
 
 var (
-	simOnce sync.Once
-	simTPM  *tpm.TPM
-	simErr  error
+	simMu    sync.Mutex
+	simTPM   *tpm.TPM
+	simUsers int
 )
 
-// sim is the process's simulated TPM, opened once.
+// sim is the simulated TPM of the trust tests, open while a test uses it:
+// the simulator is one per process, and other tests of the package open
+// their own (sim:seed=N) after these end.
 func sim(t *testing.T) *tpm.TPM {
-	simOnce.Do(func() { simTPM, simErr = tpm.Open("sim:seed=1313") })
-	if simErr != nil {
-		t.Fatal(simErr)
+	simMu.Lock()
+	defer simMu.Unlock()
+	if simTPM == nil {
+		tp, err := tpm.Open("sim:seed=1313")
+		if err != nil {
+			t.Fatal(err)
+		}
+		simTPM = tp
 	}
+	simUsers++
+	t.Cleanup(func() {
+		simMu.Lock()
+		defer simMu.Unlock()
+		if simUsers--; simUsers == 0 {
+			_ = simTPM.Close()
+			simTPM = nil
+		}
+	})
 	return simTPM
 }
 
