@@ -57,7 +57,7 @@ func TestConfigExample(t *testing.T) {
 	if err := parseWithConfig(quiet(newFlagSet(&s)), []string{"--config", "../../deploy/custodyd.conf.example"}, &s.config); err != nil {
 		t.Fatal(err)
 	}
-	if s.data != "/var/lib/custody" || s.nats != "0.0.0.0:4222" || s.dps != "0.0.0.0:8443" || s.http != "127.0.0.1:8480" {
+	if s.data != "/var/lib/custody" || s.nats != "0.0.0.0:4222" || s.dps != "0.0.0.0:8443" || s.http != "0.0.0.0:8480" || s.deviceNets != "127.0.0.0/8,::1/128" {
 		t.Errorf("%+v; want the systemd unit's settings", s)
 	}
 }

@@ -112,6 +112,26 @@ func TestPartnerPermissions(t *testing.T) {
 	}
 	perr.wait(t, `Permissions Violation for Subscription to "custody.v1.receipts.nova-oem.>"`)
 
+	// Denied: writing the checkpoint bucket (a partner reads the latest
+	// checkpoint; only the ledger writes it), directly or through the KV API.
+	kv, err := js.KeyValue(ctx, events.CheckpointBucket)
+	if err != nil {
+		t.Fatalf("a partner cannot read the checkpoint bucket: %v", err)
+	}
+	latest, err := kv.Get(ctx, "latest")
+	if err != nil {
+		t.Fatalf("reading the latest checkpoint: %v", err)
+	}
+	kctx, kcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer kcancel()
+	if _, err := kv.Put(kctx, "latest", []byte("forged checkpoint")); err == nil {
+		t.Fatal("a partner wrote the checkpoint bucket")
+	}
+	perr.wait(t, `Permissions Violation for Publish to "$KV.`+events.CheckpointBucket+`.latest"`)
+	if now, err := kv.Get(ctx, "latest"); err != nil || now.Revision() < latest.Revision() || string(now.Value()) == "forged checkpoint" {
+		t.Fatalf("the checkpoint bucket after a partner's write: %v %v", now, err)
+	}
+
 	// Denied: connecting without a key, or with another partner's name but
 	// its own key.
 	if c, err := nats.Connect(n.NATSURL(), node.NATSTLS(n.PKI), nats.Timeout(2*time.Second)); err == nil {
