@@ -432,7 +432,7 @@ func printDevice(out io.Writer, d *DeviceReport) {
 	if fb.Enrolled {
 		fmt.Fprintf(out, "  first boot: ENROLLED — hub %s, LDevID %s issued by %s\n", fb.AssignedHub, fb.LDevID, fb.Issuer)
 	} else {
-		fmt.Fprintf(out, "  first boot: REFUSED — %s: %s\n", fb.Rule, fb.Message)
+		fmt.Fprintf(out, "  first boot: REFUSED — %s (the gate's decision, as the operator reads it; the device is told only %q)\n", fb.Rule, fb.Message)
 	}
 }
 
