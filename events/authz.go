@@ -1,10 +1,13 @@
 package events
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The authorisation matrix: which identity may do what, over HTTP and NATS,
@@ -217,4 +220,32 @@ func (p Permission) Admit(c Principal, owners ...string) error {
 		}
 	}
 	return nil
+}
+
+// AdmitCertificate admits the caller of an mTLS connection by row p, for a
+// server that has the consortium roots but no partner registry (a
+// standalone station, a device agent): the caller is the partner its
+// client certificate names if the certificate passes VerifyPartner at now,
+// else anonymous. A certificate that does not verify is refused as
+// unauthenticated, never served as anonymous. The error wraps
+// ErrAuthRequired or ErrNotPermitted (see AdmitStatus).
+func (p Permission) AdmitCertificate(cs *tls.ConnectionState, consortium *x509.CertPool, now time.Time, owners ...string) error {
+	var who Principal
+	if cs != nil && len(cs.PeerCertificates) > 0 {
+		id, err := VerifyPartner(cs.PeerCertificates[0], consortium, now)
+		if err != nil {
+			return fmt.Errorf("%w: the client certificate is not a consortium partner's: %s", ErrAuthRequired, p.Rule)
+		}
+		who = Principal{Name: id.Name, Role: id.Role}
+	}
+	return p.Admit(who, owners...)
+}
+
+// AdmitStatus is the HTTP answer to an Admit error: 401 and
+// "unauthenticated" for ErrAuthRequired, 403 and "forbidden" otherwise.
+func AdmitStatus(err error) (status int, code string) {
+	if errors.Is(err, ErrAuthRequired) {
+		return 401, "unauthenticated"
+	}
+	return 403, "forbidden"
 }

@@ -3,7 +3,6 @@ package device
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"net/http"
 	"time"
 
@@ -24,20 +23,9 @@ import (
 func RequirePartner(h http.Handler, consortium *x509.CertPool) http.Handler {
 	perm, _ := events.PermissionFor(events.ActCallAgent)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var who events.Principal
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			id, err := events.VerifyPartner(r.TLS.PeerCertificates[0], consortium, time.Now())
-			if err != nil {
-				w.Header().Set("WWW-Authenticate", `Mutual realm="custody-agent"`)
-				writeError(w, http.StatusUnauthorized, "the client certificate is not a consortium partner's: "+perm.Rule)
-				return
-			}
-			who = events.Principal{Name: id.Name, Role: id.Role}
-		}
-		if err := perm.Admit(who); err != nil {
-			status := http.StatusForbidden
-			if errors.Is(err, events.ErrAuthRequired) {
-				status = http.StatusUnauthorized
+		if err := perm.AdmitCertificate(r.TLS, consortium, time.Now()); err != nil {
+			status, _ := events.AdmitStatus(err)
+			if status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Mutual realm="custody-agent"`)
 			}
 			writeError(w, status, err.Error())

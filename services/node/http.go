@@ -2,7 +2,6 @@ package node
 
 import (
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -100,11 +99,8 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := perm.Admit(events.Principal{Name: caller.Name, Role: caller.Role}, g.owners...); err != nil {
-		if errors.Is(err, events.ErrAuthRequired) {
-			authzError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
-		} else {
-			authzError(w, http.StatusForbidden, "forbidden", err.Error())
-		}
+		status, code := events.AdmitStatus(err)
+		authzError(w, status, code, err.Error())
 		return
 	}
 	g.inner.ServeHTTP(w, r.WithContext(ledger.WithCaller(r.Context(), caller)))

@@ -296,20 +296,8 @@ func AgentURL(raw string) (string, error) {
 func RequirePartner(h http.Handler, partner string, consortium *x509.CertPool) http.Handler {
 	perm, _ := events.PermissionFor(events.ActCallStation)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var who events.Principal
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			id, err := events.VerifyPartner(r.TLS.PeerCertificates[0], consortium, time.Now())
-			if err != nil {
-				reply(w, http.StatusUnauthorized, &Response{Code: "unauthenticated", Error: "the client certificate is not a consortium partner's"})
-				return
-			}
-			who = events.Principal{Name: id.Name, Role: id.Role}
-		}
-		if err := perm.Admit(who, partner); err != nil {
-			status, code := http.StatusForbidden, "forbidden"
-			if errors.Is(err, events.ErrAuthRequired) {
-				status, code = http.StatusUnauthorized, "unauthenticated"
-			}
+		if err := perm.AdmitCertificate(r.TLS, consortium, time.Now(), partner); err != nil {
+			status, code := events.AdmitStatus(err)
 			reply(w, status, &Response{Code: code, Error: err.Error()})
 			return
 		}
