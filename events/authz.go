@@ -249,3 +249,23 @@ func AdmitStatus(err error) (status int, code string) {
 	}
 	return 403, "forbidden"
 }
+
+// KindRoles are the roles that may publish each kind of device event (the
+// signer's registered role): the publish-event row of the matrix, by kind.
+// The ledger refuses any other (code role). Partner registry events are
+// the consortium's (register-partner); enrollment.refused is a gate's.
+var KindRoles = map[string][]string{
+	KindTPMManufactured:      {RoleTPMVendor},
+	KindStageRecorded:        StationRoles,
+	KindHandoffOffered:       StationRoles,
+	KindHandoffAccepted:      StationRoles,
+	KindHandoffWithdrawn:     StationRoles,
+	KindDeviceFlagged:        StationRoles,
+	KindDeviceCleared:        {RoleOperator},
+	KindDeviceEnrolled:       {RoleGate},
+	KindDeviceDecommissioned: {RoleOperator},
+}
+
+// RoleMayPublish reports whether a partner of role may publish kind
+// (KindRoles).
+func RoleMayPublish(role, kind string) bool { return slices.Contains(KindRoles[kind], role) }

@@ -20,22 +20,6 @@ type verdict struct {
 	evidence   bool             // the event broke a rule but is logged as evidence
 }
 
-// roles that may publish each kind (the signer's registered role).
-var kindRoles = map[string][]string{
-	events.KindTPMManufactured:      {events.RoleTPMVendor},
-	events.KindStageRecorded:        custodyRoles,
-	events.KindHandoffOffered:       custodyRoles,
-	events.KindHandoffAccepted:      custodyRoles,
-	events.KindHandoffWithdrawn:     custodyRoles,
-	events.KindDeviceFlagged:        custodyRoles,
-	events.KindDeviceCleared:        {events.RoleOperator},
-	events.KindDeviceEnrolled:       {events.RoleGate},
-	events.KindDeviceDecommissioned: {events.RoleOperator},
-}
-
-// custodyRoles are the roles that hold devices.
-var custodyRoles = []string{events.RoleTPMVendor, events.RoleODM, events.RoleOEM, events.RoleEMS, events.RoleOperator}
-
 // verify checks one event in stream order: schema, subject, signer,
 // evidence, custody rules, with the stateless checks already made by
 // prepare (prepare.go). A *RuleError return is a refusal (or, with
@@ -109,14 +93,7 @@ func (b *batch) verify(pr *prepared, at time.Time) (*verdict, error) {
 	return v, nil
 }
 
-func roleMay(role, kind string) bool {
-	for _, r := range kindRoles[kind] {
-		if r == role {
-			return true
-		}
-	}
-	return false
-}
+func roleMay(role, kind string) bool { return events.RoleMayPublish(role, kind) }
 
 // partnerLookup finds a partner's registry state (nil, nil if unknown).
 type partnerLookup func(name string) (*Partner, error)
