@@ -101,6 +101,13 @@ func (l *fakeLog) publish(_ context.Context, st *events.Statement) (uint64, erro
 	return uint64(len(l.sts)), nil
 }
 
+// setFail sets fail; the gate publishes refusal records in the background.
+func (l *fakeLog) setFail(fail func(*events.Statement) error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fail = fail
+}
+
 func (l *fakeLog) kinds() map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -589,12 +596,12 @@ func TestLDevIDRevocationSurvivesRestart(t *testing.T) {
 		return c
 	}
 	// 1. The ledger refuses device.enrolled: the LDevID is revoked.
-	e.log.fail = func(st *events.Statement) error {
+	e.log.setFail(func(st *events.Statement) error {
 		if st.Predicate.Kind == events.KindDeviceEnrolled {
 			return errors.New("the ledger is down")
 		}
 		return nil
-	}
+	})
 	e.register(nil)
 	d := e.lastDecision()
 	if d.Rule != events.RuleLedger {
@@ -604,7 +611,7 @@ func TestLDevIDRevocationSurvivesRestart(t *testing.T) {
 	if !ok {
 		t.Fatalf("the decision names no LDevID serial: %+v", d)
 	}
-	e.log.fail = nil
+	e.log.setFail(nil)
 	// 2. Two enrollments: the first is superseded by the second (in the log).
 	c1 := chainOf(e.register(nil))
 	c2 := chainOf(e.register(nil))
