@@ -39,6 +39,7 @@ const (
 	CodeNotFlagged     Code = "not-flagged"
 	CodeFlagReport     Code = "flag-report"
 	CodeDuplicateID    Code = "duplicate-event-id"
+	CodeManifest       Code = "manifest"
 	CodeInternal       Code = "internal"
 )
 
@@ -107,6 +108,7 @@ var Rejections = []Rejection{
 	{ByLedger, string(CodeNotFlagged), 0, "`device.cleared` for a device without a flag"},
 	{ByLedger, string(CodeFlagReport), 0, "`device.flagged` by a registered partner outside the device's custody: logged as evidence (a report the parties see), the device's state unchanged, not rejected"},
 	{ByLedger, string(CodeDuplicateID), 0, "the signer already logged another event with this event ID (the same envelope again is answered from the log)"},
+	{ByLedger, string(CodeManifest), 0, "a shipment's manifest does not hash to the root its statement signs, lists a device twice, or holds more than 10,000 devices; an acceptance or withdrawal lists devices its offer did not"},
 	{ByLedger, string(CodeInternal), 0, "in the catalogue, unused by ingest: a storage failure retries the batch instead"},
 
 	{ByGate, RuleChallenge, 401101, "no live challenge for this registration (one try per challenge, 2 minutes)"},

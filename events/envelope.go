@@ -32,6 +32,19 @@ type Signed struct {
 	KeyID     string
 	Statement *Statement
 	Digest    [32]byte
+	// Manifest is a shipment's manifest, from its parcel ([OpenMessage]);
+	// nil for every other kind. Parcel is then the parcel's wire form.
+	Manifest *Manifest
+	Parcel   []byte
+}
+
+// Wire is what travels on the events stream: the parcel of a shipment, the
+// envelope of any other event.
+func (s *Signed) Wire() []byte {
+	if s.Parcel != nil {
+		return s.Parcel
+	}
+	return s.Raw
 }
 
 // DigestHex is the event digest in lowercase hex.

@@ -206,7 +206,7 @@ func (p *Publisher) Resend(ctx context.Context, digests ...string) (map[string]*
 		sem  = make(chan struct{}, ResendConcurrency)
 	)
 	for d, env := range pending {
-		signed, err := Open(env)
+		signed, err := OpenMessage(env)
 		if err == nil && (signed.DigestHex() != d || signed.Statement.Predicate.Partner != p.partner) {
 			err = fmt.Errorf("digest %s, partner %q", signed.DigestHex(), signed.Statement.Predicate.Partner)
 		}
@@ -254,7 +254,7 @@ var ErrNoReceipt = errors.New("no receipt from the ledger yet")
 // callers check Receipt.Status. An answer that does not verify is an error
 // (a [*BadReceiptError]) and the event stays in the outbox.
 func (p *Publisher) Publish(ctx context.Context, envelope []byte) (*Receipt, error) {
-	signed, err := Open(envelope)
+	signed, err := OpenMessage(envelope)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +267,7 @@ func (p *Publisher) PublishSigned(ctx context.Context, signed *Signed) (*Receipt
 	if signed.Statement.Predicate.Partner != p.partner {
 		return nil, fmt.Errorf("events: publisher %q cannot publish an event by %q", p.partner, signed.Statement.Predicate.Partner)
 	}
-	envelope := signed.Raw
+	envelope := signed.Wire()
 	digest := signed.DigestHex()
 	if p.outbox != nil && !p.outbox.Has(digest) { // a re-send is already on disk
 		if err := p.outbox.Put(digest, envelope); err != nil {

@@ -36,6 +36,7 @@ var Kinds = []string{
 	KindTPMManufactured, KindStageRecorded, KindHandoffOffered, KindHandoffAccepted, KindHandoffWithdrawn,
 	KindDeviceFlagged, KindDeviceCleared, KindDeviceEnrolled, KindDeviceDecommissioned,
 	KindPartnerRegistered, KindPartnerRevoked, KindEnrollmentRefused,
+	KindShipmentOffered, KindShipmentAccepted, KindShipmentWithdrawn,
 }
 
 // Stage names recorded by stage.recorded.
@@ -43,6 +44,8 @@ const (
 	StageAssembly           = "assembly"
 	StageFirmwareProgrammed = "firmware-programmed"
 	StageTestPassed         = "test-passed"
+	// StageReceivingInspection (shipment.go): a sampled device quoted at
+	// receiving.
 )
 
 const (
@@ -87,6 +90,7 @@ type Predicate struct {
 	Enrolled     *Enrolled     `json:"enrolled,omitempty"`
 	Refused      *Refused      `json:"refused,omitempty"`
 	PartnerInfo  *PartnerInfo  `json:"partnerInfo,omitempty"`
+	Shipment     *Shipment     `json:"shipment,omitempty"`
 
 	// Evidence is the TPM quote made for this event. It is absent from
 	// partner registry events, and from enrollment.refused when the device
@@ -212,11 +216,14 @@ func (s *Statement) Device() string {
 	return id
 }
 
-// Target is the last token of the event's NATS subject: the device ID, or
-// the partner's name for registry events.
+// Target is the last token of the event's NATS subject: the device ID, the
+// partner's name for registry events, ShipmentTarget(id) for shipments.
 func (s *Statement) Target() string {
 	if d := s.Device(); d != "" {
 		return d
+	}
+	if s.Predicate.Shipment != nil {
+		return ShipmentTarget(s.Predicate.Shipment.ID)
 	}
 	if s.Predicate.PartnerInfo != nil {
 		return s.Predicate.PartnerInfo.Name
@@ -251,9 +258,23 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		return nil, fmt.Errorf("%w: want exactly one subject", ErrMalformed)
 	}
 	isPartnerEvent := p.Kind == KindPartnerRegistered || p.Kind == KindPartnerRevoked
+	isShipment := IsShipment(p.Kind)
 	if isPartnerEvent {
 		if p.PartnerInfo == nil || s.Subject[0].Name != "partner:"+p.PartnerInfo.Name {
 			return nil, fmt.Errorf("%w: partner events name the partner as subject", ErrMalformed)
+		}
+	} else if isShipment {
+		if p.Shipment == nil || !ValidShipmentID(p.Shipment.ID) || s.Subject[0].Name != "shipment:"+p.Shipment.ID || !deviceRE.MatchString(s.Subject[0].Digest["sha256"]) {
+			return nil, fmt.Errorf("%w: a shipment names itself as subject (shipment:<id>, sha256 = the manifest root)", ErrMalformed)
+		}
+		if p.Evidence != nil {
+			return nil, fmt.Errorf("%w: a shipment carries no quote: boxed devices are not powered (receiving inspection quotes a sample)", ErrMalformed)
+		}
+		if p.Shipment.Devices < 1 || p.Shipment.Devices > MaxManifestDevices {
+			return nil, fmt.Errorf("%w: a shipment moves 1 to %d devices", ErrMalformed, MaxManifestDevices)
+		}
+		if (p.Kind == KindShipmentOffered) != (p.Shipment.Offer == "") {
+			return nil, fmt.Errorf("%w: an acceptance or withdrawal names its offer, an offer none", ErrMalformed)
 		}
 	} else if d := s.Device(); !ValidDeviceID(d) || s.Subject[0].Digest["sha256"] != d {
 		return nil, fmt.Errorf("%w: subject must be device:<64 hex> with the same sha256 digest", ErrMalformed)
@@ -271,6 +292,9 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		KindEnrollmentRefused:    p.Refused != nil,
 		KindPartnerRegistered:    p.PartnerInfo != nil,
 		KindPartnerRevoked:       p.PartnerInfo != nil,
+		KindShipmentOffered:      p.Shipment != nil,
+		KindShipmentAccepted:     p.Shipment != nil,
+		KindShipmentWithdrawn:    p.Shipment != nil,
 	}
 	ok, known := want[p.Kind]
 	if !known {
@@ -282,7 +306,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 	if !ValidPartnerName(p.Partner) {
 		return nil, fmt.Errorf("%w: partner %q is not a valid partner name", ErrMalformed, p.Partner)
 	}
-	if !isPartnerEvent && p.Kind != KindEnrollmentRefused && p.Evidence == nil {
+	if !isPartnerEvent && !isShipment && p.Kind != KindEnrollmentRefused && p.Evidence == nil {
 		return nil, fmt.Errorf("%w: device events carry TPM evidence", ErrMalformed)
 	}
 	return &s, nil

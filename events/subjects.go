@@ -62,7 +62,7 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      30 * 24 * time.Hour,
-		MaxMsgSize:  MaxEnvelopeSize,
+		MaxMsgSize:  MaxMessageSize,
 		Duplicates:  2 * time.Minute,
 		Replicas:    replicas,
 		Discard:     jetstream.DiscardOld,

@@ -262,6 +262,11 @@ func (b *batch) process(pr *prepared, size *uint64) error {
 		IntegratedTime: now.Unix(), StreamSeq: seq, Body: body, Envelope: bytes.Clone(data),
 		EventID: st.Predicate.EventID,
 	}
+	if signed.Manifest != nil {
+		// A parcel: the entry keeps the envelope, the manifest and each
+		// device's proof apart (a device's history carries only its own).
+		e.Envelope, e.Manifest, e.Proofs = bytes.Clone(signed.Raw), pr.manifest, pr.proofs
+	}
 	if rerr != nil { // logged as evidence
 		var re *RuleError
 		errors.As(rerr, &re)
@@ -313,8 +318,8 @@ func (b *batch) refuse(digest []byte, partner, target string, re *RuleError, now
 
 // answerExisting builds the answer for an event already in the log.
 func (l *Ledger) answerExisting(data []byte) (answer, bool) {
-	signed, err := events.Open(data)
-	if err != nil {
+	signed, err := events.OpenMessage(data)
+	if signed == nil || (err != nil && !errors.Is(err, events.ErrManifest)) {
 		return answer{}, false
 	}
 	idx, err := l.cfg.Store.EntryIndexByDigest(signed.Digest[:])

@@ -118,8 +118,14 @@ func (b *Bundle) verify(logKey *ecdsa.PublicKey) (*VerifiedBundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}
+	if b.Provenance.Device != nil && b.Provenance.Device.ID != b.Device {
+		return nil, fmt.Errorf("bundle: the provenance is of device %s, not %s", b.Provenance.Device.ID, b.Device)
+	}
 	for i, e := range entries {
-		if e.Statement.Target() != b.Device || e.Statement.Device() != b.Device {
+		if e.Statement.Predicate.Shipment != nil {
+			// VerifyProvenance proved the device is in the shipment's
+			// manifest.
+		} else if e.Statement.Target() != b.Device || e.Statement.Device() != b.Device {
 			return nil, fmt.Errorf("bundle: entry %d is about %s, not device %s", e.Index, e.Statement.Target(), b.Device)
 		}
 		if p := &e.Statement.Predicate; e.Kind != p.Kind || e.Partner != p.Partner {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -39,13 +40,26 @@ type memStore struct {
 	partners   map[string]*Partner
 	rejections map[string]*Rejection
 	nodes      map[compact.NodeID][]byte
+	proofs     map[string][]byte // device/index → manifest proof
+}
+
+func proofKey(dev string, idx uint64) string { return dev + "/" + strconv.FormatUint(idx, 10) }
+
+func (s *memStore) ManifestProof(device string, index uint64) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p, ok := s.proofs[proofKey(device, index)]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return p, nil
 }
 
 func newMemStore() *memStore {
 	return &memStore{
 		byDigest: map[string]uint64{}, byEventID: map[string][]byte{}, byLeaf: map[string]uint64{}, byDevice: map[string][]uint64{},
 		devices: map[string]*Device{}, partners: map[string]*Partner{}, rejections: map[string]*Rejection{},
-		nodes: map[compact.NodeID][]byte{},
+		nodes: map[compact.NodeID][]byte{}, proofs: map[string][]byte{},
 	}
 }
 
@@ -70,6 +84,10 @@ func (s *memStore) Commit(c *Commit) error {
 		}
 		if events.ValidDeviceID(e.Target) {
 			s.byDevice[e.Target] = append(s.byDevice[e.Target], e.Index)
+		}
+		for dev, proof := range e.Proofs {
+			s.byDevice[dev] = append(s.byDevice[dev], e.Index)
+			s.proofs[proofKey(dev, e.Index)] = proof
 		}
 	}
 	for id, h := range c.Nodes {

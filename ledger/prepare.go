@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
@@ -51,6 +53,9 @@ type prepared struct {
 
 	mfg    *Device    // tpm.manufactured: the device it creates, when its evidence holds
 	mfgErr *RuleError // tpm.manufactured: why its evidence fails
+
+	manifest []byte            // shipments: the manifest (JSON) as stored
+	proofs   map[string][]byte // shipments: each device's manifest proof (JSON)
 }
 
 // facts caches what prepare and the read API check against: partners'
@@ -209,8 +214,15 @@ func (l *Ledger) prepare(pr *prepared) {
 	if meta, err := m.Metadata(); err == nil {
 		pr.seq = meta.Sequence.Stream
 	}
-	pr.signed, pr.openErr = events.Open(pr.data)
+	pr.signed, pr.openErr = events.OpenMessage(pr.data)
+	var manifestErr error
+	if errors.Is(pr.openErr, events.ErrManifest) && pr.signed != nil {
+		// The envelope opened but its manifest does not match it: refused
+		// under the shipment's digest, after the schema and subject.
+		manifestErr, pr.openErr = pr.openErr, nil
+	}
 	if pr.openErr != nil {
+		pr.signed = nil
 		return
 	}
 	s := pr.signed
@@ -230,6 +242,10 @@ func (l *Ledger) prepare(pr *prepared) {
 		pr.early = reject(events.CodeSubject, "published on %s, but the statement is by %s about %s (subject %s)", pr.subject, p.Partner, st.Target(), want)
 		return
 	}
+	if manifestErr != nil {
+		pr.early = reject(events.CodeManifest, "%v", manifestErr)
+		return
+	}
 	var pub crypto.PublicKey
 	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked {
 		pr.sigCert, pub = l.cfg.Consortium.Raw, l.cfg.Consortium.PublicKey
@@ -244,6 +260,12 @@ func (l *Ledger) prepare(pr *prepared) {
 	}
 	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked || p.Kind == events.KindEnrollmentRefused {
 		return // rare: the sequential rules check the rest
+	}
+	if s.Manifest != nil {
+		// A shipment carries no quote; what the verifiers can do for it is
+		// build each device's path to the manifest root.
+		pr.manifest, pr.proofs, pr.nonceErr = encodeManifest(s.Manifest)
+		return
 	}
 	if p.Kind == events.KindDeviceEnrolled {
 		pr.nonce = p.Enrolled.Challenge
@@ -302,4 +324,26 @@ func (pr *prepared) evidence(iakPublic []byte) (*attest.QuoteInfo, *RuleError) {
 		return nil, reject(events.CodeEvidence, "the device's IAK: %v", err)
 	}
 	return verifyEvidence(k, pr.signed.Statement.Predicate.Evidence, pr.nonce)
+}
+
+// encodeManifest returns a shipment's manifest and every device's manifest
+// proof, JSON-encoded as the store keeps them.
+func encodeManifest(m *events.Manifest) ([]byte, map[string][]byte, *RuleError) {
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return nil, nil, reject(events.CodeManifest, "%v", err)
+	}
+	_, proofs, err := m.Proofs()
+	if err != nil {
+		return nil, nil, reject(events.CodeManifest, "%v", err)
+	}
+	out := make(map[string][]byte, len(proofs))
+	for dev, p := range proofs {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return nil, nil, reject(events.CodeManifest, "%v", err)
+		}
+		out[dev] = b
+	}
+	return raw, out, nil
 }

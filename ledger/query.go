@@ -25,6 +25,10 @@ type ProvenEntry struct {
 	Body           []byte          `json:"body"`
 	Envelope       json.RawMessage `json:"envelope,omitempty"`
 	InclusionProof [][]byte        `json:"inclusionProof"`
+	// ManifestProof is, for a shipment, the device's path to the manifest
+	// root the shipment signs (events.ManifestProof): the device's part of
+	// the pallet, without the rest of it.
+	ManifestProof json.RawMessage `json:"manifestProof,omitempty"`
 }
 
 // Provenance is a device's history: its state and every entry about it,
@@ -80,7 +84,15 @@ func (l *Ledger) provenance(device string, filter func(dev *Device) func(*Entry)
 		return nil, err
 	}
 	for k, i := range in {
-		p.Entries = append(p.Entries, provenEntry(i, entries[k], proofs[k]))
+		pe := provenEntry(i, entries[k], proofs[k])
+		if events.IsShipment(pe.Kind) {
+			mp, err := l.cfg.Store.ManifestProof(device, i)
+			if err != nil {
+				return nil, fmt.Errorf("ledger: the manifest proof of device %s in entry %d: %w", device, i, err)
+			}
+			pe.ManifestProof = mp
+		}
+		p.Entries = append(p.Entries, pe)
 	}
 	return p, nil
 }
@@ -151,9 +163,33 @@ func VerifyProvenance(p *Provenance, logKey *ecdsa.PublicKey) ([]VerifiedEntry, 
 		if err != nil {
 			return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
 		}
+		if st.Predicate.Shipment != nil {
+			if p.Device == nil {
+				return nil, nil, fmt.Errorf("entry %d: a shipment in a history without its device", e.Index)
+			}
+			if err := verifyManifestProof(e.ManifestProof, p.Device.ID, st); err != nil {
+				return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+		}
 		out = append(out, VerifiedEntry{ProvenEntry: e, Statement: st})
 	}
 	return out, cp, nil
+}
+
+// verifyManifestProof checks that a shipment statement's manifest, whose
+// root it signs, holds device (proof: events.ManifestProof JSON).
+func verifyManifestProof(proof []byte, device string, st *events.Statement) error {
+	if len(proof) == 0 {
+		return fmt.Errorf("shipment %s: no manifest proof for device %s", st.Predicate.Shipment.ID, device)
+	}
+	var mp events.ManifestProof
+	if err := json.Unmarshal(proof, &mp); err != nil {
+		return fmt.Errorf("manifest proof: %w", err)
+	}
+	if mp.Size != uint64(st.Predicate.Shipment.Devices) {
+		return fmt.Errorf("shipment %s: the manifest proof is for %d devices, the shipment signs %d", st.Predicate.Shipment.ID, mp.Size, st.Predicate.Shipment.Devices)
+	}
+	return mp.Verify(device, st.ShipmentRoot())
 }
 
 // verifyLeaf checks that a hashedrekord body commits to the envelope's

@@ -63,6 +63,30 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 		if err != nil {
 			return nil, fail("%v", err)
 		}
+		if p.Shipment != nil {
+			// The device's part of a shipment (its manifest proof was
+			// verified with the bundle): the same rule as ingest, for this
+			// device. The verdict of a double-sold shipment rests on the
+			// other devices too, whose histories the bundle does not hold:
+			// a device of a shipment logged as equivocation is flagged
+			// whatever its own part.
+			if dev == nil {
+				return nil, fail("the bundle does not start with the device's birth record")
+			}
+			r, rerr := shipmentDeviceRule(p, e.Digest, signer, dev, unknown)
+			switch {
+			case e.Status == events.StatusEvidence && e.Code == string(events.CodeEquivocation) &&
+				(rerr == nil || rerr.Code == events.CodeAlreadyExists):
+				dev = shipmentFlag(dev, p.Partner, e.Index)
+			case e.Status == events.StatusAccepted && rerr == nil && r.logged == nil:
+				dev = r.next(e.Index)
+			case rerr != nil:
+				return nil, fail("the ledger says %s, the custody rules say %v", e.Status, rerr)
+			default:
+				return nil, fail("the ledger says %s (%s), the custody rules give this device another verdict", e.Status, e.Code)
+			}
+			continue
+		}
 		nonce, err := events.BindingDigest(s.Payload)
 		if err != nil {
 			return nil, fail("%v", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/schemas"
 )
 
 // verdict is the outcome of verifying one event against the rules.
@@ -66,6 +67,9 @@ func (b *batch) verify(pr *prepared, at time.Time) (*verdict, error) {
 		return nil, reject(events.CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
 	}
 	v := &verdict{signerCert: signer.Certificate}
+	if events.IsShipment(p.Kind) {
+		return b.shipment(pr, signer, v) // rules_shipment.go
+	}
 	device := st.Device()
 	if p.Kind == events.KindTPMManufactured {
 		return b.manufactured(pr, device, v)
@@ -120,14 +124,34 @@ type ruling struct {
 // and the kind's custody rule (custodyRule). partners answers whether a
 // hand-off's recipient is registered. It never changes dev.
 func deviceRule(p *events.Predicate, digest string, signer *Partner, dev *Device, qi *attest.QuoteInfo, qerr *RuleError, partners partnerLookup) (*ruling, *RuleError) {
+	return deviceRuleAs(p.Kind, p, digest, signer, dev, qi, qerr, partners)
+}
+
+// deviceRuleAs is deviceRule with the quote policy of kind policyKind: a
+// shipment's devices are judged by their hand-off view (shipmentView)
+// under the shipment's policy.
+func deviceRuleAs(policyKind string, p *events.Predicate, digest string, signer *Partner, dev *Device, qi *attest.QuoteInfo, qerr *RuleError, partners partnerLookup) (*ruling, *RuleError) {
 	if !roleMay(signer.Role, p.Kind) {
 		return nil, reject(events.CodeWrongRole, "a partner with role %s may not publish %s", signer.Role, p.Kind)
+	}
+	// The quote policy (schemas/custody/v1/policy/quotes.json): a required
+	// quote must be there and verify; an optional one, if there, must
+	// verify; a kind without quotes must carry none.
+	switch pol := schemas.QuotePolicy(policyKind, stageName(p)); {
+	case p.Evidence == nil && pol == schemas.QuoteRequired:
+		return nil, reject(events.CodeEvidence, "the quote policy requires a TPM quote for %s", policyName(policyKind, p))
+	case p.Evidence != nil && pol == schemas.QuoteNone:
+		return nil, reject(events.CodeEvidence, "the quote policy allows no quote in %s", policyName(policyKind, p))
+	case p.Evidence == nil:
+		qi, qerr = nil, nil
 	}
 	if qerr != nil {
 		return nil, qerr
 	}
-	if rerr := checkCounters(dev.LastQuote, qi); rerr != nil {
-		return nil, rerr
+	if qi != nil {
+		if rerr := checkCounters(dev.LastQuote, qi); rerr != nil {
+			return nil, rerr
+		}
 	}
 	if dev.Decommissioned {
 		return nil, reject(events.CodeDecommissioned, "device %s was decommissioned", dev.ID)
@@ -136,7 +160,9 @@ func deviceRule(p *events.Predicate, digest string, signer *Partner, dev *Device
 	rerr := custodyRule(p, signer, dev, next, qi, partners)
 	switch {
 	case rerr == nil:
-		next.LastQuote = &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount}
+		if qi != nil {
+			next.LastQuote = &QuoteCounters{Clock: qi.Clock, ResetCount: qi.ResetCount, RestartCount: qi.RestartCount}
+		}
 		return &ruling{next: func(idx uint64) *Device {
 			finish(next, p, digest, idx)
 			return next
@@ -157,6 +183,22 @@ func deviceRule(p *events.Predicate, digest string, signer *Partner, dev *Device
 	return nil, rerr
 }
 
+// stageName is the stage of a stage.recorded event ("" for other kinds):
+// the quote policy is per stage.
+func stageName(p *events.Predicate) string {
+	if p.Stage != nil {
+		return p.Stage.Name
+	}
+	return ""
+}
+
+func policyName(kind string, p *events.Predicate) string {
+	if p.Stage != nil {
+		return kind + " (" + p.Stage.Name + ")"
+	}
+	return kind
+}
+
 // custodyRule applies the custody rule of one event's kind (the table in
 // docs/design/ledger.md, "Rules, in stream order") to next, a copy of dev,
 // the device's state before the event. partners answers whether a
@@ -164,10 +206,30 @@ func deviceRule(p *events.Predicate, digest string, signer *Partner, dev *Device
 func custodyRule(p *events.Predicate, signer *Partner, dev, next *Device, qi *attest.QuoteInfo, partners partnerLookup) *RuleError {
 	switch p.Kind {
 	case events.KindStageRecorded:
-		if dev.Custodian != p.Partner {
+		if p.Stage.Name == events.StageReceivingInspection {
+			// A receiving station quotes a sample of a shipment on the
+			// dock: before or after it accepts it.
+			if !custodyParty(dev, p.Partner) {
+				return reject(events.CodeNotCustodian, "only the custodian (%s) or the recipient of the device's pending offer may inspect it; %s is neither", dev.Custodian, p.Partner)
+			}
+		} else if dev.Custodian != p.Partner {
 			return reject(events.CodeNotCustodian, "only the current custodian (%s) may record a stage; %s is not", dev.Custodian, p.Partner)
 		}
-		if p.Stage.Name == events.StageFirmwareProgrammed {
+		if schemas.PCRsMustMatchRecorded(p.Stage.Name) {
+			// The sampled device must still run what was programmed: its
+			// quote shows the PCRs last recorded for it.
+			for idx, want := range dev.ExpectedPCRs {
+				i, _ := strconv.Atoi(idx)
+				got, ok := qi.PCRs[i]
+				if !ok {
+					return reject(events.CodeEvidence, "the inspection quote does not cover PCR %s, recorded when the device was programmed", idx)
+				}
+				if hex.EncodeToString(got) != want {
+					return reject(events.CodeEvidence, "PCR %s of the sampled device differs from the value recorded when it was programmed (tampered firmware?)", idx)
+				}
+			}
+		}
+		if p.Stage.Name == events.StageFirmwareProgrammed || p.Stage.Name == events.StageReceivingInspection {
 			for idx, want := range p.Stage.PCRs {
 				i, _ := strconv.Atoi(idx)
 				got, ok := qi.PCRs[i]

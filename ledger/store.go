@@ -39,6 +39,10 @@ type Store interface {
 	EntryIndexByLeafHash(leafHash []byte) (uint64, error)
 	// DeviceEntries returns the log indices of a device's entries, ascending.
 	DeviceEntries(device string) ([]uint64, error)
+	// ManifestProof returns the device's manifest proof (JSON
+	// events.ManifestProof) in the shipment logged at index, or ErrNotFound
+	// when that entry is not a shipment holding the device.
+	ManifestProof(device string, index uint64) ([]byte, error)
 	// Device returns a device's custody state.
 	Device(id string) (*Device, error)
 	// Partner returns a partner's registry state.

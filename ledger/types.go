@@ -28,6 +28,12 @@ type Entry struct {
 	// Envelope is the DSSE envelope (private: served only to parties with a
 	// right to it).
 	Envelope []byte `json:"envelope"`
+	// Manifest is a shipment's manifest (JSON, events.Manifest) and Proofs
+	// each of its devices' ManifestProof (JSON), by device ID. Written with
+	// the entry (the device index holds the proofs); Store.Entry does not
+	// read them back: a device's history carries its own proof only.
+	Manifest []byte            `json:"-"`
+	Proofs   map[string][]byte `json:"-"`
 }
 
 // DigestHex is the entry's event digest in hex.
@@ -85,6 +91,8 @@ type Offer struct {
 	From   string `json:"from"`
 	To     string `json:"to"`
 	Index  uint64 `json:"index"`
+	// Shipment is the shipment ID when the offer is a shipment's.
+	Shipment string `json:"shipment,omitempty"`
 }
 
 // QuoteCounters are the TPM clock and reset counters of a device's last

@@ -173,6 +173,9 @@ func deviceIdxKey(id string, i uint64) []byte {
 }
 func partnerKey(n string) []byte { return append([]byte{'p'}, n...) }
 
+// manifestKey is m<index:8>: a shipment's manifest, beside its entry.
+func manifestKey(i uint64) []byte { return u64([]byte{'m'}, i) }
+
 func offerKey(to, device string) []byte {
 	return append(append([]byte{'o'}, to...), append([]byte{'/'}, device...)...)
 }
@@ -247,6 +250,18 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		}
 		if len(e.Target) == 64 && e.Kind != "partner.registered" && e.Kind != "partner.revoked" {
 			if err := b.Set(deviceIdxKey(e.Target, e.Index), nil, nil); err != nil {
+				return err
+			}
+		}
+		// A shipment is in the history of every device of its manifest:
+		// the device index holds each device's manifest proof.
+		for dev, proof := range e.Proofs {
+			if err := b.Set(deviceIdxKey(dev, e.Index), proof, nil); err != nil {
+				return err
+			}
+		}
+		if e.Manifest != nil {
+			if err := b.Set(manifestKey(e.Index), e.Manifest, nil); err != nil {
 				return err
 			}
 		}
@@ -342,6 +357,20 @@ func (s *Store) EntryIndexByLeafHash(h []byte) (uint64, error) {
 		return 0, err
 	}
 	return binary.BigEndian.Uint64(b), nil
+}
+
+// ManifestProof implements ledger.Store: the device index's value.
+func (s *Store) ManifestProof(device string, index uint64) ([]byte, error) {
+	v, err := s.get(deviceIdxKey(device, index))
+	if err == nil && len(v) == 0 {
+		return nil, ledger.ErrNotFound
+	}
+	return v, err
+}
+
+// Manifest returns the manifest (JSON) of the shipment logged at index.
+func (s *Store) Manifest(index uint64) ([]byte, error) {
+	return s.get(manifestKey(index))
 }
 
 // DeviceEntries implements ledger.Store.

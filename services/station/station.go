@@ -123,7 +123,8 @@ type Config struct {
 // Transport carries a station's signed events to the ledger and brings its
 // answers back; *events.Publisher is the real one.
 type Transport interface {
-	// Publish sends a signed envelope and waits for the ledger's receipt.
+	// Publish sends a signed envelope (a parcel, for a shipment) and waits
+	// for the ledger's receipt.
 	Publish(ctx context.Context, envelope []byte) (*events.Receipt, error)
 	// Resend re-sends the outbox's unanswered events named by digests.
 	Resend(ctx context.Context, digests ...string) (map[string]*events.Receipt, error)

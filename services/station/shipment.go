@@ -1,0 +1,104 @@
+package station
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/schemas"
+)
+
+// Shipments: a station moves a manifest of boxed devices with one signed
+// event (docs/design/shipments.md). Nothing contacts the devices: a boxed
+// device is not powered. A receiving station quotes a sample of a
+// shipment with RecordStage(agent, receiving-inspection) and accepts what
+// arrived, all of it or part of it (a split), with AcceptShipment; it sends
+// parts on with Ship.
+
+// Ship offers the devices of m, packed as m says, to partner to as
+// shipment id: one shipment.offered, signed once.
+func (s *Station) Ship(ctx context.Context, id, to string, m *events.Manifest) (*Result, error) {
+	sh := events.Shipment{ID: id, From: s.cfg.Name, To: to}
+	return s.signShipment(ctx, events.KindShipmentOffered, sh, m)
+}
+
+// AcceptShipment takes the devices of m from the pending shipment offer
+// whose digest is offer: every device of m must be pending to this
+// partner under that offer. m may be part of the offer's manifest (what
+// arrived); the rest stays pending.
+func (s *Station) AcceptShipment(ctx context.Context, offer string, m *events.Manifest) (*Result, error) {
+	p, err := s.pendingShipment(offer, m, func(o *ledger.Offer) bool { return o.To == s.cfg.Name })
+	if err != nil {
+		return nil, err
+	}
+	sh := events.Shipment{ID: p.Shipment, From: p.From, To: s.cfg.Name, Offer: offer}
+	return s.signShipment(ctx, events.KindShipmentAccepted, sh, m)
+}
+
+// WithdrawShipment takes back the devices of m still pending under this
+// partner's shipment offer.
+func (s *Station) WithdrawShipment(ctx context.Context, offer string, m *events.Manifest) (*Result, error) {
+	p, err := s.pendingShipment(offer, m, func(o *ledger.Offer) bool { return o.From == s.cfg.Name })
+	if err != nil {
+		return nil, err
+	}
+	sh := events.Shipment{ID: p.Shipment, From: s.cfg.Name, To: p.To, Offer: offer}
+	return s.signShipment(ctx, events.KindShipmentWithdrawn, sh, m)
+}
+
+// pendingShipment reads the pending offer of the manifest's first device
+// and checks it is the shipment offer named, on this partner's side.
+func (s *Station) pendingShipment(offer string, m *events.Manifest, ours func(*ledger.Offer) bool) (*ledger.Offer, error) {
+	if err := m.Check(); err != nil {
+		return nil, fmt.Errorf("station: manifest: %w", err)
+	}
+	first := m.Items()[0].Device
+	state, err := s.cfg.Ledger.Device(first)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return nil, fmt.Errorf("station: device %s is unknown to the ledger", first)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("station: device %s: %w", first, err)
+	}
+	p := state.Pending
+	if p == nil || p.Digest != offer || p.Shipment == "" || !ours(p) {
+		return nil, fmt.Errorf("station: device %s is not pending under shipment offer %s on %s's side", first, offer, s.cfg.Name)
+	}
+	return p, nil
+}
+
+func (s *Station) signShipment(ctx context.Context, kind string, sh events.Shipment, m *events.Manifest) (*Result, error) {
+	if err := m.Check(); err != nil {
+		return nil, fmt.Errorf("station: manifest: %w", err)
+	}
+	st, err := events.NewShipmentStatement(kind, s.cfg.Name, sh, m, s.cfg.Now(), events.NewEventID())
+	if err != nil {
+		return nil, err
+	}
+	payload, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	if err := schemas.Validate(payload); err != nil {
+		return nil, fmt.Errorf("station: %w", err)
+	}
+	signed, err := events.SignShipment(ctx, st, m, s.cfg.Key, s.cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReceiptTimeout)
+	defer cancel()
+	r, err := s.pub.Publish(ctx, signed.Wire())
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Logger.Info("shipment answered", "kind", kind, "shipment", sh.ID, "devices", m.Len(), "status", r.Status, "code", r.Code, "index", r.LogIndex)
+	res := &Result{Receipt: r}
+	if r.Status != events.StatusAccepted {
+		return res, &RejectedError{Receipt: r}
+	}
+	return res, nil
+}
