@@ -58,9 +58,13 @@ func flagged(reason string) func(*Device) {
 	return func(d *Device) { d.Flag = &DeviceFlag{Reason: reason, By: "orbit-odm", Index: 6} }
 }
 
+// pred is a predicate carrying evidence (the quote's verdict is the
+// test's qi or qerr).
 func pred(kind, partner string) *events.Predicate {
-	return &events.Predicate{Kind: kind, Partner: partner}
+	return &events.Predicate{Kind: kind, Partner: partner, Evidence: &events.Evidence{}}
 }
+
+func noQuote(p *events.Predicate) *events.Predicate { p.Evidence = nil; return p }
 
 func stage(partner, name string, pcrs map[string]string) *events.Predicate {
 	p := pred(events.KindStageRecorded, partner)
@@ -220,6 +224,13 @@ func TestDeviceRuleVerdicts(t *testing.T) {
 		{"wrong role", held("nova-oem", withQuote), flag(events.KindDeviceCleared, "nova-oem", "found"), nil, events.CodeWrongRole, "", nil},
 		{"bad quote", held("nova-oem", withQuote), offer("nova-oem", "nova-oem", "delta-ems"), reject(events.CodeEvidence, "no"), events.CodeEvidence, "", nil},
 		{"decommissioned", held("nova-oem", withQuote, func(d *Device) { d.Decommissioned = true }), offer("nova-oem", "nova-oem", "delta-ems"), nil, events.CodeDecommissioned, "", nil},
+		{"quote policy: a required quote missing", held("nova-oem", withQuote), noQuote(stage("nova-oem", events.StageTestPassed, nil)), nil, events.CodeEvidence, "", nil},
+		{"quote policy: receiving inspection needs its quote", held("nova-oem", withQuote), noQuote(stage("nova-oem", events.StageReceivingInspection, nil)), nil, events.CodeEvidence, "", nil},
+		{"receiving inspection by the pending recipient", held("nova-oem", withQuote, pending("nova-oem", "delta-ems", offerA)), stage("delta-ems", events.StageReceivingInspection, nil), nil, "", "",
+			func(b, a *Device) bool { return a.Stages[events.StageReceivingInspection] == 7 && a.LastQuote.Clock == 20 }},
+		{"receiving inspection by a stranger", held("nova-oem", withQuote), stage("delta-ems", events.StageReceivingInspection, nil), nil, events.CodeNotCustodian, "", nil},
+		{"receiving inspection: PCRs differ from the recorded ones", held("nova-oem", withQuote, func(d *Device) { d.ExpectedPCRs = map[string]string{"0": strings.Repeat("ab", 32)} }),
+			stage("nova-oem", events.StageReceivingInspection, nil), nil, events.CodeEvidence, "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tc.dev.Clone()
