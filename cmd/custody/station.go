@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -26,7 +27,7 @@ import (
 )
 
 func init() {
-	register("station", command{usage: "station run|call|pending", summary: "run a partner's station, call one (manufacture, stage, firmware, offer, withdraw, accept, flag, clear), list its pending offers", run: stationCmd})
+	register("station", command{usage: "station run|call|pending", summary: "run a partner's station, call one (manufacture, stage, firmware, offer, withdraw, accept, flag, clear, ship, accept-shipment, withdraw-shipment), list its pending offers", run: stationCmd})
 }
 
 const stationUsage = `Usage:
@@ -205,13 +206,25 @@ station quotes the device's TPM, signs the event with the partner's key and
 waits for the ledger's answer. OP is one of:
 
   manufacture                     the TPM vendor's birth record (EK and IAK certificates)
-  stage --stage assembly|test-passed [--note TEXT]
+  stage --stage assembly|test-passed|receiving-inspection [--note TEXT]
   firmware --image FILE           program the firmware and record its digest and PCRs (EMS)
   offer --to PARTNER              offer the device to the next partner
   withdraw                        withdraw this partner's pending offer before it is accepted
   accept                          accept the offer pending to this station's partner
   flag --reason R [--note TEXT]   flag the device (lost, stolen, rma, compromised, …)
   clear --reason R [--note TEXT]  clear a flag (operators)
+
+Shipments move boxed devices (not powered: no agent, no quote), one signed
+event for a whole manifest (a JSON file: {"containers": [{"path": "P-1/C-1",
+"devices": ["<device id>", …]}, …]}, up to 10,000 devices):
+
+  ship --shipment ID --to PARTNER --manifest FILE    offer a shipment
+  accept-shipment --offer DIGEST --manifest FILE     take its devices (all, or part: a split)
+  withdraw-shipment --offer DIGEST --manifest FILE   take back devices still pending
+
+A receiving station quotes a sample of a shipment with
+"stage --stage receiving-inspection --agent URL": the quote must show the PCRs
+recorded when the device was programmed.
 
 An offer is idempotent: while the device has this partner's offer to the same
 recipient pending (a retry), the station answers with that offer ("existing")
@@ -230,9 +243,12 @@ Flags:
 	stationURL := fs.String("station", "https://127.0.0.1:8480/stations/acme-tpm", "the station's API")
 	as := fs.String("as", "", "call as this partner, with its certificate from --pki (default: the partner the --station URL ends in); a station answers only its own partner")
 	pkiDir := fs.String("pki", ".custody/pki", "PKI directory: the TLS CA and the partner's certificate and key")
-	agent := fs.String("agent", "", "the device agent's factory API URL (required)")
-	to := fs.String("to", "", "recipient partner (offer)")
-	stage := fs.String("stage", "", "stage name: assembly or test-passed (stage)")
+	agent := fs.String("agent", "", "the device agent's factory API URL (required, except for shipments)")
+	to := fs.String("to", "", "recipient partner (offer, ship)")
+	stage := fs.String("stage", "", "stage name: assembly, test-passed or receiving-inspection (stage)")
+	shipment := fs.String("shipment", "", "shipment ID (ship)")
+	offerDigest := fs.String("offer", "", "the shipment offer's digest (accept-shipment, withdraw-shipment)")
+	manifestFile := fs.String("manifest", "", "the shipment's manifest, a JSON file (ship, accept-shipment, withdraw-shipment)")
 	note := fs.String("note", "", "free text (stage, flag, clear)")
 	image := fs.String("image", "", "firmware image file (firmware)")
 	reason := fs.String("reason", "", "lost, stolen, rma, compromised, … (flag, clear)")
@@ -253,7 +269,20 @@ Flags:
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
-	req := &station.Request{Agent: *agent, To: *to, Stage: *stage, Note: *note, Reason: *reason, Equivocate: *equivocate}
+	req := &station.Request{Agent: *agent, To: *to, Stage: *stage, Note: *note, Reason: *reason, Equivocate: *equivocate, Shipment: *shipment, Offer: *offerDigest}
+	if *manifestFile != "" {
+		b, err := readFlagFile("--manifest", *manifestFile, "the shipment's manifest")
+		if err != nil {
+			return err
+		}
+		var m events.Manifest
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&m); err != nil {
+			return usageErrorf("station call %s: --manifest %s: not a manifest: %v", op, *manifestFile, err)
+		}
+		req.Manifest = &m
+	}
 	if *image != "" {
 		b, err := readFlagFile("--image", *image, "the firmware image to program")
 		if err != nil {

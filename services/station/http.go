@@ -38,11 +38,23 @@ type Request struct {
 	// equivocation evidence and which flags the device (see
 	// Station.Equivocate). Without it such an offer is refused unsigned.
 	Equivocate bool `json:"equivocate,omitempty"`
+	// Shipment is the shipment ID for /v1/ship.
+	Shipment string `json:"shipment,omitempty"`
+	// Offer is the digest of the shipment offer for /v1/accept-shipment
+	// and /v1/withdraw-shipment.
+	Offer string `json:"offer,omitempty"`
+	// Manifest lists the devices of a shipment operation, in their
+	// containers (all of the offer's, or part of them).
+	Manifest *events.Manifest `json:"manifest,omitempty"`
 }
 
 // Operations are the station API's calls (POST /v1/<op>), in the order of
 // a device's life.
-var Operations = []string{"manufacture", "stage", "firmware", "offer", "withdraw", "accept", "flag", "clear"}
+var Operations = []string{"manufacture", "stage", "firmware", "offer", "withdraw", "accept", "flag", "clear", "ship", "accept-shipment", "withdraw-shipment"}
+
+// shipmentOps are the operations on shipments: they contact no device
+// (boxed devices are not powered), so they take no agent.
+var shipmentOps = []string{"ship", "accept-shipment", "withdraw-shipment"}
 
 // CodeWouldEquivocate is the API's code for an offer refused before it was
 // signed because the ledger would log it as equivocation (a
@@ -75,13 +87,16 @@ type Response struct {
 // Handler serves the station's factory-floor API:
 //
 //	POST /v1/manufacture  {agent}              TPM vendor: birth record
-//	POST /v1/stage        {agent, stage, note} record assembly or test-passed
+//	POST /v1/stage        {agent, stage, note} record assembly, test-passed, or a sampled receiving-inspection
 //	POST /v1/firmware     {agent, image}       program firmware and record it
 //	POST /v1/offer        {agent, to}          offer the device to a partner
 //	POST /v1/withdraw     {agent}              withdraw this partner's pending offer
 //	POST /v1/accept       {agent}              accept the pending offer
 //	POST /v1/flag         {agent, reason}      flag the device
 //	POST /v1/clear        {agent, reason}      clear a flag (operators)
+//	POST /v1/ship         {shipment, to, manifest}  offer a shipment of boxed devices
+//	POST /v1/accept-shipment   {offer, manifest}    take devices of a pending shipment (all, or part: a split)
+//	POST /v1/withdraw-shipment {offer, manifest}    take back devices still pending in this partner's shipment
 //	GET  /v1/pending                           offers waiting for this partner
 //	GET  /v1/unconfirmed                       events published, not yet answered
 //
@@ -156,6 +171,15 @@ func (s *Station) Handler() http.Handler {
 	})
 	route("/v1/withdraw", func(ctx context.Context, r *Request) (*Result, error) { return s.Withdraw(ctx, r.Agent) })
 	route("/v1/accept", func(ctx context.Context, r *Request) (*Result, error) { return s.Accept(ctx, r.Agent) })
+	route("/v1/ship", func(ctx context.Context, r *Request) (*Result, error) {
+		return s.Ship(ctx, r.Shipment, r.To, r.Manifest)
+	})
+	route("/v1/accept-shipment", func(ctx context.Context, r *Request) (*Result, error) {
+		return s.AcceptShipment(ctx, r.Offer, r.Manifest)
+	})
+	route("/v1/withdraw-shipment", func(ctx context.Context, r *Request) (*Result, error) {
+		return s.WithdrawShipment(ctx, r.Offer, r.Manifest)
+	})
 	route("/v1/flag", func(ctx context.Context, r *Request) (*Result, error) {
 		return s.Flag(ctx, r.Agent, events.KindDeviceFlagged, r.Reason, r.Note)
 	})
@@ -191,13 +215,19 @@ func (r *Request) Check(op string) (field, rule string) {
 	if !slices.Contains(Operations, op) {
 		return "", fmt.Sprintf("unknown operation %q: a station's operations are %s", op, strings.Join(Operations, ", "))
 	}
+	if slices.Contains(shipmentOps, op) {
+		return r.checkShipment(op)
+	}
 	if _, err := AgentURL(r.Agent); err != nil {
 		return "agent", err.Error()
 	}
+	if r.Manifest != nil || r.Shipment != "" || r.Offer != "" {
+		return "manifest", "only the shipment operations (ship, accept-shipment, withdraw-shipment) take a shipment, an offer or a manifest"
+	}
 	switch op {
 	case "stage":
-		if r.Stage != events.StageAssembly && r.Stage != events.StageTestPassed {
-			return "stage", "must be assembly or test-passed (firmware is recorded by the firmware operation)"
+		if r.Stage != events.StageAssembly && r.Stage != events.StageTestPassed && r.Stage != events.StageReceivingInspection {
+			return "stage", "must be assembly, test-passed or receiving-inspection (firmware is recorded by the firmware operation)"
 		}
 	case "firmware":
 		if len(r.Image) == 0 {
@@ -214,6 +244,35 @@ func (r *Request) Check(op string) (field, rule string) {
 	}
 	if r.Equivocate && op != "offer" {
 		return "equivocate", "only an offer can be made as a deliberate equivocation"
+	}
+	return "", ""
+}
+
+// checkShipment checks the request of a shipment operation.
+func (r *Request) checkShipment(op string) (field, rule string) {
+	if r.Agent != "" || r.Stage != "" || len(r.Image) > 0 || r.Reason != "" || r.Equivocate {
+		return "agent", op + " contacts no device: it takes a manifest, not an agent, stage, image, reason or equivocate"
+	}
+	if err := r.Manifest.Check(); err != nil {
+		return "manifest", err.Error()
+	}
+	if op == "ship" {
+		if !events.ValidShipmentID(r.Shipment) {
+			return "shipment", "ship needs the shipment ID: 1 to 64 letters, digits, '-' or '_'"
+		}
+		if !events.ValidPartnerName(r.To) {
+			return "to", "ship needs the recipient: a partner's name, such as orbit-odm"
+		}
+		if r.Offer != "" {
+			return "offer", "ship makes a new offer; accept-shipment and withdraw-shipment name one"
+		}
+		return "", ""
+	}
+	if !events.ValidDeviceID(r.Offer) { // 64 lowercase hex, as a digest
+		return "offer", op + " needs the shipment offer's digest (64 hex digits)"
+	}
+	if r.Shipment != "" || r.To != "" {
+		return "shipment", op + " takes the shipment and its parties from the offer"
 	}
 	return "", ""
 }
