@@ -72,7 +72,15 @@ func main() {
 	flag.BoolVar(&cfg.OnlyProofs, "only-proofs", false, "measure only the proof cost in large trees")
 	flag.StringVar(&cfg.Dir, "dir", "", "data directory (default: a temporary directory, removed afterwards)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
+	onlyTransitions := flag.Int("only-transitions", 0, "measure only device transitions (shipments lifecycle) with this many devices")
 	flag.Parse()
+	if *onlyTransitions > 0 {
+		if err := transitionsOnly(*onlyTransitions, cfg.Out, *cpuProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg.CPUProfile = *cpuProfile
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

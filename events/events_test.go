@@ -224,3 +224,35 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+func FuzzOpenMessage(f *testing.F) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	m := &events.Manifest{Containers: []events.Container{{Path: "P-1/C-1", Devices: []string{dev}}}}
+	st, _ := events.NewShipmentStatement(events.KindShipmentOffered, "delta-ems", events.Shipment{ID: "S-1", From: "delta-ems", To: "blue-operator"}, m, time.Unix(0, 0), "00112233445566778899aabbccddeeff")
+	s, _ := events.SignShipment(context.Background(), st, m, key, "delta-ems")
+	f.Add(s.Wire())
+	f.Add([]byte(`{"envelope":{},"manifest":{"containers":[]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := events.OpenMessage(data)
+		if err != nil {
+			return
+		}
+		if s.Manifest == nil {
+			return // a bare envelope: FuzzOpen
+		}
+		// A parcel that opens carries a manifest whose root and size are
+		// the ones its statement signs, and every device proves into it.
+		root, proofs, err := s.Manifest.Proofs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(root) != string(s.Statement.ShipmentRoot()) || s.Manifest.Len() != s.Statement.Predicate.Shipment.Devices {
+			t.Fatal("an opened parcel's manifest is not the one signed")
+		}
+		for d, p := range proofs {
+			if err := p.Verify(d, root); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}

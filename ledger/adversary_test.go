@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -197,6 +198,84 @@ func TestAdversaryPartner(t *testing.T) {
 		before := snapshot()
 		st := statement(events.KindHandoffOffered, hostile, func(p *events.Predicate) { p.Handoff = &events.Handoff{From: hostile, To: "grey-operator"} })
 		refused(t, before, send(sign(hostile, st)), events.CodeNotCustodian)
+	})
+
+	// Shipments: a manifest of devices under one signature.
+	rawSend := func(partner string, msg []byte) *events.Receipt {
+		t.Helper()
+		s, _ := events.OpenMessage(msg)
+		js, err := jetstream.New(hc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, events.EventSubject(partner, s.Statement.Target()), msg); err != nil {
+			t.Fatal(err)
+		}
+		for range 500 {
+			if r, err := n.Ledger.EventStatus(s.Digest[:]); err == nil {
+				return r
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatal("no answer")
+		return nil
+	}
+	shipment := func(m *events.Manifest, signed *events.Manifest) []byte {
+		t.Helper()
+		st, err := events.NewShipmentStatement(events.KindShipmentOffered, hostile, events.Shipment{ID: "PAL-1", From: hostile, To: "grey-operator"}, signed, time.Now(), events.NewEventID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		parcel, err := events.EncodeParcel(sign(hostile, st), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return parcel
+	}
+	t.Run("a shipment of a device it does not hold", func(t *testing.T) {
+		before := snapshot()
+		m := &events.Manifest{Containers: []events.Container{{Path: "P-9", Devices: []string{id}}}}
+		refused(t, before, send(shipment(m, m)), events.CodeNotCustodian)
+	})
+	t.Run("a shipment whose manifest is not the one signed", func(t *testing.T) {
+		before := snapshot()
+		signed := &events.Manifest{Containers: []events.Container{{Path: "P-9", Devices: []string{strings.Repeat("ab", 32)}}}}
+		swapped := &events.Manifest{Containers: []events.Container{{Path: "P-9", Devices: []string{id}}}}
+		refused(t, before, rawSend(hostile, shipment(swapped, signed)), events.CodeManifest)
+	})
+	t.Run("a manifest listing a device twice, or more than 10,000", func(t *testing.T) {
+		before := snapshot()
+		twice := &events.Manifest{Containers: []events.Container{{Path: "P-9", Devices: []string{id, id}}}}
+		refused(t, before, rawSend(hostile, shipment(twice, twice)), events.CodeManifest)
+		big := &events.Manifest{Containers: []events.Container{{Path: "P-9"}}}
+		for i := range events.MaxManifestDevices + 1 {
+			big.Containers[0].Devices = append(big.Containers[0].Devices, fmt.Sprintf("%064x", i))
+		}
+		st, err := events.NewShipmentStatement(events.KindShipmentOffered, hostile, events.Shipment{ID: "PAL-2", From: hostile, To: "grey-operator"}, big, time.Now(), events.NewEventID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := events.SignShipment(ctx, st, big, n.PKI.Partners[hostile].Key, hostile); err == nil {
+			t.Fatal("a publisher signed a shipment of 10,001 devices")
+		}
+		parcel, err := events.EncodeParcel(sign(hostile, st), big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The statement says 10,001 devices: malformed, under the parcel's hash.
+		js, _ := jetstream.New(hc)
+		if _, err := js.Publish(ctx, events.EventSubject(hostile, events.ShipmentTarget("PAL-2")), parcel); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(parcel)
+		var r *events.Receipt
+		for range 500 {
+			if r, err = n.Ledger.EventStatus(sum[:]); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		refused(t, before, r, events.CodeMalformed)
 	})
 
 	t.Run("re-accepting an accepted offer as a third party", func(t *testing.T) {

@@ -52,6 +52,9 @@ type Pending struct {
 	From   string `json:"from"`
 	Offer  string `json:"offer"`
 	Index  uint64 `json:"logIndex"`
+	// Shipment is the shipment ID when the offer is a shipment's (accept
+	// it with accept-shipment and its offer digest).
+	Shipment string `json:"shipment,omitempty"`
 }
 
 // PendingOffers lists the offers made to this station's partner.
@@ -67,7 +70,7 @@ func (s *Station) PendingOffers() ([]Pending, error) {
 			return nil, err
 		}
 		if d.Pending != nil && d.Pending.To == s.cfg.Name {
-			out = append(out, Pending{Device: id, From: d.Pending.From, Offer: d.Pending.Digest, Index: d.Pending.Index})
+			out = append(out, Pending{Device: id, From: d.Pending.From, Offer: d.Pending.Digest, Index: d.Pending.Index, Shipment: d.Pending.Shipment})
 		}
 	}
 	return out, nil

@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/attest/tpm"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/device"
+	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/station"
+)
+
+// Device transitions: a realistic mixed lifecycle, measured end to end
+// through the ledger. Each device has its own simulated TPM (its own EK
+// and IAK: the in-process simulator, opened once per device with its own
+// seed, one at a time, as a device is powered at the factory):
+//
+//  1. tpm.manufactured by the vendor, with the device's quote;
+//  2. shipped in pallets of PalletMin–PalletMax devices (cartons of 50)
+//     vendor → ODM → OEM → EMS: one signed shipment.offered and one
+//     shipment.accepted per pallet and hop;
+//  3. firmware-programmed at the EMS, with the device's quote over the
+//     statement (the PCRs the gate will expect);
+//  4. shipped EMS → operator the same way;
+//  5. at the operator's receiving inspection, one sampled device per
+//     carton quoted (receiving-inspection: the quote must show the PCRs
+//     recorded at programming).
+//
+// Every event is pre-generated (the quotes are taken while each device's
+// TPM is open, in the device's order, so its counters only go forward),
+// then published in lifecycle order on one connection and ingested with
+// every check the quote policy requires. The rate counts device
+// transitions: a device moved by a shipment event is one transition; a
+// quoted single-device event is one. First boot is the gate's (measured
+// as gate_decisions_per_s). The run fails if the ledger refuses anything
+// or a device does not end with the operator.
+
+// TransitionsConfig sizes the run.
+type TransitionsConfig struct {
+	Devices   int
+	PalletMin int
+	PalletMax int
+	Carton    int
+}
+
+// TransitionsResult is what the run measured.
+type TransitionsResult struct {
+	Devices          int     `json:"devices"`
+	Pallets          int     `json:"pallets"`
+	Events           int     `json:"events"`
+	QuotedEvents     int     `json:"quotedEvents"`
+	Transitions      int     `json:"transitions"`
+	Seconds          float64 `json:"seconds"`
+	TransitionsPerS  float64 `json:"device_transitions_per_s"`
+	EventsPerS       float64 `json:"eventsPerS"`
+	CPUMicrosPerTr   float64 `json:"cpuMicrosPerTransition"`
+	GenerateSeconds  float64 `json:"generateSeconds"`
+	Method           string  `json:"method"`
+	ManifestMaxBytes int     `json:"manifestMaxBytes"`
+}
+
+type benchMsg struct {
+	subject string
+	data    []byte
+	id      string
+}
+
+// captureTransport is a station's Transport that keeps the signed events
+// instead of publishing them: the bench publishes them later, all at once.
+type captureTransport struct{ envs [][]byte }
+
+func (c *captureTransport) Publish(_ context.Context, env []byte) (*events.Receipt, error) {
+	c.envs = append(c.envs, env)
+	s, err := events.OpenMessage(env)
+	if err != nil {
+		return nil, err
+	}
+	return &events.Receipt{Digest: s.DigestHex(), Status: events.StatusAccepted, Target: s.Statement.Target()}, nil
+}
+
+func (c *captureTransport) Resend(context.Context, ...string) (map[string]*events.Receipt, error) {
+	return nil, nil
+}
+
+func (c *captureTransport) take() []byte {
+	e := c.envs[len(c.envs)-1]
+	c.envs = c.envs[:len(c.envs)-1]
+	return e
+}
+
+// measureTransitions runs the lifecycle on a running node.
+func measureTransitions(ctx context.Context, n *node.Node, dir string, cfg TransitionsConfig) (*TransitionsResult, error) {
+	if cfg.Carton <= 0 {
+		cfg.Carton = 50
+	}
+	res := &TransitionsResult{Devices: cfg.Devices}
+	capture := func(partner string) (*station.Station, *captureTransport, error) {
+		tr := &captureTransport{}
+		p := n.PKI.Partners[partner]
+		sc := station.Config{
+			Name: partner, Role: p.Role, Key: p.Key, Ledger: n.Ledger.Store(), Transport: tr,
+			TPMInfo: attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"},
+		}
+		if p.Role == events.RoleTPMVendor {
+			sc.ManufacturingCA = n.PKI.VendorMfgCA
+		}
+		st, err := station.New(sc)
+		return st, tr, err
+	}
+	vendor, vtr, err := capture("acme-tpm")
+	if err != nil {
+		return nil, err
+	}
+	ems, etr, err := capture("delta-ems")
+	if err != nil {
+		return nil, err
+	}
+	operator, otr, err := capture("blue-operator")
+	if err != nil {
+		return nil, err
+	}
+
+	// Devices, one TPM each, grouped in pallets as they leave the vendor.
+	t0 := time.Now()
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	type dev struct {
+		id                   string
+		mfg, prog, inspected []byte
+	}
+	var devs []*dev
+	var pallets [][]*dev
+	for len(devs) < cfg.Devices {
+		size := cfg.PalletMin + rng.IntN(cfg.PalletMax-cfg.PalletMin+1)
+		size = min(size, cfg.Devices-len(devs))
+		var pallet []*dev
+		for i := range size {
+			d := &dev{}
+			if err := func() error {
+				tp, err := tpm.Open(fmt.Sprintf("sim:seed=%d", 300000+len(devs)))
+				if err != nil {
+					return err
+				}
+				defer tp.Close()
+				dv, err := device.New(device.Config{TPM: tp, StateDir: filepath.Join(dir, "transitions", fmt.Sprint(len(devs)))})
+				if err != nil {
+					return err
+				}
+				srv := httptest.NewServer(dv.Handler())
+				defer srv.Close()
+				r, err := vendor.Manufacture(ctx, srv.URL)
+				if err != nil {
+					return fmt.Errorf("manufacture: %w", err)
+				}
+				d.id, d.mfg = r.Device, vtr.take()
+				if _, err := ems.ProgramFirmware(ctx, srv.URL, []byte("bench firmware 2.0\n")); err != nil {
+					return fmt.Errorf("programming: %w", err)
+				}
+				d.prog = etr.take()
+				if i%cfg.Carton == 0 { // the carton's sampled device
+					if _, err := operator.RecordStage(ctx, srv.URL, events.StageReceivingInspection, "sample"); err != nil {
+						return fmt.Errorf("inspection: %w", err)
+					}
+					d.inspected = otr.take()
+				}
+				return nil
+			}(); err != nil {
+				return nil, fmt.Errorf("device %d: %w", len(devs), err)
+			}
+			devs = append(devs, d)
+			pallet = append(pallet, d)
+		}
+		pallets = append(pallets, pallet)
+	}
+	res.Pallets = len(pallets)
+
+	var msgs []benchMsg
+	add := func(data []byte, transitions int) error {
+		s, err := events.OpenMessage(data)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, benchMsg{events.EventSubject(s.Statement.Predicate.Partner, s.Statement.Target()), data, s.DigestHex()})
+		res.Transitions += transitions
+		res.ManifestMaxBytes = max(res.ManifestMaxBytes, len(data))
+		if s.Statement.Predicate.Evidence != nil {
+			res.QuotedEvents++
+		}
+		return nil
+	}
+	manifest := func(p []*dev, k int) *events.Manifest {
+		m := &events.Manifest{}
+		for c := 0; c*cfg.Carton < len(p); c++ {
+			ct := events.Container{Path: fmt.Sprintf("P-%d/C-%d", k, c)}
+			for _, d := range p[c*cfg.Carton : min(len(p), (c+1)*cfg.Carton)] {
+				ct.Devices = append(ct.Devices, d.id)
+			}
+			m.Containers = append(m.Containers, ct)
+		}
+		return m
+	}
+	hop := func(from, to string) error {
+		for k, p := range pallets {
+			m := manifest(p, k)
+			id := fmt.Sprintf("%s-%s-%d", from, to, k)
+			offer, err := signShipment(ctx, n, events.KindShipmentOffered, from, events.Shipment{ID: id, From: from, To: to}, m)
+			if err != nil {
+				return err
+			}
+			accept, err := signShipment(ctx, n, events.KindShipmentAccepted, to, events.Shipment{ID: id, From: from, To: to, Offer: offer.DigestHex()}, m)
+			if err != nil {
+				return err
+			}
+			if err := add(offer.Wire(), len(p)); err != nil {
+				return err
+			}
+			if err := add(accept.Wire(), len(p)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, d := range devs {
+		if err := add(d.mfg, 1); err != nil {
+			return nil, err
+		}
+	}
+	for _, h := range [][2]string{{"acme-tpm", "orbit-odm"}, {"orbit-odm", "nova-oem"}, {"nova-oem", "delta-ems"}} {
+		if err := hop(h[0], h[1]); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range devs {
+		if err := add(d.prog, 1); err != nil {
+			return nil, err
+		}
+	}
+	if err := hop("delta-ems", "blue-operator"); err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		if d.inspected != nil {
+			if err := add(d.inspected, 1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	res.Events = len(msgs)
+	res.GenerateSeconds = time.Since(t0).Seconds()
+	logf("transitions: %d devices in %d pallets, %d events (%d quoted), %d transitions, generated in %.1fs", len(devs), len(pallets), len(msgs), res.QuotedEvents, res.Transitions, res.GenerateSeconds)
+
+	lnc, err := n.Connect(node.LedgerUser) // one connection: the stream keeps its order
+	if err != nil {
+		return nil, err
+	}
+	defer lnc.Close()
+	js, err := jetstream.New(lnc)
+	if err != nil {
+		return nil, err
+	}
+	start := n.Ledger.Head()
+	want := start.Size + uint64(len(msgs))
+	runtime.GC()
+	cpu0 := cpuTime()
+	t1 := time.Now()
+	for _, m := range msgs {
+		if _, err := js.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id)); err != nil {
+			return nil, err
+		}
+	}
+	if err := waitAsync(ctx, js); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for n.Ledger.Head().Size < want || n.Ledger.Head().StreamSeq < start.StreamSeq+uint64(len(msgs)) {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("transitions: ingest stalled at %d of %d entries (refusals?)", n.Ledger.Head().Size-start.Size, len(msgs))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	dur := time.Since(t1)
+	res.Seconds = dur.Seconds()
+	res.TransitionsPerS = float64(res.Transitions) / dur.Seconds()
+	res.EventsPerS = float64(len(msgs)) / dur.Seconds()
+	res.CPUMicrosPerTr = float64((cpuTime() - cpu0).Microseconds()) / float64(res.Transitions)
+	// Every event logged as accepted, every device with the operator.
+	for i := start.Size; i < want; i++ {
+		e, err := n.Ledger.Store().Entry(i)
+		if err != nil {
+			return nil, err
+		}
+		if e.Status != events.StatusAccepted {
+			return nil, fmt.Errorf("transitions: entry %d (%s) is %s: %s %s", i, e.Kind, e.Status, e.Code, e.Reason)
+		}
+	}
+	for _, d := range devs {
+		s, err := n.Ledger.Store().Device(d.id)
+		if err != nil {
+			return nil, err
+		}
+		if s.Custodian != "blue-operator" || s.Flag != nil || s.ExpectedPCRs == nil {
+			return nil, fmt.Errorf("transitions: device %s ended with %s (flag %v)", d.id, s.Custodian, s.Flag)
+		}
+	}
+	res.Method = fmt.Sprintf("%d devices, each its own simulated TPM; pallets of %d-%d in cartons of %d: manufacture (quoted), 3 hops of shipment offer+accept, firmware-programmed (quoted), a hop to the operator, one receiving-inspection quote per carton; pre-generated, published async on one connection, every event verified and applied; transitions = devices moved or quoted", len(devs), cfg.PalletMin, cfg.PalletMax, cfg.Carton)
+	logf("device transitions: %.0f/s (%d in %.2fs, %.0f events/s, %.1f µs CPU per transition)", res.TransitionsPerS, res.Transitions, res.Seconds, res.EventsPerS, res.CPUMicrosPerTr)
+	return res, nil
+}
+
+// signShipment signs a shipment event as partner with its consortium key.
+func signShipment(ctx context.Context, n *node.Node, kind, partner string, sh events.Shipment, m *events.Manifest) (*events.Signed, error) {
+	st, err := events.NewShipmentStatement(kind, partner, sh, m, time.Now(), events.NewEventID())
+	if err != nil {
+		return nil, err
+	}
+	return events.SignShipment(ctx, st, m, n.PKI.Partners[partner].Key, partner)
+}
+
+// transitionsOnly starts a node and measures device transitions alone
+// (go run ./bench --only-transitions N), writing transitions.json to out.
+func transitionsOnly(devices int, out, cpuProfile string) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir, err := os.MkdirTemp("", "custody-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	node.ApplyGCPercent(node.GCPercent)
+	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0"})
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-n.Ready():
+	case err := <-done:
+		return fmt.Errorf("node: %w", err)
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := measureTransitions(ctx, n, dir, TransitionsConfig{Devices: devices, PalletMin: 100, PalletMax: 1000})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(out, "transitions.json"), append(b, '\n'), 0o644)
+}
