@@ -227,7 +227,9 @@ func TestDeviceRuleVerdicts(t *testing.T) {
 		{"quote policy: a required quote missing", held("nova-oem", withQuote), noQuote(stage("nova-oem", events.StageTestPassed, nil)), nil, events.CodeEvidence, "", nil},
 		{"quote policy: receiving inspection needs its quote", held("nova-oem", withQuote), noQuote(stage("nova-oem", events.StageReceivingInspection, nil)), nil, events.CodeEvidence, "", nil},
 		{"receiving inspection by the pending recipient", held("nova-oem", withQuote, pending("nova-oem", "delta-ems", offerA)), stage("delta-ems", events.StageReceivingInspection, nil), nil, "", "",
-			func(b, a *Device) bool { return a.Stages[events.StageReceivingInspection] == 7 && a.LastQuote.Clock == 20 }},
+			func(b, a *Device) bool {
+				return a.Stages[events.StageReceivingInspection] == 7 && a.LastQuote.Clock == 20
+			}},
 		{"receiving inspection by a stranger", held("nova-oem", withQuote), stage("delta-ems", events.StageReceivingInspection, nil), nil, events.CodeNotCustodian, "", nil},
 		{"receiving inspection: PCRs differ from the recorded ones", held("nova-oem", withQuote, func(d *Device) { d.ExpectedPCRs = map[string]string{"0": strings.Repeat("ab", 32)} }),
 			stage("nova-oem", events.StageReceivingInspection, nil), nil, events.CodeEvidence, "", nil},
