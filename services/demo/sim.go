@@ -39,12 +39,16 @@ const (
 	FaultMalformed       = "malformed"          // not a custody envelope
 	FaultOversized       = "oversized"          // larger than the stream accepts
 	FaultReflashed       = "reflashed-firmware" // firmware changed after the EMS recorded it
+	FaultDoubleSold      = "double-sold-pallet" // the ODM ships the pallet to the OEM and again to a grey operator
+	FaultSlippedDevice   = "slipped-device"     // a device taken out of a shipment's manifest after it was signed
+	FaultForeignDevice   = "foreign-device"     // a manifest listing a device the sender does not hold
 )
 
 // AllFaults lists every fault kind.
 var AllFaults = []string{
 	FaultDoubleHandoff, FaultReplayedQuote, FaultSwappedTPM, FaultGreyMarket, FaultTamperedPCRs,
 	FaultRevokedPartner, FaultForgedSignature, FaultMalformed, FaultOversized, FaultReflashed,
+	FaultDoubleSold, FaultSlippedDevice, FaultForeignDevice,
 }
 
 // lapsedPartner is an ODM the simulator registers and then revokes.
@@ -67,6 +71,9 @@ var expectations = map[string]struct {
 	FaultMalformed:       {verdict(events.StatusRejected, events.CodeMalformed), "enrolled"},
 	FaultOversized:       {"refused/jetstream-max-size", "enrolled"},
 	FaultReflashed:       {"", events.RulePCRPolicy},
+	FaultDoubleSold:      {verdict(events.StatusEvidence, events.CodeEquivocation), events.RuleFlagged},
+	FaultSlippedDevice:   {verdict(events.StatusRejected, events.CodeManifest), "enrolled"},
+	FaultForeignDevice:   {verdict(events.StatusRejected, events.CodeNotCustodian), "enrolled"},
 }
 
 // verdict is how the simulator writes a ledger answer: status/code.
@@ -160,6 +167,13 @@ func Sim(ctx context.Context, cfg SimConfig) (*SimReport, error) {
 		return nil, err
 	}
 	s.donor = device.NewClient(donor, s.agentClient(odm)) // the swapped TPM, quoted by the ODM
+	// The donor is a device the vendor holds: the foreign device a
+	// manifest lists (foreign-device).
+	dr, err := n.Stations[vendor].Manufacture(ctx, donor)
+	if err != nil {
+		return nil, fmt.Errorf("sim: manufacturing the donor device: %w", err)
+	}
+	s.donorID = dr.Device
 
 	faulty := int(float64(cfg.Devices)*cfg.Rate + 0.5)
 	devs := make([]*SimDevice, cfg.Devices)
@@ -208,6 +222,7 @@ type sim struct {
 	cfg      SimConfig
 	agentBin string
 	donor    *device.Client
+	donorID  string
 
 	mu      sync.Mutex
 	agents  []*agentProc
@@ -368,9 +383,27 @@ func (s *sim) run(d *SimDevice) error {
 			return err
 		}
 	}
+	switch d.Fault {
+	case FaultSlippedDevice, FaultForeignDevice:
+		if d.Event, err = s.badManifest(d); err != nil {
+			return err
+		}
+	}
+	// ODM → OEM as a shipment (the device's pallet; boxed, no quote), OEM
+	// → EMS as a single-device hand-off.
+	pallet := &events.Manifest{Containers: []events.Container{{Path: fmt.Sprintf("P-%d/C-1", d.Seed), Devices: []string{d.ID}}}}
+	shipped, err := runOps(op{"ship to oem", func() (*station.Result, error) {
+		return st(odm).Ship(ctx, fmt.Sprintf("S-%d", d.Seed), oem, pallet)
+	}})
+	if err != nil {
+		return err
+	}
+	if d.Fault == FaultDoubleSold {
+		_, err := st(odm).Ship(ctx, fmt.Sprintf("S-%d-again", d.Seed), grey, pallet)
+		d.Event = observed(nil, err)
+	}
 	if _, err := runOps(
-		op{"offer to oem", func() (*station.Result, error) { return st(odm).Offer(ctx, url, oem) }},
-		op{"oem accepts", func() (*station.Result, error) { return st(oem).Accept(ctx, url) }},
+		op{"oem accepts the shipment", func() (*station.Result, error) { return st(oem).AcceptShipment(ctx, shipped.Digest, pallet) }},
 		op{"offer to ems", func() (*station.Result, error) { return st(oem).Offer(ctx, url, ems) }},
 		op{"ems accepts", func() (*station.Result, error) { return st(ems).Accept(ctx, url) }},
 	); err != nil {
@@ -518,6 +551,76 @@ func (s *sim) raw(d *SimDevice) (string, error) {
 		if errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
 			return "refused/jetstream-max-size", nil
 		}
+		return "error: " + err.Error(), nil
+	}
+	select {
+	case m := <-answers:
+		var r events.Receipt
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return "", err
+		}
+		return verdict(r.Status, events.Code(r.Code)), nil
+	case <-ctx.Done():
+		return "no answer", nil
+	}
+}
+
+// badManifest has the ODM (holding the device) publish a shipment whose
+// manifest is not what it may ship: the signed manifest with a device
+// taken out of the parcel (slipped-device), or a manifest listing the
+// donor device, which the vendor holds (foreign-device).
+func (s *sim) badManifest(d *SimDevice) (string, error) {
+	signed := &events.Manifest{Containers: []events.Container{{Path: "P-X/C-1", Devices: []string{d.ID, s.donorID}}}}
+	sent := signed
+	if d.Fault == FaultSlippedDevice {
+		sent = &events.Manifest{Containers: []events.Container{{Path: "P-X/C-1", Devices: []string{d.ID}}}}
+	}
+	st, err := events.NewShipmentStatement(events.KindShipmentOffered, odm, events.Shipment{ID: fmt.Sprintf("X-%d", d.Seed), From: odm, To: oem}, signed, time.Now(), events.NewEventID())
+	if err != nil {
+		return "", err
+	}
+	env, err := events.Sign(s.ctx, st, s.n.PKI.Partners[odm].Key, odm)
+	if err != nil {
+		return "", err
+	}
+	parcel, err := events.EncodeParcel(env, sent)
+	if err != nil {
+		return "", err
+	}
+	if d.Fault == FaultForeignDevice {
+		r, err := s.send(odm, parcel)
+		return observed(r, err), nil
+	}
+	// The publisher refuses to send a parcel whose manifest is not the
+	// one signed; an attacker sends it past that check.
+	return s.rawParcel(parcel)
+}
+
+// rawParcel publishes a parcel on the ODM's subject without the
+// publisher's checks and waits for the ledger's answer.
+func (s *sim) rawParcel(parcel []byte) (string, error) {
+	signed, _ := events.OpenMessage(parcel)
+	if signed == nil {
+		return "", errors.New("sim: not a parcel")
+	}
+	nc, err := s.n.Connect(odm)
+	if err != nil {
+		return "", err
+	}
+	defer nc.Close()
+	answers := make(chan *nats.Msg, 1)
+	sub, err := nc.ChanSubscribe(events.RejectionSubject(odm, signed.DigestHex()), answers)
+	if err != nil {
+		return "", err
+	}
+	defer sub.Unsubscribe()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	if _, err := js.Publish(ctx, events.EventSubject(odm, signed.Statement.Target()), parcel); err != nil {
 		return "error: " + err.Error(), nil
 	}
 	select {
