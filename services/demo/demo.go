@@ -1,7 +1,9 @@
 // Package demo runs Custody's walking skeleton end to end: a node (NATS,
 // ledger, stations, gate, DPS emulator) in process, and one custody-agent
 // process per simulated device. A clean device travels vendor → ODM → OEM →
-// EMS → operator and is enrolled at first boot; a second device is offered by
+// EMS → operator (ODM → OEM → EMS on a pallet with the second device: one
+// signed shipment per hop, a sampled receiving inspection) and is enrolled
+// at first boot; a second device is offered by
 // the EMS to two recipients, the second offer is logged as equivocation
 // evidence, the device is flagged and the gate refuses it. Each device's
 // timeline is read back from the ledger and every inclusion proof is
@@ -157,9 +159,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep.Devices = []*DeviceReport{clean, double}
-	for _, d := range rep.Devices {
-		run.factory(d)
-	}
+	run.factory(rep.Devices)
 	run.step(clean, ems, "offer", &station.Request{To: operator})
 	run.step(clean, operator, "accept", nil)
 	run.step(double, ems, "offer", &station.Request{To: operator})
@@ -266,17 +266,70 @@ func (r *runner) stopAgents() {
 
 // factory runs the supply chain up to the EMS: manufacture, assembly,
 // hand-offs vendor → ODM → OEM → EMS, firmware and test.
-func (r *runner) factory(d *DeviceReport) {
-	r.step(d, vendor, "manufacture", nil)
-	r.step(d, vendor, "offer", &station.Request{To: odm})
-	r.step(d, odm, "accept", nil)
-	r.step(d, odm, "stage", &station.Request{Stage: events.StageAssembly, Note: "module assembly, line 3"})
-	r.step(d, odm, "offer", &station.Request{To: oem})
-	r.step(d, oem, "accept", nil)
-	r.step(d, oem, "offer", &station.Request{To: ems})
-	r.step(d, ems, "accept", nil)
-	r.step(d, ems, "firmware", &station.Request{Image: []byte("custody demo firmware 1.4.2\n")})
-	r.step(d, ems, "stage", &station.Request{Stage: events.StageTestPassed, Note: "end-of-line test"})
+// factory takes the devices from the TPM vendor to the EMS's end-of-line
+// test: each is manufactured, handed to the ODM and assembled (quoted);
+// the ODM ships them to the OEM on one pallet (one signed shipment, a
+// carton each: boxed devices are not powered, so no quote), the OEM
+// quotes a sample at receiving inspection and accepts the pallet, and
+// ships it on to the EMS, which programs and tests each device (quoted).
+func (r *runner) factory(ds []*DeviceReport) {
+	for _, d := range ds {
+		r.step(d, vendor, "manufacture", nil)
+		r.step(d, vendor, "offer", &station.Request{To: odm})
+		r.step(d, odm, "accept", nil)
+		r.step(d, odm, "stage", &station.Request{Stage: events.StageAssembly, Note: "module assembly, line 3"})
+	}
+	offer := r.ship(ds, odm, "ship", &station.Request{Shipment: "PO-4471-P1", To: oem})
+	r.step(ds[0], oem, "stage", &station.Request{Stage: events.StageReceivingInspection, Note: "sample 1 of 2"})
+	r.ship(ds, oem, "accept-shipment", &station.Request{Offer: offer})
+	offer = r.ship(ds, oem, "ship", &station.Request{Shipment: "PO-5120-P1", To: ems})
+	r.ship(ds, ems, "accept-shipment", &station.Request{Offer: offer})
+	for _, d := range ds {
+		r.step(d, ems, "firmware", &station.Request{Image: []byte("custody demo firmware 1.4.2\n")})
+		r.step(d, ems, "stage", &station.Request{Stage: events.StageTestPassed, Note: "end-of-line test"})
+	}
+}
+
+// ship calls a shipment operation for the devices (pallet P1, one carton
+// each) and records the answer for each; it returns the shipment event's
+// digest (an offer's, for the acceptance).
+func (r *runner) ship(ds []*DeviceReport, partner, op string, req *station.Request) string {
+	if r.err != nil {
+		return ""
+	}
+	req.Manifest = &events.Manifest{}
+	for i, d := range ds {
+		req.Manifest.Containers = append(req.Manifest.Containers, events.Container{Path: fmt.Sprintf("P1/C%d", i+1), Devices: []string{d.ID}})
+	}
+	c := station.NewClient(r.n.URL()+"/stations/"+partner, r.n.HTTPClient(partner))
+	resp, err := c.Call(r.ctx, op, req)
+	s := Step{Partner: partner, Op: op}
+	var rej *station.RejectedError
+	switch {
+	case errors.As(err, &rej):
+		s.Status, s.Code, s.Reason = rej.Receipt.Status, rej.Receipt.Code, rej.Receipt.Reason
+	case err != nil:
+		r.err = fmt.Errorf("pallet: %s %s: %w", partner, op, err)
+		return ""
+	default:
+		s.Status = resp.Receipt.Status
+	}
+	for _, d := range ds {
+		d.Steps = append(d.Steps, s)
+	}
+	what := "pallet of " + fmt.Sprint(len(ds))
+	if req.To != "" {
+		what += " → " + req.To
+	}
+	line := fmt.Sprintf("%-9s  %-14s %-12s %s", "pallet", partner, op+" "+what, s.Status)
+	if s.Code != "" {
+		line += " (" + s.Code + ": " + s.Reason + ")"
+	}
+	fmt.Fprintln(r.out, line)
+	if resp == nil || resp.Receipt == nil {
+		return ""
+	}
+	return resp.Receipt.Digest
 }
 
 // step calls one station operation over its HTTP API and records the answer.
@@ -447,6 +500,12 @@ func status(e ledger.VerifiedEntry) string {
 func Summary(st *events.Statement) string {
 	p := st.Predicate
 	switch {
+	case p.Shipment != nil && p.Kind == events.KindShipmentOffered:
+		return fmt.Sprintf("shipment %s of %d device(s) to %s", p.Shipment.ID, p.Shipment.Devices, p.Shipment.To)
+	case p.Shipment != nil && p.Kind == events.KindShipmentAccepted:
+		return fmt.Sprintf("shipment %s of %d device(s) accepted from %s", p.Shipment.ID, p.Shipment.Devices, p.Shipment.From)
+	case p.Shipment != nil:
+		return fmt.Sprintf("shipment %s: %d device(s) withdrawn", p.Shipment.ID, p.Shipment.Devices)
 	case p.Handoff != nil && p.Kind == events.KindHandoffOffered:
 		return "offer to " + p.Handoff.To
 	case p.Handoff != nil:

@@ -68,8 +68,8 @@ func TestDemoEndToEnd(t *testing.T) {
 		}
 		return strings.Join(k, ",")
 	}
-	wantA := "tpm.manufactured,handoff.offered,handoff.accepted,stage.recorded,handoff.offered,handoff.accepted," +
-		"handoff.offered,handoff.accepted,stage.recorded,stage.recorded,handoff.offered,handoff.accepted,device.enrolled"
+	wantA := "tpm.manufactured,handoff.offered,handoff.accepted,stage.recorded,shipment.offered,stage.recorded,shipment.accepted," +
+		"shipment.offered,shipment.accepted,stage.recorded,stage.recorded,handoff.offered,handoff.accepted,device.enrolled"
 	if got := kinds(a); got != wantA {
 		t.Errorf("device A timeline:\n got %s\nwant %s", got, wantA)
 	}

@@ -531,7 +531,7 @@ func (s *sim) raw(d *SimDevice) (string, error) {
 	defer nc.Close()
 	data := []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"bm90IGpzb24=","signatures":[]}`)
 	if d.Fault == FaultOversized {
-		data = make([]byte, events.MaxEnvelopeSize+1024)
+		data = make([]byte, events.MaxMessageSize+1024)
 		_, _ = rand.Read(data)
 	}
 	sum := events.RawDigest(data)
