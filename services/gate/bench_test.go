@@ -96,8 +96,13 @@ type gateFigures struct {
 	FinishCPUMs    float64 `json:"gate_finish_cpu_ms"`
 	ChallengeCPUMs float64 `json:"gate_challenge_cpu_ms"`
 	DeviceCPUMs    float64 `json:"gate_device_cpu_ms_per_decision"`
-	LedgerDevices  int     `json:"gate_ledger_devices"`
-	Decisions      int     `json:"gate_decisions"`
+	// CPU per set of the ceiling's ops, and its ratio to an enrollment's
+	// CPU (gate process and device side): the ratio without the drift of
+	// the other processes' load between the timed phases and the ceiling's.
+	CeilingCPUMs  float64 `json:"gate_ceiling_cpu_ms"`
+	CPURatio      float64 `json:"gate_cpu_ratio"`
+	LedgerDevices int     `json:"gate_ledger_devices"`
+	Decisions     int     `json:"gate_decisions"`
 }
 
 // writeGateFigures writes f as JSON to file, if file is set.
@@ -333,8 +338,10 @@ func btoi(b bool) int {
 //     timed challenge and decision phases together), ceiling/s (sets of the
 //     cryptographic operations one enrollment strictly needs, ceilingOps,
 //     run on GOMAXPROCS goroutines for ceilingSlice after every round) and
-//     ratio, enrollments/s over ceiling/s. CUSTODY_BENCH_GATE_OUT=file also
-//     writes them as JSON (gateFigures).
+//     ratio, enrollments/s over ceiling/s; ceiling-cpu-ms, the CPU of one
+//     set, and cpu-ratio, that over the CPU of an enrollment (gate process
+//     and device side), which the load of other processes does not skew.
+//     CUSTODY_BENCH_GATE_OUT=file also writes them as JSON (gateFigures).
 //
 // CUSTODY_BENCH_CPUPROFILE=file profiles the gate process over each timed
 // phase of decisions, into file.0, file.1, …
@@ -369,7 +376,7 @@ func BenchmarkGateDecisions(b *testing.B) {
 	var alloc uint64
 	var ceil *ceiling
 	var ceilSets int64
-	var ceilWall time.Duration
+	var ceilWall, ceilCPU time.Duration
 	b.StopTimer()
 	for done := 0; done < b.N; {
 		k := min(s.swtpm, b.N-done)
@@ -422,9 +429,10 @@ func BenchmarkGateDecisions(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		sets, w := ceil.measure(ceilingSlice)
+		sets, w, c := ceil.measure(ceilingSlice)
 		ceilSets += sets
 		ceilWall += w
+		ceilCPU += c
 	}
 	// Every decision must have been an enrollment.
 	var refused []string
@@ -475,11 +483,19 @@ func BenchmarkGateDecisions(b *testing.B) {
 	b.ReportMetric(gateRate, "enrollments/s")
 	b.ReportMetric(ceilRate, "ceiling/s")
 	b.ReportMetric(gateRate/ceilRate, "ratio")
+	// The same in CPU, which other processes' load on the machine does not
+	// skew: the ceiling's CPU per set against the CPU of an enrollment in
+	// the gate process and the device side.
+	ceilCPUms := ms(ceilCPU, int(ceilSets))
+	enrollCPUms := ms(cpu+beginCPU+deviceCPU, len(lat))
+	b.ReportMetric(ceilCPUms, "ceiling-cpu-ms")
+	b.ReportMetric(ceilCPUms/enrollCPUms, "cpu-ratio")
 	if err := writeGateFigures(os.Getenv(envGateOut), gateFigures{
 		DecisionsPerS: gateRate, CeilingPerS: ceilRate, Ratio: gateRate / ceilRate,
 		CryptoOps: ceilingOps, CPUMsPerDecision: ms(cpu+beginCPU, len(lat)),
 		FinishPerS: rate, FinishCPUMs: ms(cpu, len(lat)), ChallengeCPUMs: ms(beginCPU, challenges),
 		DeviceCPUMs: ms(deviceCPU, len(lat)), LedgerDevices: s.ledger, Decisions: len(lat),
+		CeilingCPUMs: ceilCPUms, CPURatio: ceilCPUms / enrollCPUms,
 	}); err != nil {
 		b.Fatal(err)
 	}

@@ -187,12 +187,12 @@ func newCeiling(nd *node.Node) (*ceiling, error) {
 }
 
 // measure runs every op of one decision, over and over, on GOMAXPROCS
-// goroutines for d, and returns the decisions' worth of crypto done and
-// the wall time it took.
-func (c *ceiling) measure(d time.Duration) (sets int64, wall time.Duration) {
+// goroutines for d, and returns the decisions' worth of crypto done, the
+// wall time it took and the process's CPU meanwhile.
+func (c *ceiling) measure(d time.Duration) (sets int64, wall, cpu time.Duration) {
 	var total atomic.Int64
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			n := int64(0)
@@ -208,5 +208,5 @@ func (c *ceiling) measure(d time.Duration) (sets int64, wall time.Duration) {
 		})
 	}
 	wg.Wait()
-	return total.Load(), time.Since(start)
+	return total.Load(), time.Since(start), processCPU() - cpu0
 }
