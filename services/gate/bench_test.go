@@ -76,7 +76,46 @@ const (
 	envBulkProcs     = "CUSTODY_BENCH_BULK_PROCS"
 	envCPUProfile    = "CUSTODY_BENCH_CPUPROFILE"
 	envHelper        = "CUSTODY_GATE_BENCH_HELPER"
+	envGateOut       = "CUSTODY_BENCH_GATE_OUT"
 )
+
+// ceilingSlice is how long the crypto ceiling is measured after each round.
+const ceilingSlice = 500 * time.Millisecond
+
+// gateFigures are the benchmark's figures as another harness reads them
+// (CUSTODY_BENCH_GATE_OUT). A decision here is a whole enrollment: both
+// registration calls, the rate over their timed phases.
+type gateFigures struct {
+	DecisionsPerS    float64  `json:"gate_decisions_per_s"`
+	CeilingPerS      float64  `json:"gate_ceiling_per_s"`
+	Ratio            float64  `json:"gate_ratio"`
+	CryptoOps        []string `json:"gate_crypto_ops_per_decision"`
+	CPUMsPerDecision float64  `json:"gate_cpu_ms_per_decision"`
+	// The authorised call alone, as decisions/s reports it, and the parts.
+	FinishPerS     float64 `json:"gate_finish_per_s"`
+	FinishCPUMs    float64 `json:"gate_finish_cpu_ms"`
+	ChallengeCPUMs float64 `json:"gate_challenge_cpu_ms"`
+	DeviceCPUMs    float64 `json:"gate_device_cpu_ms_per_decision"`
+	// CPU per set of the ceiling's ops, and its ratio to an enrollment's
+	// CPU (gate process and device side): the ratio without the drift of
+	// the other processes' load between the timed phases and the ceiling's.
+	CeilingCPUMs  float64 `json:"gate_ceiling_cpu_ms"`
+	CPURatio      float64 `json:"gate_cpu_ratio"`
+	LedgerDevices int     `json:"gate_ledger_devices"`
+	Decisions     int     `json:"gate_decisions"`
+}
+
+// writeGateFigures writes f as JSON to file, if file is set.
+func writeGateFigures(file string, f gateFigures) error {
+	if file == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, append(b, '\n'), 0o644)
+}
 
 // benchDevice is one swtpm-backed device, in the device-side process.
 type benchDevice struct {
@@ -294,6 +333,15 @@ func btoi(b bool) int {
 //   - the baseline, measured in the same run in this process: ECDSA P-256
 //     verifies per second on all cores, decisions/s as a ratio to it, and
 //     verify-equiv: the CPU of a decision in units of one verify's CPU.
+//   - the gate against its crypto ceiling, both from this run:
+//     enrollments/s (whole enrollments: the rounds' decisions over the
+//     timed challenge and decision phases together), ceiling/s (sets of the
+//     cryptographic operations one enrollment strictly needs, ceilingOps,
+//     run on GOMAXPROCS goroutines for ceilingSlice after every round) and
+//     ratio, enrollments/s over ceiling/s; ceiling-cpu-ms, the CPU of one
+//     set, and cpu-ratio, that over the CPU of an enrollment (gate process
+//     and device side), which the load of other processes does not skew.
+//     CUSTODY_BENCH_GATE_OUT=file also writes them as JSON (gateFigures).
 //
 // CUSTODY_BENCH_CPUPROFILE=file profiles the gate process over each timed
 // phase of decisions, into file.0, file.1, …
@@ -326,6 +374,9 @@ func BenchmarkGateDecisions(b *testing.B) {
 	var lat []time.Duration
 	challenges, rounds := 0, 0
 	var alloc uint64
+	var ceil *ceiling
+	var ceilSets int64
+	var ceilWall, ceilCPU time.Duration
 	b.StopTimer()
 	for done := 0; done < b.N; {
 		k := min(s.swtpm, b.N-done)
@@ -370,6 +421,18 @@ func BenchmarkGateDecisions(b *testing.B) {
 		deviceCPU += time.Duration(r.CPUNanos)
 		lat = append(lat, s.timing.reset()...)
 		done += k
+		// Untimed: the crypto ceiling, after every round, so that it sees
+		// the machine as the round did.
+		if ceil == nil {
+			var err error
+			if ceil, err = newCeiling(s.n); err != nil {
+				b.Fatal(err)
+			}
+		}
+		sets, w, c := ceil.measure(ceilingSlice)
+		ceilSets += sets
+		ceilWall += w
+		ceilCPU += c
 	}
 	// Every decision must have been an enrollment.
 	var refused []string
@@ -412,6 +475,30 @@ func BenchmarkGateDecisions(b *testing.B) {
 	b.ReportMetric(rate/verifies, "ratio-to-verify/s")
 	b.ReportMetric(float64(cpu)/float64(len(lat))/float64(verifyCPU), "verify-equiv")
 	b.ReportMetric(float64(s.ledger), "ledger-devices")
+	// The gate against its own crypto ceiling: whole enrollments (the
+	// first call, whose MakeCredential the ceiling counts, and the
+	// decision) per second, against the ceiling's sets of ops per second.
+	gateRate := float64(len(lat)) / (beginWall + wall).Seconds()
+	ceilRate := float64(ceilSets) / ceilWall.Seconds()
+	b.ReportMetric(gateRate, "enrollments/s")
+	b.ReportMetric(ceilRate, "ceiling/s")
+	b.ReportMetric(gateRate/ceilRate, "ratio")
+	// The same in CPU, which other processes' load on the machine does not
+	// skew: the ceiling's CPU per set against the CPU of an enrollment in
+	// the gate process and the device side.
+	ceilCPUms := ms(ceilCPU, int(ceilSets))
+	enrollCPUms := ms(cpu+beginCPU+deviceCPU, len(lat))
+	b.ReportMetric(ceilCPUms, "ceiling-cpu-ms")
+	b.ReportMetric(ceilCPUms/enrollCPUms, "cpu-ratio")
+	if err := writeGateFigures(os.Getenv(envGateOut), gateFigures{
+		DecisionsPerS: gateRate, CeilingPerS: ceilRate, Ratio: gateRate / ceilRate,
+		CryptoOps: ceilingOps, CPUMsPerDecision: ms(cpu+beginCPU, len(lat)),
+		FinishPerS: rate, FinishCPUMs: ms(cpu, len(lat)), ChallengeCPUMs: ms(beginCPU, challenges),
+		DeviceCPUMs: ms(deviceCPU, len(lat)), LedgerDevices: s.ledger, Decisions: len(lat),
+		CeilingCPUMs: ceilCPUms, CPURatio: ceilCPUms / enrollCPUms,
+	}); err != nil {
+		b.Fatal(err)
+	}
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/gogc:percent"}}
 	metrics.Read(live)
 	b.ReportMetric(float64(live[0].Value.Uint64())/(1<<20), "heap-live-MiB")

@@ -169,12 +169,13 @@ type Gate struct {
 	recordSem  chan struct{}  // bounds the refusal records written at once
 	// publishFn publishes a signed event and waits for the ledger's
 	// receipt: publish, or a test's fake ledger.
-	publishFn   func(ctx context.Context, st *events.Statement) (uint64, error)
-	revocations *revocationFile // nil: revocations the log does not hold are kept in memory only
-	ldevids     ldevids
-	ekMu        sync.RWMutex
-	ekCache     map[[32]byte]ekVerified // SHA-256 of an EK certificate → its verification
-	caChains    caChains                // the verified CA parts of EK certificate chains
+	publishFn    func(ctx context.Context, st *events.Statement) (uint64, error)
+	revocations  *revocationFile // nil: revocations the log does not hold are kept in memory only
+	ldevids      ldevids
+	ekMu         sync.RWMutex
+	ekCache      map[[32]byte]ekVerified // SHA-256 of an EK certificate → its verification
+	caChains     caChains                // the verified CA parts of EK certificate chains
+	ldevidSigner *ldevidSigner
 }
 
 // challenge is one answer of Begin: the credential's secret and the nonce,
@@ -256,6 +257,9 @@ func newGate(cfg Config, publish func(context.Context, *events.Statement) (uint6
 		cfg: cfg, pub: p, challenges: map[string][]*challenge{}, ops: map[string]*operation{},
 		ldevids:   ldevids{byDevice: map[string][]*issuedLDevID{}, bySerial: map[string]*issuedLDevID{}},
 		recordSem: make(chan struct{}, maxRecordsInFlight),
+	}
+	if g.ldevidSigner, err = newLDevIDSigner(cfg.LDevIDCA); err != nil {
+		return nil, err
 	}
 	g.limits = newLimiter(cfg.RefusalLogInterval, cfg.RefusalsPerDevice, cfg.RefusalsPerSource)
 	g.publishFn = g.publish
@@ -784,20 +788,7 @@ func checkCSR(b64, regID string, want crypto.PublicKey) error {
 
 func (g *Gate) issueLDevID(regID string, pub crypto.PublicKey) (*x509.Certificate, error) {
 	now := g.cfg.Now()
-	u, _ := url.Parse("urn:custody:device:" + regID)
-	subject, err := rawSubject(regID)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		RawSubject:  subject,
-		NotBefore:   now.Add(-5 * time.Minute),
-		NotAfter:    now.Add(g.cfg.LDevIDValidity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs:        []*url.URL{u},
-	}
-	return g.cfg.LDevIDCA.Issue(tmpl, pub)
+	return g.ldevidSigner.issue(regID, pub, now.Add(-5*time.Minute), now.Add(g.cfg.LDevIDValidity))
 }
 
 // rawSubject is the DER of the subject CN=regID exactly as crypto/x509
