@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/custodyledger/custody/events"
 )
@@ -20,6 +21,9 @@ import (
 type ReceiptVerifier struct {
 	logKey *ecdsa.PublicKey
 	cert   []byte
+
+	mu   sync.Mutex
+	seen map[string]*Checkpoint // verified checkpoint notes (read-only once stored)
 }
 
 // NewReceiptVerifier returns a verifier of the receipts of events signed
@@ -42,7 +46,7 @@ func NewReceiptVerifier(logKey *ecdsa.PublicKey, cert []byte) (*ReceiptVerifier,
 // recomputed, as the ledger built it, from the envelope's digest and
 // signature: a receipt cannot name the leaf it proves.
 func (v *ReceiptVerifier) VerifyReceipt(signed *events.Signed, r *events.Receipt) error {
-	cp, err := VerifyCheckpoint([]byte(r.Checkpoint), v.logKey)
+	cp, err := v.checkpoint(r.Checkpoint)
 	if err != nil {
 		return fmt.Errorf("%w: %v", events.ErrReceiptCheckpoint, err)
 	}
@@ -57,4 +61,32 @@ func (v *ReceiptVerifier) VerifyReceipt(signed *events.Signed, r *events.Receipt
 		return fmt.Errorf("%w: entry %d of %d: %v", events.ErrReceiptProof, r.LogIndex, cp.Size, err)
 	}
 	return nil
+}
+
+// verifiedCheckpoints bounds a verifier's cache of checkpoints it verified.
+const verifiedCheckpoints = 64
+
+// checkpoint verifies a checkpoint note with the log's key, once: every
+// receipt of one ledger batch carries the same checkpoint, so a publisher
+// with many events in flight (a station, the gate) would otherwise verify
+// the same signature once per event. The cache maps the note's exact bytes
+// to what verified; a note not seen before is verified in full.
+func (v *ReceiptVerifier) checkpoint(note string) (*Checkpoint, error) {
+	v.mu.Lock()
+	cp, ok := v.seen[note]
+	v.mu.Unlock()
+	if ok {
+		return cp, nil
+	}
+	cp, err := VerifyCheckpoint([]byte(note), v.logKey)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	if v.seen == nil || len(v.seen) >= verifiedCheckpoints {
+		v.seen = make(map[string]*Checkpoint, verifiedCheckpoints)
+	}
+	v.seen[note] = cp
+	v.mu.Unlock()
+	return cp, nil
 }
