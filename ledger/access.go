@@ -157,6 +157,11 @@ func (l *Ledger) canReadEntry(reader string, e *Entry) bool {
 // ErrForbidden for anyone else, and ErrUnauthenticated for the anonymous
 // reader. Proofs are built only for the entries the reader gets.
 func (l *Ledger) ProvenanceFor(device, reader string) (*Provenance, error) {
+	return l.ProvenancePageFor(device, reader, Page{})
+}
+
+// ProvenancePageFor is ProvenanceFor limited to a page of the history.
+func (l *Ledger) ProvenancePageFor(device, reader string, page Page) (*Provenance, error) {
 	if reader == "" {
 		return nil, ErrUnauthenticated
 	}
@@ -166,7 +171,7 @@ func (l *Ledger) ProvenanceFor(device, reader string) (*Provenance, error) {
 			return nil
 		}
 		return func(e *Entry) bool { return e.Partner == reader }
-	})
+	}, page)
 	if err != nil {
 		return nil, err
 	}

@@ -72,6 +72,9 @@ func NewBundle(device string, p *Provenance, logKey *ecdsa.PublicKey) (*Bundle, 
 	if err != nil {
 		return nil, err
 	}
+	if p.Next != nil {
+		return nil, errors.New("bundle: a bundle holds a device's whole history, not a page of it")
+	}
 	b := &Bundle{MediaType: BundleMediaType, Device: device, LogID: id, Provenance: p}
 	if _, err := b.verify(logKey); err != nil {
 		return nil, err
@@ -107,6 +110,9 @@ func (b *Bundle) verify(logKey *ecdsa.PublicKey) (*VerifiedBundle, error) {
 	if b.Provenance == nil {
 		return nil, errors.New("bundle: no provenance")
 	}
+	if b.Provenance.Next != nil {
+		return nil, errors.New("bundle: a page of a history, not a whole one")
+	}
 	id, err := LogIDOf(logKey)
 	if err != nil {
 		return nil, err
@@ -118,8 +124,8 @@ func (b *Bundle) verify(logKey *ecdsa.PublicKey) (*VerifiedBundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}
-	if b.Provenance.Device != nil && b.Provenance.Device.ID != b.Device {
-		return nil, fmt.Errorf("bundle: the provenance is of device %s, not %s", b.Provenance.Device.ID, b.Device)
+	if (b.Provenance.Device != nil && b.Provenance.Device.ID != b.Device) || (b.Provenance.DeviceID != "" && b.Provenance.DeviceID != b.Device) {
+		return nil, fmt.Errorf("bundle: the provenance is not of device %s", b.Device)
 	}
 	for i, e := range entries {
 		if e.Statement.Predicate.Shipment != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -81,7 +82,12 @@ func (l *Ledger) Handler() http.Handler {
 		if !ok {
 			return
 		}
-		p, err := l.ProvenanceFor(r.PathValue("id"), reader)
+		page, perr := parsePage(r)
+		if perr != "" {
+			httpError(w, http.StatusBadRequest, "bad-request", perr)
+			return
+		}
+		p, err := l.ProvenancePageFor(r.PathValue("id"), reader, page)
 		if accessError(w, err) {
 			return
 		}
@@ -189,4 +195,26 @@ func parseCertOrKey(blk *pem.Block) (any, error) {
 		return x509.ParsePKIXPublicKey(blk.Bytes)
 	}
 	return nil, errors.New("unknown PEM block " + blk.Type)
+}
+
+// parsePage reads ?after=<log index>&limit=<1..MaxPage> (both optional:
+// without limit, the whole history).
+func parsePage(r *http.Request) (Page, string) {
+	var p Page
+	q := r.URL.Query()
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return p, "after: a log index (a decimal integer)"
+		}
+		p.After, p.HasAfter = n, true
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPage {
+			return p, fmt.Sprintf("limit: 1 to %d entries", MaxPage)
+		}
+		p.Limit = n
+	}
+	return p, ""
 }

@@ -34,23 +34,41 @@ type ProvenEntry struct {
 // Provenance is a device's history: its state and every entry about it,
 // each with an inclusion proof against one signed checkpoint.
 type Provenance struct {
+	// DeviceID is the device the history is about (Device, its state, is
+	// withheld from a reader who no longer holds it).
+	DeviceID   string        `json:"deviceId"`
 	Device     *Device       `json:"device"`
 	TreeSize   uint64        `json:"treeSize"`
 	RootHash   []byte        `json:"rootHash"`
 	Checkpoint string        `json:"checkpoint"`
 	Entries    []ProvenEntry `json:"entries"`
+	// Next is set when the history continues past this page: ask again
+	// with after = Next (Page).
+	Next *uint64 `json:"next,omitempty"`
 }
+
+// Page selects part of a device's history: the entries with a log index
+// above After (all when HasAfter is false), at most Limit of them (0: no
+// limit).
+type Page struct {
+	After    uint64
+	HasAfter bool
+	Limit    int
+}
+
+// MaxPage bounds a page of a device's history served over the APIs.
+const MaxPage = 1000
 
 // Provenance returns a device's history against the current checkpoint.
 func (l *Ledger) Provenance(device string) (*Provenance, error) {
-	return l.provenance(device, nil)
+	return l.provenance(device, nil, Page{})
 }
 
 // provenance is Provenance limited to the entries a filter keeps: filter
 // (if not nil) is called once with the device's state and returns which
 // entries to keep (nil: all). Entries are read first and proofs are built
 // only for those kept.
-func (l *Ledger) provenance(device string, filter func(dev *Device) func(*Entry) bool) (*Provenance, error) {
+func (l *Ledger) provenance(device string, filter func(dev *Device) func(*Entry) bool, page Page) (*Provenance, error) {
 	head := l.Head()
 	dev, err := l.cfg.Store.Device(device)
 	if err != nil {
@@ -64,12 +82,20 @@ func (l *Ledger) provenance(device string, filter func(dev *Device) func(*Entry)
 	if err != nil {
 		return nil, err
 	}
-	p := &Provenance{Device: dev, TreeSize: head.Size, RootHash: head.Root, Checkpoint: string(head.Checkpoint)}
+	p := &Provenance{DeviceID: device, Device: dev, TreeSize: head.Size, RootHash: head.Root, Checkpoint: string(head.Checkpoint)}
 	var in []uint64
 	var entries []*Entry
 	for _, i := range idx {
 		if i >= head.Size { // committed after the head we read
 			continue
+		}
+		if page.HasAfter && i <= page.After {
+			continue
+		}
+		if page.Limit > 0 && len(in) == page.Limit {
+			next := in[len(in)-1]
+			p.Next = &next
+			break
 		}
 		e, err := l.cfg.Store.Entry(i)
 		if err != nil {
@@ -164,10 +190,11 @@ func VerifyProvenance(p *Provenance, logKey *ecdsa.PublicKey) ([]VerifiedEntry, 
 			return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
 		}
 		if st.Predicate.Shipment != nil {
-			if p.Device == nil {
-				return nil, nil, fmt.Errorf("entry %d: a shipment in a history without its device", e.Index)
+			device := p.DeviceID
+			if device == "" && p.Device != nil {
+				device = p.Device.ID
 			}
-			if err := verifyManifestProof(e.ManifestProof, p.Device.ID, st); err != nil {
+			if err := verifyManifestProof(e.ManifestProof, device, st); err != nil {
 				return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
 			}
 		}

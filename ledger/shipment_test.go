@@ -228,6 +228,13 @@ func TestShipments(t *testing.T) {
 		wantCode(t, "inspection", nil, err, events.StatusRejected, events.CodeEvidence)
 	})
 
+	// A former holder reads its own entries (its shipments among them),
+	// without the device's state, and they verify.
+	if p, err := n.Ledger.ProvenanceFor(ids[4], "orbit-odm"); err != nil || p.Device != nil {
+		t.Fatalf("orbit-odm's part of the history: %v", err)
+	} else if entries, _, err := ledger.VerifyProvenance(p, &n.PKI.LogKey.PublicKey); err != nil || len(entries) != 3 {
+		t.Fatalf("orbit-odm's entries: %d, %v", len(entries), err)
+	}
 	tpmTrust, err := attest.ParseBundle(n.PKI.EKTrustBundle())
 	if err != nil {
 		t.Fatal(err)
@@ -275,6 +282,68 @@ func TestShipments(t *testing.T) {
 			if _, err := ledger.NewBundle(ids[1], &other, logKey); err == nil {
 				t.Fatalf("device %s's shipment proofs verified for %s", c.id, ids[1])
 			}
+		}
+	}
+}
+
+// TestProvenancePages: a device's history read a page at a time is the
+// whole history, each page verifying on its own; a page is never a
+// bundle; a bad page request is a 400.
+func TestProvenancePages(t *testing.T) {
+	ctx := context.Background()
+	srv := simAgent(t, 7300)
+	n, stop := startNode(t, ctx, t.TempDir())
+	defer stop()
+	r := must(t, "manufacture")(n.Stations["acme-tpm"].Manufacture(ctx, srv.URL))
+	for range 6 {
+		must(t, "stage")(n.Stations["acme-tpm"].RecordStage(ctx, srv.URL, events.StageTestPassed, ""))
+	}
+	whole, err := n.Ledger.Provenance(r.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logKey := &n.PKI.LogKey.PublicKey
+	var got []uint64
+	page := ledger.Page{Limit: 3}
+	for pages := 0; ; pages++ {
+		p, err := n.Ledger.ProvenancePageFor(r.Target, "acme-tpm", page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ledger.VerifyProvenance(p, logKey); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range p.Entries {
+			got = append(got, e.Index)
+		}
+		if p.Next == nil {
+			break
+		}
+		if _, err := ledger.NewBundle(r.Target, p, logKey); err == nil {
+			t.Fatal("a page made a bundle")
+		}
+		page = ledger.Page{After: *p.Next, HasAfter: true, Limit: 3}
+		if pages > 5 {
+			t.Fatal("paging does not end")
+		}
+	}
+	if len(got) != len(whole.Entries) || len(got) != 7 {
+		t.Fatalf("pages hold %v, the history %d entries", got, len(whole.Entries))
+	}
+	for i, e := range whole.Entries {
+		if got[i] != e.Index {
+			t.Fatalf("pages %v differ from the history", got)
+		}
+	}
+	hc := n.HTTPClient("acme-tpm")
+	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "after=-1"} {
+		resp, err := hc.Get(n.URL() + "/ledger/v1/devices/" + r.Target + "/provenance?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Fatalf("%s: %d, want 400", q, resp.StatusCode)
 		}
 	}
 }
