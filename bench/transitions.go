@@ -53,6 +53,8 @@ type TransitionsConfig struct {
 	PalletMin int
 	PalletMax int
 	Carton    int
+	// CPUProfile, if set, receives a CPU profile of the timed phase.
+	CPUProfile string
 }
 
 // TransitionsResult is what the run measured.
@@ -272,6 +274,16 @@ func measureTransitions(ctx context.Context, n *node.Node, dir string, cfg Trans
 	start := n.Ledger.Head()
 	want := start.Size + uint64(len(msgs))
 	runtime.GC()
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+	}
 	cpu0 := cpuTime()
 	t1 := time.Now()
 	for _, m := range msgs {
@@ -290,6 +302,9 @@ func measureTransitions(ctx context.Context, n *node.Node, dir string, cfg Trans
 		time.Sleep(time.Millisecond)
 	}
 	dur := time.Since(t1)
+	if cfg.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	res.Seconds = dur.Seconds()
 	res.TransitionsPerS = float64(res.Transitions) / dur.Seconds()
 	res.EventsPerS = float64(len(msgs)) / dur.Seconds()
@@ -350,18 +365,7 @@ func transitionsOnly(devices int, out, cpuProfile string) error {
 	case err := <-done:
 		return fmt.Errorf("node: %w", err)
 	}
-	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	res, err := measureTransitions(ctx, n, dir, TransitionsConfig{Devices: devices, PalletMin: 100, PalletMax: 1000})
+	res, err := measureTransitions(ctx, n, dir, TransitionsConfig{Devices: devices, PalletMin: 100, PalletMax: 1000, CPUProfile: cpuProfile})
 	if err != nil {
 		return err
 	}

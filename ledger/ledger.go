@@ -100,8 +100,9 @@ type Ledger struct {
 	head Head
 	rng  *compact.Range // right edge of the tree at head.Size (ingest loop only)
 
-	facts *facts     // immutable facts for the parallel verification (prepare.go)
-	ids   identities // verified client-certificate chains (identity.go)
+	facts  *facts            // immutable facts for the parallel verification (prepare.go)
+	chains attest.ChainCache // the verified CA parts of EK and IAK certificate chains
+	ids    identities        // verified client-certificate chains (identity.go)
 
 	// answer sends a publisher its receipt or rejection: a NATS publish
 	// (publish); tests of the rules without NATS replace it.

@@ -98,7 +98,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			if !roleMay(signer.Role, p.Kind) {
 				return nil, fail("role %s may not publish %s", signer.Role, p.Kind)
 			}
-			d, rerr := checkManufactured(trust.TPMTrust, at, s, nonce)
+			d, rerr := checkManufactured(trust.TPMTrust, nil, at, s, nonce)
 			if rerr != nil {
 				return nil, fail("%v", rerr)
 			}

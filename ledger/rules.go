@@ -426,20 +426,22 @@ func (b *batch) manufactured(pr *prepared, device string, v *verdict) (*verdict,
 // certificate chain, device ID, IAK certificate, and a quote by that IAK
 // binding this event (nonce). It returns the device the record creates.
 func (l *Ledger) checkManufactured(s *events.Signed, nonce []byte) (*Device, *RuleError) {
-	return checkManufactured(l.cfg.TPMTrust, l.cfg.Now(), s, nonce)
+	return checkManufactured(l.cfg.TPMTrust, &l.chains, l.cfg.Now(), s, nonce)
 }
 
 // checkManufactured verifies a birth record against a TPM trust bundle at
 // time now: EK and IAK certificate chains and their binding, the device ID,
 // and the quote by the IAK over nonce. It returns the new device's state.
-func checkManufactured(trust *attest.Bundle, now time.Time, s *events.Signed, nonce []byte) (*Device, *RuleError) {
+// chains remembers the CA parts of chains verified (nil: none; every
+// device of a vendor hangs under the same CAs, attest.ChainCache).
+func checkManufactured(trust *attest.Bundle, chains *attest.ChainCache, now time.Time, s *events.Signed, nonce []byte) (*Device, *RuleError) {
 	m := s.Statement.Predicate.Manufactured
 	device := s.Statement.Device()
 	ek, err := attest.ParseEKCertificate(m.EKCertificate)
 	if err != nil {
 		return nil, reject(events.CodeEKChain, "EK certificate: %v", err)
 	}
-	if _, err := ek.Verify(trust, now); err != nil {
+	if _, err := chains.Verify(ek.Cert, trust, now, func(b *attest.Bundle) ([][]*x509.Certificate, error) { return ek.Verify(b, now) }); err != nil {
 		return nil, reject(events.CodeEKChain, "EK certificate does not chain to the TPM trust bundle: %v", err)
 	}
 	ekPub, _, err := attest.PublicKeyFromTPMT(m.EKPublic)
@@ -461,7 +463,7 @@ func checkManufactured(trust *attest.Bundle, now time.Time, s *events.Signed, no
 	if err != nil {
 		return nil, reject(events.CodeIAKCertificate, "%v", err)
 	}
-	if _, err := iakCert.Verify(trust, now); err != nil {
+	if _, err := chains.Verify(iakCert.Cert, trust, now, func(b *attest.Bundle) ([][]*x509.Certificate, error) { return iakCert.Verify(b, now) }); err != nil {
 		return nil, reject(events.CodeIAKCertificate, "IAK certificate does not chain to the TPM trust bundle: %v", err)
 	}
 	if err := iakCert.MatchesEK(ek); err != nil {

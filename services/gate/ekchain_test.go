@@ -104,15 +104,15 @@ func TestCAChainsAgreeWithFullVerification(t *testing.T) {
 	if _, err := cc.verify(issueEK(t, mfg, now.Add(-hour), now.Add(5*year), nil), bundle, now); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(cc.byIssuer[string(mfg.Cert.RawSubject)]); n != 1 {
+	if n := cc.Remembered(mfg.Cert.RawSubject); n != 1 {
 		t.Fatalf("%d CA parts remembered for the manufacturing CA, want 1", n)
 	}
 	for cname, ek := range cases {
 		for tname, at := range times {
 			_, full := ek.Verify(bundle, at)
-			before := cc.shortcuts.Load()
+			before := cc.Shortcuts()
 			chains, got := cc.verify(ek, bundle, at)
-			took := cc.shortcuts.Load() > before
+			took := cc.Shortcuts() > before
 			if (got == nil) != (full == nil) {
 				t.Errorf("%s at %s: shortcut verification says %v, full verification %v", cname, tname, got, full)
 				continue
@@ -163,7 +163,7 @@ func TestCAChainsSkipNameConstraints(t *testing.T) {
 	if _, err := cc.verify(ek, bundle, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if len(cc.byIssuer) != 0 {
+	if cc.RememberedIssuers() != 0 {
 		t.Fatal("a CA part with name constraints was remembered")
 	}
 }
