@@ -263,8 +263,11 @@ func (l *Ledger) prepare(pr *prepared) {
 	}
 	if s.Manifest != nil {
 		// A shipment carries no quote; what the verifiers can do for it is
-		// build each device's path to the manifest root.
-		pr.manifest, pr.proofs, pr.nonceErr = encodeManifest(s.Manifest)
+		// build each device's path to the manifest root, once its signature
+		// verified (the applier checks again what it could not know).
+		if pr.sigOK {
+			pr.manifest, pr.proofs, pr.nonceErr = encodeManifest(s.Manifest)
+		}
 		return
 	}
 	if p.Kind == events.KindDeviceEnrolled {

@@ -79,6 +79,14 @@ func (b *batch) shipment(pr *prepared, signer *Partner, v *verdict) (*verdict, e
 	if pr.nonceErr != nil {
 		return nil, pr.nonceErr
 	}
+	if pr.proofs == nil {
+		// The verifiers did not build the proofs (the signature was checked
+		// against a certificate the sequential state does not hold).
+		var rerr *RuleError
+		if pr.manifest, pr.proofs, rerr = encodeManifest(s.Manifest); rerr != nil {
+			return nil, rerr
+		}
+	}
 	if sh.From != p.Partner && p.Kind != events.KindShipmentAccepted {
 		return nil, reject(events.CodeNotCustodian, "a shipment is offered or withdrawn by its sender (%s), not %s", sh.From, p.Partner)
 	}
