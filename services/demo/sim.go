@@ -524,19 +524,25 @@ func (s *sim) attack(d *SimDevice, dev *device.Client, assembly *events.Receipt)
 // raw publishes bytes that are not a custody envelope on the ODM's subject
 // and waits for the ledger's (or JetStream's) answer.
 func (s *sim) raw(d *SimDevice) (string, error) {
-	nc, err := s.n.Connect(odm)
-	if err != nil {
-		return "", err
-	}
-	defer nc.Close()
 	data := []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"bm90IGpzb24=","signatures":[]}`)
 	if d.Fault == FaultOversized {
 		data = make([]byte, events.MaxMessageSize+1024)
 		_, _ = rand.Read(data)
 	}
-	sum := events.RawDigest(data)
+	return s.publishRaw(events.EventSubject(odm, d.ID), data, events.RawDigest(data))
+}
+
+// publishRaw publishes data on an ODM subject as the ODM, without the
+// publisher's checks, and waits for the ledger's rejection of digest (or
+// JetStream's refusal).
+func (s *sim) publishRaw(subject string, data []byte, digest string) (string, error) {
+	nc, err := s.n.Connect(odm)
+	if err != nil {
+		return "", err
+	}
+	defer nc.Close()
 	answers := make(chan *nats.Msg, 1)
-	sub, err := nc.ChanSubscribe(events.RejectionSubject(odm, sum), answers)
+	sub, err := nc.ChanSubscribe(events.RejectionSubject(odm, digest), answers)
 	if err != nil {
 		return "", err
 	}
@@ -547,7 +553,7 @@ func (s *sim) raw(d *SimDevice) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
-	if _, err := js.Publish(ctx, events.EventSubject(odm, d.ID), data); err != nil {
+	if _, err := js.Publish(ctx, subject, data); err != nil {
 		if errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
 			return "refused/jetstream-max-size", nil
 		}
@@ -603,36 +609,7 @@ func (s *sim) rawParcel(parcel []byte) (string, error) {
 	if signed == nil {
 		return "", errors.New("sim: not a parcel")
 	}
-	nc, err := s.n.Connect(odm)
-	if err != nil {
-		return "", err
-	}
-	defer nc.Close()
-	answers := make(chan *nats.Msg, 1)
-	sub, err := nc.ChanSubscribe(events.RejectionSubject(odm, signed.DigestHex()), answers)
-	if err != nil {
-		return "", err
-	}
-	defer sub.Unsubscribe()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
-	defer cancel()
-	if _, err := js.Publish(ctx, events.EventSubject(odm, signed.Statement.Target()), parcel); err != nil {
-		return "error: " + err.Error(), nil
-	}
-	select {
-	case m := <-answers:
-		var r events.Receipt
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return "", err
-		}
-		return verdict(r.Status, events.Code(r.Code)), nil
-	case <-ctx.Done():
-		return "no answer", nil
-	}
+	return s.publishRaw(events.EventSubject(odm, signed.Statement.Target()), parcel, signed.DigestHex())
 }
 
 // tamperedPCRs has the EMS record firmware with PCR values the TPM did not
