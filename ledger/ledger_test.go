@@ -352,23 +352,14 @@ func TestCustodyRules(t *testing.T) {
 	}
 
 	t.Run("offline replay of the custody rules", func(t *testing.T) {
-		b, err := ledger.NewBundle(e.device, prov, logKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := json.Marshal(b)
-		vb, err := ledger.VerifyBundle(data, logKey)
-		if err != nil {
-			t.Fatal(err)
-		}
 		tpmTrust, err := attest.ParseBundle(n.PKI.EKTrustBundle())
 		if err != nil {
 			t.Fatal(err)
 		}
 		trust := ledger.OfflineTrust{TPMTrust: tpmTrust, Consortium: n.PKI.ConsortiumCA.Cert}
-		st, err := vb.Replay(trust)
+		b, st, err := bundleReplay(e.device, prov, logKey, trust)
 		if err != nil {
-			t.Fatalf("replay: %v", err)
+			t.Fatalf("bundle and replay: %v", err)
 		}
 		if st.Custodian != prov.Device.Custodian || st.Flag == nil || st.Flag.Reason != "equivocation" {
 			t.Fatalf("replayed state %+v, ledger's %+v", st, prov.Device)
@@ -398,7 +389,7 @@ func TestCustodyRules(t *testing.T) {
 		}
 		// Another consortium's CA does not vouch for these partners.
 		other := n.PKI.WebTrustRoot.Cert
-		if _, err := vb.Replay(ledger.OfflineTrust{TPMTrust: tpmTrust, Consortium: other}); err == nil {
+		if _, _, err := bundleReplay(e.device, prov, logKey, ledger.OfflineTrust{TPMTrust: tpmTrust, Consortium: other}); err == nil {
 			t.Error("replay accepted partner certificates from another CA")
 		}
 	})

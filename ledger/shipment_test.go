@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -259,18 +260,9 @@ func TestShipments(t *testing.T) {
 		if got := strings.Join(kinds, " "); got != c.kinds {
 			t.Fatalf("device %s history:\n got %s\nwant %s", c.id, got, c.kinds)
 		}
-		b, err := ledger.NewBundle(c.id, prov, logKey)
+		_, got, err := bundleReplay(c.id, prov, logKey, trust)
 		if err != nil {
-			t.Fatal(err)
-		}
-		data, _ := json.Marshal(b)
-		vb, err := ledger.VerifyBundle(data, logKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := vb.Replay(trust)
-		if err != nil {
-			t.Fatalf("replay of %s: %v", c.id, err)
+			t.Fatalf("bundle of %s: %v", c.id, err)
 		}
 		if got.Custodian != c.custodian || (got.Flag != nil) != c.flagged {
 			t.Fatalf("replayed %s: custodian %s flag %+v", c.id, got.Custodian, got.Flag)
@@ -346,4 +338,20 @@ func TestProvenancePages(t *testing.T) {
 			t.Fatalf("%s: %d, want 400", q, resp.StatusCode)
 		}
 	}
+}
+
+// bundleReplay writes a device's provenance into a bundle, reads it back
+// and verifies it, then replays the custody rules offline.
+func bundleReplay(device string, prov *ledger.Provenance, logKey *ecdsa.PublicKey, trust ledger.OfflineTrust) (*ledger.Bundle, *ledger.Device, error) {
+	b, err := ledger.NewBundle(device, prov, logKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, _ := json.Marshal(b)
+	vb, err := ledger.VerifyBundle(data, logKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := vb.Replay(trust)
+	return b, st, err
 }
