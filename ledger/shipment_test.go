@@ -19,6 +19,7 @@ import (
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/station"
 )
 
 // openSim serves one simulated device's factory API until the returned
@@ -208,7 +209,11 @@ func TestShipments(t *testing.T) {
 
 	// A double-sold carton: offered to orbit-odm, then to nova-oem.
 	must(t, "ship carton 1")(e.station("acme-tpm").Ship(ctx, "S-2", "orbit-odm", carton1))
-	_, err = e.station("acme-tpm").Ship(ctx, "S-2b", "nova-oem", carton1)
+	var pending *station.PendingOfferError
+	if _, err := e.station("acme-tpm").Ship(ctx, "S-2b", "nova-oem", carton1); !errors.As(err, &pending) {
+		t.Fatalf("the station signed a second sale of a pending carton: %v", err)
+	}
+	_, err = e.station("acme-tpm").EquivocateShipment(ctx, "S-2b", "nova-oem", carton1)
 	wantCode(t, "double sale", nil, err, events.StatusEvidence, events.CodeEquivocation)
 	for _, id := range ids[:2] {
 		if d := state(id); d.Flag == nil || d.Flag.Reason != "equivocation" {

@@ -252,7 +252,7 @@ Flags:
 	note := fs.String("note", "", "free text (stage, flag, clear)")
 	image := fs.String("image", "", "firmware image file (firmware)")
 	reason := fs.String("reason", "", "lost, stolen, rma, compromised, … (flag, clear)")
-	equivocate := fs.Bool("equivocate", false, "offer even while the device has an offer from this partner pending: the ledger logs it as equivocation evidence and flags the device (offer; for tests of the ledger)")
+	equivocate := fs.Bool("equivocate", false, "offer even while the device (for ship: the manifest's first device) has an offer from this partner pending elsewhere: the ledger logs it as equivocation evidence and flags the device(s) (offer, ship; for tests of the ledger)")
 	if len(args) == 0 {
 		fs.Usage()
 		return usageErrorf("station call: missing the operation: one of %s", strings.Join(station.Operations, ", "))

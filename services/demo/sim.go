@@ -399,7 +399,7 @@ func (s *sim) run(d *SimDevice) error {
 		return err
 	}
 	if d.Fault == FaultDoubleSold {
-		_, err := st(odm).Ship(ctx, fmt.Sprintf("S-%d-again", d.Seed), grey, pallet)
+		_, err := st(odm).EquivocateShipment(ctx, fmt.Sprintf("S-%d-again", d.Seed), grey, pallet)
 		d.Event = observed(nil, err)
 	}
 	if _, err := runOps(

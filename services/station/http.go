@@ -172,6 +172,9 @@ func (s *Station) Handler() http.Handler {
 	route("/v1/withdraw", func(ctx context.Context, r *Request) (*Result, error) { return s.Withdraw(ctx, r.Agent) })
 	route("/v1/accept", func(ctx context.Context, r *Request) (*Result, error) { return s.Accept(ctx, r.Agent) })
 	route("/v1/ship", func(ctx context.Context, r *Request) (*Result, error) {
+		if r.Equivocate {
+			return s.EquivocateShipment(ctx, r.Shipment, r.To, r.Manifest)
+		}
 		return s.Ship(ctx, r.Shipment, r.To, r.Manifest)
 	})
 	route("/v1/accept-shipment", func(ctx context.Context, r *Request) (*Result, error) {
@@ -243,15 +246,18 @@ func (r *Request) Check(op string) (field, rule string) {
 		}
 	}
 	if r.Equivocate && op != "offer" {
-		return "equivocate", "only an offer can be made as a deliberate equivocation"
+		return "equivocate", "only an offer or a shipment can be made as a deliberate equivocation"
 	}
 	return "", ""
 }
 
 // checkShipment checks the request of a shipment operation.
 func (r *Request) checkShipment(op string) (field, rule string) {
-	if r.Agent != "" || r.Stage != "" || len(r.Image) > 0 || r.Reason != "" || r.Equivocate {
-		return "agent", op + " contacts no device: it takes a manifest, not an agent, stage, image, reason or equivocate"
+	if r.Agent != "" || r.Stage != "" || len(r.Image) > 0 || r.Reason != "" {
+		return "agent", op + " contacts no device: it takes a manifest, not an agent, stage, image or reason"
+	}
+	if r.Equivocate && op != "ship" {
+		return "equivocate", "only an offer or a shipment can be made as a deliberate equivocation"
 	}
 	if err := r.Manifest.Check(); err != nil {
 		return "manifest", err.Error()

@@ -19,8 +19,35 @@ import (
 // parts on with Ship.
 
 // Ship offers the devices of m, packed as m says, to partner to as
-// shipment id: one shipment.offered, signed once.
+// shipment id: one shipment.offered, signed once. Like Offer, it refuses
+// unsigned (a *PendingOfferError) when the manifest's first device has an
+// offer from this partner to another recipient pending: the ledger would
+// log the shipment as a double sale and flag every device in it (a
+// mistyped recipient for a whole pallet). Only the first device is read,
+// so that a station reading the ledger over HTTP can ship a pallet without
+// a round trip per device; the ledger judges every device.
 func (s *Station) Ship(ctx context.Context, id, to string, m *events.Manifest) (*Result, error) {
+	if err := m.Check(); err != nil {
+		return nil, fmt.Errorf("station: manifest: %w", err)
+	}
+	first := m.Items()[0].Device
+	state, err := s.cfg.Ledger.Device(first)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		// Unknown to the ledger: it refuses the shipment with its rule.
+	case err != nil:
+		return nil, fmt.Errorf("station: reading device %s's state to check for a pending offer: %w", first, err)
+	case state.Pending != nil && state.Pending.From == s.cfg.Name && state.Pending.To != to:
+		return nil, &PendingOfferError{Device: first, Pending: *state.Pending}
+	}
+	return s.EquivocateShipment(ctx, id, to, m)
+}
+
+// EquivocateShipment is Ship without the check for a pending offer: a
+// shipment of devices pending elsewhere is logged as a double sale and
+// flags every device in it. It exists to test the ledger and the gate
+// (the simulator's double-sold pallet).
+func (s *Station) EquivocateShipment(ctx context.Context, id, to string, m *events.Manifest) (*Result, error) {
 	sh := events.Shipment{ID: id, From: s.cfg.Name, To: to}
 	return s.signShipment(ctx, events.KindShipmentOffered, sh, m)
 }
