@@ -25,6 +25,7 @@ const v1Base = "https://custodyledger.dev/schemas/custody/v1/"
 var (
 	once     sync.Once
 	compiled map[string]*jsonschema.Schema
+	fast     map[string]*fastSchema // by kind; absent: the general validator only (fast.go)
 	loadErr  error
 )
 
@@ -59,6 +60,7 @@ func load() {
 		}
 	}
 	compiled = make(map[string]*jsonschema.Schema, len(kinds))
+	fast = make(map[string]*fastSchema, len(kinds))
 	for _, k := range kinds {
 		s, err := c.Compile(v1Base + k + ".json")
 		if err != nil {
@@ -66,6 +68,10 @@ func load() {
 			return
 		}
 		compiled[k] = s
+		// A fresh memo per kind: a failed compilation leaves partial nodes.
+		if f, err := compileFast(s, map[*jsonschema.Schema]*fastSchema{}); err == nil {
+			fast[k] = f
+		}
 	}
 }
 
@@ -171,6 +177,9 @@ func ValidateDocument(kind string, doc any) error {
 	s, ok := compiled[kind]
 	if !ok {
 		return &ValidationError{Kind: kind, Detail: fmt.Sprintf("unknown event kind %q", kind)}
+	}
+	if f := fast[kind]; f != nil && f.valid(doc, 0) {
+		return nil // fast.go: an acceptance by the fast validator is final
 	}
 	if err := s.Validate(doc); err != nil {
 		detail := err.Error()
