@@ -112,10 +112,24 @@ type Results struct {
 	// ECDSAVerifyPerSec is the mean of ECDSAVerifyBefore and
 	// ECDSAVerifyAfter: P-256 verifications per second with GOMAXPROCS
 	// goroutines, measured immediately before and after the ingest phase.
-	ECDSAVerifyPerSec  float64 `json:"ecdsaP256VerifyPerSecAllCores"`
-	ECDSAVerifyBefore  float64 `json:"ecdsaP256VerifyPerSecBeforeIngest"`
-	ECDSAVerifyAfter   float64 `json:"ecdsaP256VerifyPerSecAfterIngest"`
-	VerifiesPerEvent   int     `json:"verifiesPerEvent"`
+	ECDSAVerifyPerSec float64 `json:"ecdsaP256VerifyPerSecAllCores"`
+	ECDSAVerifyBefore float64 `json:"ecdsaP256VerifyPerSecBeforeIngest"`
+	ECDSAVerifyAfter  float64 `json:"ecdsaP256VerifyPerSecAfterIngest"`
+	VerifiesPerEvent  int     `json:"verifiesPerEvent"`
+	// CPU (this process's user+system) per verification in the two
+	// measurements, and their mean: unlike the rates, not moved by other
+	// processes taking cores.
+	VerifyCPUBefore float64 `json:"verifyCpuMicrosBeforeIngest"`
+	VerifyCPUAfter  float64 `json:"verifyCpuMicrosAfterIngest"`
+	VerifyCPUMicros float64 `json:"verifyCpuMicros"`
+	// CPUBoundRatio is VerifiesPerEvent × VerifyCPUMicros ÷
+	// CPUMicrosPerEvent: the share of ingest's CPU that is the two
+	// verifications, which is the ratio to the ceiling ingest would reach
+	// if it kept every core busy.
+	CPUBoundRatio float64 `json:"cpuBoundRatio"`
+	// ForeignCPUPct is the share of the machine's CPU time that other
+	// processes took during the ingest phase (/proc/stat).
+	ForeignCPUPct      float64 `json:"foreignCpuPctDuringIngest"`
 	CryptoCeiling      float64 `json:"cryptoCeilingEventsPerSec"`
 	CeilingRatio       float64 `json:"verifiedIngestToCryptoCeilingRatio"`
 	RawPublishPerSec   float64 `json:"rawJetStreamAsyncPublishPerSec"`
@@ -356,7 +370,7 @@ func run(cfg config) error {
 	start := n.Ledger.Head()
 	want := start.Size + uint64(len(msgs))
 	runtime.GC()
-	res.ECDSAVerifyBefore = verifyRate(cryptoWindow)
+	res.ECDSAVerifyBefore, res.VerifyCPUBefore = verifyRate(cryptoWindow)
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
 		if err != nil {
@@ -367,6 +381,7 @@ func run(cfg config) error {
 		}
 	}
 	cpu0 = cpuTime()
+	foreign := startForeignCPU()
 	t0 = time.Now()
 	for _, m := range msgs {
 		if _, err := pjs.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id)); err != nil {
@@ -399,7 +414,7 @@ func run(cfg config) error {
 	if cfg.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
-	res.ECDSAVerifyAfter = verifyRate(cryptoWindow)
+	res.ECDSAVerifyAfter, res.VerifyCPUAfter = verifyRate(cryptoWindow)
 	res.IngestPerSec = float64(len(msgs)) / dur.Seconds()
 	res.IngestRatio = res.IngestPerSec / res.RawPublishPerSec
 	res.ECDSAVerifyPerSec = (res.ECDSAVerifyBefore + res.ECDSAVerifyAfter) / 2
@@ -407,6 +422,9 @@ func run(cfg config) error {
 	res.CryptoCeiling = res.ECDSAVerifyPerSec / VerifiesPerEvent
 	res.CeilingRatio = res.IngestPerSec / res.CryptoCeiling
 	res.CPUMicrosPerEvent = float64(cpuIngest.Microseconds()) / float64(len(msgs))
+	res.VerifyCPUMicros = (res.VerifyCPUBefore + res.VerifyCPUAfter) / 2
+	res.CPUBoundRatio = VerifiesPerEvent * res.VerifyCPUMicros / res.CPUMicrosPerEvent
+	res.ForeignCPUPct = foreign.stop()
 	res.Commits = commits
 	res.RSSMiB, res.PeakRSSMiB = rss()
 	head := n.Ledger.Head()
@@ -663,7 +681,8 @@ func printTable(r *Results) {
 	row(fmt.Sprintf("  crypto ceiling (%d P-256 verifies/event)", r.VerifiesPerEvent), fmt.Sprintf("%.0f events/s (%.0f verifies/s on all cores, mean of %.0f before and %.0f after ingest): ingest at %.2f× of it",
 		r.CryptoCeiling, r.ECDSAVerifyPerSec, r.ECDSAVerifyBefore, r.ECDSAVerifyAfter, r.CeilingRatio))
 	row("  publish phase into the events stream", fmt.Sprintf("%.0f msgs/s", r.PublishPhasePerSec))
-	row("  CPU per event (whole process)", fmt.Sprintf("%.0f µs", r.CPUMicrosPerEvent))
+	row("  CPU per event (whole process)", fmt.Sprintf("%.0f µs, of which %d verifies %.0f µs (%.2f of it); other processes took %.0f%% of the machine",
+		r.CPUMicrosPerEvent, r.VerifiesPerEvent, float64(r.VerifiesPerEvent)*r.VerifyCPUMicros, r.CPUBoundRatio, r.ForeignCPUPct))
 	row("  checkpoints observed", fmt.Sprint(r.Commits))
 	row("provenance query with proofs", fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (%d entries/device)", r.ProvenanceP50ms, r.ProvenanceP99ms, r.ProvenanceEntries))
 	row("receipt (entry + inclusion proof)", fmt.Sprintf("p50 %.0f µs, p99 %.0f µs", r.ReceiptP50us, r.ReceiptP99us))
@@ -701,7 +720,7 @@ const cryptoWindow = 2 * time.Second
 // ledger makes them (ecdsa.VerifyASN1 over a SHA-256 digest). The bench
 // runs it immediately before and after the ingest phase, so that the
 // ceiling and the ingest it is compared with share the machine's load.
-func verifyRate(window time.Duration) float64 {
+func verifyRate(window time.Duration) (perSec, cpuMicrosPer float64) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	d := make([]byte, 32)
 	_, _ = rand.Read(d)
@@ -710,6 +729,7 @@ func verifyRate(window time.Duration) float64 {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	total := 0
+	cpu0 := cpuTime()
 	t0 := time.Now()
 	deadline := t0.Add(window)
 	for range workers {
@@ -731,7 +751,56 @@ func verifyRate(window time.Duration) float64 {
 		}()
 	}
 	wg.Wait()
-	return float64(total) / time.Since(t0).Seconds()
+	secs := time.Since(t0).Seconds()
+	return float64(total) / secs, float64((cpuTime() - cpu0).Microseconds()) / float64(total)
+}
+
+// foreignCPU measures the CPU time other processes take over a span: the
+// machine's busy time (/proc/stat) less this process's.
+type foreignCPU struct {
+	busy0, total0 uint64
+	self0         time.Duration
+}
+
+func startForeignCPU() *foreignCPU {
+	f := &foreignCPU{self0: cpuTime()}
+	f.busy0, f.total0 = procStat()
+	return f
+}
+
+// stop returns the other processes' share of the machine's CPU time since
+// start, in percent (0 when /proc/stat is not readable).
+func (f *foreignCPU) stop() float64 {
+	busy, total := procStat()
+	self := cpuTime() - f.self0
+	if total <= f.total0 {
+		return 0
+	}
+	tick := 1e9 / 100.0 // USER_HZ
+	foreign := float64(busy-f.busy0) - float64(self.Nanoseconds())/tick
+	return max(0, 100*foreign/float64(total-f.total0))
+}
+
+// procStat returns the machine's busy and total CPU time in ticks.
+func procStat() (busy, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 5 || fields[0] != "cpu" {
+		return 0, 0
+	}
+	for i, f := range fields[1:] {
+		var v uint64
+		_, _ = fmt.Sscan(f, &v)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
 }
 
 func waitAsync(ctx context.Context, js jetstream.JetStream) error {

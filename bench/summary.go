@@ -110,6 +110,11 @@ func summarize(dir string) (*summary, error) {
 		s.context["events"] = r.Events
 		s.context["devices"] = r.Devices
 		s.context["cpu_us_per_event"] = r.CPUMicrosPerEvent
+		if r.VerifyCPUMicros > 0 {
+			s.context["verify_cpu_us"] = r.VerifyCPUMicros
+			s.context["cpu_bound_ratio"] = r.CPUBoundRatio
+			s.context["foreign_cpu_pct_during_ingest"] = r.ForeignCPUPct
+		}
 		if r.ECDSAVerifyBefore > 0 && r.ECDSAVerifyAfter > 0 && r.VerifiesPerEvent > 0 {
 			s.context["crypto_verifies_per_s_before_ingest"] = r.ECDSAVerifyBefore
 			s.context["crypto_verifies_per_s_after_ingest"] = r.ECDSAVerifyAfter
