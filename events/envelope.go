@@ -13,6 +13,8 @@ import (
 	"fmt"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+
+	"github.com/custodyledger/custody/schemas"
 )
 
 // MaxEnvelopeSize bounds a custody event on the wire (and the JetStream
@@ -102,9 +104,11 @@ func Open(raw []byte) (*Signed, error) {
 	if len(raw) > MaxEnvelopeSize {
 		return nil, fmt.Errorf("%w: envelope of %d bytes exceeds %d", ErrMalformed, len(raw), MaxEnvelopeSize)
 	}
-	var env Envelope
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	env, ok := decodeEnvelope(raw)
+	if !ok {
+		if err := json.Unmarshal(raw, &env); err != nil {
+			return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+		}
 	}
 	if env.PayloadType != PayloadType {
 		return nil, fmt.Errorf("%w: payloadType %q, want %q", ErrMalformed, env.PayloadType, PayloadType)
@@ -135,6 +139,49 @@ func Open(raw []byte) (*Signed, error) {
 		Statement: st,
 		Digest:    Digest(env.PayloadType, payload),
 	}, nil
+}
+
+// decodeEnvelope decodes an envelope of the usual shape (exactly the keys
+// payload, payloadType and signatures, each signature exactly keyid and
+// sig, all strings) from its generic form (schemas.Decode), which is
+// cheaper than encoding/json's decoding into the struct; the result is
+// the same. Any other shape (ok false) is left to encoding/json, with its
+// rules: keys matched without regard to case, unknown keys ignored, null
+// as the zero value.
+func decodeEnvelope(raw []byte) (env Envelope, ok bool) {
+	doc, err := schemas.Decode(raw)
+	if err != nil {
+		return env, false
+	}
+	m, _ := doc.(map[string]any)
+	if len(m) != 3 {
+		return env, false
+	}
+	env.PayloadType, ok = m["payloadType"].(string)
+	if !ok {
+		return env, false
+	}
+	if env.Payload, ok = m["payload"].(string); !ok {
+		return env, false
+	}
+	sigs, ok := m["signatures"].([]any)
+	if !ok {
+		return env, false
+	}
+	env.Signatures = make([]dsse.Signature, len(sigs))
+	for i, s := range sigs {
+		sm, _ := s.(map[string]any)
+		if len(sm) != 2 {
+			return env, false
+		}
+		if env.Signatures[i].KeyID, ok = sm["keyid"].(string); !ok {
+			return env, false
+		}
+		if env.Signatures[i].Sig, ok = sm["sig"].(string); !ok {
+			return env, false
+		}
+	}
+	return env, true
 }
 
 // ErrBadSignature reports an envelope signature that does not verify.

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -221,6 +222,29 @@ func FuzzOpen(f *testing.F) {
 		}
 		if events.Digest(events.PayloadType, s.Payload) != s.Digest {
 			t.Fatal("digest is not a function of the payload")
+		}
+	})
+}
+
+// FuzzDecodeEnvelope holds Open's envelope decoding to encoding/json's
+// decoding into the DSSE envelope.
+func FuzzDecodeEnvelope(f *testing.F) {
+	f.Add([]byte(`{"payload":"eyJ9","payloadType":"application/vnd.in-toto+json","signatures":[{"keyid":"acme","sig":"MEUC"}]}`))
+	f.Add([]byte(`{"payloadType":"x","payload":"","signatures":[]}`))
+	f.Add([]byte(`{"payload":"a","Payload":"b","signatures":[]}`))
+	f.Add([]byte(`{"payload":"a","payloadType":null,"signatures":[]}`))
+	f.Add([]byte(`{"payload":"a","payloadType":"b","signatures":[{"keyid":"k","sig":"s","x":1}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := events.DecodeEnvelopeForTest(b)
+		if !ok {
+			return
+		}
+		var want events.Envelope
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatalf("%q: decoded, encoding/json refuses it: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: decoded %#v, encoding/json %#v", b, got, want)
 		}
 	})
 }

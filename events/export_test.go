@@ -1,0 +1,4 @@
+package events
+
+// DecodeEnvelopeForTest is decodeEnvelope, for the external tests.
+var DecodeEnvelopeForTest = decodeEnvelope

@@ -1,0 +1,204 @@
+package schemas
+
+import (
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// decodeSimple decodes the JSON documents custody events are made of in
+// one pass over the bytes, into exactly what Decode's general decoder
+// (encoding/json with UseNumber) returns for them: map[string]any, []any,
+// string, json.Number, bool, nil. It handles the common subset only and
+// says so (ok false) otherwise, and the caller then decodes with the
+// general decoder: strings with a backslash escape, a control character or
+// invalid UTF-8, nesting deeper than maxSimpleDepth, and anything that is
+// not valid JSON. FuzzDecode holds it to the general decoder.
+func decodeSimple(b []byte) (v any, ok bool) {
+	d := simpleDecoder{b: b}
+	v, ok = d.value(0)
+	if !ok {
+		return nil, false
+	}
+	d.space()
+	return v, d.i == len(d.b)
+}
+
+const maxSimpleDepth = 100
+
+type simpleDecoder struct {
+	b []byte
+	i int
+}
+
+func (d *simpleDecoder) space() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+func (d *simpleDecoder) value(depth int) (any, bool) {
+	d.space()
+	if d.i >= len(d.b) || depth > maxSimpleDepth {
+		return nil, false
+	}
+	switch c := d.b[d.i]; {
+	case c == '{':
+		d.i++
+		m := map[string]any{}
+		d.space()
+		if d.i < len(d.b) && d.b[d.i] == '}' {
+			d.i++
+			return m, true
+		}
+		for {
+			d.space()
+			k, ok := d.string()
+			if !ok {
+				return nil, false
+			}
+			d.space()
+			if d.i >= len(d.b) || d.b[d.i] != ':' {
+				return nil, false
+			}
+			d.i++
+			v, ok := d.value(depth + 1)
+			if !ok {
+				return nil, false
+			}
+			m[k] = v // a repeated key: the last one wins, as in encoding/json
+			d.space()
+			if d.i >= len(d.b) {
+				return nil, false
+			}
+			switch d.b[d.i] {
+			case ',':
+				d.i++
+			case '}':
+				d.i++
+				return m, true
+			default:
+				return nil, false
+			}
+		}
+	case c == '[':
+		d.i++
+		a := []any{}
+		d.space()
+		if d.i < len(d.b) && d.b[d.i] == ']' {
+			d.i++
+			return a, true
+		}
+		for {
+			v, ok := d.value(depth + 1)
+			if !ok {
+				return nil, false
+			}
+			a = append(a, v)
+			d.space()
+			if d.i >= len(d.b) {
+				return nil, false
+			}
+			switch d.b[d.i] {
+			case ',':
+				d.i++
+			case ']':
+				d.i++
+				return a, true
+			default:
+				return nil, false
+			}
+		}
+	case c == '"':
+		return d.string()
+	case c == 't':
+		return true, d.literal("true")
+	case c == 'f':
+		return false, d.literal("false")
+	case c == 'n':
+		return nil, d.literal("null")
+	case c == '-' || '0' <= c && c <= '9':
+		return d.number()
+	}
+	return nil, false
+}
+
+func (d *simpleDecoder) literal(s string) bool {
+	if len(d.b)-d.i < len(s) || string(d.b[d.i:d.i+len(s)]) != s {
+		return false
+	}
+	d.i += len(s)
+	return true
+}
+
+// string reads a string without escapes, control characters or invalid
+// UTF-8.
+func (d *simpleDecoder) string() (string, bool) {
+	if d.i >= len(d.b) || d.b[d.i] != '"' {
+		return "", false
+	}
+	start := d.i + 1
+	ascii := true
+	for j := start; j < len(d.b); j++ {
+		switch c := d.b[j]; {
+		case c == '"':
+			s := d.b[start:j]
+			if !ascii && !utf8.Valid(s) {
+				return "", false
+			}
+			d.i = j + 1
+			return string(s), true
+		case c == '\\' || c < 0x20:
+			return "", false
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	return "", false
+}
+
+// number reads a JSON number (RFC 8259 grammar) as json.Number.
+func (d *simpleDecoder) number() (any, bool) {
+	b, i := d.b, d.i
+	start := i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && '1' <= b[i] && b[i] <= '9':
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+	default:
+		return nil, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i >= len(b) || b[i] < '0' || b[i] > '9' {
+			return nil, false
+		}
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i >= len(b) || b[i] < '0' || b[i] > '9' {
+			return nil, false
+		}
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+	}
+	d.i = i
+	return json.Number(b[start:i]), true
+}
