@@ -34,6 +34,11 @@ type Signed struct {
 	KeyID     string
 	Statement *Statement
 	Digest    [32]byte
+	// Doc is the payload decoded generically, as schemas.Decode decodes it,
+	// when Open had it decoded so (nil otherwise): the ledger validates the
+	// schema and computes the binding digest on it without parsing the
+	// payload again. Untrusted, as Statement.
+	Doc any
 }
 
 // DigestHex is the event digest in lowercase hex.
@@ -126,11 +131,20 @@ func Open(raw []byte) (*Signed, error) {
 			return nil, fmt.Errorf("%w: signature encoding: %v", ErrMalformed, err)
 		}
 	}
-	st, err := ParseStatement(payload)
-	if err != nil {
-		return nil, err
+	// The payload is decoded once, generically; the statement is built from
+	// that when it can be (fromdoc.go), else parsed by ParseStatement.
+	doc, simple := schemas.DecodeSimple(payload)
+	var st *Statement
+	if simple {
+		st, simple = statementFromDoc(doc)
+	}
+	if !simple {
+		if st, err = ParseStatement(payload); err != nil {
+			return nil, err
+		}
 	}
 	return &Signed{
+		Doc:       doc,
 		Envelope:  &env,
 		Raw:       raw,
 		Payload:   payload,
@@ -143,14 +157,14 @@ func Open(raw []byte) (*Signed, error) {
 
 // decodeEnvelope decodes an envelope of the usual shape (exactly the keys
 // payload, payloadType and signatures, each signature exactly keyid and
-// sig, all strings) from its generic form (schemas.Decode), which is
+// sig, all strings) from its generic form (schemas.DecodeSimple), which is
 // cheaper than encoding/json's decoding into the struct; the result is
 // the same. Any other shape (ok false) is left to encoding/json, with its
 // rules: keys matched without regard to case, unknown keys ignored, null
 // as the zero value.
 func decodeEnvelope(raw []byte) (env Envelope, ok bool) {
-	doc, err := schemas.Decode(raw)
-	if err != nil {
+	doc, ok := schemas.DecodeSimple(raw)
+	if !ok {
 		return env, false
 	}
 	m, _ := doc.(map[string]any)

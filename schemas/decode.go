@@ -5,14 +5,20 @@ import (
 	"unicode/utf8"
 )
 
+// DecodeSimple is the single pass Decode tries first (below): ok only when
+// it decoded payload, and then the value is what Decode returns. Callers
+// that build typed values from the result rely on its refusing repeated
+// keys.
+func DecodeSimple(payload []byte) (doc any, ok bool) { return decodeSimple(payload) }
+
 // decodeSimple decodes the JSON documents custody events are made of in
 // one pass over the bytes, into exactly what Decode's general decoder
 // (encoding/json with UseNumber) returns for them: map[string]any, []any,
 // string, json.Number, bool, nil. It handles the common subset only and
 // says so (ok false) otherwise, and the caller then decodes with the
 // general decoder: strings with a backslash escape, a control character or
-// invalid UTF-8, nesting deeper than maxSimpleDepth, and anything that is
-// not valid JSON. FuzzDecode holds it to the general decoder.
+// invalid UTF-8, an object with a repeated key, nesting deeper than
+// maxSimpleDepth, and anything that is not valid JSON. FuzzDecode holds it to the general decoder.
 func decodeSimple(b []byte) (v any, ok bool) {
 	d := simpleDecoder{b: b}
 	v, ok = d.value(0)
@@ -70,7 +76,13 @@ func (d *simpleDecoder) value(depth int) (any, bool) {
 			if !ok {
 				return nil, false
 			}
-			m[k] = v // a repeated key: the last one wins, as in encoding/json
+			if _, dup := m[k]; dup {
+				// encoding/json keeps the last, but decoding into a struct
+				// merges repeated objects: callers that build typed values
+				// from this (events.Open) must not see repeated keys.
+				return nil, false
+			}
+			m[k] = v
 			d.space()
 			if d.i >= len(d.b) {
 				return nil, false

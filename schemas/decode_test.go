@@ -1,4 +1,4 @@
-package schemas
+package schemas_test
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/custodyledger/custody/schemas"
 )
 
 // FuzzDecode holds the single-pass decoder to encoding/json: whatever it
@@ -23,7 +25,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		want, werr := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-		got, ok := decodeSimple(b)
+		got, ok := schemas.DecodeSimple(b)
 		if !ok {
 			return // the general decoder's answer stands
 		}
@@ -40,7 +42,7 @@ func FuzzDecode(f *testing.F) {
 func TestDecodeSimpleTakesStatements(t *testing.T) {
 	for kind, doc := range sampleStatements(t) {
 		b, _ := json.Marshal(doc)
-		if _, ok := decodeSimple(b); !ok {
+		if _, ok := schemas.DecodeSimple(b); !ok {
 			t.Errorf("%s: not decoded in a single pass", kind)
 		}
 	}

@@ -1,4 +1,4 @@
-package schemas
+package schemas_test
 
 import (
 	"encoding/json"
@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/schemas"
 )
 
 // fastKinds are the kinds whose schemas the fast validator compiles today;
@@ -25,13 +24,8 @@ var fastKinds = []string{
 }
 
 func TestFastValidatorCompiles(t *testing.T) {
-	if _, err := Kinds(); err != nil {
-		t.Fatal(err)
-	}
 	for _, k := range fastKinds {
-		if fast[k] == nil {
-			s := compiled[k]
-			_, err := compileFast(s, map[*jsonschema.Schema]*fastSchema{})
+		if ok, err := schemas.FastValidator(k); !ok {
 			t.Errorf("%s: no fast validator: %v", k, err)
 		}
 	}
@@ -40,9 +34,6 @@ func TestFastValidatorCompiles(t *testing.T) {
 // sampleStatements returns a valid statement of every kind, decoded as
 // Decode does.
 func sampleStatements(t testing.TB) map[string]any {
-	if _, err := Kinds(); err != nil {
-		t.Fatal(err)
-	}
 	dev := strings.Repeat("ab", 32)
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 	ev := &events.Evidence{Attest: make([]byte, 145), Signature: make([]byte, 72), PCRs: map[string][]byte{"0": make([]byte, 32), "7": make([]byte, 32)}}
@@ -86,7 +77,7 @@ func sampleStatements(t testing.TB) map[string]any {
 		if err != nil {
 			t.Fatal(err)
 		}
-		doc, err := Decode(b)
+		doc, err := schemas.Decode(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,10 +87,7 @@ func sampleStatements(t testing.TB) map[string]any {
 }
 
 // general is the general validator's verdict.
-func general(kind string, doc any) bool {
-	once.Do(load)
-	return compiled[kind].Validate(doc) == nil
-}
+func general(kind string, doc any) bool { return schemas.GeneralValid(kind, doc) == nil }
 
 // TestFastValidatorAgrees mutates valid statements of every kind, many
 // times, and checks that the fast validator accepts exactly what the
@@ -116,9 +104,9 @@ func TestFastValidatorAgrees(t *testing.T) {
 	for _, kind := range fastKinds {
 		doc := samples[kind]
 		if !general(kind, doc) {
-			t.Fatalf("%s: the sample is invalid: %v", kind, compiled[kind].Validate(doc))
+			t.Fatalf("%s: the sample is invalid: %v", kind, schemas.GeneralValid(kind, doc))
 		}
-		if !fast[kind].valid(doc, 0) {
+		if !schemas.FastValid(kind, doc) {
 			t.Fatalf("%s: the fast validator refuses the valid sample", kind)
 		}
 		accepted := 0
@@ -127,7 +115,7 @@ func TestFastValidatorAgrees(t *testing.T) {
 			for range 1 + rng.IntN(3) {
 				m = mutate(rng, m, samples)
 			}
-			g, f := general(kind, m), fast[kind].valid(m, 0)
+			g, f := general(kind, m), schemas.FastValid(kind, m)
 			if g != f {
 				b, _ := json.Marshal(m)
 				t.Fatalf("%s, mutation %d: general %v, fast %v on %s", kind, i, g, f, b)
@@ -148,12 +136,12 @@ func FuzzFastValidator(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		doc, err := Decode(b)
+		doc, err := schemas.Decode(b)
 		if err != nil {
 			return
 		}
 		for _, kind := range fastKinds {
-			if g, fv := general(kind, doc), fast[kind].valid(doc, 0); g != fv {
+			if g, fv := general(kind, doc), schemas.FastValid(kind, doc); g != fv {
 				t.Fatalf("%s: general %v, fast %v on %s", kind, g, fv, b)
 			}
 		}
