@@ -344,7 +344,7 @@ func run(cfg config) error {
 	cpu0 := cpuTime()
 	t0 = time.Now()
 	for _, m := range msgs {
-		if _, err := ljs.PublishAsync("bench.raw."+m.subject[len(events.EventsPrefix)+1:], m.data, jetstream.WithMsgID(m.id)); err != nil {
+		if _, err := ljs.PublishAsync("bench.raw."+m.subject[len(events.EventsPrefix)+1:], m.data, jetstream.WithMsgID(m.id), stallWait); err != nil {
 			return err
 		}
 	}
@@ -384,7 +384,7 @@ func run(cfg config) error {
 	foreign := startForeignCPU()
 	t0 = time.Now()
 	for _, m := range msgs {
-		if _, err := pjs.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id)); err != nil {
+		if _, err := pjs.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id), stallWait); err != nil {
 			return err
 		}
 	}
@@ -705,6 +705,10 @@ func printTable(r *Results) {
 	row("event generation (quotes over HTTP)", fmt.Sprintf("%.1f s", r.GenerateSeconds))
 	fmt.Println()
 }
+
+// stallWait lets an async publish wait for the broker's acks as long as a
+// loaded machine needs (the client's default gives up after 200 ms).
+var stallWait = jetstream.WithStallWait(time.Minute)
 
 // VerifiesPerEvent is the number of P-256 ECDSA verifications the ledger
 // makes for one device event: the partner's DSSE signature and the device's
