@@ -20,6 +20,7 @@ func DecodeSimple(payload []byte) (doc any, ok bool) { return decodeSimple(paylo
 // invalid UTF-8, an object with a repeated key, nesting deeper than
 // maxSimpleDepth, and anything that is not valid JSON. FuzzDecode holds it to the general decoder.
 func decodeSimple(b []byte) (v any, ok bool) {
+	once.Do(load) // internKeys
 	d := simpleDecoder{b: b}
 	v, ok = d.value(0)
 	if !ok {
@@ -63,7 +64,7 @@ func (d *simpleDecoder) value(depth int) (any, bool) {
 		}
 		for {
 			d.space()
-			k, ok := d.string()
+			k, ok := d.key()
 			if !ok {
 				return nil, false
 			}
@@ -146,6 +147,34 @@ func (d *simpleDecoder) literal(s string) bool {
 	d.i += len(s)
 	return true
 }
+
+// key reads an object key: a string, as string does, without allocating
+// when it is one of the names the schemas know (internKeys).
+func (d *simpleDecoder) key() (string, bool) {
+	if d.i >= len(d.b) || d.b[d.i] != '"' {
+		return "", false
+	}
+	for j := d.i + 1; j < len(d.b) && j-d.i <= maxInternKey; j++ {
+		if c := d.b[j]; c == '"' {
+			if k, ok := internKeys[string(d.b[d.i+1:j])]; ok {
+				d.i = j + 1
+				return k, true
+			}
+			break
+		} else if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			break
+		}
+	}
+	return d.string()
+}
+
+// internKeys holds the object keys the decoder returns without allocating:
+// the DSSE envelope's and every property name of the schemas (added by
+// load, which decodeSimple runs first); read-only after that.
+var internKeys = map[string]string{"payload": "payload", "payloadType": "payloadType", "signatures": "signatures", "keyid": "keyid", "sig": "sig"}
+
+// maxInternKey bounds the keys looked up in internKeys.
+const maxInternKey = 32
 
 // string reads a string without escapes, control characters or invalid
 // UTF-8.

@@ -51,6 +51,7 @@ func load() {
 			loadErr = fmt.Errorf("schemas: %s: %w", e.Name(), err)
 			return
 		}
+		addPropertyNames(doc)
 		if err := c.AddResource(v1Base+e.Name(), doc); err != nil {
 			loadErr = err
 			return
@@ -71,6 +72,28 @@ func load() {
 		// A fresh memo per kind: a failed compilation leaves partial nodes.
 		if f, err := compileFast(s, map[*jsonschema.Schema]*fastSchema{}); err == nil {
 			fast[k] = f
+		}
+	}
+}
+
+// addPropertyNames adds the property names a schema document declares to
+// internKeys (decode.go).
+func addPropertyNames(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if props, ok := e.(map[string]any); ok && k == "properties" {
+				for name := range props {
+					if len(name) <= maxInternKey {
+						internKeys[name] = name
+					}
+				}
+			}
+			addPropertyNames(e)
+		}
+	case []any:
+		for _, e := range v {
+			addPropertyNames(e)
 		}
 	}
 }
