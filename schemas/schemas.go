@@ -104,21 +104,58 @@ func addPropertyNames(v any) {
 // 1.5 kB of base64 (the LDevID certificate, the quote) under the base64
 // pattern, and matching it with regexp was a fifth of the ledger's JSON
 // work per event. FuzzPatterns holds each loop to its regexp.
+// The names (partner, device, event ID) every event carries are matched by
+// loops too.
 func compilePattern(expr string) (jsonschema.Regexp, error) {
 	switch expr {
 	case base64Pattern:
 		return fastPattern{expr, isBase64}, nil
 	case hex64Pattern:
 		return fastPattern{expr, isHex64}, nil
+	case hex32Pattern:
+		return fastPattern{expr, func(s string) bool { return isHex(s, 32) }}, nil
+	case partnerPattern:
+		return fastPattern{expr, isPartnerName}, nil
+	case deviceSubjectPattern:
+		return fastPattern{expr, func(s string) bool {
+			id, ok := strings.CutPrefix(s, "device:")
+			return ok && isHex64(id)
+		}}, nil
+	case partnerSubjectPattern:
+		return fastPattern{expr, func(s string) bool {
+			name, ok := strings.CutPrefix(s, "partner:")
+			return ok && isPartnerName(name)
+		}}, nil
 	}
 	return regexp.Compile(expr)
 }
 
 // The patterns compilePattern matches without regexp.
 const (
-	base64Pattern = "^[A-Za-z0-9+/]*={0,2}$"
-	hex64Pattern  = "^[0-9a-f]{64}$"
+	base64Pattern         = "^[A-Za-z0-9+/]*={0,2}$"
+	hex64Pattern          = "^[0-9a-f]{64}$"
+	hex32Pattern          = "^[0-9a-f]{32}$"
+	partnerPattern        = "^[a-z0-9][a-z0-9-]{0,63}$"
+	deviceSubjectPattern  = "^device:[0-9a-f]{64}$"
+	partnerSubjectPattern = "^partner:[a-z0-9][a-z0-9-]{0,63}$"
 )
+
+// fastPatterns lists them (FuzzPatterns).
+var fastPatterns = []string{base64Pattern, hex64Pattern, hex32Pattern, partnerPattern, deviceSubjectPattern, partnerSubjectPattern}
+
+// isPartnerName is ^[a-z0-9][a-z0-9-]{0,63}$.
+func isPartnerName(s string) bool {
+	if len(s) < 1 || len(s) > 64 || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 type fastPattern struct {
 	expr  string
@@ -147,8 +184,11 @@ func isBase64(s string) bool {
 }
 
 // isHex64 is ^[0-9a-f]{64}$.
-func isHex64(s string) bool {
-	if len(s) != 64 {
+func isHex64(s string) bool { return isHex(s, 64) }
+
+// isHex is ^[0-9a-f]{n}$.
+func isHex(s string, n int) bool {
+	if len(s) != n {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
