@@ -13,6 +13,8 @@ import (
 	"fmt"
 
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
+
+	"github.com/custodyledger/custody/schemas"
 )
 
 // MaxEnvelopeSize bounds a custody event on the wire (and the JetStream
@@ -32,6 +34,11 @@ type Signed struct {
 	KeyID     string
 	Statement *Statement
 	Digest    [32]byte
+	// Doc is the payload decoded generically, as schemas.Decode decodes it,
+	// when Open had it decoded so (nil otherwise): the ledger validates the
+	// schema and computes the binding digest on it without parsing the
+	// payload again. Untrusted, as Statement.
+	Doc any
 	// Manifest is a shipment's manifest, from its parcel ([OpenMessage]);
 	// nil for every other kind. Parcel is then the parcel's wire form.
 	Manifest *Manifest
@@ -115,9 +122,11 @@ func Open(raw []byte) (*Signed, error) {
 	if len(raw) > MaxEnvelopeSize {
 		return nil, fmt.Errorf("%w: envelope of %d bytes exceeds %d", ErrMalformed, len(raw), MaxEnvelopeSize)
 	}
-	var env Envelope
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	env, ok := decodeEnvelope(raw)
+	if !ok {
+		if err := json.Unmarshal(raw, &env); err != nil {
+			return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+		}
 	}
 	if env.PayloadType != PayloadType {
 		return nil, fmt.Errorf("%w: payloadType %q, want %q", ErrMalformed, env.PayloadType, PayloadType)
@@ -135,11 +144,20 @@ func Open(raw []byte) (*Signed, error) {
 			return nil, fmt.Errorf("%w: signature encoding: %v", ErrMalformed, err)
 		}
 	}
-	st, err := ParseStatement(payload)
-	if err != nil {
-		return nil, err
+	// The payload is decoded once, generically; the statement is built from
+	// that when it can be (fromdoc.go), else parsed by ParseStatement.
+	doc, simple := schemas.DecodeSimple(payload)
+	var st *Statement
+	if simple {
+		st, simple = statementFromDoc(doc)
+	}
+	if !simple {
+		if st, err = ParseStatement(payload); err != nil {
+			return nil, err
+		}
 	}
 	return &Signed{
+		Doc:       doc,
 		Envelope:  &env,
 		Raw:       raw,
 		Payload:   payload,
@@ -148,6 +166,49 @@ func Open(raw []byte) (*Signed, error) {
 		Statement: st,
 		Digest:    Digest(env.PayloadType, payload),
 	}, nil
+}
+
+// decodeEnvelope decodes an envelope of the usual shape (exactly the keys
+// payload, payloadType and signatures, each signature exactly keyid and
+// sig, all strings) from its generic form (schemas.DecodeSimple), which is
+// cheaper than encoding/json's decoding into the struct; the result is
+// the same. Any other shape (ok false) is left to encoding/json, with its
+// rules: keys matched without regard to case, unknown keys ignored, null
+// as the zero value.
+func decodeEnvelope(raw []byte) (env Envelope, ok bool) {
+	doc, ok := schemas.DecodeSimple(raw)
+	if !ok {
+		return env, false
+	}
+	m, _ := doc.(map[string]any)
+	if len(m) != 3 {
+		return env, false
+	}
+	env.PayloadType, ok = m["payloadType"].(string)
+	if !ok {
+		return env, false
+	}
+	if env.Payload, ok = m["payload"].(string); !ok {
+		return env, false
+	}
+	sigs, ok := m["signatures"].([]any)
+	if !ok {
+		return env, false
+	}
+	env.Signatures = make([]dsse.Signature, len(sigs))
+	for i, s := range sigs {
+		sm, _ := s.(map[string]any)
+		if len(sm) != 2 {
+			return env, false
+		}
+		if env.Signatures[i].KeyID, ok = sm["keyid"].(string); !ok {
+			return env, false
+		}
+		if env.Signatures[i].Sig, ok = sm["sig"].(string); !ok {
+			return env, false
+		}
+	}
+	return env, true
 }
 
 // ErrBadSignature reports an envelope signature that does not verify.

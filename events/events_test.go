@@ -9,10 +9,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/schemas"
 )
@@ -255,4 +257,124 @@ func FuzzOpenMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDecodeEnvelope holds Open's envelope decoding to encoding/json's
+// decoding into the DSSE envelope.
+func FuzzDecodeEnvelope(f *testing.F) {
+	f.Add([]byte(`{"payload":"eyJ9","payloadType":"application/vnd.in-toto+json","signatures":[{"keyid":"acme","sig":"MEUC"}]}`))
+	f.Add([]byte(`{"payloadType":"x","payload":"","signatures":[]}`))
+	f.Add([]byte(`{"payload":"a","Payload":"b","signatures":[]}`))
+	f.Add([]byte(`{"payload":"a","payloadType":null,"signatures":[]}`))
+	f.Add([]byte(`{"payload":"a","payloadType":"b","signatures":[{"keyid":"k","sig":"s","x":1}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, ok := events.DecodeEnvelopeForTest(b)
+		if !ok {
+			return
+		}
+		var want events.Envelope
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatalf("%q: decoded, encoding/json refuses it: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: decoded %#v, encoding/json %#v", b, got, want)
+		}
+	})
+}
+
+// FuzzStatementFromDoc holds the statement Open builds from the generic
+// decoding to ParseStatement's: whatever it builds, ParseStatement accepts
+// and parses to the same statement.
+func FuzzStatementFromDoc(f *testing.F) {
+	f.Add([]byte(vectorPayload))
+	dev := strings.Repeat("ab", 32)
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	ev := &events.Evidence{Attest: []byte("attest"), Signature: []byte("sig"), PCRs: map[string][]byte{"0": make([]byte, 32)}}
+	for _, fill := range []func(st *events.Statement){
+		func(st *events.Statement) {
+			st.Predicate.Kind, st.PredicateType = events.KindTPMManufactured, events.PredicateTypePrefix+events.KindTPMManufactured
+			st.Predicate.Manufactured = &events.Manufactured{EKCertificate: []byte("ek"), EKPublic: []byte{}, IAKPublic: []byte("iak"), IAKCertificate: []byte("c"), TPM: attest.TPMInfo{Manufacturer: "id:1", Model: "m", Version: "v"}}
+		},
+		func(st *events.Statement) {
+			st.Predicate.Stage = &events.Stage{Name: events.StageFirmwareProgrammed, FirmwareDigest: dev, PCRs: map[string]string{"0": dev}, Note: "é"}
+		},
+		func(st *events.Statement) {
+			st.Predicate.Kind, st.PredicateType = events.KindHandoffAccepted, events.PredicateTypePrefix+events.KindHandoffAccepted
+			st.Predicate.Stage, st.Predicate.Handoff = nil, &events.Handoff{From: "a", To: "b", Offer: dev}
+		},
+		func(st *events.Statement) {
+			st.Predicate.Kind, st.PredicateType = events.KindDeviceFlagged, events.PredicateTypePrefix+events.KindDeviceFlagged
+			st.Predicate.Stage, st.Predicate.Flag = nil, &events.Flag{Reason: "lost", Note: "n"}
+		},
+		func(st *events.Statement) {
+			st.Predicate.Kind, st.PredicateType = events.KindDeviceEnrolled, events.PredicateTypePrefix+events.KindDeviceEnrolled
+			st.Predicate.Stage, st.Predicate.Enrolled = nil, &events.Enrolled{Operator: "o", RegistrationID: dev, IDScope: "s", Challenge: []byte("c"), LDevIDCertificate: []byte("l")}
+		},
+		func(st *events.Statement) {
+			st.Predicate.Kind, st.PredicateType = events.KindEnrollmentRefused, events.PredicateTypePrefix+events.KindEnrollmentRefused
+			st.Predicate.Stage, st.Predicate.Evidence = nil, nil
+			st.Predicate.Refused = &events.Refused{Operator: "o", RegistrationID: dev, IDScope: "s", Rule: "r", Message: "m"}
+		},
+	} {
+		st := events.NewStatement(events.KindStageRecorded, "delta-ems", dev, now, strings.Repeat("0f", 16))
+		st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed}
+		st.Predicate.Evidence = ev
+		fill(st)
+		b, err := json.Marshal(st)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	reg := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: "delta-ems", Role: "ems", Certificate: []byte("c"), Operator: "x"}, dev, now, strings.Repeat("0f", 16))
+	b, _ := json.Marshal(reg)
+	f.Add(b)
+	f.Add([]byte(`{"_type":"https://in-toto.io/Statement/v1","predicateType":"https://custodyledger.dev/custody/v1/device.flagged","subject":[{"name":"device:` + dev + `","digest":{"sha256":"` + dev + `"}}],"predicate":{"kind":"device.flagged","partner":"a","time":"2026-11-27T10:00:00+02:00","eventId":"x","flag":{"reason":"lost"},"evidence":{"attest":"","signature":"AA==","pcrs":{}}}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		doc, ok := schemas.DecodeSimple(b)
+		if !ok {
+			return
+		}
+		got, ok := events.StatementFromDocForTest(doc)
+		if !ok {
+			return // ParseStatement decides
+		}
+		want, err := events.ParseStatement(b)
+		if err != nil {
+			t.Fatalf("%s: built a statement, ParseStatement refuses it: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: built %+v, ParseStatement %+v", b, got, want)
+		}
+	})
+}
+
+// Open builds the statements publishers send from the generic decoding.
+func TestOpenDecodesOnce(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	dev := strings.Repeat("ab", 32)
+	st := events.NewStatement(events.KindStageRecorded, "delta-ems", dev, time.Now(), events.NewEventID())
+	st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: "line 4"}
+	st.Predicate.Evidence = &events.Evidence{Attest: make([]byte, 145), Signature: make([]byte, 72), PCRs: map[string][]byte{"0": make([]byte, 32)}}
+	env, err := events.Sign(context.Background(), st, key, "delta-ems")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := events.Open(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Doc == nil {
+		t.Fatal("Open did not keep the generic decoding")
+	}
+	if _, ok := events.StatementFromDocForTest(s.Doc); !ok {
+		t.Fatal("the statement was not built from the generic decoding")
+	}
+	want, err := events.ParseStatement(s.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(s.Statement, want) {
+		t.Fatalf("Open: %+v, ParseStatement: %+v", s.Statement, want)
+	}
 }

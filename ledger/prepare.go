@@ -229,8 +229,11 @@ func (l *Ledger) prepare(pr *prepared) {
 	st := s.Statement
 	p := &st.Predicate
 	// One generic parse of the payload serves the schema and the binding
-	// digest.
-	doc, err := schemas.Decode(s.Payload)
+	// digest: Open's, when it made one.
+	doc, err := s.Doc, error(nil)
+	if doc == nil {
+		doc, err = schemas.Decode(s.Payload)
+	}
 	if err == nil {
 		err = schemas.ValidateDocument(p.Kind, doc)
 	}

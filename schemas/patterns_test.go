@@ -10,11 +10,13 @@ import (
 // patterns match.
 func FuzzPatterns(f *testing.F) {
 	for _, s := range []string{"", "=", "==", "===", "QUJD", "QUI=", "QQ==", "QQ===", "a=b", "QUJD\n", "\nQUJD", "é",
-		strings.Repeat("0", 64), strings.Repeat("f", 64), strings.Repeat("F", 64), strings.Repeat("0", 63), strings.Repeat("0", 65)} {
+		strings.Repeat("0", 64), strings.Repeat("f", 64), strings.Repeat("F", 64), strings.Repeat("0", 63), strings.Repeat("0", 65),
+		strings.Repeat("a", 32), strings.Repeat("a", 31), "delta-ems", "-delta", "delta-", "Delta", "a", strings.Repeat("a", 64), strings.Repeat("a", 65),
+		"device:" + strings.Repeat("0", 64), "device:" + strings.Repeat("0", 64) + "\n", "partner:delta-ems", "partner:", "partner:-x", "delta-ems\n"} {
 		f.Add(s)
 	}
 	res := map[string]*regexp.Regexp{}
-	for _, p := range []string{base64Pattern, hex64Pattern} {
+	for _, p := range fastPatterns {
 		res[p] = regexp.MustCompile(p)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -25,6 +25,7 @@ const v1Base = "https://custodyledger.dev/schemas/custody/v1/"
 var (
 	once     sync.Once
 	compiled map[string]*jsonschema.Schema
+	fast     map[string]*fastSchema // by kind; absent: the general validator only (fast.go)
 	loadErr  error
 )
 
@@ -50,6 +51,7 @@ func load() {
 			loadErr = fmt.Errorf("schemas: %s: %w", e.Name(), err)
 			return
 		}
+		addPropertyNames(doc)
 		if err := c.AddResource(v1Base+e.Name(), doc); err != nil {
 			loadErr = err
 			return
@@ -59,6 +61,7 @@ func load() {
 		}
 	}
 	compiled = make(map[string]*jsonschema.Schema, len(kinds))
+	fast = make(map[string]*fastSchema, len(kinds))
 	for _, k := range kinds {
 		s, err := c.Compile(v1Base + k + ".json")
 		if err != nil {
@@ -66,6 +69,32 @@ func load() {
 			return
 		}
 		compiled[k] = s
+		// A fresh memo per kind: a failed compilation leaves partial nodes.
+		if f, err := compileFast(s, map[*jsonschema.Schema]*fastSchema{}); err == nil {
+			fast[k] = f
+		}
+	}
+}
+
+// addPropertyNames adds the property names a schema document declares to
+// internKeys (decode.go).
+func addPropertyNames(v any) {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			if props, ok := e.(map[string]any); ok && k == "properties" {
+				for name := range props {
+					if len(name) <= maxInternKey {
+						internKeys[name] = name
+					}
+				}
+			}
+			addPropertyNames(e)
+		}
+	case []any:
+		for _, e := range v {
+			addPropertyNames(e)
+		}
 	}
 }
 
@@ -75,21 +104,58 @@ func load() {
 // 1.5 kB of base64 (the LDevID certificate, the quote) under the base64
 // pattern, and matching it with regexp was a fifth of the ledger's JSON
 // work per event. FuzzPatterns holds each loop to its regexp.
+// The names (partner, device, event ID) every event carries are matched by
+// loops too.
 func compilePattern(expr string) (jsonschema.Regexp, error) {
 	switch expr {
 	case base64Pattern:
 		return fastPattern{expr, isBase64}, nil
 	case hex64Pattern:
 		return fastPattern{expr, isHex64}, nil
+	case hex32Pattern:
+		return fastPattern{expr, func(s string) bool { return isHex(s, 32) }}, nil
+	case partnerPattern:
+		return fastPattern{expr, isPartnerName}, nil
+	case deviceSubjectPattern:
+		return fastPattern{expr, func(s string) bool {
+			id, ok := strings.CutPrefix(s, "device:")
+			return ok && isHex64(id)
+		}}, nil
+	case partnerSubjectPattern:
+		return fastPattern{expr, func(s string) bool {
+			name, ok := strings.CutPrefix(s, "partner:")
+			return ok && isPartnerName(name)
+		}}, nil
 	}
 	return regexp.Compile(expr)
 }
 
 // The patterns compilePattern matches without regexp.
 const (
-	base64Pattern = "^[A-Za-z0-9+/]*={0,2}$"
-	hex64Pattern  = "^[0-9a-f]{64}$"
+	base64Pattern         = "^[A-Za-z0-9+/]*={0,2}$"
+	hex64Pattern          = "^[0-9a-f]{64}$"
+	hex32Pattern          = "^[0-9a-f]{32}$"
+	partnerPattern        = "^[a-z0-9][a-z0-9-]{0,63}$"
+	deviceSubjectPattern  = "^device:[0-9a-f]{64}$"
+	partnerSubjectPattern = "^partner:[a-z0-9][a-z0-9-]{0,63}$"
 )
+
+// fastPatterns lists them (FuzzPatterns).
+var fastPatterns = []string{base64Pattern, hex64Pattern, hex32Pattern, partnerPattern, deviceSubjectPattern, partnerSubjectPattern}
+
+// isPartnerName is ^[a-z0-9][a-z0-9-]{0,63}$.
+func isPartnerName(s string) bool {
+	if len(s) < 1 || len(s) > 64 || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 type fastPattern struct {
 	expr  string
@@ -118,8 +184,11 @@ func isBase64(s string) bool {
 }
 
 // isHex64 is ^[0-9a-f]{64}$.
-func isHex64(s string) bool {
-	if len(s) != 64 {
+func isHex64(s string) bool { return isHex(s, 64) }
+
+// isHex is ^[0-9a-f]{n}$.
+func isHex(s string, n int) bool {
+	if len(s) != n {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -156,8 +225,13 @@ func (e *ValidationError) Error() string {
 
 // Decode parses a payload into the generic form ValidateDocument and
 // events.BindingDigestOf take (numbers kept exact), so a verifier parses
-// the payload once for both.
+// the payload once for both. The result is encoding/json's (with
+// UseNumber); most documents are decoded by a faster single pass that
+// gives the same (decode.go).
 func Decode(payload []byte) (any, error) {
+	if v, ok := decodeSimple(payload); ok {
+		return v, nil
+	}
 	return jsonschema.UnmarshalJSON(bytes.NewReader(payload))
 }
 
@@ -171,6 +245,9 @@ func ValidateDocument(kind string, doc any) error {
 	s, ok := compiled[kind]
 	if !ok {
 		return &ValidationError{Kind: kind, Detail: fmt.Sprintf("unknown event kind %q", kind)}
+	}
+	if f := fast[kind]; f != nil && f.valid(doc, 0) {
+		return nil // fast.go: an acceptance by the fast validator is final
 	}
 	if err := s.Validate(doc); err != nil {
 		detail := err.Error()

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func writeJSON(t *testing.T, name string, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The summary takes each figure from its part, and names the reason for
+// every figure it does not have, as null.
+func TestSummary(t *testing.T) {
+	dir := t.TempDir()
+	writeJSON(t, filepath.Join(dir, ledgerFile), &Results{
+		ECDSAVerifyBefore: 30000, ECDSAVerifyAfter: 20000, ECDSAVerifyPerSec: 25000, VerifiesPerEvent: 2, CryptoCeiling: 12500,
+		IngestPerSec: 10000, RSSMiB: 300, Proofs: []ProofCost{{Leaves: 10_000, ProvenanceP99ms: 1}, {Leaves: 1_000_000, ProvenanceP99ms: 3}},
+	})
+	writeJSON(t, filepath.Join(dir, tesseraFile), map[string]any{"tessera": map[string]any{"leavesPerSecond": 19000.0, "leaves": 20000}, "custody": map[string]any{"leavesPerSecond": 21000.0}})
+	writeJSON(t, filepath.Join(dir, gateFile), map[string]any{"gate_decisions_per_s": 700.0, "gate_ratio": 0.5, "other": 1})
+	s, err := summarize(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := marshalSummary(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	want := map[string]any{
+		"crypto_verifies_per_s": 25000.0, "verifies_per_event": 2.0, "crypto_ceiling_events_per_s": 12500.0,
+		"ingest_events_per_s": 10000.0, "ingest_ratio": 0.8, "proof_query_p99_ms": 3.0, "proof_leaves": 1e6, "rss_mib": 300.0,
+		"tessera_entries_per_s": 19000.0, "gate_decisions_per_s": 700.0, "gate_ratio": 0.5,
+		"gate_ceiling_per_s": nil, "device_transitions_per_s": nil,
+	}
+	for _, k := range summaryFields {
+		if got[k] != want[k] {
+			t.Errorf("%s = %v, want %v", k, got[k], want[k])
+		}
+	}
+	if _, ok := got["other"]; ok {
+		t.Error("a figure the summary does not document was taken")
+	}
+	missing := got["missing"].(map[string]any)
+	for _, k := range []string{"gate_ceiling_per_s", "device_transitions_per_s"} {
+		if r, _ := missing[k].(string); r == "" {
+			t.Errorf("%s is null without a reason", k)
+		}
+	}
+	if len(missing) != 2 {
+		t.Errorf("missing = %v, want two", missing)
+	}
+
+	// Nothing measured: every figure null, each with its reason.
+	s, err = summarize(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range summaryFields {
+		if s.figures[k] != nil || s.missing[k] == "" {
+			t.Errorf("empty run: %s = %v, reason %q", k, s.figures[k], s.missing[k])
+		}
+	}
+}

@@ -1,0 +1,7 @@
+package events
+
+// DecodeEnvelopeForTest is decodeEnvelope, for the external tests.
+var DecodeEnvelopeForTest = decodeEnvelope
+
+// StatementFromDocForTest is statementFromDoc, for the external tests.
+var StatementFromDocForTest = statementFromDoc
