@@ -53,17 +53,19 @@ bench:
 	$(BENCH_ENV) $(GO) test -run '^$$' -bench . -benchmem ./attest/ ./schemas/ ./services/dps/ ./ledger/...
 	-cd bench/tessera && $(GO) run . -dir $(BENCH_OUT)/tessera-work -out $(BENCH_OUT)/tessera.json; rm -rf $(BENCH_OUT)/tessera-work
 	-$(BENCH_ENV) CUSTODY_BENCH_DEVICES=200 CUSTODY_BENCH_LEDGER_DEVICES=10000 CUSTODY_BENCH_CONCURRENCY=32 $(GO) test -run '^$$' -bench GateDecisions -benchtime 1000x -timeout 60m ./services/gate/
+	-$(BENCH_ENV) $(GO) run ./bench --only-transitions 10000
 	$(GO) run ./bench summary --dir $(BENCH_OUT)
 
 # The same figures at smaller sizes, in under five minutes on a 2-core
 # machine: 10,000 events, a 100k-leaf tree, 20,000 Tessera leaves, 40 gate
-# decisions; no micro-benchmarks.
+# decisions, 1,000 devices' shipments lifecycle; no micro-benchmarks.
 bench-quick:
 	$(MAKE) build
 	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_PARTS)
 	$(GO) run ./bench --agent $(BIN)/custody-agent --out $(BENCH_OUT) --events 10000 --proof-leaves 100000 $(BENCHFLAGS)
 	-cd bench/tessera && $(GO) run . -n 20000 -dir $(BENCH_OUT)/tessera-work -out $(BENCH_OUT)/tessera.json; rm -rf $(BENCH_OUT)/tessera-work
 	-$(BENCH_ENV) CUSTODY_BENCH_DEVICES=20 CUSTODY_BENCH_LEDGER_DEVICES=200 CUSTODY_BENCH_CONCURRENCY=8 $(GO) test -run '^$$' -bench GateDecisions -benchtime 40x -timeout 10m ./services/gate/
+	-$(BENCH_ENV) $(GO) run ./bench --only-transitions 1000
 	$(GO) run ./bench summary --dir $(BENCH_OUT)
 
 fmt:

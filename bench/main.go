@@ -229,19 +229,11 @@ func run(cfg config) error {
 		Method: fmt.Sprintf("%d custody-agent processes, each its own simulated TPM (EK, IAK); %d stage.recorded events per device, each quoted by its device over its binding digest and DSSE-signed by the vendor; all pre-generated, then published async to the embedded JetStream", cfg.Devices, cfg.Events/cfg.Devices),
 	}
 	logf("node in %s", dir)
-	node.ApplyGCPercent(node.GCPercent) // as custodyd runs the node
-	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0"})
+	n, stopNode, err := startBenchNode(ctx, dir)
 	if err != nil {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		return fmt.Errorf("node: %w", err)
-	}
+	defer stopNode()
 
 	// Devices: one agent process (one simulated TPM) each, manufactured.
 	var agents []*exec.Cmd
@@ -557,7 +549,9 @@ func proofCost(dir string, size uint64) (*ProofCost, error) {
 		done = end
 	}
 	pc.BuildSeconds = time.Since(t0).Seconds()
-	time.Sleep(2 * time.Second) // let the compactions the bulk load started finish
+	if err := st.Settle(time.Minute); err != nil { // the compactions the bulk load started
+		return nil, err
+	}
 	pc.AppendedLeavesPerSec = float64(size) / pc.BuildSeconds
 	root, _ := rng.GetRootHash(nil)
 	incP, consP, verify, hashes, err := timeProofs(st, size, root, 2000)
@@ -661,6 +655,9 @@ func typicalProvenance(st *pebble.Store, size uint64, root []byte, pc *ProofCost
 		}
 	}
 	if err := st.Commit(c); err != nil {
+		return err
+	}
+	if err := st.Settle(time.Minute); err != nil {
 		return err
 	}
 	var lat []time.Duration
@@ -903,4 +900,25 @@ func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// startBenchNode starts an all-in-one node on dir as custodyd runs it (its
+// GC setting) and returns it once ready, with the function that stops it.
+func startBenchNode(ctx context.Context, dir string) (*node.Node, func(), error) {
+	node.ApplyGCPercent(node.GCPercent)
+	ctx, cancel := context.WithCancel(ctx)
+	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0"})
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	select {
+	case <-n.Ready():
+	case err := <-done:
+		cancel()
+		return nil, nil, fmt.Errorf("node: %w", err)
+	}
+	return n, func() { cancel(); <-done }, nil
 }

@@ -343,38 +343,36 @@ func signShipment(ctx context.Context, n *node.Node, kind, partner string, sh ev
 }
 
 // transitionsOnly starts a node and measures device transitions alone
-// (go run ./bench --only-transitions N), writing transitions.json to out.
+// (go run ./bench --only-transitions N), writing the results to the file
+// named by CUSTODY_BENCH_SHIPMENTS_OUT (the summary's shipments.json),
+// else to transitions.json in out.
 func transitionsOnly(devices int, out, cpuProfile string) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "custody-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	node.ApplyGCPercent(node.GCPercent)
-	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0"})
+	n, stop, err := startBenchNode(ctx, dir)
 	if err != nil {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		return fmt.Errorf("node: %w", err)
-	}
+	defer stop()
 	res, err := measureTransitions(ctx, n, dir, TransitionsConfig{Devices: devices, PalletMin: 100, PalletMax: 1000, CPUProfile: cpuProfile})
 	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(out, "transitions.json"), append(b, '\n'), 0o644)
+	name := os.Getenv("CUSTODY_BENCH_SHIPMENTS_OUT")
+	if name == "" {
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return err
+		}
+		name = filepath.Join(out, "transitions.json")
+	}
+	logf("wrote %s", name)
+	return os.WriteFile(name, append(b, '\n'), 0o644)
 }
