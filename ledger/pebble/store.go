@@ -47,10 +47,11 @@ type Store struct {
 	db    *cpebble.DB
 	cache *cpebble.Cache
 
-	// upper holds the tree nodes at level upperLevel and above: about one
-	// per 2^upperLevel leaves (2,500 for 10M leaves), and on nearly every
-	// proof's path, so a proof reads at most upperLevel nodes from disk
-	// whatever the tree's size.
+	// upper holds the tree nodes at level upperLevel and above, every one
+	// of them (loaded at Open, added by Commit): about two per
+	// 2^upperLevel leaves (78,000 for 10M leaves, about 8 MB), and on
+	// every proof's path, so a proof reads at most upperLevel nodes, one
+	// tile, from disk whatever the tree's size.
 	upperMu sync.RWMutex
 	upper   map[compact.NodeID][]byte
 
@@ -67,7 +68,7 @@ type Store struct {
 // supply chain or enrolling at a time.
 const maxCachedDevices = 32 << 10
 
-const upperLevel = 12
+const upperLevel = tileHeight
 
 // Tuning: a block cache that holds the hot right edge of the tree and
 // recent entries; bloom filters so that the dedup lookup of a new digest (a
@@ -136,7 +137,12 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
-	return &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, devices: map[string]*ledger.Device{}}, nil
+	s := &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, devices: map[string]*ledger.Device{}}
+	if err := s.loadUpper(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("pebble store: loading the tree's upper levels: %w", err)
+	}
+	return s, nil
 }
 
 // Close closes the database.
@@ -147,6 +153,25 @@ func (s *Store) Close() error {
 }
 
 func u64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+// loadUpper reads every tree node of level upperLevel and above: the
+// bands above the first, one range of keys.
+func (s *Store) loadUpper() error {
+	it, err := s.db.NewIter(&cpebble.IterOptions{LowerBound: []byte{'n', upperLevel / tileHeight}, UpperBound: []byte{'n' + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 1+1+8+1+8 {
+			return fmt.Errorf("tree node key of %d bytes", len(k))
+		}
+		id := compact.NewNodeID(uint(k[10]), binary.BigEndian.Uint64(k[11:]))
+		s.upper[id] = bytes.Clone(it.Value())
+	}
+	return it.Error()
+}
 
 func entryKey(i uint64) []byte { return u64([]byte{'e'}, i) }
 
