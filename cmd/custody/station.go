@@ -198,7 +198,7 @@ Flags:
 func stationCall(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("station call", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: custody station call OP --agent URL [flags]
+		fmt.Fprintf(fs.Output(), `Usage: custody station call OP (--agent URL | --manifest FILE) [flags]
 
 Asks a partner's station to record one event about the device behind --agent
 (the device agent's factory API, as "custody-agent serve" prints it): the
@@ -323,7 +323,9 @@ not answered yet, one JSON string a line. They stay in the station's outbox
 and are re-sent until the ledger answers.`,
 	"pending": `Lists the offers waiting for the station's partner to accept them, one JSON
 object a line: the device, who offered it, the offer's digest and log index.
-Accept one with "custody station call accept --agent URL".`,
+Accept one with "custody station call accept --agent URL", or, for a
+shipment (its "shipment" field), all of its devices at once with
+"custody station call accept-shipment --offer DIGEST --manifest FILE".`,
 }
 
 // stationList prints a station's list (unconfirmed events or pending offers).
