@@ -25,6 +25,8 @@ import (
 //	                                  (that publisher only)
 //	GET /v1/partners/{name}/pending   devices with a pending offer to a partner
 //	                                  (that partner only)
+//	GET /v1/shipments/{digest}        a shipment offer and its manifest
+//	                                  (its sender and recipient only)
 //
 // Private reads need a proven caller (identity.go): the partner's mTLS
 // client certificate or, as the alternative, "Authorization: Bearer
@@ -100,6 +102,26 @@ func (l *Ledger) Handler() http.Handler {
 			return
 		}
 		writeJSON(w, p)
+	})
+	mux.HandleFunc("GET /v1/shipments/{digest}", func(w http.ResponseWriter, r *http.Request) {
+		reader, ok := l.httpReader(w, r)
+		if !ok {
+			return
+		}
+		d, err := hex.DecodeString(r.PathValue("digest"))
+		if err != nil || len(d) != 32 {
+			httpError(w, http.StatusBadRequest, "bad-request", "digest: 64 hex digits (the shipment offer's digest)")
+			return
+		}
+		sh, err := l.ShipmentFor(d, reader)
+		if accessError(w, err) {
+			return
+		}
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "internal", "cannot read the shipment")
+			return
+		}
+		writeJSON(w, sh)
 	})
 	mux.HandleFunc("GET /v1/partners/{name}/pending", func(w http.ResponseWriter, r *http.Request) {
 		reader, ok := l.httpReader(w, r)

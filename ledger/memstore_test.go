@@ -41,6 +41,17 @@ type memStore struct {
 	rejections map[string]*Rejection
 	nodes      map[compact.NodeID][]byte
 	proofs     map[string][]byte // device/index → manifest proof
+	manifests  map[uint64][]byte
+}
+
+func (s *memStore) Manifest(index uint64) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m, ok := s.manifests[index]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return m, nil
 }
 
 func proofKey(dev string, idx uint64) string { return dev + "/" + strconv.FormatUint(idx, 10) }
@@ -59,7 +70,7 @@ func newMemStore() *memStore {
 	return &memStore{
 		byDigest: map[string]uint64{}, byEventID: map[string][]byte{}, byLeaf: map[string]uint64{}, byDevice: map[string][]uint64{},
 		devices: map[string]*Device{}, partners: map[string]*Partner{}, rejections: map[string]*Rejection{},
-		nodes: map[compact.NodeID][]byte{}, proofs: map[string][]byte{},
+		nodes: map[compact.NodeID][]byte{}, proofs: map[string][]byte{}, manifests: map[uint64][]byte{},
 	}
 }
 
@@ -84,6 +95,9 @@ func (s *memStore) Commit(c *Commit) error {
 		}
 		if events.ValidDeviceID(e.Target) {
 			s.byDevice[e.Target] = append(s.byDevice[e.Target], e.Index)
+		}
+		if e.Manifest != nil {
+			s.manifests[e.Index] = e.Manifest
 		}
 		for dev, proof := range e.Proofs {
 			s.byDevice[dev] = append(s.byDevice[dev], e.Index)

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"crypto/ecdsa"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -223,7 +224,43 @@ func TestShipments(t *testing.T) {
 
 	// Carton 2 goes on to nova-oem, which accepts it whole.
 	on := must(t, "send carton 2 on")(e.station("orbit-odm").Ship(ctx, "S-3", "nova-oem", carton2))
-	must(t, "nova accepts")(e.station("nova-oem").AcceptShipment(ctx, on.Digest, carton2))
+	t.Run("the shipment and its manifest, to its parties only", func(t *testing.T) {
+		d, _ := hex.DecodeString(on.Digest)
+		for _, who := range []string{"orbit-odm", "nova-oem"} {
+			sh, err := n.Ledger.ShipmentFor(d, who)
+			if err != nil || sh.Shipment.ID != "S-3" || sh.Manifest.Len() != 3 || sh.Index != on.LogIndex {
+				t.Fatalf("%s reads shipment S-3: %+v, %v", who, sh, err)
+			}
+		}
+		for who, want := range map[string]error{"": ledger.ErrUnauthenticated, "acme-tpm": ledger.ErrForbidden, "delta-ems": ledger.ErrForbidden} {
+			if _, err := n.Ledger.ShipmentFor(d, who); !errors.Is(err, want) {
+				t.Fatalf("%q reads shipment S-3: %v, want %v", who, err, want)
+			}
+		}
+		other, _ := hex.DecodeString(offer.Digest) // not nova-oem's
+		if _, err := n.Ledger.ShipmentFor(other, "nova-oem"); !errors.Is(err, ledger.ErrForbidden) {
+			t.Fatalf("nova-oem reads another party's shipment: %v", err)
+		}
+		first, _ := st.Entry(0) // not a shipment at all
+		if _, err := n.Ledger.ShipmentFor(first.Digest, "nova-oem"); !errors.Is(err, ledger.ErrForbidden) {
+			t.Fatalf("a digest that is no shipment offer: %v", err)
+		}
+		hc := n.HTTPClient("delta-ems")
+		resp, err := hc.Get(n.URL() + "/ledger/v1/shipments/" + on.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Fatalf("a stranger's GET of the shipment: %d, want 403", resp.StatusCode)
+		}
+		if _, err := e.station("acme-tpm").AcceptShipment(ctx, on.Digest, nil); err == nil {
+			t.Fatal("acme-tpm's station accepted a shipment to nova-oem")
+		}
+	})
+	// The recipient accepts the whole shipment by its digest: the station
+	// reads the manifest from the ledger.
+	must(t, "nova accepts")(e.station("nova-oem").AcceptShipment(ctx, on.Digest, nil))
 	must(t, "inspection at nova")(e.station("nova-oem").RecordStage(ctx, agent5, events.StageReceivingInspection, ""))
 
 	t.Run("tampered firmware is caught by a sampled quote", func(t *testing.T) {

@@ -43,6 +43,9 @@ type Store interface {
 	// events.ManifestProof) in the shipment logged at index, or ErrNotFound
 	// when that entry is not a shipment holding the device.
 	ManifestProof(device string, index uint64) ([]byte, error)
+	// Manifest returns the manifest (JSON events.Manifest) of the shipment
+	// logged at index, or ErrNotFound.
+	Manifest(index uint64) ([]byte, error)
 	// Device returns a device's custody state.
 	Device(id string) (*Device, error)
 	// Partner returns a partner's registry state.

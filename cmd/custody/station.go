@@ -219,8 +219,9 @@ event for a whole manifest (a JSON file: {"containers": [{"path": "P-1/C-1",
 "devices": ["<device id>", …]}, …]}, up to 10,000 devices):
 
   ship --shipment ID --to PARTNER --manifest FILE    offer a shipment
-  accept-shipment --offer DIGEST --manifest FILE     take its devices (all, or part: a split)
-  withdraw-shipment --offer DIGEST --manifest FILE   take back devices still pending
+  accept-shipment --offer DIGEST [--manifest FILE]   take its devices (all, or part: a split);
+                                                     without --manifest, the whole shipment
+  withdraw-shipment --offer DIGEST [--manifest FILE] take back devices still pending
 
 A receiving station quotes a sample of a shipment with
 "stage --stage receiving-inspection --agent URL": the quote must show the PCRs

@@ -26,6 +26,7 @@ var LedgerRoutes = map[string]events.Action{
 	"GET /v1/devices/{id}/provenance": events.ActReadHistory,
 	"GET /v1/events/{digest}":         events.ActReadReceipt,
 	"GET /v1/partners/{name}/pending": events.ActReadPending,
+	"GET /v1/shipments/{digest}":      events.ActReadHistory, // its sender and recipient only (ledger/shipments.go)
 }
 
 // RekorRoutes are the Rekor v1 read API's routes (under /api/v1).

@@ -239,7 +239,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 			return nil, err
 		}
 		sc := station.Config{
-			Name: name, Role: p.Role, Key: p.Key, NATS: nc, ReceiptVerifier: rv, Ledger: n.store, HTTPClient: hc,
+			Name: name, Role: p.Role, Key: p.Key, NATS: nc, ReceiptVerifier: rv, Ledger: station.StoreState{Store: n.store}, HTTPClient: hc,
 			TPMInfo: cfg.TPMInfo, Logger: cfg.Logger.With("part", "station", "partner", name),
 			OutboxDir: filepath.Join(cfg.DataDir, "outbox", name), DeviceNetworks: cfg.DeviceNetworks,
 		}

@@ -44,7 +44,9 @@ type Request struct {
 	// and /v1/withdraw-shipment.
 	Offer string `json:"offer,omitempty"`
 	// Manifest lists the devices of a shipment operation, in their
-	// containers (all of the offer's, or part of them).
+	// containers (all of the offer's, or part of them). accept-shipment
+	// and withdraw-shipment without one act on the whole shipment, its
+	// manifest read from the ledger.
 	Manifest *events.Manifest `json:"manifest,omitempty"`
 }
 
@@ -95,7 +97,8 @@ type Response struct {
 //	POST /v1/flag         {agent, reason}      flag the device
 //	POST /v1/clear        {agent, reason}      clear a flag (operators)
 //	POST /v1/ship         {shipment, to, manifest}  offer a shipment of boxed devices
-//	POST /v1/accept-shipment   {offer, manifest}    take devices of a pending shipment (all, or part: a split)
+//	POST /v1/accept-shipment   {offer, manifest}    take devices of a pending shipment (all, or part: a split;
+//	                                                without manifest, the whole shipment as the ledger holds it)
 //	POST /v1/withdraw-shipment {offer, manifest}    take back devices still pending in this partner's shipment
 //	GET  /v1/pending                           offers waiting for this partner
 //	GET  /v1/unconfirmed                       events published, not yet answered
@@ -259,8 +262,10 @@ func (r *Request) checkShipment(op string) (field, rule string) {
 	if r.Equivocate && op != "ship" {
 		return "equivocate", "only an offer or a shipment can be made as a deliberate equivocation"
 	}
-	if err := r.Manifest.Check(); err != nil {
-		return "manifest", err.Error()
+	if r.Manifest != nil || op == "ship" {
+		if err := r.Manifest.Check(); err != nil {
+			return "manifest", err.Error()
+		}
 	}
 	if op == "ship" {
 		if !events.ValidShipmentID(r.Shipment) {

@@ -5,11 +5,13 @@ import (
 	"crypto"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 )
 
@@ -99,6 +101,27 @@ func (c *LedgerClient) Device(id string) (*ledger.Device, error) {
 		return nil, ledger.ErrNotFound
 	}
 	return p.Device, nil
+}
+
+// ShipmentOffer implements ShipmentReader: the shipment offer with that
+// digest and its manifest, for its sender or recipient.
+func (c *LedgerClient) ShipmentOffer(digest string) (*ledger.Shipment, error) {
+	if !events.ValidDeviceID(digest) { // 64 lowercase hex digits, as a digest
+		return nil, fmt.Errorf("station: %q is not a digest", digest)
+	}
+	resp, err := c.get("/v1/shipments/" + digest)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, statusError(resp)
+	}
+	var sh ledger.Shipment
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4*events.MaxMessageSize)).Decode(&sh); err != nil {
+		return nil, err
+	}
+	return &sh, nil
 }
 
 // provenance reads a device's provenance into out.

@@ -2,6 +2,7 @@ package station
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,11 +53,58 @@ func (s *Station) EquivocateShipment(ctx context.Context, id, to string, m *even
 	return s.signShipment(ctx, events.KindShipmentOffered, sh, m)
 }
 
+// ShipmentReader reads a logged shipment offer and its manifest by digest:
+// a station accepts or withdraws a whole shipment without being given its
+// manifest. ledger.Store is one through ledger.ShipmentOffer (StoreState),
+// LedgerClient another.
+type ShipmentReader interface {
+	ShipmentOffer(digest string) (*ledger.Shipment, error)
+}
+
+// StoreState is a ledger.Store read in process as a station's DeviceState
+// and ShipmentReader.
+type StoreState struct{ ledger.Store }
+
+// ShipmentOffer implements ShipmentReader.
+func (s StoreState) ShipmentOffer(digest string) (*ledger.Shipment, error) {
+	d, err := hex.DecodeString(digest)
+	if err != nil || len(d) != 32 {
+		return nil, fmt.Errorf("station: %q is not a digest", digest)
+	}
+	return ledger.ShipmentOffer(s.Store, d)
+}
+
+// wholeShipment is the manifest of shipment offer digest, read from the
+// ledger, when the caller gave none; side checks the station's partner
+// is the shipment's party that may act.
+func (s *Station) wholeShipment(offer string, m *events.Manifest, party func(*events.Shipment) bool) (*events.Manifest, error) {
+	if m != nil {
+		return m, nil
+	}
+	r, ok := s.cfg.Ledger.(ShipmentReader)
+	if !ok {
+		return nil, errors.New("station: give the manifest: this station cannot read shipments from the ledger")
+	}
+	sh, err := r.ShipmentOffer(offer)
+	if err != nil {
+		return nil, fmt.Errorf("station: shipment offer %s: %w", offer, err)
+	}
+	if !party(&sh.Shipment) {
+		return nil, fmt.Errorf("station: shipment offer %s is from %s to %s: not %s's to act on", offer, sh.Shipment.From, sh.Shipment.To, s.cfg.Name)
+	}
+	return sh.Manifest, nil
+}
+
 // AcceptShipment takes the devices of m from the pending shipment offer
 // whose digest is offer: every device of m must be pending to this
 // partner under that offer. m may be part of the offer's manifest (what
-// arrived); the rest stays pending.
+// arrived); the rest stays pending. A nil m accepts the whole shipment,
+// its manifest read from the ledger.
 func (s *Station) AcceptShipment(ctx context.Context, offer string, m *events.Manifest) (*Result, error) {
+	m, err := s.wholeShipment(offer, m, func(sh *events.Shipment) bool { return sh.To == s.cfg.Name })
+	if err != nil {
+		return nil, err
+	}
 	p, err := s.pendingShipment(offer, m, func(o *ledger.Offer) bool { return o.To == s.cfg.Name })
 	if err != nil {
 		return nil, err
@@ -66,8 +114,13 @@ func (s *Station) AcceptShipment(ctx context.Context, offer string, m *events.Ma
 }
 
 // WithdrawShipment takes back the devices of m still pending under this
-// partner's shipment offer.
+// partner's shipment offer (nil m: the whole shipment, its manifest read
+// from the ledger).
 func (s *Station) WithdrawShipment(ctx context.Context, offer string, m *events.Manifest) (*Result, error) {
+	m, err := s.wholeShipment(offer, m, func(sh *events.Shipment) bool { return sh.From == s.cfg.Name })
+	if err != nil {
+		return nil, err
+	}
 	p, err := s.pendingShipment(offer, m, func(o *ledger.Offer) bool { return o.From == s.cfg.Name })
 	if err != nil {
 		return nil, err
