@@ -136,6 +136,9 @@ func summarize(dir string) (*summary, error) {
 			p := r.Proofs[n-1]
 			s.set("proof_query_p99_ms", p.ProvenanceP99ms)
 			s.set("proof_leaves", float64(p.Leaves))
+			if p.RSSMiB > 0 {
+				s.context["rss_mib_at_proof_leaves"] = p.RSSMiB
+			}
 		}
 		s.absent("the ledger benchmark measured no tree (--only-proofs or no proof sizes)", "proof_query_p99_ms", "proof_leaves")
 		if r.RSSMiB > 0 {
