@@ -84,18 +84,10 @@ func (d *simpleDecoder) value(depth int) (any, bool) {
 				return nil, false
 			}
 			m[k] = v
-			d.space()
-			if d.i >= len(d.b) {
+			if end, ok := d.sep('}'); !ok {
 				return nil, false
-			}
-			switch d.b[d.i] {
-			case ',':
-				d.i++
-			case '}':
-				d.i++
+			} else if end {
 				return m, true
-			default:
-				return nil, false
 			}
 		}
 	case c == '[':
@@ -112,18 +104,10 @@ func (d *simpleDecoder) value(depth int) (any, bool) {
 				return nil, false
 			}
 			a = append(a, v)
-			d.space()
-			if d.i >= len(d.b) {
+			if end, ok := d.sep(']'); !ok {
 				return nil, false
-			}
-			switch d.b[d.i] {
-			case ',':
-				d.i++
-			case ']':
-				d.i++
+			} else if end {
 				return a, true
-			default:
-				return nil, false
 			}
 		}
 	case c == '"':
@@ -242,4 +226,23 @@ func (d *simpleDecoder) number() (any, bool) {
 	}
 	d.i = i
 	return json.Number(b[start:i]), true
+}
+
+// sep reads the separator after a member of an object or an element of an
+// array: ',' (more follow) or the closing bracket (end). Anything else is
+// not JSON this decoder takes.
+func (d *simpleDecoder) sep(closing byte) (end, ok bool) {
+	d.space()
+	if d.i >= len(d.b) {
+		return false, false
+	}
+	switch d.b[d.i] {
+	case ',':
+		d.i++
+		return false, true
+	case closing:
+		d.i++
+		return true, true
+	}
+	return false, false
 }
