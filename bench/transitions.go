@@ -59,18 +59,18 @@ type TransitionsConfig struct {
 
 // TransitionsResult is what the run measured.
 type TransitionsResult struct {
-	Devices          int     `json:"devices"`
-	Pallets          int     `json:"pallets"`
-	Events           int     `json:"events"`
-	QuotedEvents     int     `json:"quotedEvents"`
-	Transitions      int     `json:"transitions"`
-	Seconds          float64 `json:"seconds"`
-	TransitionsPerS  float64 `json:"device_transitions_per_s"`
-	EventsPerS       float64 `json:"eventsPerS"`
-	CPUMicrosPerTr   float64 `json:"cpuMicrosPerTransition"`
-	GenerateSeconds  float64 `json:"generateSeconds"`
-	Method           string  `json:"method"`
-	ManifestMaxBytes int     `json:"manifestMaxBytes"`
+	Devices         int     `json:"devices"`
+	Pallets         int     `json:"pallets"`
+	Events          int     `json:"events"`
+	QuotedEvents    int     `json:"quotedEvents"`
+	Transitions     int     `json:"transitions"`
+	Seconds         float64 `json:"seconds"`
+	TransitionsPerS float64 `json:"device_transitions_per_s"`
+	EventsPerS      float64 `json:"eventsPerS"`
+	CPUMicrosPerTr  float64 `json:"cpuMicrosPerTransition"`
+	GenerateSeconds float64 `json:"generateSeconds"`
+	Method          string  `json:"method"`
+	MessageMaxBytes int     `json:"messageMaxBytes"`
 }
 
 type benchMsg struct {
@@ -195,7 +195,7 @@ func measureTransitions(ctx context.Context, n *node.Node, dir string, cfg Trans
 		}
 		msgs = append(msgs, benchMsg{events.EventSubject(s.Statement.Predicate.Partner, s.Statement.Target()), data, s.DigestHex()})
 		res.Transitions += transitions
-		res.ManifestMaxBytes = max(res.ManifestMaxBytes, len(data))
+		res.MessageMaxBytes = max(res.MessageMaxBytes, len(data))
 		if s.Statement.Predicate.Evidence != nil {
 			res.QuotedEvents++
 		}

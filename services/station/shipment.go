@@ -31,15 +31,10 @@ func (s *Station) Ship(ctx context.Context, id, to string, m *events.Manifest) (
 	if err := m.Check(); err != nil {
 		return nil, fmt.Errorf("station: manifest: %w", err)
 	}
-	first := m.Items()[0].Device
-	state, err := s.cfg.Ledger.Device(first)
-	switch {
-	case errors.Is(err, ledger.ErrNotFound):
-		// Unknown to the ledger: it refuses the shipment with its rule.
-	case err != nil:
-		return nil, fmt.Errorf("station: reading device %s's state to check for a pending offer: %w", first, err)
-	case state.Pending != nil && state.Pending.From == s.cfg.Name && state.Pending.To != to:
-		return nil, &PendingOfferError{Device: first, Pending: *state.Pending}
+	// A retry to the same recipient goes on: the ledger answers it as the
+	// repeat it is (already-exists).
+	if _, err := s.ownPendingOffer(m.Items()[0].Device, to); err != nil {
+		return nil, err
 	}
 	return s.EquivocateShipment(ctx, id, to, m)
 }

@@ -544,18 +544,13 @@ func (s *Station) offer(ctx context.Context, agentURL, to string, equivocate boo
 		return nil, err
 	}
 	if !equivocate {
-		state, err := s.cfg.Ledger.Device(id)
-		switch {
-		case errors.Is(err, ledger.ErrNotFound):
-			// Unknown to the ledger: it refuses the offer with its rule.
-		case err != nil:
-			return nil, fmt.Errorf("station: reading device %s's state to check for a pending offer: %w", id, err)
-		case state.Pending != nil && state.Pending.From == s.cfg.Name && state.Pending.To == to:
-			s.cfg.Logger.Info("offer already pending; answered with it", "device", id, "to", to, "offer", state.Pending.Digest, "index", state.Pending.Index)
-			existing := *state.Pending
-			return &Result{Device: id, Existing: &existing}, nil
-		case state.Pending != nil && state.Pending.From == s.cfg.Name:
-			return nil, &PendingOfferError{Device: id, Pending: *state.Pending}
+		existing, err := s.ownPendingOffer(id, to)
+		if err != nil {
+			return nil, err
+		}
+		if existing != nil {
+			s.cfg.Logger.Info("offer already pending; answered with it", "device", id, "to", to, "offer", existing.Digest, "index", existing.Index)
+			return &Result{Device: id, Existing: existing}, nil
 		}
 	}
 	st := events.NewStatement(events.KindHandoffOffered, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
@@ -563,32 +558,45 @@ func (s *Station) offer(ctx context.Context, agentURL, to string, equivocate boo
 	return s.publish(ctx, dev, st, nil)
 }
 
+// ownPendingOffer reads device id's pending offer from this partner: the
+// offer itself when it is to recipient to (a retry of it), a
+// *PendingOfferError when it is to another recipient (the ledger would log
+// a new offer as equivocation), nil when there is none or the ledger does
+// not know the device (it refuses with its rule).
+func (s *Station) ownPendingOffer(id, to string) (*ledger.Offer, error) {
+	state, err := s.cfg.Ledger.Device(id)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("station: reading device %s's state to check for a pending offer: %w", id, err)
+	case state.Pending == nil || state.Pending.From != s.cfg.Name:
+		return nil, nil
+	case state.Pending.To == to:
+		existing := *state.Pending
+		return &existing, nil
+	}
+	return nil, &PendingOfferError{Device: id, Pending: *state.Pending}
+}
+
 // Accept accepts the pending offer of the device behind agentURL.
 func (s *Station) Accept(ctx context.Context, agentURL string) (*Result, error) {
-	dev, err := s.device(agentURL)
-	if err != nil {
-		return nil, err
-	}
-	id, err := s.deviceID(ctx, dev)
-	if err != nil {
-		return nil, err
-	}
-	state, err := s.cfg.Ledger.Device(id)
-	if err != nil {
-		return nil, fmt.Errorf("station: device %s: %w", id, err)
-	}
-	if state.Pending == nil || state.Pending.To != s.cfg.Name {
-		return nil, fmt.Errorf("station: device %s has no pending offer to %s", id, s.cfg.Name)
-	}
-	st := events.NewStatement(events.KindHandoffAccepted, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
-	st.Predicate.Handoff = &events.Handoff{From: state.Pending.From, To: s.cfg.Name, Offer: state.Pending.Digest}
-	return s.publish(ctx, dev, st, nil)
+	return s.answerOffer(ctx, agentURL, events.KindHandoffAccepted, "to",
+		func(o *ledger.Offer) bool { return o.To == s.cfg.Name })
 }
 
 // Withdraw withdraws this partner's pending offer of the device behind
 // agentURL (handoff.withdrawn, naming the offer) before its recipient
 // accepts it; custody stays with this partner.
 func (s *Station) Withdraw(ctx context.Context, agentURL string) (*Result, error) {
+	return s.answerOffer(ctx, agentURL, events.KindHandoffWithdrawn, "from",
+		func(o *ledger.Offer) bool { return o.From == s.cfg.Name })
+}
+
+// answerOffer publishes kind (an acceptance or a withdrawal) naming the
+// pending offer of the device behind agentURL, which must be on this
+// partner's side (ours; side says which, "to" or "from", in the error).
+func (s *Station) answerOffer(ctx context.Context, agentURL, kind, side string, ours func(*ledger.Offer) bool) (*Result, error) {
 	dev, err := s.device(agentURL)
 	if err != nil {
 		return nil, err
@@ -601,11 +609,12 @@ func (s *Station) Withdraw(ctx context.Context, agentURL string) (*Result, error
 	if err != nil {
 		return nil, fmt.Errorf("station: device %s: %w", id, err)
 	}
-	if state.Pending == nil || state.Pending.From != s.cfg.Name {
-		return nil, fmt.Errorf("station: device %s has no pending offer from %s to withdraw", id, s.cfg.Name)
+	p := state.Pending
+	if p == nil || !ours(p) {
+		return nil, fmt.Errorf("station: device %s has no pending offer %s %s", id, side, s.cfg.Name)
 	}
-	st := events.NewStatement(events.KindHandoffWithdrawn, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
-	st.Predicate.Handoff = &events.Handoff{From: s.cfg.Name, To: state.Pending.To, Offer: state.Pending.Digest}
+	st := events.NewStatement(kind, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
+	st.Predicate.Handoff = &events.Handoff{From: p.From, To: p.To, Offer: p.Digest}
 	return s.publish(ctx, dev, st, nil)
 }
 
