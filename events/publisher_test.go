@@ -55,27 +55,10 @@ func TestPublisherRoutesAnswers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	nc := natstest.Connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.CreateStream(ctx, events.StreamConfig(1))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A stand-in for the ledger: events whose event ID ends in "f" are
 	// rejected, the others logged at their stream sequence; every answer is
 	// preceded by a stray receipt for an event nobody published.
-	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		s, err := events.Open(m.Data())
-		if err != nil {
-			t.Error(err)
-			return
-		}
+	natstest.StandInLedger(t, ctx, nc, func(m jetstream.Msg, s *events.Signed) {
 		meta, _ := m.Metadata()
 		p := s.Statement.Predicate.Partner
 		stray, _ := json.Marshal(events.Receipt{Status: events.StatusAccepted, LogIndex: 1 << 40})
@@ -89,12 +72,7 @@ func TestPublisherRoutesAnswers(t *testing.T) {
 		}
 		b, _ := json.Marshal(r)
 		_ = nc.Publish(subj, b)
-		_ = m.Ack()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Stop()
 
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pub, err := events.NewPublisher(nc, "delta-ems", unproven{})
@@ -152,38 +130,16 @@ func TestReceiptRefusedByPublisher(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	nc := natstest.Connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.CreateStream(ctx, events.StreamConfig(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The stand-in ledger says "logged" to every event, and gives events
 	// whose ID ends in "d" another event's digest.
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		s, err := events.Open(m.Data())
-		if err != nil {
-			t.Error(err)
-			return
-		}
+	natstest.StandInLedger(t, ctx, nc, func(_ jetstream.Msg, s *events.Signed) {
 		r := events.Receipt{Status: events.StatusAccepted, Digest: s.DigestHex(), LogIndex: 3}
 		if id := s.Statement.Predicate.EventID; id[len(id)-1] == 'd' {
 			r.Digest = strings.Repeat("0", 64)
 		}
 		b, _ := json.Marshal(r)
 		_ = nc.Publish(events.ReceiptSubject(s.Statement.Predicate.Partner, s.DigestHex()), b)
-		_ = m.Ack()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Stop()
 
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	for _, tc := range []struct {
