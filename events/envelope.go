@@ -43,6 +43,13 @@ type Signed struct {
 	// nil for every other kind. Parcel is then the parcel's wire form.
 	Manifest *Manifest
 	Parcel   []byte
+	// Members are a batch's events, opened (batch.go); nil for every other
+	// kind. Batch is, for a member, the batch it belongs to (whose
+	// signature signs it), and Position its place in the batch; a member
+	// has no Envelope or Raw of its own.
+	Members  []*Signed
+	Batch    *Signed
+	Position int
 }
 
 // Wire is what travels on the events stream: the parcel of a shipment, the
@@ -86,7 +93,7 @@ func SignStatement(ctx context.Context, st *Statement, key crypto.Signer, keyID 
 	if _, ok := key.Public().(*ecdsa.PublicKey); !ok {
 		return nil, errors.New("events: partner keys are ECDSA P-256")
 	}
-	payload, err := json.Marshal(st)
+	payload, err := marshalStatement(st)
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +121,9 @@ func SignStatement(ctx context.Context, st *Statement, key crypto.Signer, keyID 
 		Statement: st, Digest: Digest(PayloadType, payload),
 	}, nil
 }
+
+// marshalStatement is a statement's payload as Sign writes it.
+func marshalStatement(st *Statement) ([]byte, error) { return json.Marshal(st) }
 
 // Open parses an envelope and its statement without verifying anything: the
 // envelope must have one signature and the custody payload type, and the
@@ -216,7 +226,13 @@ var ErrBadSignature = errors.New("envelope signature does not verify")
 
 // Verify checks the envelope's signature against pub (an ECDSA P-256 key).
 // After it returns nil, Statement is what the holder of pub signed.
+//
+// For a batch member, it is the batch's signature that is checked: the
+// member was opened from a batch whose members hash to the root it signs.
 func (s *Signed) Verify(pub crypto.PublicKey) error {
+	if s.Batch != nil {
+		return s.Batch.Verify(pub)
+	}
 	k, ok := pub.(*ecdsa.PublicKey)
 	if !ok {
 		return fmt.Errorf("%w: not an ECDSA key", ErrBadSignature)

@@ -100,7 +100,16 @@ func NewShipmentStatement(kind, partner string, sh Shipment, m *Manifest, t time
 // ShipmentRoot returns the manifest root a shipment statement signs (its
 // subject's digest), or nil.
 func (s *Statement) ShipmentRoot() []byte {
-	if s.Predicate.Shipment == nil || len(s.Subject) != 1 {
+	if s.Predicate.Shipment == nil {
+		return nil
+	}
+	return s.subjectRoot()
+}
+
+// subjectRoot is the sha256 digest of the statement's one subject, as
+// bytes, or nil.
+func (s *Statement) subjectRoot() []byte {
+	if len(s.Subject) != 1 {
 		return nil
 	}
 	r, err := hex.DecodeString(s.Subject[0].Digest["sha256"])
@@ -298,7 +307,9 @@ func (m *Manifest) Proofs() ([]byte, map[string]*ManifestProof, error) {
 // ledger tells it from a bare envelope.
 type Parcel struct {
 	Envelope json.RawMessage `json:"envelope"`
-	Manifest *Manifest       `json:"manifest"`
+	Manifest *Manifest       `json:"manifest,omitempty"`
+	// Members are a batch's member payloads, base64 (batch.go).
+	Members []string `json:"members,omitempty"`
 }
 
 var parcelPrefix = []byte(`{"envelope":`)
@@ -310,6 +321,11 @@ func IsParcel(raw []byte) bool { return bytes.HasPrefix(raw, parcelPrefix) }
 // EncodeParcel returns the wire form of a shipment event.
 func EncodeParcel(envelope []byte, m *Manifest) ([]byte, error) {
 	return json.Marshal(Parcel{Envelope: envelope, Manifest: m})
+}
+
+// encodeBatchParcel returns the wire form of a batch.
+func encodeBatchParcel(envelope []byte, members []string) ([]byte, error) {
+	return json.Marshal(Parcel{Envelope: envelope, Members: members})
 }
 
 // OpenMessage opens a message of the events stream: a bare envelope
@@ -325,8 +341,8 @@ func OpenMessage(raw []byte) (*Signed, error) {
 		if err != nil {
 			return nil, err
 		}
-		if IsShipment(s.Statement.Predicate.Kind) {
-			return nil, fmt.Errorf("%w: a %s travels as a parcel with its manifest", ErrMalformed, s.Statement.Predicate.Kind)
+		if k := s.Statement.Predicate.Kind; IsShipment(k) || k == KindBatchSigned {
+			return nil, fmt.Errorf("%w: a %s travels as a parcel with its manifest or members", ErrMalformed, k)
 		}
 		return s, nil
 	}
@@ -347,8 +363,22 @@ func OpenMessage(raw []byte) (*Signed, error) {
 		return nil, err
 	}
 	st := s.Statement
-	if !IsShipment(st.Predicate.Kind) {
-		return nil, fmt.Errorf("%w: only shipments travel with a manifest, not %s", ErrMalformed, st.Predicate.Kind)
+	if st.Predicate.Kind == KindBatchSigned {
+		if p.Manifest != nil {
+			return nil, fmt.Errorf("%w: a batch travels with its members, not a manifest", ErrMalformed)
+		}
+		if err := openBatch(s, p.Members); err != nil {
+			if errors.Is(err, ErrManifest) {
+				s.Members = nil
+				return s, err
+			}
+			return nil, err
+		}
+		s.Parcel = raw
+		return s, nil
+	}
+	if !IsShipment(st.Predicate.Kind) || p.Members != nil {
+		return nil, fmt.Errorf("%w: only shipments travel with a manifest, and only batches with members, not %s", ErrMalformed, st.Predicate.Kind)
 	}
 	if err := p.Manifest.Check(); err != nil {
 		return s, fmt.Errorf("%w: %v", ErrManifest, err)

@@ -37,6 +37,7 @@ var Kinds = []string{
 	KindDeviceFlagged, KindDeviceCleared, KindDeviceEnrolled, KindDeviceDecommissioned,
 	KindPartnerRegistered, KindPartnerRevoked, KindEnrollmentRefused,
 	KindShipmentOffered, KindShipmentAccepted, KindShipmentWithdrawn,
+	KindBatchSigned,
 }
 
 // Stage names recorded by stage.recorded.
@@ -91,6 +92,7 @@ type Predicate struct {
 	Refused      *Refused      `json:"refused,omitempty"`
 	PartnerInfo  *PartnerInfo  `json:"partnerInfo,omitempty"`
 	Shipment     *Shipment     `json:"shipment,omitempty"`
+	Batch        *Batch        `json:"batch,omitempty"`
 
 	// Evidence is the TPM quote made for this event. It is absent from
 	// partner registry events, and from enrollment.refused when the device
@@ -225,6 +227,9 @@ func (s *Statement) Target() string {
 	if s.Predicate.Shipment != nil {
 		return ShipmentTarget(s.Predicate.Shipment.ID)
 	}
+	if s.Predicate.Batch != nil {
+		return BatchTarget(s.Predicate.Batch.ID)
+	}
 	if s.Predicate.PartnerInfo != nil {
 		return s.Predicate.PartnerInfo.Name
 	}
@@ -276,6 +281,16 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		if (p.Kind == KindShipmentOffered) != (p.Shipment.Offer == "") {
 			return nil, fmt.Errorf("%w: an acceptance or withdrawal names its offer, an offer none", ErrMalformed)
 		}
+	} else if p.Kind == KindBatchSigned {
+		if p.Batch == nil || !ValidShipmentID(p.Batch.ID) || s.Subject[0].Name != "batch:"+p.Batch.ID || !deviceRE.MatchString(s.Subject[0].Digest["sha256"]) {
+			return nil, fmt.Errorf("%w: a batch names itself as subject (batch:<id>, sha256 = the members' root)", ErrMalformed)
+		}
+		if p.Evidence != nil {
+			return nil, fmt.Errorf("%w: a batch carries no quote of its own (each member carries its device's)", ErrMalformed)
+		}
+		if p.Batch.Events < 1 || p.Batch.Events > MaxBatchEvents {
+			return nil, fmt.Errorf("%w: a batch holds 1 to %d events", ErrMalformed, MaxBatchEvents)
+		}
 	} else if d := s.Device(); !ValidDeviceID(d) || s.Subject[0].Digest["sha256"] != d {
 		return nil, fmt.Errorf("%w: subject must be device:<64 hex> with the same sha256 digest", ErrMalformed)
 	}
@@ -295,6 +310,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 		KindShipmentOffered:      p.Shipment != nil,
 		KindShipmentAccepted:     p.Shipment != nil,
 		KindShipmentWithdrawn:    p.Shipment != nil,
+		KindBatchSigned:          p.Batch != nil,
 	}
 	ok, known := want[p.Kind]
 	if !known {
@@ -306,7 +322,7 @@ func ParseStatement(payload []byte) (*Statement, error) {
 	if !ValidPartnerName(p.Partner) {
 		return nil, fmt.Errorf("%w: partner %q is not a valid partner name", ErrMalformed, p.Partner)
 	}
-	if !isPartnerEvent && !isShipment && p.Kind != KindEnrollmentRefused && p.Evidence == nil {
+	if !isPartnerEvent && !isShipment && p.Kind != KindBatchSigned && p.Kind != KindEnrollmentRefused && p.Evidence == nil {
 		return nil, fmt.Errorf("%w: device events carry TPM evidence", ErrMalformed)
 	}
 	return &s, nil
