@@ -267,6 +267,9 @@ var KindRoles = map[string][]string{
 	KindDeviceCleared:        {RoleOperator},
 	KindDeviceEnrolled:       {RoleGate},
 	KindDeviceDecommissioned: {RoleOperator},
+	// A batch may be signed by any role that publishes device events; each
+	// member is held to its own kind's roles.
+	KindBatchSigned: append(slices.Clone(StationRoles), RoleGate),
 }
 
 // RoleMayPublish reports whether a partner of role may publish kind

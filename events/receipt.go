@@ -42,7 +42,31 @@ type Receipt struct {
 	RootHash   []byte   `json:"rootHash,omitempty"`
 	Hashes     [][]byte `json:"hashes,omitempty"`
 	Checkpoint string   `json:"checkpoint,omitempty"`
+
+	// Members is, for a batch (batch.signed), the verdict on each member in
+	// the batch's order. The batch is logged (one leaf) when at least one
+	// member is; the receipt's proof is the batch's, and a member's path
+	// to the batch root is its MemberProof.
+	Members []MemberVerdict `json:"members,omitempty"`
 }
+
+// MemberVerdict is the ledger's verdict on one member of a batch.
+type MemberVerdict struct {
+	Digest  string `json:"digest"` // the member's event digest (hex)
+	Target  string `json:"target"` // its device
+	Kind    string `json:"kind"`
+	EventID string `json:"eventId,omitempty"`
+	Status  string `json:"status"` // accepted, evidence or rejected
+	Code    string `json:"code,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// LogIndex is, for a member logged before (Existing), the entry that
+	// holds it; a member logged by this batch is in the batch's entry.
+	LogIndex uint64 `json:"logIndex,omitempty"`
+	Existing bool   `json:"existing,omitempty"`
+}
+
+// Logged reports whether the member is in the log.
+func (v *MemberVerdict) Logged() bool { return v.Status == StatusAccepted || v.Status == StatusEvidence }
 
 // Logged reports whether the event entered the log.
 func (r *Receipt) Logged() bool { return r.Status == StatusAccepted || r.Status == StatusEvidence }
@@ -75,6 +99,9 @@ var (
 	ErrReceiptDigest = errors.New("digest: the receipt is not for this event")
 	// ErrReceiptStatus: the status is none of accepted, evidence, rejected.
 	ErrReceiptStatus = errors.New("status: not a status the ledger answers with")
+	// ErrReceiptMembers: a batch's receipt does not give one verdict per
+	// member, in order.
+	ErrReceiptMembers = errors.New("members: the receipt's verdicts are not the batch's members")
 	// ErrReceiptCheckpoint: the checkpoint is not a note signed by the
 	// log's key.
 	ErrReceiptCheckpoint = errors.New("checkpoint signature: not signed by the log's key")
@@ -121,6 +148,18 @@ func VerifyReceipt(signed *Signed, r *Receipt, v ReceiptVerifier) error {
 	bad := func(err error) error { return &BadReceiptError{Digest: digest, Status: r.Status, Err: err} }
 	if r.Digest != digest {
 		return bad(fmt.Errorf("%w (it names %.64q)", ErrReceiptDigest, r.Digest))
+	}
+	if signed.Members != nil && r.Members != nil {
+		if len(r.Members) != len(signed.Members) {
+			return bad(fmt.Errorf("%w: verdicts on %d members, the batch has %d", ErrReceiptMembers, len(r.Members), len(signed.Members)))
+		}
+		for i, m := range signed.Members {
+			if r.Members[i].Digest != m.DigestHex() {
+				return bad(fmt.Errorf("%w: verdict %d names %.64q, not member %s", ErrReceiptMembers, i, r.Members[i].Digest, m.DigestHex()))
+			}
+		}
+	} else if r.Members != nil || (signed.Members != nil && r.Logged()) {
+		return bad(fmt.Errorf("%w: member verdicts on a batch only, and on every logged batch", ErrReceiptMembers))
 	}
 	switch {
 	case r.Status == StatusRejected:

@@ -88,10 +88,12 @@ func (s *memStore) Commit(c *Commit) error {
 			return errNotAppend
 		}
 		s.entries = append(s.entries, e)
-		s.byDigest[string(e.Digest)] = e.Index
 		s.byLeaf[string(LeafHash(e.Body))] = e.Index
-		if e.EventID != "" {
-			s.byEventID[eventIDKey(e.Partner, e.EventID)] = e.Digest
+		for _, ev := range e.Events() {
+			s.byDigest[string(ev.Digest)] = e.Index
+			if ev.EventID != "" {
+				s.byEventID[eventIDKey(e.Partner, ev.EventID)] = ev.Digest
+			}
 		}
 		if events.ValidDeviceID(e.Target) {
 			s.byDevice[e.Target] = append(s.byDevice[e.Target], e.Index)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"sync"
 	"time"
 
@@ -56,6 +57,50 @@ type prepared struct {
 
 	manifest []byte            // shipments: the manifest (JSON) as stored
 	proofs   map[string][]byte // shipments: each device's manifest proof (JSON)
+
+	// A batch's members, prepared as events of their own (when the batch's
+	// own checks passed); for a member, batch is the batch and
+	// memberProof its MemberProof (JSON) as the device index stores it.
+	members     []*prepared
+	batch       *prepared
+	memberProof []byte
+}
+
+// prepareMembers prepares a batch's members (pr's signature checked):
+// their schemas, binding digests and quotes, on every core when the batch
+// is large, and each member's proof.
+func (l *Ledger) prepareMembers(pr *prepared) {
+	ms := pr.signed.Members
+	proofs, err := pr.signed.MemberProofs()
+	if err != nil {
+		pr.early = reject(events.CodeManifest, "%v", err)
+		return
+	}
+	pr.members = make([]*prepared, len(ms))
+	for i, m := range ms {
+		mp := &prepared{batch: pr, seq: pr.seq, signed: m}
+		if mp.memberProof, err = json.Marshal(proofs[i]); err != nil {
+			pr.early = reject(events.CodeManifest, "%v", err)
+			return
+		}
+		pr.members[i] = mp
+	}
+	workers := min(runtime.GOMAXPROCS(0), (len(ms)+15)/16)
+	if workers <= 1 {
+		for _, mp := range pr.members {
+			l.prepareStatement(mp, nil)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(pr.members); i += workers {
+				l.prepareStatement(pr.members[i], nil)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // facts caches what prepare and the read API check against: partners'
@@ -225,6 +270,16 @@ func (l *Ledger) prepare(pr *prepared) {
 		pr.signed = nil
 		return
 	}
+	l.prepareStatement(pr, manifestErr)
+	if s := pr.signed; s.Members != nil && pr.early == nil && pr.sigOK {
+		l.prepareMembers(pr)
+	}
+}
+
+// prepareStatement is prepare for one opened statement: a message's, or a
+// batch member's (pr.batch set: no subject of its own; its signature is the
+// batch's, already checked).
+func (l *Ledger) prepareStatement(pr *prepared, manifestErr error) {
 	s := pr.signed
 	st := s.Statement
 	p := &st.Predicate
@@ -241,7 +296,7 @@ func (l *Ledger) prepare(pr *prepared) {
 		pr.early = reject(events.CodeSchema, "%v", err)
 		return
 	}
-	if want := events.EventSubject(p.Partner, st.Target()); pr.subject != want {
+	if want := events.EventSubject(p.Partner, st.Target()); pr.batch == nil && pr.subject != want {
 		pr.early = reject(events.CodeSubject, "published on %s, but the statement is by %s about %s (subject %s)", pr.subject, p.Partner, st.Target(), want)
 		return
 	}
@@ -250,19 +305,21 @@ func (l *Ledger) prepare(pr *prepared) {
 		return
 	}
 	var pub crypto.PublicKey
-	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked {
+	if pr.batch != nil {
+		pr.sigCert, pr.sigOK = pr.batch.sigCert, pr.batch.sigOK
+	} else if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked {
 		pr.sigCert, pub = l.cfg.Consortium.Raw, l.cfg.Consortium.PublicKey
 	} else if k := l.partnerKey(p.Partner); k != nil {
 		pr.sigCert, pub = k.cert, k.pub
 	}
-	if pr.sigCert != nil {
+	if pr.sigCert != nil && pr.batch == nil {
 		pr.sigOK = s.Verify(pub) == nil
 		if pr.sigOK {
 			pr.body, _ = HashedRekordBody(s.Digest[:], s.Signature, pr.sigCert)
 		}
 	}
-	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked || p.Kind == events.KindEnrollmentRefused {
-		return // rare: the sequential rules check the rest
+	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked || p.Kind == events.KindEnrollmentRefused || p.Kind == events.KindBatchSigned {
+		return // rare, or a batch (its members are prepared next): the sequential rules check the rest
 	}
 	if s.Manifest != nil {
 		// A shipment carries no quote; what the verifiers can do for it is

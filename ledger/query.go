@@ -29,6 +29,12 @@ type ProvenEntry struct {
 	// root the shipment signs (events.ManifestProof): the device's part of
 	// the pallet, without the rest of it.
 	ManifestProof json.RawMessage `json:"manifestProof,omitempty"`
+	// Batch is, for an event logged in a station batch, the batch's digest
+	// (Body and Envelope are the batch's; Digest, Kind and Status the
+	// member's), and MemberProof (events.MemberProof) the member's payload
+	// and its path to the root the batch signs.
+	Batch       string          `json:"batch,omitempty"`
+	MemberProof json.RawMessage `json:"memberProof,omitempty"`
 }
 
 // Provenance is a device's history: its state and every entry about it,
@@ -111,16 +117,35 @@ func (l *Ledger) provenance(device string, filter func(dev *Device) func(*Entry)
 	}
 	for k, i := range in {
 		pe := provenEntry(i, entries[k], proofs[k])
-		if events.IsShipment(pe.Kind) {
+		if events.IsShipment(pe.Kind) || pe.Kind == events.KindBatchSigned {
 			mp, err := l.cfg.Store.ManifestProof(device, i)
 			if err != nil {
-				return nil, fmt.Errorf("ledger: the manifest proof of device %s in entry %d: %w", device, i, err)
+				return nil, fmt.Errorf("ledger: the manifest or member proof of device %s in entry %d: %w", device, i, err)
 			}
-			pe.ManifestProof = mp
+			if pe.Kind == events.KindBatchSigned {
+				if err := pe.asMember(entries[k], device, mp); err != nil {
+					return nil, err
+				}
+			} else {
+				pe.ManifestProof = mp
+			}
 		}
 		p.Entries = append(p.Entries, pe)
 	}
 	return p, nil
+}
+
+// asMember makes a batch's entry the device's member of it: the member's
+// digest, kind and verdict, with its proof.
+func (pe *ProvenEntry) asMember(e *Entry, device string, proof []byte) error {
+	for _, v := range e.Members {
+		if v.Target == device && v.Logged() && !v.Existing {
+			pe.Batch, pe.MemberProof = pe.Digest, proof
+			pe.Digest, pe.Kind, pe.Status, pe.Code, pe.Reason = v.Digest, v.Kind, v.Status, v.Code, v.Reason
+			return nil
+		}
+	}
+	return fmt.Errorf("ledger: batch entry %d logs no member about device %s", e.Index, device)
 }
 
 func provenEntry(i uint64, e *Entry, proof [][]byte) ProvenEntry {
@@ -165,6 +190,9 @@ func (l *Ledger) EventStatus(digest []byte) (*events.Receipt, error) {
 type VerifiedEntry struct {
 	ProvenEntry
 	Statement *events.Statement
+	// Signed is the event opened: its envelope's, or the batch member's
+	// (whose signature is the batch's, verified).
+	Signed *events.Signed
 }
 
 // VerifyProvenance checks a provenance answer offline against the log's
@@ -185,20 +213,27 @@ func VerifyProvenance(p *Provenance, logKey *ecdsa.PublicKey) ([]VerifiedEntry, 
 		if err := VerifyInclusion(e.Body, e.Index, cp.Size, e.InclusionProof, cp.Root); err != nil {
 			return nil, nil, fmt.Errorf("entry %d: inclusion proof: %w", e.Index, err)
 		}
-		st, err := verifyLeaf(e.Body, e.Envelope)
+		s, err := verifyLeaf(e.Body, e.Envelope)
 		if err != nil {
 			return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
 		}
+		st := s.Statement
+		device := p.DeviceID
+		if device == "" && p.Device != nil {
+			device = p.Device.ID
+		}
 		if st.Predicate.Shipment != nil {
-			device := p.DeviceID
-			if device == "" && p.Device != nil {
-				device = p.Device.ID
-			}
 			if err := verifyManifestProof(e.ManifestProof, device, st); err != nil {
 				return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
 			}
 		}
-		out = append(out, VerifiedEntry{ProvenEntry: e, Statement: st})
+		if st.Predicate.Batch != nil {
+			if s, err = verifyMemberProof(e, device, st); err != nil {
+				return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			st = s.Statement
+		}
+		out = append(out, VerifiedEntry{ProvenEntry: e, Statement: st, Signed: s})
 	}
 	return out, cp, nil
 }
@@ -219,9 +254,38 @@ func verifyManifestProof(proof []byte, device string, st *events.Statement) erro
 	return mp.Verify(device, st.ShipmentRoot())
 }
 
+// verifyMemberProof checks that the batch st (whose envelope verified)
+// signs the member e names about device, and returns the member.
+func verifyMemberProof(e ProvenEntry, device string, st *events.Statement) (*events.Signed, error) {
+	if len(e.MemberProof) == 0 {
+		return nil, fmt.Errorf("batch %s: no member proof for device %s", st.Predicate.Batch.ID, device)
+	}
+	var mp events.MemberProof
+	if err := json.Unmarshal(e.MemberProof, &mp); err != nil {
+		return nil, fmt.Errorf("member proof: %w", err)
+	}
+	if mp.Size != uint64(st.Predicate.Batch.Events) {
+		return nil, fmt.Errorf("batch %s: the member proof is for %d events, the batch signs %d", st.Predicate.Batch.ID, mp.Size, st.Predicate.Batch.Events)
+	}
+	m, err := mp.Verify(st.BatchRoot())
+	if err != nil {
+		return nil, fmt.Errorf("batch %s: %w", st.Predicate.Batch.ID, err)
+	}
+	if m.DigestHex() != e.Digest {
+		return nil, fmt.Errorf("batch %s: the member proof opens event %s, the entry names %s", st.Predicate.Batch.ID, m.DigestHex(), e.Digest)
+	}
+	if m.Statement.Predicate.Partner != st.Predicate.Partner {
+		return nil, fmt.Errorf("batch %s: member by %s in a batch by %s", st.Predicate.Batch.ID, m.Statement.Predicate.Partner, st.Predicate.Partner)
+	}
+	if m.Statement.Device() != device {
+		return nil, fmt.Errorf("batch %s: the member is about %s, not device %s", st.Predicate.Batch.ID, m.Statement.Target(), device)
+	}
+	return m, nil
+}
+
 // verifyLeaf checks that a hashedrekord body commits to the envelope's
 // digest and that the envelope's signature verifies with the leaf's key.
-func verifyLeaf(body, envelope []byte) (*events.Statement, error) {
+func verifyLeaf(body, envelope []byte) (*events.Signed, error) {
 	lf, err := parseLeaf(body)
 	if err != nil {
 		return nil, err
@@ -243,7 +307,7 @@ func verifyLeaf(body, envelope []byte) (*events.Statement, error) {
 	if err := s.Verify(pub); err != nil {
 		return nil, err
 	}
-	return s.Statement, nil
+	return s, nil
 }
 
 // leaf is what a hashedrekord leaf body commits to.

@@ -59,10 +59,7 @@ func (vb *VerifiedBundle) Replay(trust OfflineTrust) (*Device, error) {
 			return nil, fail("%v", rerr)
 		}
 		signer := &Partner{Name: id.Name, Role: id.Role, Certificate: cert.Raw}
-		s, err := events.Open(e.Envelope)
-		if err != nil {
-			return nil, fail("%v", err)
-		}
+		s := e.Signed // the envelope's event, or the batch member's
 		if p.Shipment != nil {
 			// The device's part of a shipment (its manifest proof was
 			// verified with the bundle): the same rule as ingest, for this

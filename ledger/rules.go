@@ -42,23 +42,9 @@ func (b *batch) verify(pr *prepared, at time.Time) (*verdict, error) {
 	if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked {
 		return b.partnerEvent(pr)
 	}
-	signer, err := b.partner(p.Partner)
+	signer, err := b.signer(pr, at)
 	if err != nil {
 		return nil, err
-	}
-	if signer == nil {
-		return nil, reject(events.CodeUnknownPartner, "partner %q is not in the partner registry", p.Partner)
-	}
-	if signer.Revoked {
-		return nil, reject(events.CodePartnerRevoked, "partner %q was revoked at log index %d; its later events are refused", p.Partner, signer.RevokedIndex)
-	}
-	if ok, err := pr.signatureOK(signer.Certificate); err != nil {
-		return nil, err
-	} else if !ok {
-		return nil, reject(events.CodeBadSignature, "the envelope's signature does not verify with %s's registered certificate", p.Partner)
-	}
-	if rerr := b.l.signerValid(signer, at); rerr != nil {
-		return nil, rerr
 	}
 	if p.Kind == events.KindEnrollmentRefused {
 		return b.enrollmentRefused(s, signer, &verdict{signerCert: signer.Certificate}) // rules_enrollment.go
@@ -95,6 +81,32 @@ func (b *batch) verify(pr *prepared, at time.Time) (*verdict, error) {
 		return v, r.logged
 	}
 	return v, nil
+}
+
+// signer checks the envelope's signer at at: registered, not revoked, its
+// signature verifying with the registered certificate, which is valid at
+// at. A refusal is a *RuleError; any other error a storage failure.
+func (b *batch) signer(pr *prepared, at time.Time) (*Partner, error) {
+	name := pr.signed.Statement.Predicate.Partner
+	signer, err := b.partner(name)
+	if err != nil {
+		return nil, err
+	}
+	if signer == nil {
+		return nil, reject(events.CodeUnknownPartner, "partner %q is not in the partner registry", name)
+	}
+	if signer.Revoked {
+		return nil, reject(events.CodePartnerRevoked, "partner %q was revoked at log index %d; its later events are refused", name, signer.RevokedIndex)
+	}
+	if ok, err := pr.signatureOK(signer.Certificate); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, reject(events.CodeBadSignature, "the envelope's signature does not verify with %s's registered certificate", name)
+	}
+	if rerr := b.l.signerValid(signer, at); rerr != nil {
+		return nil, rerr
+	}
+	return signer, nil
 }
 
 func roleMay(role, kind string) bool { return events.RoleMayPublish(role, kind) }

@@ -34,6 +34,34 @@ type Entry struct {
 	// read them back: a device's history carries its own proof only.
 	Manifest []byte            `json:"-"`
 	Proofs   map[string][]byte `json:"-"`
+	// Members is, for a batch, the verdict on each member; Manifest then
+	// holds the members' payloads (JSON array of base64 strings, in
+	// order) and Proofs each logged member's MemberProof (JSON) by device.
+	Members []events.MemberVerdict `json:"members,omitempty"`
+}
+
+// IndexedEvent is an event digest and event ID that the store's digest and
+// event-ID indexes map to an entry.
+type IndexedEvent struct {
+	Digest  []byte
+	EventID string
+}
+
+// Events lists the events the entry logs: its own and, for a batch, each
+// member it logged (not a member logged earlier, which keeps its entry).
+func (e *Entry) Events() []IndexedEvent {
+	out := []IndexedEvent{{Digest: e.Digest, EventID: e.EventID}}
+	for _, m := range e.Members {
+		if !m.Logged() || m.Existing {
+			continue
+		}
+		d, err := hex.DecodeString(m.Digest)
+		if err != nil {
+			continue
+		}
+		out = append(out, IndexedEvent{Digest: d, EventID: m.EventID})
+	}
+	return out
 }
 
 // DigestHex is the entry's event digest in hex.
@@ -130,6 +158,9 @@ type Rejection struct {
 	Partner string `json:"partner"`
 	Target  string `json:"target"`
 	Time    int64  `json:"time"`
+	// Members is, for a batch refused whole after its members were
+	// judged, the verdict on each.
+	Members []events.MemberVerdict `json:"members,omitempty"`
 }
 
 // Receipt converts a rejection into the publisher's answer.
@@ -137,5 +168,6 @@ func (r *Rejection) Receipt() *events.Receipt {
 	return &events.Receipt{
 		Digest: hex.EncodeToString(r.Digest), Status: events.StatusRejected,
 		Code: r.Code, Reason: r.Reason, Partner: r.Partner, Target: r.Target,
+		Members: r.Members,
 	}
 }

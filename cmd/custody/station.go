@@ -214,6 +214,14 @@ waits for the ledger's answer. OP is one of:
   flag --reason R [--note TEXT]   flag the device (lost, stolen, rma, compromised, …)
   clear --reason R [--note TEXT]  clear a flag (operators)
 
+A production line records many powered devices at once with one signature
+(a station batch): each device quotes its own event, the ledger answers per
+device ("members" in the receipt), and a device refused does not stop the
+others:
+
+  stages --agents URL,URL,… --stage assembly|test-passed|receiving-inspection [--note TEXT]
+                                  up to 500 devices, each once
+
 Shipments move boxed devices (not powered: no agent, no quote), one signed
 event for a whole manifest (a JSON file: {"containers": [{"path": "P-1/C-1",
 "devices": ["<device id>", …]}, …]}, up to 10,000 devices):
@@ -244,7 +252,8 @@ Flags:
 	stationURL := fs.String("station", "https://127.0.0.1:8480/stations/acme-tpm", "the station's API")
 	as := fs.String("as", "", "call as this partner, with its certificate from --pki (default: the partner the --station URL ends in); a station answers only its own partner")
 	pkiDir := fs.String("pki", ".custody/pki", "PKI directory: the TLS CA and the partner's certificate and key")
-	agent := fs.String("agent", "", "the device agent's factory API URL (required, except for shipments)")
+	agent := fs.String("agent", "", "the device agent's factory API URL (required, except for shipments and stages)")
+	agents := fs.String("agents", "", "the device agents' factory API URLs, comma-separated (stages)")
 	to := fs.String("to", "", "recipient partner (offer, ship)")
 	stage := fs.String("stage", "", "stage name: assembly, test-passed or receiving-inspection (stage)")
 	shipment := fs.String("shipment", "", "shipment ID (ship)")
@@ -270,7 +279,11 @@ Flags:
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
-	req := &station.Request{Agent: *agent, To: *to, Stage: *stage, Note: *note, Reason: *reason, Equivocate: *equivocate, Shipment: *shipment, Offer: *offerDigest}
+	var agentList []string
+	if *agents != "" {
+		agentList = strings.Split(*agents, ",")
+	}
+	req := &station.Request{Agent: *agent, Agents: agentList, To: *to, Stage: *stage, Note: *note, Reason: *reason, Equivocate: *equivocate, Shipment: *shipment, Offer: *offerDigest}
 	if *manifestFile != "" {
 		b, err := readFlagFile("--manifest", *manifestFile, "the shipment's manifest")
 		if err != nil {

@@ -262,15 +262,17 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		if err := b.Set(entryKey(e.Index), v, nil); err != nil {
 			return err
 		}
-		if err := b.Set(digestKey(e.Digest), u64(nil, e.Index), nil); err != nil {
-			return err
-		}
 		if err := b.Set(leafKey(ledger.LeafHash(e.Body)), u64(nil, e.Index), nil); err != nil {
 			return err
 		}
-		if e.EventID != "" {
-			if err := b.Set(eventIDKey(e.Partner, e.EventID), e.Digest, nil); err != nil {
+		for _, ev := range e.Events() { // a batch's logged members too
+			if err := b.Set(digestKey(ev.Digest), u64(nil, e.Index), nil); err != nil {
 				return err
+			}
+			if ev.EventID != "" {
+				if err := b.Set(eventIDKey(e.Partner, ev.EventID), ev.Digest, nil); err != nil {
+					return err
+				}
 			}
 		}
 		if len(e.Target) == 64 && e.Kind != "partner.registered" && e.Kind != "partner.revoked" {
@@ -278,8 +280,9 @@ func (s *Store) Commit(c *ledger.Commit) error {
 				return err
 			}
 		}
-		// A shipment is in the history of every device of its manifest:
-		// the device index holds each device's manifest proof.
+		// A shipment is in the history of every device of its manifest,
+		// a batch in that of each device of a member it logged: the device
+		// index holds each device's manifest or member proof.
 		for dev, proof := range e.Proofs {
 			if err := b.Set(deviceIdxKey(dev, e.Index), proof, nil); err != nil {
 				return err

@@ -23,6 +23,9 @@ import (
 type Request struct {
 	// Agent is the base URL of the device's factory API.
 	Agent string `json:"agent"`
+	// Agents are the devices of /v1/stages (one station batch), each
+	// once, 1 to MaxBatchAgents of them.
+	Agents []string `json:"agents,omitempty"`
 	// Stage names the stage for /v1/stage.
 	Stage string `json:"stage,omitempty"`
 	// Note is free text for stages and flags.
@@ -52,7 +55,7 @@ type Request struct {
 
 // Operations are the station API's calls (POST /v1/<op>), in the order of
 // a device's life.
-var Operations = []string{"manufacture", "stage", "firmware", "offer", "withdraw", "accept", "flag", "clear", "ship", "accept-shipment", "withdraw-shipment"}
+var Operations = []string{"manufacture", "stage", "stages", "firmware", "offer", "withdraw", "accept", "flag", "clear", "ship", "accept-shipment", "withdraw-shipment"}
 
 // shipmentOps are the operations on shipments: they contact no device
 // (boxed devices are not powered), so they take no agent.
@@ -90,6 +93,8 @@ type Response struct {
 //
 //	POST /v1/manufacture  {agent}              TPM vendor: birth record
 //	POST /v1/stage        {agent, stage, note} record assembly, test-passed, or a sampled receiving-inspection
+//	POST /v1/stages       {agents, stage, note} the same for many devices in one station batch (one
+//	                                           signature; the receipt's members hold each device's verdict)
 //	POST /v1/firmware     {agent, image}       program firmware and record it
 //	POST /v1/offer        {agent, to}          offer the device to a partner
 //	POST /v1/withdraw     {agent}              withdraw this partner's pending offer
@@ -163,6 +168,9 @@ func (s *Station) Handler() http.Handler {
 	route("/v1/stage", func(ctx context.Context, r *Request) (*Result, error) {
 		return s.RecordStage(ctx, r.Agent, r.Stage, r.Note)
 	})
+	route("/v1/stages", func(ctx context.Context, r *Request) (*Result, error) {
+		return s.RecordStages(ctx, r.Agents, r.Stage, r.Note)
+	})
 	route("/v1/firmware", func(ctx context.Context, r *Request) (*Result, error) {
 		return s.ProgramFirmware(ctx, r.Agent, r.Image)
 	})
@@ -224,14 +232,34 @@ func (r *Request) Check(op string) (field, rule string) {
 	if slices.Contains(shipmentOps, op) {
 		return r.checkShipment(op)
 	}
-	if _, err := AgentURL(r.Agent); err != nil {
+	if op == "stages" {
+		if r.Agent != "" {
+			return "agent", "stages takes its devices in agents, not agent"
+		}
+		if len(r.Agents) < 1 || len(r.Agents) > MaxBatchAgents {
+			return "agents", fmt.Sprintf("stages records 1 to %d devices, not %d", MaxBatchAgents, len(r.Agents))
+		}
+		seen := make(map[string]bool, len(r.Agents))
+		for _, a := range r.Agents {
+			u, err := AgentURL(a)
+			if err != nil {
+				return "agents", err.Error()
+			}
+			if seen[u] {
+				return "agents", fmt.Sprintf("%s is listed twice: a batch records a device once", u)
+			}
+			seen[u] = true
+		}
+	} else if len(r.Agents) > 0 {
+		return "agents", "only stages takes agents; the other operations take one agent"
+	} else if _, err := AgentURL(r.Agent); err != nil {
 		return "agent", err.Error()
 	}
 	if r.Manifest != nil || r.Shipment != "" || r.Offer != "" {
 		return "manifest", "only the shipment operations (ship, accept-shipment, withdraw-shipment) take a shipment, an offer or a manifest"
 	}
 	switch op {
-	case "stage":
+	case "stage", "stages":
 		if r.Stage != events.StageAssembly && r.Stage != events.StageTestPassed && r.Stage != events.StageReceivingInspection {
 			return "stage", "must be assembly, test-passed or receiving-inspection (firmware is recorded by the firmware operation)"
 		}
@@ -256,7 +284,7 @@ func (r *Request) Check(op string) (field, rule string) {
 
 // checkShipment checks the request of a shipment operation.
 func (r *Request) checkShipment(op string) (field, rule string) {
-	if r.Agent != "" || r.Stage != "" || len(r.Image) > 0 || r.Reason != "" {
+	if r.Agent != "" || len(r.Agents) > 0 || r.Stage != "" || len(r.Image) > 0 || r.Reason != "" {
 		return "agent", op + " contacts no device: it takes a manifest, not an agent, stage, image or reason"
 	}
 	if r.Equivocate && op != "ship" {
