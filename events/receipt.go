@@ -66,7 +66,9 @@ type MemberVerdict struct {
 }
 
 // Logged reports whether the member is in the log.
-func (v *MemberVerdict) Logged() bool { return v.Status == StatusAccepted || v.Status == StatusEvidence }
+func (v *MemberVerdict) Logged() bool {
+	return v.Status == StatusAccepted || v.Status == StatusEvidence
+}
 
 // Logged reports whether the event entered the log.
 func (r *Receipt) Logged() bool { return r.Status == StatusAccepted || r.Status == StatusEvidence }
