@@ -33,6 +33,7 @@ import (
 	"github.com/custodyledger/custody/internal/eventtest"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/pki"
+	"github.com/custodyledger/custody/services/station"
 )
 
 // subcommands are the command lines below a command's name, as the help
@@ -154,7 +155,7 @@ func TestCLIUsageErrors(t *testing.T) {
 	call := func(op string, flags ...string) []string {
 		return append([]string{"station", "call", op, "--station", srv.URL}, flags...)
 	}
-	ops := "manufacture, stage, firmware, offer, withdraw, accept, flag, clear"
+	ops := "manufacture, stage, stages, firmware, offer, withdraw, accept, flag, clear"
 	for _, c := range []struct {
 		args []string
 		want []string
@@ -452,5 +453,66 @@ func TestCLIStationOfferEquivocation(t *testing.T) {
 	ok(stationCall("acme-tpm", "withdraw"))
 	if after := provenance(); strings.Contains(after, "offer to orbit-odm pending") || !strings.Contains(after, "handoff.withdrawn") {
 		t.Fatalf("the withdrawn offer is still pending:\n%s", after)
+	}
+}
+
+// TestCLIStationBatch records a stage for four powered devices (four
+// custody-agent processes, each its own TPM) in one station batch: one
+// signature, each device quoting its own event. The device the TPM vendor
+// never manufactured is refused by name and the command exits 3; the
+// others are logged in one leaf, and each one's history (verified by the
+// CLI against the log key) shows its member of the batch.
+func TestCLIStationBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts custodyd and device agents")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	pkiDir := filepath.Join(data, "pki")
+	d := clitest.StartCustodyd(t, data)
+	var agents []string
+	for i := range 4 {
+		adir := filepath.Join(dir, fmt.Sprintf("agent%d", i))
+		if err := os.MkdirAll(adir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		agents = append(agents, clitest.StartAgent(t, adir, pkiDir, 4300+i))
+	}
+	call := func(op string, flags ...string) clitest.Result {
+		args := append([]string{"station", "call", op, "--station", d.HTTP + "/stations/acme-tpm", "--pki", pkiDir}, flags...)
+		return clitest.Run(t, dir, "custody", args...)
+	}
+	var devices []string
+	for _, a := range agents[:3] {
+		r := call("manufacture", "--agent", a)
+		var resp struct{ Device string }
+		if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &resp) != nil {
+			t.Fatalf("manufacture: exit %d:\n%s", r.Code, r.Output())
+		}
+		devices = append(devices, resp.Device)
+	}
+	r := call("stages", "--agents", strings.Join(agents, ","), "--stage", "test-passed", "--note", "end of line")
+	var resp station.Response
+	if err := json.Unmarshal([]byte(r.Stdout), &resp); err != nil || resp.Receipt == nil {
+		t.Fatalf("stages: exit %d, no receipt:\n%s", r.Code, r.Output())
+	}
+	if r.Code != 3 || !strings.Contains(r.Stderr, "logged 3 of the batch's 4 events") || !strings.Contains(r.Stderr, "unknown-device") {
+		t.Fatalf("stages with an unmanufactured device: exit %d, want 3 naming it:\n%s", r.Code, r.Output())
+	}
+	if resp.Receipt.Kind != events.KindBatchSigned || len(resp.Receipt.Members) != 4 {
+		t.Fatalf("stages: receipt %+v", resp.Receipt)
+	}
+	for i, m := range resp.Receipt.Members[:3] {
+		if m.Status != events.StatusAccepted || m.Target != devices[i] {
+			t.Fatalf("member %d: %+v", i, m)
+		}
+	}
+	for _, dev := range devices {
+		p := clitest.Run(t, dir, "custody", "provenance", dev, "--server", d.HTTP, "--as", "acme-tpm",
+			"--pki", pkiDir, "--log-key", filepath.Join(pkiDir, pki.FileLogPub))
+		if p.Code != 0 || !strings.Contains(p.Stdout, "stage.recorded") || !strings.Contains(p.Stdout, "test-passed") {
+			t.Fatalf("provenance of %s: exit %d:\n%s", dev, p.Code, p.Output())
+		}
 	}
 }

@@ -198,7 +198,7 @@ Flags:
 func stationCall(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("station call", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage: custody station call OP (--agent URL | --manifest FILE) [flags]
+		fmt.Fprintf(fs.Output(), `Usage: custody station call OP (--agent URL | --agents URL,… | --manifest FILE) [flags]
 
 Asks a partner's station to record one event about the device behind --agent
 (the device agent's factory API, as "custody-agent serve" prints it): the
@@ -243,7 +243,8 @@ device: the station refuses it unsigned unless --equivocate asks for it;
 withdraw the pending offer first to offer the device elsewhere.
 
 Prints the station's answer (the ledger's receipt) as JSON. Exit status: 0
-logged, 1 error, 2 usage, 3 refused (the rule broken is printed).
+logged, 1 error, 2 usage, 3 refused (the rule broken is printed; for stages,
+when any device of the batch was refused, each is named).
 
 Flags:
 `)
@@ -321,6 +322,18 @@ Flags:
 	switch {
 	case errors.As(err, &rej):
 		return refusedError{err}
+	case err == nil && resp != nil && resp.Receipt != nil:
+		// A batch logged with some devices refused: the others are logged;
+		// the exit status says not all were.
+		var refused []string
+		for _, m := range resp.Receipt.Members {
+			if !m.Logged() {
+				refused = append(refused, fmt.Sprintf("device %s: %s: %s", m.Target, m.Code, m.Reason))
+			}
+		}
+		if len(refused) > 0 {
+			return refusedError{fmt.Errorf("the ledger logged %d of the batch's %d events and refused:\n  %s", len(resp.Receipt.Members)-len(refused), len(resp.Receipt.Members), strings.Join(refused, "\n  "))}
+		}
 	case err != nil && resp != nil && resp.Code == station.CodeWouldEquivocate:
 		return refusedError{errors.New(resp.Error)}
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/services/device"
 )
 
 // MaxBatchAgents bounds the devices of one batched call (RecordStages):
@@ -27,15 +28,24 @@ func (s *Station) RecordStages(ctx context.Context, agents []string, stage, note
 	if len(agents) < 1 || len(agents) > MaxBatchAgents {
 		return nil, fmt.Errorf("station: a batch records 1 to %d devices, not %d", MaxBatchAgents, len(agents))
 	}
+	// Every address is checked before any device is contacted.
+	devs := make([]*device.Client, len(agents))
+	for i, agent := range agents {
+		dev, err := s.device(agent)
+		if err != nil {
+			return nil, err
+		}
+		devs[i] = dev
+	}
 	members := make([]*events.Statement, len(agents))
 	errs := make([]error, len(agents))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16) // devices quoted at once
-	for i, agent := range agents {
+	for i, dev := range devs {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			members[i], errs[i] = s.quotedStage(ctx, agent, stage, note)
+			members[i], errs[i] = s.quotedStage(ctx, dev, stage, note)
 		})
 	}
 	wg.Wait()
@@ -75,11 +85,7 @@ func (s *Station) RecordStages(ctx context.Context, agents []string, stage, note
 }
 
 // quotedStage is one device's stage.recorded, quoted by the device.
-func (s *Station) quotedStage(ctx context.Context, agentURL, stage, note string) (*events.Statement, error) {
-	dev, err := s.device(agentURL)
-	if err != nil {
-		return nil, err
-	}
+func (s *Station) quotedStage(ctx context.Context, dev *device.Client, stage, note string) (*events.Statement, error) {
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
 		return nil, err
