@@ -84,7 +84,16 @@ func main() {
 	flag.StringVar(&cfg.Dir, "dir", "", "data directory (default: a temporary directory, removed afterwards)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
 	onlyTransitions := flag.Int("only-transitions", 0, "measure only device transitions (shipments lifecycle) with this many devices")
+	onlyBatched := flag.Int("only-batched", 0, "measure only station batches against single envelopes, with this many devices (the batch size)")
+	batchedEvents := flag.Int("batched-events", 100, "events per device per phase of --only-batched")
 	flag.Parse()
+	if *onlyBatched > 0 {
+		if err := batchedOnly(*onlyBatched, *batchedEvents, cfg.Out, *cpuProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *onlyTransitions > 0 {
 		if err := transitionsOnly(*onlyTransitions, cfg.Out, *cpuProfile); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)

@@ -32,6 +32,7 @@ const (
 	tesseraFile   = "tessera.json"
 	gateFile      = "gate.json"
 	shipmentsFile = "shipments.json"
+	batchedFile   = "batched.json"
 	summaryFile   = "summary.json"
 )
 
@@ -40,6 +41,7 @@ const (
 var partFields = map[string][]string{
 	gateFile:      {"gate_decisions_per_s", "gate_ceiling_per_s", "gate_ratio"},
 	shipmentsFile: {"device_transitions_per_s"},
+	batchedFile:   {"ingest_batched_events_per_s", "verifies_per_batched_event", "batched_ceiling_events_per_s", "ingest_batched_ratio", "batch_events"},
 }
 
 // summaryFields is every field a summary has, in the order written; each
@@ -47,6 +49,7 @@ var partFields = map[string][]string{
 var summaryFields = []string{
 	"crypto_verifies_per_s", "verifies_per_event", "crypto_ceiling_events_per_s",
 	"ingest_events_per_s", "ingest_ratio",
+	"ingest_batched_events_per_s", "verifies_per_batched_event", "batched_ceiling_events_per_s", "ingest_batched_ratio", "batch_events",
 	"proof_query_p99_ms", "proof_leaves", "rss_mib",
 	"tessera_entries_per_s",
 	"device_transitions_per_s",

@@ -102,25 +102,29 @@ func (c *captureTransport) take() []byte {
 	return e
 }
 
+// captureStation is partner's station on n, its events captured instead of
+// published (captureTransport).
+func captureStation(n *node.Node, partner string) (*station.Station, *captureTransport, error) {
+	tr := &captureTransport{}
+	p := n.PKI.Partners[partner]
+	sc := station.Config{
+		Name: partner, Role: p.Role, Key: p.Key, Ledger: n.Ledger.Store(), Transport: tr,
+		TPMInfo: attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"},
+	}
+	if p.Role == events.RoleTPMVendor {
+		sc.ManufacturingCA = n.PKI.VendorMfgCA
+	}
+	st, err := station.New(sc)
+	return st, tr, err
+}
+
 // measureTransitions runs the lifecycle on a running node.
 func measureTransitions(ctx context.Context, n *node.Node, dir string, cfg TransitionsConfig) (*TransitionsResult, error) {
 	if cfg.Carton <= 0 {
 		cfg.Carton = 50
 	}
 	res := &TransitionsResult{Devices: cfg.Devices}
-	capture := func(partner string) (*station.Station, *captureTransport, error) {
-		tr := &captureTransport{}
-		p := n.PKI.Partners[partner]
-		sc := station.Config{
-			Name: partner, Role: p.Role, Key: p.Key, Ledger: n.Ledger.Store(), Transport: tr,
-			TPMInfo: attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"},
-		}
-		if p.Role == events.RoleTPMVendor {
-			sc.ManufacturingCA = n.PKI.VendorMfgCA
-		}
-		st, err := station.New(sc)
-		return st, tr, err
-	}
+	capture := func(partner string) (*station.Station, *captureTransport, error) { return captureStation(n, partner) }
 	vendor, vtr, err := capture("acme-tpm")
 	if err != nil {
 		return nil, err

@@ -2,8 +2,6 @@ package ledger
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -136,15 +134,11 @@ func (b *batch) processBatch(pr *prepared, size *uint64, now, at time.Time) erro
 	if err != nil {
 		return fmt.Errorf("ledger: batch leaf: %w", err)
 	}
-	members, err := batchMembersJSON(signed)
-	if err != nil {
-		return err
-	}
 	e := &Entry{
 		Index: idx, Digest: bytes.Clone(signed.Digest[:]), Kind: st.Predicate.Kind,
 		Partner: partner, Target: target, Status: events.StatusAccepted,
 		IntegratedTime: now.Unix(), StreamSeq: pr.seq, Body: body, Envelope: bytes.Clone(signed.Raw),
-		EventID: st.Predicate.EventID, Manifest: members, Proofs: proofs, Members: verdicts,
+		EventID: st.Predicate.EventID, Proofs: proofs, Members: verdicts,
 	}
 	if err := l.rng.Append(LeafHash(body), func(id compact.NodeID, h []byte) { b.nodes[id] = h }); err != nil {
 		return err
@@ -155,14 +149,4 @@ func (b *batch) processBatch(pr *prepared, size *uint64, now, at time.Time) erro
 	b.eventIDs[eventIDKey(partner, st.Predicate.EventID)] = bytes.Clone(signed.Digest[:])
 	b.answers = append(b.answers, answer{partner: partner, digest: signed.DigestHex(), index: idx, logged: true, entry: e})
 	return nil
-}
-
-// batchMembersJSON is a batch's members as the store keeps them: a JSON
-// array of their payloads, base64.
-func batchMembersJSON(s *events.Signed) ([]byte, error) {
-	out := make([]string, len(s.Members))
-	for i, m := range s.Members {
-		out[i] = base64.StdEncoding.EncodeToString(m.Payload)
-	}
-	return json.Marshal(out)
 }

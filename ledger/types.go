@@ -34,9 +34,10 @@ type Entry struct {
 	// read them back: a device's history carries its own proof only.
 	Manifest []byte            `json:"-"`
 	Proofs   map[string][]byte `json:"-"`
-	// Members is, for a batch, the verdict on each member; Manifest then
-	// holds the members' payloads (JSON array of base64 strings, in
-	// order) and Proofs each logged member's MemberProof (JSON) by device.
+	// Members is, for a batch, the verdict on each member, and Proofs
+	// each logged member's MemberProof (JSON, with its payload) by device:
+	// the log keeps the members it logged, each in its device's history
+	// (a refused member's payload stays in the events stream only).
 	Members []events.MemberVerdict `json:"members,omitempty"`
 }
 

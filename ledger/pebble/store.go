@@ -233,6 +233,20 @@ func (s *Store) getJSON(key []byte, v any) error {
 	return json.Unmarshal(b, v)
 }
 
+// commitSize estimates the bytes of c's batch: its entries' bodies,
+// envelopes, manifests and proofs, and every node, with room for keys and
+// the small records.
+func commitSize(c *ledger.Commit) int {
+	n := 4096 + 64*len(c.Nodes) + 1024*(len(c.Devices)+len(c.Partners)+len(c.Rejections))
+	for _, e := range c.Entries {
+		n += 512 + 2*len(e.Body) + len(e.Envelope) + len(e.Manifest) + 128*len(e.Members)
+		for _, p := range e.Proofs {
+			n += 96 + len(p)
+		}
+	}
+	return n
+}
+
 // Head implements ledger.Store.
 func (s *Store) Head() (ledger.Head, error) {
 	var h ledger.Head
@@ -245,7 +259,7 @@ func (s *Store) Head() (ledger.Head, error) {
 
 // Commit implements ledger.Store: one batch, committed with Sync.
 func (s *Store) Commit(c *ledger.Commit) error {
-	b := s.db.NewBatch()
+	b := s.db.NewBatchWithSize(commitSize(c)) // sized once: no copies as it grows
 	defer b.Close()
 	set := func(k []byte, v any) error {
 		data, err := json.Marshal(v)
