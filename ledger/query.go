@@ -343,3 +343,52 @@ func parseLeaf(body []byte) (*leaf, error) {
 	}
 	return &leaf{hash: rk.Spec.Data.Hash.Value, signature: rk.Spec.Signature.Content, key: blk}, nil
 }
+
+// ProofReader reads the device index's proofs (Store.ManifestProof).
+type ProofReader interface {
+	ManifestProof(device string, index uint64) ([]byte, error)
+}
+
+// LoggedEvents opens the events an entry logs: its envelope's event, or,
+// for a station batch, each member it logged (not one logged earlier),
+// each read from its device's history and checked against the batch's
+// root. Nothing is verified cryptographically: the entry is the log's.
+func LoggedEvents(s ProofReader, e *Entry) ([]LoggedEvent, error) {
+	env, err := events.Open(e.Envelope)
+	if err != nil {
+		return nil, err
+	}
+	if env.Statement.Predicate.Batch == nil {
+		return []LoggedEvent{{Signed: env, Status: e.Status}}, nil
+	}
+	var out []LoggedEvent
+	for _, v := range e.Members {
+		if !v.Logged() || v.Existing {
+			continue
+		}
+		raw, err := s.ManifestProof(v.Target, e.Index)
+		if err != nil {
+			return nil, fmt.Errorf("batch entry %d, member about %s: %w", e.Index, v.Target, err)
+		}
+		var mp events.MemberProof
+		if err := json.Unmarshal(raw, &mp); err != nil {
+			return nil, fmt.Errorf("batch entry %d, member about %s: %w", e.Index, v.Target, err)
+		}
+		m, err := mp.Verify(env.Statement.BatchRoot())
+		if err != nil {
+			return nil, fmt.Errorf("batch entry %d: %w", e.Index, err)
+		}
+		if m.DigestHex() != v.Digest {
+			return nil, fmt.Errorf("batch entry %d: the member about %s is not the one the entry logs", e.Index, v.Target)
+		}
+		out = append(out, LoggedEvent{Signed: m, Status: v.Status})
+	}
+	return out, nil
+}
+
+// LoggedEvent is one event an entry logs, with its status (accepted or
+// evidence).
+type LoggedEvent struct {
+	Signed *events.Signed
+	Status string
+}

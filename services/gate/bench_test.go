@@ -102,6 +102,9 @@ type gateFigures struct {
 	CeilingCPUMs  float64 `json:"gate_ceiling_cpu_ms"`
 	CPURatio      float64 `json:"gate_cpu_ratio"`
 	LedgerDevices int     `json:"gate_ledger_devices"`
+	// RecordsPerLeaf is the mean number of the gate's records per logged
+	// envelope (group commit batches them).
+	RecordsPerLeaf float64 `json:"gate_records_per_leaf"`
 	Decisions     int     `json:"gate_decisions"`
 }
 
@@ -490,12 +493,13 @@ func BenchmarkGateDecisions(b *testing.B) {
 	enrollCPUms := ms(cpu+beginCPU+deviceCPU, len(lat))
 	b.ReportMetric(ceilCPUms, "ceiling-cpu-ms")
 	b.ReportMetric(ceilCPUms/enrollCPUms, "cpu-ratio")
+	b.ReportMetric(ceil.recordsPerLeaf, "records/leaf")
 	if err := writeGateFigures(os.Getenv(envGateOut), gateFigures{
 		DecisionsPerS: gateRate, CeilingPerS: ceilRate, Ratio: gateRate / ceilRate,
 		CryptoOps: ceilingOps, CPUMsPerDecision: ms(cpu+beginCPU, len(lat)),
 		FinishPerS: rate, FinishCPUMs: ms(cpu, len(lat)), ChallengeCPUMs: ms(beginCPU, challenges),
 		DeviceCPUMs: ms(deviceCPU, len(lat)), LedgerDevices: s.ledger, Decisions: len(lat),
-		CeilingCPUMs: ceilCPUms, CPURatio: ceilCPUms / enrollCPUms,
+		CeilingCPUMs: ceilCPUms, CPURatio: ceilCPUms / enrollCPUms, RecordsPerLeaf: ceil.recordsPerLeaf,
 	}); err != nil {
 		b.Fatal(err)
 	}

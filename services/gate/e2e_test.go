@@ -800,6 +800,11 @@ func (e *env) refusalRules(dev, otherTPM string) {
 // secondGate starts another gate of blue-operator on the node's ledger,
 // NATS and DPS, with pol: a restarted gate, or one with another policy.
 func (e *env) secondGate(pol gate.Policy) *gate.Gate {
+	return e.secondGateWith(pol, 0)
+}
+
+// secondGateWith is secondGate with a group-commit window for its records.
+func (e *env) secondGateWith(pol gate.Policy, window time.Duration) *gate.Gate {
 	t := e.t
 	t.Helper()
 	nc, err := e.n.Connect("blue-gate")
@@ -819,9 +824,60 @@ func (e *env) secondGate(pol gate.Policy) *gate.Gate {
 		Name: "blue-gate", Operator: operator, IDScope: e.n.IDScope(), Key: e.n.PKI.Partners["blue-gate"].Key,
 		NATS: nc, ReceiptVerifier: rv, Ledger: e.n.Ledger.Store(), Log: e.n.Ledger.Store(), TPMTrust: trust,
 		LDevIDCA: e.n.PKI.LDevIDCA, Registry: e.n.DPSService(), DPSEndpoint: e.n.DPSURL(), Policy: pol,
+		RecordWindow: window,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return g
+}
+
+// TestGateGroupCommit enrolls three devices at once at a gate that logs
+// its records by group commit: each decision is answered once its record
+// is logged, the three device.enrolled records are one station batch (one
+// signature, one leaf), each device's verified history shows its own
+// member, and a gate restarted on the log rebuilds its register of LDevIDs
+// from the batch (it can revoke them).
+func TestGateGroupCommit(t *testing.T) {
+	e := newEnv(t, gate.Policy{})
+	agents := make([]string, 3)
+	for i := range agents {
+		agents[i] = e.agent(4201 + i)
+	}
+	var g errgroup.Group
+	for _, a := range agents {
+		g.Go(func() error {
+			_, err := runSteps(e.ctx, e.n.HTTPClient, e.n.URL(), a, factorySteps, toOperator)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	g2 := e.secondGateWith(gate.Policy{}, 500*time.Millisecond)
+	srv := httptest.NewServer(g2.Handler())
+	defer srv.Close()
+	results := make([]*firstBootResult, len(agents))
+	var wg sync.WaitGroup
+	for i, a := range agents {
+		wg.Go(func() { results[i] = e.firstBootAt(a, srv.URL) })
+	}
+	wg.Wait()
+	var batch string
+	var certs []*x509.Certificate
+	for i, r := range results {
+		cert := e.wantEnrolled(r)
+		certs = append(certs, cert)
+		ent := e.lastOf(r.DeviceID, events.KindDeviceEnrolled)
+		if ent.Batch == "" || (i > 0 && ent.Batch != batch) {
+			t.Fatalf("device %d's record: batch %q, the first's %q", i, ent.Batch, batch)
+		}
+		batch = ent.Batch
+	}
+	g3 := e.secondGate(gate.Policy{})
+	for _, c := range certs {
+		if err := g3.Revoke(c.SerialNumber, "superseded"); err != nil {
+			t.Fatalf("a restarted gate does not know LDevID %s logged in the batch: %v", c.SerialNumber.Text(16), err)
+		}
+	}
 }

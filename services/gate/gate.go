@@ -67,6 +67,9 @@ type DeviceState interface {
 type Log interface {
 	Head() (ledger.Head, error)
 	Entry(index uint64) (*ledger.Entry, error)
+	// ManifestProof reads a device's part of a station batch (the gate
+	// logs its records in batches: record.go).
+	ManifestProof(device string, index uint64) ([]byte, error)
 }
 
 // Registry is what the gate needs of the provisioning service:
@@ -146,6 +149,11 @@ type Config struct {
 	// PublishTimeout bounds the wait for the ledger's receipt of a decision.
 	// Default 30 s.
 	PublishTimeout time.Duration
+	// RecordWindow is how long the gate waits for more records before it
+	// logs the ones waiting as one batch (group commit, record.go). 0, the
+	// default, waits for nothing: the records that arrived while the last
+	// batch was being logged go together.
+	RecordWindow time.Duration
 	// SweepInterval is how often Run sweeps: it disables the DPS enrollment
 	// of every device with an LDevID that the ledger now shows flagged or
 	// decommissioned (DPS and IoT Hub do not read CRLs). Default 30 s.
@@ -167,6 +175,7 @@ type Gate struct {
 	limits     limiter
 	records    sync.WaitGroup // refusal records being written
 	recordSem  chan struct{}  // bounds the refusal records written at once
+	rec        recorder       // records waiting for group commit (record.go)
 	// publishFn publishes a signed event and waits for the ledger's
 	// receipt: publish, or a test's fake ledger.
 	publishFn    func(ctx context.Context, st *events.Statement) (uint64, error)
@@ -262,7 +271,7 @@ func newGate(cfg Config, publish func(context.Context, *events.Statement) (uint6
 		return nil, err
 	}
 	g.limits = newLimiter(cfg.RefusalLogInterval, cfg.RefusalsPerDevice, cfg.RefusalsPerSource)
-	g.publishFn = g.publish
+	g.publishFn = g.publishGrouped
 	if publish != nil {
 		g.publishFn = publish
 	}

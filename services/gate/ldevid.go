@@ -249,19 +249,25 @@ func (g *Gate) loadLDevIDs() (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("entry %d: %w", i, err)
 		}
-		if e.Kind != events.KindDeviceEnrolled || e.Partner != g.cfg.Name || e.Status != events.StatusAccepted {
+		if e.Partner != g.cfg.Name || e.Status != events.StatusAccepted || (e.Kind != events.KindDeviceEnrolled && e.Kind != events.KindBatchSigned) {
 			continue
 		}
-		s, err := events.Open(e.Envelope)
+		logged, err := ledger.LoggedEvents(g.cfg.Log, e)
 		if err != nil {
 			return n, fmt.Errorf("entry %d: %w", i, err)
 		}
-		cert, err := x509.ParseCertificate(s.Statement.Predicate.Enrolled.LDevIDCertificate)
-		if err != nil {
-			return n, fmt.Errorf("entry %d: LDevID certificate: %w", i, err)
+		for _, le := range logged {
+			s := le.Signed
+			if s.Statement.Predicate.Kind != events.KindDeviceEnrolled || le.Status != events.StatusAccepted {
+				continue
+			}
+			cert, err := x509.ParseCertificate(s.Statement.Predicate.Enrolled.LDevIDCertificate)
+			if err != nil {
+				return n, fmt.Errorf("entry %d: LDevID certificate: %w", i, err)
+			}
+			g.ldevids.add(s.Statement.Device(), cert, time.Unix(e.IntegratedTime, 0))
+			n++
 		}
-		g.ldevids.add(s.Statement.Device(), cert, time.Unix(e.IntegratedTime, 0))
-		n++
 	}
 	return n, nil
 }
