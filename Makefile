@@ -44,7 +44,7 @@ test-short:
 # is carried over; the last step gathers them into summary.json.
 BENCH_OUT  := $(CURDIR)/bench-results
 BENCH_ENV  := CUSTODY_BENCH_GATE_OUT=$(BENCH_OUT)/gate.json CUSTODY_BENCH_SHIPMENTS_OUT=$(BENCH_OUT)/shipments.json
-BENCH_PARTS = $(addprefix $(BENCH_OUT)/,summary.json ledger-latest.json tessera.json gate.json shipments.json)
+BENCH_PARTS = $(addprefix $(BENCH_OUT)/,summary.json ledger-latest.json tessera.json gate.json shipments.json batched.json)
 
 bench:
 	$(MAKE) build
@@ -54,11 +54,13 @@ bench:
 	-cd bench/tessera && $(GO) run . -dir $(BENCH_OUT)/tessera-work -out $(BENCH_OUT)/tessera.json; rm -rf $(BENCH_OUT)/tessera-work
 	-$(BENCH_ENV) CUSTODY_BENCH_DEVICES=200 CUSTODY_BENCH_LEDGER_DEVICES=10000 CUSTODY_BENCH_CONCURRENCY=32 $(GO) test -run '^$$' -bench GateDecisions -benchtime 1000x -timeout 60m ./services/gate/
 	-$(BENCH_ENV) $(GO) run ./bench --only-transitions 10000
+	-$(GO) run ./bench --only-batched 64 --batched-events 150 --out $(BENCH_OUT)
 	$(GO) run ./bench summary --dir $(BENCH_OUT)
 
 # The same figures at smaller sizes, in under five minutes on a 2-core
 # machine: 10,000 events, a 100k-leaf tree, 20,000 Tessera leaves, 40 gate
-# decisions, 1,000 devices' shipments lifecycle; no micro-benchmarks.
+# decisions, 1,000 devices' shipments lifecycle, station batches of 32
+# against single envelopes (1,920 events each); no micro-benchmarks.
 bench-quick:
 	$(MAKE) build
 	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_PARTS)
@@ -66,6 +68,7 @@ bench-quick:
 	-cd bench/tessera && $(GO) run . -n 20000 -dir $(BENCH_OUT)/tessera-work -out $(BENCH_OUT)/tessera.json; rm -rf $(BENCH_OUT)/tessera-work
 	-$(BENCH_ENV) CUSTODY_BENCH_DEVICES=20 CUSTODY_BENCH_LEDGER_DEVICES=200 CUSTODY_BENCH_CONCURRENCY=8 $(GO) test -run '^$$' -bench GateDecisions -benchtime 40x -timeout 10m ./services/gate/
 	-$(BENCH_ENV) $(GO) run ./bench --only-transitions 1000
+	-$(GO) run ./bench --only-batched 32 --batched-events 60 --out $(BENCH_OUT)
 	$(GO) run ./bench summary --dir $(BENCH_OUT)
 
 fmt:

@@ -21,7 +21,9 @@ import (
 //   - gate.json, written by the gate's benchmark to the file named by
 //     CUSTODY_BENCH_GATE_OUT (services/gate);
 //   - shipments.json, written by the shipments' benchmark to the file
-//     named by CUSTODY_BENCH_SHIPMENTS_OUT.
+//     named by CUSTODY_BENCH_SHIPMENTS_OUT;
+//   - batched.json, written by `bench --only-batched` (station batches
+//     against single envelopes, batched.go).
 //
 // A figure whose part did not run, or did not write it, is null in the
 // summary, and "missing" names the reason: no figure is ever made up.
@@ -175,7 +177,7 @@ func summarize(dir string) (*summary, error) {
 		s.absent(tesseraFile+" has no Tessera figure", "tessera_entries_per_s")
 	}
 
-	for _, file := range []string{gateFile, shipmentsFile} {
+	for _, file := range []string{gateFile, shipmentsFile, batchedFile} {
 		keys := partFields[file]
 		var part map[string]any
 		switch err := readJSON(filepath.Join(dir, file), &part); {

@@ -28,6 +28,7 @@ func TestSummary(t *testing.T) {
 	})
 	writeJSON(t, filepath.Join(dir, tesseraFile), map[string]any{"tessera": map[string]any{"leavesPerSecond": 19000.0, "leaves": 20000}, "custody": map[string]any{"leavesPerSecond": 21000.0}})
 	writeJSON(t, filepath.Join(dir, gateFile), map[string]any{"gate_decisions_per_s": 700.0, "gate_ratio": 0.5, "other": 1})
+	writeJSON(t, filepath.Join(dir, batchedFile), &BatchedResult{Batch: 64, BatchedEventsPerS: 12000, VerifiesPerEvent: 1.015625, BatchedCeiling: 34000, BatchedRatio: 0.35})
 	s, err := summarize(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +46,8 @@ func TestSummary(t *testing.T) {
 		"ingest_events_per_s": 10000.0, "ingest_ratio": 0.8, "proof_query_p99_ms": 3.0, "proof_leaves": 1e6, "rss_mib": 300.0,
 		"tessera_entries_per_s": 19000.0, "gate_decisions_per_s": 700.0, "gate_ratio": 0.5,
 		"gate_ceiling_per_s": nil, "device_transitions_per_s": nil,
+		"ingest_batched_events_per_s": 12000.0, "verifies_per_batched_event": 1.015625, "batched_ceiling_events_per_s": 34000.0,
+		"ingest_batched_ratio": 0.35, "batch_events": 64.0,
 	}
 	for _, k := range summaryFields {
 		if got[k] != want[k] {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -276,6 +277,81 @@ func TestAdversaryPartner(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		refused(t, before, r, events.CodeMalformed)
+	})
+
+	// batch publishes a station batch by hostile of members (statements,
+	// whatever SignBatch would refuse), with the member list sent (nil:
+	// the signed one), and returns the ledger's answer: under the batch's
+	// digest, or the message's hash when it is malformed.
+	batch := func(id string, members []*events.Statement, sent func([]string) []string) *events.Receipt {
+		t.Helper()
+		payloads := make([][]byte, len(members))
+		b64 := make([]string, len(members))
+		for i, m := range members {
+			p, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			payloads[i], b64[i] = p, base64.StdEncoding.EncodeToString(p)
+		}
+		st, err := events.NewBatchStatement(hostile, id, payloads, time.Now(), events.NewEventID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := sign(hostile, st)
+		if sent != nil {
+			b64 = sent(b64)
+		}
+		parcel, err := json.Marshal(events.Parcel{Envelope: env, Members: b64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := sha256.Sum256(parcel)
+		if s, err := events.OpenMessage(parcel); s != nil {
+			key = s.Digest
+		} else if err == nil {
+			t.Fatal("no digest")
+		}
+		js, _ := jetstream.New(hc)
+		if _, err := js.Publish(ctx, events.EventSubject(hostile, events.BatchTarget(id)), parcel); err != nil {
+			t.Fatal(err)
+		}
+		for range 500 {
+			if r, err := n.Ledger.EventStatus(key[:]); err == nil {
+				return r
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatal("no answer")
+		return nil
+	}
+	stage := func(partner string) *events.Statement {
+		return statement(events.KindStageRecorded, partner, func(p *events.Predicate) { p.Stage = &events.Stage{Name: events.StageTestPassed} })
+	}
+	t.Run("a batch about a device it does not hold", func(t *testing.T) {
+		before := snapshot()
+		r := batch("B-1", []*events.Statement{stage(hostile)}, nil)
+		refused(t, before, r, events.CodeNotCustodian)
+		if len(r.Members) != 1 || r.Members[0].Code != string(events.CodeNotCustodian) {
+			t.Fatalf("member verdicts: %+v", r.Members)
+		}
+	})
+	t.Run("a batch carrying the custodian's event under its own signature", func(t *testing.T) {
+		before := snapshot()
+		refused(t, before, batch("B-2", []*events.Statement{stage("nova-oem")}, nil), events.CodeMalformed)
+	})
+	t.Run("a batch naming the device twice", func(t *testing.T) {
+		before := snapshot()
+		refused(t, before, batch("B-3", []*events.Statement{stage(hostile), stage(hostile)}, nil), events.CodeMalformed)
+	})
+	t.Run("a batch whose members are not the ones signed", func(t *testing.T) {
+		before := snapshot()
+		other := stage(hostile)
+		swap := func(b64 []string) []string {
+			p, _ := json.Marshal(other)
+			return []string{base64.StdEncoding.EncodeToString(p)}
+		}
+		refused(t, before, batch("B-4", []*events.Statement{stage(hostile)}, swap), events.CodeManifest)
 	})
 
 	t.Run("re-accepting an accepted offer as a third party", func(t *testing.T) {
