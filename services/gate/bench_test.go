@@ -105,7 +105,7 @@ type gateFigures struct {
 	// RecordsPerLeaf is the mean number of the gate's records per logged
 	// envelope (group commit batches them).
 	RecordsPerLeaf float64 `json:"gate_records_per_leaf"`
-	Decisions     int     `json:"gate_decisions"`
+	Decisions      int     `json:"gate_decisions"`
 }
 
 // writeGateFigures writes f as JSON to file, if file is set.
