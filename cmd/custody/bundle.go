@@ -119,7 +119,7 @@ Flags:
 		if e.Status == events.StatusEvidence {
 			mark = "ledger: EVIDENCE " + e.Code
 		}
-		fmt.Printf("  #%-5d %s  %-22s %-14s %-36s %s\n", e.Index, time.Unix(e.IntegratedTime, 0).UTC().Format(time.RFC3339), e.Kind, e.Partner, demo.Summary(e.Statement), mark)
+		fmt.Printf("  #%-5d %s  %-22s %-14s %-36s %s\n", e.Index, time.Unix(e.IntegratedTime, 0).UTC().Format(time.RFC3339), e.Kind, e.Partner, demo.Describe(e), mark)
 	}
 	if d := replayed; d != nil {
 		fmt.Printf("custody rules replayed offline (certificates, quotes, counters, custody): custodian %s", d.Custodian)

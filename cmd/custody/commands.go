@@ -213,7 +213,7 @@ Flags:
 		if e.Status == events.StatusEvidence {
 			mark = "EVIDENCE " + e.Code + ": " + e.Reason
 		}
-		fmt.Printf("  #%-5d %s  %-22s %-14s %-36s %s\n", e.Index, time.Unix(e.IntegratedTime, 0).UTC().Format(time.RFC3339), e.Kind, e.Partner, demo.Summary(e.Statement), mark)
+		fmt.Printf("  #%-5d %s  %-22s %-14s %-36s %s\n", e.Index, time.Unix(e.IntegratedTime, 0).UTC().Format(time.RFC3339), e.Kind, e.Partner, demo.Describe(e), mark)
 	}
 	if d := p.Device; d != nil {
 		fmt.Printf("custodian %s", d.Custodian)

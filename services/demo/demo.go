@@ -472,7 +472,7 @@ func printDevice(out io.Writer, d *DeviceReport) {
 	fmt.Fprintf(out, "\n%s  %s\n", d.Name, d.ID)
 	fmt.Fprintf(out, "  timeline (every entry's inclusion proof verified against checkpoint %q, size %d):\n", d.Proven.Origin, d.Proven.Size)
 	for _, e := range d.Timeline {
-		fmt.Fprintf(out, "    #%-4d %-22s %-14s %s%s\n", e.Index, e.Kind, e.Partner, Summary(e.Statement), status(e))
+		fmt.Fprintf(out, "    #%-4d %-22s %-14s %s%s\n", e.Index, e.Kind, e.Partner, Describe(e), status(e))
 	}
 	if st := d.State; st != nil {
 		fmt.Fprintf(out, "  custodian: %s", st.Custodian)
@@ -494,6 +494,15 @@ func status(e ledger.VerifiedEntry) string {
 		return "  ⚠ EVIDENCE " + e.Code
 	}
 	return ""
+}
+
+// Describe is a one-line description of a verified entry: its statement's
+// Summary, and for a member of a station batch, the batch it was signed in.
+func Describe(e ledger.VerifiedEntry) string {
+	if e.Batch != "" {
+		return Summary(e.Statement) + " (station batch " + e.Batch[:12] + "…)"
+	}
+	return Summary(e.Statement)
 }
 
 // Summary is a one-line description of a custody statement.
