@@ -271,7 +271,8 @@ func (r *runner) stopAgents() {
 // the ODM ships them to the OEM on one pallet (one signed shipment, a
 // carton each: boxed devices are not powered, so no quote), the OEM
 // quotes a sample at receiving inspection and accepts the pallet, and
-// ships it on to the EMS, which programs and tests each device (quoted).
+// ships it on to the EMS, which programs each device and tests them all
+// (quoted, in one station batch).
 func (r *runner) factory(ds []*DeviceReport) {
 	for _, d := range ds {
 		r.step(d, vendor, "manufacture", nil)
@@ -286,8 +287,50 @@ func (r *runner) factory(ds []*DeviceReport) {
 	r.ship(ds, ems, "accept-shipment", &station.Request{Offer: offer})
 	for _, d := range ds {
 		r.step(d, ems, "firmware", &station.Request{Image: []byte("custody demo firmware 1.4.2\n")})
-		r.step(d, ems, "stage", &station.Request{Stage: events.StageTestPassed, Note: "end-of-line test"})
 	}
+	// The end-of-line tester records every device at once: a station
+	// batch, each device quoting its own event, one signature.
+	r.stages(ds, ems, &station.Request{Stage: events.StageTestPassed, Note: "end-of-line test"})
+}
+
+// stages records a stage for the powered devices in one station batch and
+// records each device's verdict (the receipt's member for it).
+func (r *runner) stages(ds []*DeviceReport, partner string, req *station.Request) {
+	if r.err != nil {
+		return
+	}
+	for _, d := range ds {
+		req.Agents = append(req.Agents, r.urls[d])
+	}
+	c := station.NewClient(r.n.URL()+"/stations/"+partner, r.n.HTTPClient(partner))
+	resp, err := c.Call(r.ctx, "stages", req)
+	var rej *station.RejectedError
+	var rc *events.Receipt
+	switch {
+	case errors.As(err, &rej):
+		rc = rej.Receipt
+	case err != nil:
+		r.err = fmt.Errorf("batch: %s stages: %w", partner, err)
+		return
+	default:
+		rc = resp.Receipt
+	}
+	verdicts := map[string]events.MemberVerdict{}
+	for _, m := range rc.Members {
+		verdicts[m.Target] = m
+	}
+	for _, d := range ds {
+		s := Step{Partner: partner, Op: "stage", Status: rc.Status, Code: rc.Code, Reason: rc.Reason}
+		if v, ok := verdicts[d.ID]; ok {
+			s.Status, s.Code, s.Reason = v.Status, v.Code, v.Reason
+		}
+		d.Steps = append(d.Steps, s)
+	}
+	line := fmt.Sprintf("%-9s  %-14s %-12s %s, one signature for %d devices", "batch", partner, "stages "+req.Stage, rc.Status, len(ds))
+	if rc.Code != "" {
+		line += " (" + rc.Code + ": " + rc.Reason + ")"
+	}
+	fmt.Fprintln(r.out, line)
 }
 
 // ship calls a shipment operation for the devices (pallet P1, one carton
