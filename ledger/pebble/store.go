@@ -61,6 +61,10 @@ type Store struct {
 	devMu   sync.RWMutex
 	devices map[string]*ledger.Device
 	devGen  uint64 // bumped by every Commit that writes devices
+
+	// seen answers most lookups of digests and event IDs that are not in
+	// the log from memory (seen.go).
+	seen *seen
 }
 
 // maxCachedDevices bounds the decoded device states kept (about 2 kB
@@ -142,11 +146,13 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("pebble store: loading the tree's upper levels: %w", err)
 	}
+	s.startSeen()
 	return s, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.stopSeen()
 	err := s.db.Close()
 	s.cache.Unref()
 	return err
@@ -280,11 +286,18 @@ func (s *Store) Commit(c *ledger.Commit) error {
 			return err
 		}
 		for _, ev := range e.Events() { // a batch's logged members too
-			if err := b.Set(digestKey(ev.Digest), u64(nil, e.Index), nil); err != nil {
+			// In the filter before the batch is written: a lookup never
+			// misses a key that is in the store (a failed commit leaves a
+			// false "maybe", which Pebble answers).
+			k := digestKey(ev.Digest)
+			s.seen.add(k)
+			if err := b.Set(k, u64(nil, e.Index), nil); err != nil {
 				return err
 			}
 			if ev.EventID != "" {
-				if err := b.Set(eventIDKey(e.Partner, ev.EventID), ev.Digest, nil); err != nil {
+				k := eventIDKey(e.Partner, ev.EventID)
+				s.seen.add(k)
+				if err := b.Set(k, ev.Digest, nil); err != nil {
 					return err
 				}
 			}
@@ -378,7 +391,11 @@ func (s *Store) Entry(index uint64) (*ledger.Entry, error) {
 
 // EntryIndexByDigest implements ledger.Store.
 func (s *Store) EntryIndexByDigest(d []byte) (uint64, error) {
-	b, err := s.get(digestKey(d))
+	k := digestKey(d)
+	if s.seen.absent(k) {
+		return 0, ledger.ErrNotFound
+	}
+	b, err := s.get(k)
 	if err != nil {
 		return 0, err
 	}
@@ -389,7 +406,11 @@ func (s *Store) EntryIndexByDigest(d []byte) (uint64, error) {
 // 2026-12 have no v keys for their older entries: those IDs answer
 // ErrNotFound.
 func (s *Store) EventDigestByID(partner, eventID string) ([]byte, error) {
-	return s.get(eventIDKey(partner, eventID))
+	k := eventIDKey(partner, eventID)
+	if s.seen.absent(k) {
+		return nil, ledger.ErrNotFound
+	}
+	return s.get(k)
 }
 
 // EntryIndexByLeafHash implements ledger.Store.

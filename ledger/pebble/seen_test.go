@@ -1,0 +1,105 @@
+package pebble
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+)
+
+// The filter never forgets a key, as it grows past its first capacity, and
+// says "absent" for almost every key it was not given.
+func TestSeenFilter(t *testing.T) {
+	s := &seen{filters: []*filterBits{newFilterBits(seenFirstCap)}}
+	s.ready.Store(true)
+	var keys [][]byte
+	for range 3 * seenFirstCap {
+		k := make([]byte, 33)
+		_, _ = rand.Read(k)
+		keys = append(keys, k)
+		s.add(k)
+	}
+	if len(s.filters) < 2 {
+		t.Fatalf("%d filters after %d keys: it did not grow", len(s.filters), len(keys))
+	}
+	for _, k := range keys {
+		if s.absent(k) {
+			t.Fatalf("key %x added but said absent", k)
+		}
+	}
+	fp := 0
+	const probes = 100_000
+	for range probes {
+		k := make([]byte, 33)
+		_, _ = rand.Read(k)
+		if !s.absent(k) {
+			fp++
+		}
+	}
+	if rate := float64(fp) / probes; rate > 0.05 {
+		t.Fatalf("false positives %.3f", rate)
+	}
+	// Not ready: every key may be there.
+	s.ready.Store(false)
+	k := make([]byte, 33)
+	_, _ = rand.Read(k)
+	if s.absent(k) {
+		t.Fatal("a filter still filling said absent")
+	}
+}
+
+// After a reopen the filter is filled from the store: every logged digest
+// and event ID (a batch's members' too) is found, and a new one is not.
+func TestSeenAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := make([]byte, 32)
+	_, _ = rand.Read(member)
+	e := &ledger.Entry{
+		Index: 0, Digest: make([]byte, 32), Kind: events.KindBatchSigned, Partner: "orbit-odm", Target: "batch-b1",
+		Status: events.StatusAccepted, Body: []byte(`{}`), EventID: "batch-id",
+		Members: []events.MemberVerdict{{Digest: hex.EncodeToString(member), Target: "x", EventID: "member-id", Status: events.StatusAccepted}},
+	}
+	if err := s.Commit(&ledger.Commit{Head: ledger.Head{Size: 1}, Entries: []*ledger.Entry{e}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.seen.ready.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the filter was not filled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, d := range [][]byte{e.Digest, member} {
+		if i, err := s.EntryIndexByDigest(d); err != nil || i != 0 {
+			t.Fatalf("digest %x: %d, %v", d, i, err)
+		}
+	}
+	for _, id := range []string{"batch-id", "member-id"} {
+		if _, err := s.EventDigestByID("orbit-odm", id); err != nil {
+			t.Fatalf("event ID %s: %v", id, err)
+		}
+	}
+	other := make([]byte, 32)
+	_, _ = rand.Read(other)
+	if _, err := s.EntryIndexByDigest(other); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("a new digest: %v", err)
+	}
+	if _, err := s.EventDigestByID("orbit-odm", "new-id"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("a new event ID: %v", err)
+	}
+}
