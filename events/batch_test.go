@@ -1,10 +1,12 @@
 package events_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,4 +141,45 @@ func TestBatchRefusals(t *testing.T) {
 	if _, err := events.OpenMessage(p.Envelope); !errors.Is(err, events.ErrMalformed) {
 		t.Errorf("bare batch envelope: %v", err)
 	}
+}
+
+// FuzzDecodeBatchParcel holds the batch parcel's fast decoding to
+// encoding/json's decoding into a Parcel: where it decodes, the result is
+// the same.
+func FuzzDecodeBatchParcel(f *testing.F) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, _ := events.SignBatch(context.Background(), "f1", batchMembers("acme-odm", 2), key, "acme-odm")
+	f.Add(b.Parcel)
+	f.Add([]byte(`{"envelope":{"a":"}"},"members":["x","y"]}`))
+	f.Add([]byte(`{"envelope":{"a":"\"}"},"members":["x"]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := events.DecodeBatchParcelForTest(data)
+		if !ok {
+			return
+		}
+		var slow events.Parcel
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&slow); err != nil || dec.More() {
+			// encoding/json refuses what the fast path took: only an
+			// envelope or member Open refuses next is acceptable.
+			if _, err := events.Open(fast.Envelope); err == nil {
+				for _, m := range fast.Members {
+					if _, err := base64.StdEncoding.DecodeString(m); err != nil {
+						return
+					}
+				}
+				t.Fatalf("the fast path took a parcel encoding/json refuses (%v) and whose envelope and members decode", err)
+			}
+			return
+		}
+		if !bytes.Equal(fast.Envelope, slow.Envelope) || slow.Manifest != nil || len(fast.Members) != len(slow.Members) {
+			t.Fatalf("fast %q %d members, slow %q %d members", fast.Envelope, len(fast.Members), slow.Envelope, len(slow.Members))
+		}
+		for i := range fast.Members {
+			if fast.Members[i] != slow.Members[i] {
+				t.Fatalf("member %d: %q, %q", i, fast.Members[i], slow.Members[i])
+			}
+		}
+	})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/eventtest"
 	"github.com/custodyledger/custody/schemas"
 )
 
@@ -234,9 +235,26 @@ func FuzzOpenMessage(f *testing.F) {
 	s, _ := events.SignShipment(context.Background(), st, m, key, "delta-ems")
 	f.Add(s.Wire())
 	f.Add([]byte(`{"envelope":{},"manifest":{"containers":[]}}`))
+	b, _ := events.SignBatch(context.Background(), "B-1", []*events.Statement{eventtest.UnquotedStage("delta-ems", dev, events.StageTestPassed, "00112233445566778899aabbccddeeff")}, key, "delta-ems")
+	f.Add(b.Parcel)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := events.OpenMessage(data)
 		if err != nil {
+			return
+		}
+		if s.Members != nil {
+			// A batch that opens carries members that prove into the root
+			// it signs, each by its partner.
+			proofs, err := s.MemberProofs()
+			if err != nil || len(proofs) != s.Statement.Predicate.Batch.Events {
+				t.Fatalf("an opened batch's members: %d, %v", len(proofs), err)
+			}
+			for i, p := range proofs {
+				m, err := p.Verify(s.Statement.BatchRoot())
+				if err != nil || m.Digest != s.Members[i].Digest || m.Statement.Predicate.Partner != s.Statement.Predicate.Partner {
+					t.Fatalf("member %d does not prove into the signed root: %v", i, err)
+				}
+			}
 			return
 		}
 		if s.Manifest == nil {

@@ -5,3 +5,6 @@ var DecodeEnvelopeForTest = decodeEnvelope
 
 // StatementFromDocForTest is statementFromDoc, for the external tests.
 var StatementFromDocForTest = statementFromDoc
+
+// DecodeBatchParcelForTest is decodeBatchParcel, for the external tests.
+var DecodeBatchParcelForTest = decodeBatchParcel

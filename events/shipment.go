@@ -349,14 +349,16 @@ func OpenMessage(raw []byte) (*Signed, error) {
 	if len(raw) > MaxMessageSize {
 		return nil, fmt.Errorf("%w: parcel of %d bytes exceeds %d", ErrMalformed, len(raw), MaxMessageSize)
 	}
-	var p Parcel
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("%w: parcel: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the parcel", ErrMalformed)
+	p, ok := decodeBatchParcel(raw)
+	if !ok {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&p); err != nil {
+			return nil, fmt.Errorf("%w: parcel: %v", ErrMalformed, err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("%w: trailing data after the parcel", ErrMalformed)
+		}
 	}
 	s, err := Open(p.Envelope)
 	if err != nil {
@@ -395,6 +397,87 @@ func OpenMessage(raw []byte) (*Signed, error) {
 	}
 	s.Manifest, s.Parcel = p.Manifest, raw
 	return s, nil
+}
+
+// decodeBatchParcel decodes a batch's parcel in the exact form
+// encodeBatchParcel writes ({"envelope":<object>,"members":["<base64>",…]},
+// no spaces, members plain strings), which is most of a busy stream's
+// bytes, without encoding/json's reflection and byte-by-byte scanning: the
+// envelope object is skipped over (its strings respected) and each member
+// found with IndexByte. Any other form (ok false) is left to encoding/json,
+// whose answer stands.
+func decodeBatchParcel(raw []byte) (p Parcel, ok bool) {
+	rest, ok := bytes.CutPrefix(raw, parcelPrefix)
+	if !ok {
+		return p, false
+	}
+	n := skipObject(rest)
+	if n <= 0 {
+		return p, false
+	}
+	p.Envelope, rest = rest[:n], rest[n:]
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"members":[`)); !ok {
+		return p, false
+	}
+	for len(rest) > 0 && rest[0] == '"' {
+		end := bytes.IndexByte(rest[1:], '"')
+		if end < 0 {
+			return p, false
+		}
+		m := rest[1 : 1+end]
+		if !isBase64Text(m) {
+			return p, false
+		}
+		p.Members = append(p.Members, string(m))
+		rest = rest[2+end:]
+		if len(rest) > 0 && rest[0] == ',' {
+			rest = rest[1:]
+			if len(rest) == 0 || rest[0] != '"' {
+				return p, false
+			}
+		}
+	}
+	return p, string(rest) == "]}" && len(p.Members) > 0
+}
+
+// isBase64Text reports whether every byte of b is of the standard base64
+// alphabet (a member as encodeBatchParcel writes it: nothing to unescape).
+func isBase64Text(b []byte) bool {
+	for _, c := range b {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return false
+		}
+	}
+	return true
+}
+
+// skipObject returns the length of the JSON object b starts with (0 if it
+// does not start with one or it does not end): braces counted outside
+// strings, escapes inside them skipped. It does not validate the object;
+// its decoder does.
+func skipObject(b []byte) int {
+	if len(b) == 0 || b[0] != '{' {
+		return 0
+	}
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return 0
 }
 
 // SignShipment signs a shipment statement (NewShipmentStatement) over m
