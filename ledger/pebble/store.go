@@ -61,6 +61,10 @@ type Store struct {
 	devMu   sync.RWMutex
 	devices map[string]*ledger.Device
 	devGen  uint64 // bumped by every Commit that writes devices
+	// identities lists devices whose identity is known to be stored under
+	// identityKey (bounded as devices is; one missing costs one rewrite
+	// of the identity).
+	identities map[string]bool
 
 	// seen answers most lookups of digests and event IDs that are not in
 	// the log from memory (seen.go).
@@ -141,7 +145,7 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
-	s := &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, devices: map[string]*ledger.Device{}}
+	s := &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, devices: map[string]*ledger.Device{}, identities: map[string]bool{}}
 	if err := s.loadUpper(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("pebble store: loading the tree's upper levels: %w", err)
@@ -199,6 +203,10 @@ const tileHeight = 8
 func digestKey(d []byte) []byte  { return append([]byte{'g'}, d...) }
 func leafKey(h []byte) []byte    { return append([]byte{'l'}, h...) }
 func deviceKey(id string) []byte { return append([]byte{'d'}, id...) }
+
+// identityKey is k<device ID>: the device's identity (deviceIdentity),
+// written once; the device's state under deviceKey then leaves it out.
+func identityKey(id string) []byte { return append([]byte{'k'}, id...) }
 func deviceIdxKey(id string, i uint64) []byte {
 	return u64(append([]byte{'i'}, id...), i)
 }
@@ -342,7 +350,20 @@ func (s *Store) Commit(c *ledger.Commit) error {
 				return err
 			}
 		}
-		if err := set(deviceKey(d.ID), d); err != nil {
+		// The device's identity (EK certificate and public areas, about
+		// 1.5 kB of the record, never changed) once under k<id>, the state
+		// that changes under d<id> (deviceIdentity).
+		s.devMu.RLock()
+		stored := s.identities[d.ID]
+		s.devMu.RUnlock()
+		if !stored {
+			if err := set(identityKey(d.ID), identityOf(d)); err != nil {
+				return err
+			}
+		}
+		state := *d
+		state.EKCertificate, state.EKPublic, state.IAKPublic = nil, nil, nil
+		if err := set(deviceKey(d.ID), &state); err != nil {
 			return err
 		}
 	}
@@ -373,6 +394,7 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		s.devMu.Lock()
 		for _, d := range c.Devices {
 			s.cacheDevice(d)
+			s.identities[d.ID] = true
 		}
 		s.devGen++
 		s.devMu.Unlock()
@@ -510,12 +532,37 @@ func (s *Store) Device(id string) (*ledger.Device, error) {
 	if err := s.getJSON(deviceKey(id), &d); err != nil {
 		return nil, err
 	}
+	// A state written since 2026-12 leaves the identity to k<id>; one
+	// written before holds it.
+	split := d.IAKPublic == nil && d.EKPublic == nil && d.EKCertificate == nil
+	if split {
+		var idn deviceIdentity
+		if err := s.getJSON(identityKey(id), &idn); err != nil {
+			return nil, fmt.Errorf("device %s: its identity: %w", id, err)
+		}
+		d.EKCertificate, d.EKPublic, d.IAKPublic = idn.EKCertificate, idn.EKPublic, idn.IAKPublic
+	}
 	s.devMu.Lock()
 	if s.devGen == gen {
 		s.cacheDevice(&d)
+		if split {
+			s.identities[id] = true
+		}
 	}
 	s.devMu.Unlock()
 	return &d, nil
+}
+
+// deviceIdentity is what never changes of a device after its birth record:
+// stored once under identityKey.
+type deviceIdentity struct {
+	EKCertificate []byte `json:"ekCertificate"`
+	EKPublic      []byte `json:"ekPublic"`
+	IAKPublic     []byte `json:"iakPublic"`
+}
+
+func identityOf(d *ledger.Device) *deviceIdentity {
+	return &deviceIdentity{EKCertificate: d.EKCertificate, EKPublic: d.EKPublic, IAKPublic: d.IAKPublic}
 }
 
 // pendingTo is the recipient of device id's committed pending offer ("" for
@@ -549,6 +596,9 @@ func (s *Store) cacheDevice(d *ledger.Device) {
 			delete(s.devices, victim)
 			break
 		}
+	}
+	if len(s.identities) >= 2*maxCachedDevices {
+		clear(s.identities)
 	}
 	s.devices[d.ID] = d.Clone()
 }
