@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -247,29 +246,7 @@ func ingestPhase(ctx context.Context, n *node.Node, js jetstream.JetStream, msgs
 // envelopes (go run ./bench --only-batched DEVICES), writing batched.json
 // in out.
 func batchedOnly(devices, perDevice int, out, cpuProfile string) error {
-	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "custody-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	n, stop, err := startBenchNode(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	res, err := measureBatched(ctx, n, dir, BatchedConfig{Devices: devices, EventsPerDevice: perDevice, CPUProfile: cpuProfile})
-	if err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return err
-	}
-	name := filepath.Join(out, batchedFile)
-	logf("wrote %s", name)
-	return os.WriteFile(name, append(b, '\n'), 0o644)
+	return onFreshNode(filepath.Join(out, batchedFile), func(ctx context.Context, n *node.Node, dir string) (any, error) {
+		return measureBatched(ctx, n, dir, BatchedConfig{Devices: devices, EventsPerDevice: perDevice, CPUProfile: cpuProfile})
+	})
 }

@@ -351,6 +351,18 @@ func signShipment(ctx context.Context, n *node.Node, kind, partner string, sh ev
 // named by CUSTODY_BENCH_SHIPMENTS_OUT (the summary's shipments.json),
 // else to transitions.json in out.
 func transitionsOnly(devices int, out, cpuProfile string) error {
+	name := os.Getenv("CUSTODY_BENCH_SHIPMENTS_OUT")
+	if name == "" {
+		name = filepath.Join(out, "transitions.json")
+	}
+	return onFreshNode(name, func(ctx context.Context, n *node.Node, dir string) (any, error) {
+		return measureTransitions(ctx, n, dir, TransitionsConfig{Devices: devices, PalletMin: 100, PalletMax: 1000, CPUProfile: cpuProfile})
+	})
+}
+
+// onFreshNode starts a node in a temporary folder, runs measure on it and
+// writes what it returns, as JSON, to the file name.
+func onFreshNode(name string, measure func(ctx context.Context, n *node.Node, dir string) (any, error)) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "custody-bench-")
 	if err != nil {
@@ -362,7 +374,7 @@ func transitionsOnly(devices int, out, cpuProfile string) error {
 		return err
 	}
 	defer stop()
-	res, err := measureTransitions(ctx, n, dir, TransitionsConfig{Devices: devices, PalletMin: 100, PalletMax: 1000, CPUProfile: cpuProfile})
+	res, err := measure(ctx, n, dir)
 	if err != nil {
 		return err
 	}
@@ -370,12 +382,8 @@ func transitionsOnly(devices int, out, cpuProfile string) error {
 	if err != nil {
 		return err
 	}
-	name := os.Getenv("CUSTODY_BENCH_SHIPMENTS_OUT")
-	if name == "" {
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			return err
-		}
-		name = filepath.Join(out, "transitions.json")
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		return err
 	}
 	logf("wrote %s", name)
 	return os.WriteFile(name, append(b, '\n'), 0o644)

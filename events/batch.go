@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 
@@ -118,41 +117,30 @@ func openMember(payload []byte, batch *Signed, pos int) (*Signed, error) {
 // batchRoot returns the batch root over members' digests and, when proofs
 // is true, every member's inclusion proof (without payloads).
 func batchRoot(digests [][32]byte, proofs bool) ([]byte, []*MemberProof, error) {
-	var nodes map[compact.NodeID][]byte
-	var visit func(compact.NodeID, []byte)
-	if proofs {
-		nodes = map[compact.NodeID][]byte{}
-		visit = func(id compact.NodeID, h []byte) { nodes[id] = h }
-	}
-	r := manifestRanges.NewEmptyRange(0)
-	for _, d := range digests {
-		if err := r.Append(rfc6962.DefaultHasher.HashLeaf(d[:]), visit); err != nil {
-			return nil, nil, err
+	if !proofs {
+		r := manifestRanges.NewEmptyRange(0)
+		for _, d := range digests {
+			if err := r.Append(rfc6962.DefaultHasher.HashLeaf(d[:]), nil); err != nil {
+				return nil, nil, err
+			}
 		}
-	}
-	if r.End() == 0 {
-		return nil, nil, fmt.Errorf("%w: an empty batch", ErrMalformed)
-	}
-	root, err := r.GetRootHash(nil)
-	if err != nil || !proofs {
+		if r.End() == 0 {
+			return nil, nil, fmt.Errorf("%w: an empty batch", ErrMalformed)
+		}
+		root, err := r.GetRootHash(nil)
 		return root, nil, err
 	}
-	size := uint64(len(digests))
+	leaves := make([][]byte, len(digests))
+	for i := range digests {
+		leaves[i] = digests[i][:]
+	}
+	root, paths, err := treeProofs(leaves)
+	if err != nil {
+		return nil, nil, err
+	}
 	out := make([]*MemberProof, len(digests))
 	for i := range digests {
-		pn, err := proof.Inclusion(uint64(i), size)
-		if err != nil {
-			return nil, nil, err
-		}
-		hs := make([][]byte, len(pn.IDs))
-		for k, id := range pn.IDs {
-			hs[k] = nodes[id]
-		}
-		hashes, err := pn.Rehash(hs, rfc6962.DefaultHasher.HashChildren)
-		if err != nil {
-			return nil, nil, err
-		}
-		out[i] = &MemberProof{Position: uint64(i), Size: size, Hashes: hashes}
+		out[i] = &MemberProof{Position: uint64(i), Size: uint64(len(digests)), Hashes: paths[i]}
 	}
 	return root, out, nil
 }

@@ -268,36 +268,54 @@ func (p *ManifestProof) Verify(device string, root []byte) error {
 // Proofs returns the root of the manifest and every device's proof, by
 // device ID: the tree is built once.
 func (m *Manifest) Proofs() ([]byte, map[string]*ManifestProof, error) {
+	items := m.Items()
+	leaves := make([][]byte, len(items))
+	for i, it := range items {
+		leaves[i] = ManifestLeaf(it.Device, it.Path)
+	}
+	root, paths, err := treeProofs(leaves)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(map[string]*ManifestProof, len(items))
+	for i, it := range items {
+		out[it.Device] = &ManifestProof{Position: uint64(i), Size: uint64(len(items)), Path: it.Path, Hashes: paths[i]}
+	}
+	return root, out, nil
+}
+
+// treeProofs returns the RFC 6962 root of leaves and every leaf's
+// inclusion proof in that tree: the tree is built once.
+func treeProofs(leaves [][]byte) ([]byte, [][][]byte, error) {
 	nodes := map[compact.NodeID][]byte{}
 	visit := func(id compact.NodeID, h []byte) { nodes[id] = h }
 	r := manifestRanges.NewEmptyRange(0)
-	items := m.Items()
-	for _, it := range items {
-		h := rfc6962.DefaultHasher.HashLeaf(ManifestLeaf(it.Device, it.Path))
-		if err := r.Append(h, visit); err != nil {
+	for _, l := range leaves {
+		if err := r.Append(rfc6962.DefaultHasher.HashLeaf(l), visit); err != nil {
 			return nil, nil, err
 		}
+	}
+	if r.End() == 0 {
+		return nil, nil, fmt.Errorf("%w: an empty tree", ErrMalformed)
 	}
 	root, err := r.GetRootHash(nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	size := uint64(len(items))
-	out := make(map[string]*ManifestProof, len(items))
-	for _, it := range items {
-		pn, err := proof.Inclusion(uint64(it.Position), size)
+	size := uint64(len(leaves))
+	out := make([][][]byte, len(leaves))
+	for i := range leaves {
+		pn, err := proof.Inclusion(uint64(i), size)
 		if err != nil {
 			return nil, nil, err
 		}
 		hs := make([][]byte, len(pn.IDs))
-		for i, id := range pn.IDs {
-			hs[i] = nodes[id]
+		for k, id := range pn.IDs {
+			hs[k] = nodes[id]
 		}
-		hashes, err := pn.Rehash(hs, rfc6962.DefaultHasher.HashChildren)
-		if err != nil {
+		if out[i], err = pn.Rehash(hs, rfc6962.DefaultHasher.HashChildren); err != nil {
 			return nil, nil, err
 		}
-		out[it.Device] = &ManifestProof{Position: uint64(it.Position), Size: size, Path: it.Path, Hashes: hashes}
 	}
 	return root, out, nil
 }

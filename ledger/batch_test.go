@@ -1,7 +1,6 @@
 package ledger_test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -23,16 +22,8 @@ import (
 // entry; a batch whose members all fail is refused with their verdicts;
 // a forged signature or a tampered member list refuses the whole batch.
 func TestStationBatches(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	n, stop := startNode(t, ctx, dir)
-	defer stop()
-	nc, err := n.Connect(node.LedgerUser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	e := &env{t: t, ctx: ctx, dir: dir, n: n, nc: nc}
+	e := nodeEnv(t)
+	ctx, n := e.ctx, e.n
 	key := n.PKI.Partners["acme-tpm"].Key
 
 	// Four devices, each manufactured and quoted for its test-passed stage

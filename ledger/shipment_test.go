@@ -49,6 +49,22 @@ func openSim(t *testing.T, seed int) (string, func()) {
 	return srv.URL, closeFn
 }
 
+// nodeEnv starts a node for the test (stopped at its end) with a
+// connection as the ledger's own NATS user.
+func nodeEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	n, stop := startNode(t, ctx, dir)
+	t.Cleanup(stop)
+	nc, err := n.Connect(node.LedgerUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return &env{t: t, ctx: ctx, dir: dir, n: n, nc: nc}
+}
+
 // sendRaw publishes a message on partner's subject of the statement it
 // holds, bypassing the publisher's checks, and waits for the ledger's
 // answer by digest.
@@ -81,16 +97,8 @@ func (e *env) sendRaw(partner string, msg []byte) *events.Receipt {
 // and the attacks on manifests; then each device's history verifies and
 // replays offline, device by device.
 func TestShipments(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	n, stop := startNode(t, ctx, dir)
-	defer stop()
-	nc, err := n.Connect(node.LedgerUser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	e := &env{t: t, ctx: ctx, dir: dir, n: n, nc: nc}
+	e := nodeEnv(t)
+	ctx, n := e.ctx, e.n
 	st := n.Ledger.Store()
 	state := func(id string) *ledger.Device {
 		t.Helper()
@@ -214,7 +222,7 @@ func TestShipments(t *testing.T) {
 	if _, err := e.station("acme-tpm").Ship(ctx, "S-2b", "nova-oem", carton1); !errors.As(err, &pending) {
 		t.Fatalf("the station signed a second sale of a pending carton: %v", err)
 	}
-	_, err = e.station("acme-tpm").EquivocateShipment(ctx, "S-2b", "nova-oem", carton1)
+	_, err := e.station("acme-tpm").EquivocateShipment(ctx, "S-2b", "nova-oem", carton1)
 	wantCode(t, "double sale", nil, err, events.StatusEvidence, events.CodeEquivocation)
 	for _, id := range ids[:2] {
 		if d := state(id); d.Flag == nil || d.Flag.Reason != "equivocation" {
