@@ -8,8 +8,11 @@
 //
 //	h                    head (JSON)
 //	e <index:8>          entry (metadata JSON, hashedrekord body, DSSE envelope; see encodeEntry)
-//	n <band:1><tile:8><level:1><index:8> perfect-subtree node hash (level 0 =
-//	                     leaf hash), grouped in tiles of 8 levels (nodeKey)
+//	t <band:1><tile:8>   tree tile: levels 4b..4b+3 of the tree, up to 30
+//	                     hashes (levels 0..7; see tiles.go)
+//	n <band:1><tile:8><level:1><index:8> perfect-subtree node hash of level
+//	                     >= 8, grouped in tiles of 8 levels (nodeKey); of any
+//	                     level in stores written before t keys
 //	g <digest:32>        event digest → index
 //	l <leaf hash:32>     RFC 6962 leaf hash (Rekor entry UUID) → index
 //	d <device id>        device state (JSON)
@@ -19,7 +22,8 @@
 //	r <digest:32>        rejection record (JSON)
 //	o <recipient>/<device id>  pending offer to recipient (value: offer digest)
 //
-// An inclusion or consistency proof reads O(log n) node keys.
+// An inclusion or consistency proof reads one tile from disk per distinct
+// band-0 tile it needs; the rest of the tree it needs is in memory.
 package pebble
 
 import (
@@ -50,10 +54,12 @@ type Store struct {
 	// upper holds the tree nodes at level upperLevel and above, every one
 	// of them (loaded at Open, added by Commit): about two per
 	// 2^upperLevel leaves (78,000 for 10M leaves, about 8 MB), and on
-	// every proof's path, so a proof reads at most upperLevel nodes, one
-	// tile, from disk whatever the tree's size.
+	// every proof's path; band1 holds the tiles of levels 4..7 (40 MB for
+	// 10M leaves). So a proof reads one band-0 tile from disk whatever the
+	// tree's size.
 	upperMu sync.RWMutex
 	upper   map[compact.NodeID][]byte
+	band1   map[uint64][]byte // every band-1 tile's value (see tiles.go)
 
 	// devices holds decoded device states as last committed, so that the
 	// reads of one event (the gate's, the ledger's rules, Commit's own)
@@ -135,6 +141,11 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 			TargetGarbageRatio:    0.2,
 		}
 	}
+	// Tree tiles (under 1 KiB, read by every proof) stay in their
+	// tables: one read, not a table read and a blob file read.
+	opts.Experimental.SpanPolicyFunc = cpebble.MakeStaticSpanPolicyFunc(cpebble.DefaultComparer.Compare,
+		cpebble.KeyRange{Start: []byte{'t'}, End: []byte{'t' + 1}},
+		cpebble.SpanPolicy{ValueStoragePolicy: cpebble.ValueStorageLowReadLatency})
 	db, err := cpebble.Open(dir, opts)
 	if err != nil {
 		c.Unref()
@@ -145,8 +156,8 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
-	s := &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, devices: map[string]*ledger.Device{}, identities: map[string]bool{}}
-	if err := s.loadUpper(); err != nil {
+	s := &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, band1: map[uint64][]byte{}, devices: map[string]*ledger.Device{}, identities: map[string]bool{}}
+	if err := errors.Join(s.loadUpper(), s.loadBand1()); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("pebble store: loading the tree's upper levels: %w", err)
 	}
@@ -329,10 +340,9 @@ func (s *Store) Commit(c *ledger.Commit) error {
 			}
 		}
 	}
-	for id, h := range c.Nodes {
-		if err := b.Set(nodeKey(id), h, nil); err != nil {
-			return err
-		}
+	band1, err := s.putNodes(b, c.Nodes)
+	if err != nil {
+		return err
 	}
 	for _, d := range c.Devices {
 		// Keep the pending-offer index in step with the device's state.
@@ -383,13 +393,7 @@ func (s *Store) Commit(c *ledger.Commit) error {
 	if err := b.Commit(cpebble.Sync); err != nil {
 		return err
 	}
-	s.upperMu.Lock()
-	for id, h := range c.Nodes {
-		if id.Level >= upperLevel {
-			s.upper[id] = h
-		}
-	}
-	s.upperMu.Unlock()
+	s.keepNodes(c.Nodes, band1)
 	if len(c.Devices) > 0 {
 		s.devMu.Lock()
 		for _, d := range c.Devices {
@@ -445,16 +449,27 @@ func (s *Store) EntryIndexByLeafHash(h []byte) (uint64, error) {
 }
 
 // Settle flushes the memtable and waits, at most timeout, until no flush or
-// compaction runs: benchmarks measure reads in the steady state, not
-// against the background work a bulk load started.
+// compaction has run for settleIdle: benchmarks measure reads in the steady
+// state, not against the background work a bulk load started. (Pebble's
+// estimated compaction debt need not reach zero: it compacts a level only
+// once its score passes 1, so a settled store may keep some debt.)
 func (s *Store) Settle(timeout time.Duration) error {
 	if err := s.db.Flush(); err != nil {
 		return err
 	}
+	const settleIdle = time.Second
 	deadline := time.Now().Add(timeout)
+	var idleSince time.Time
 	for time.Now().Before(deadline) {
 		m := s.db.Metrics()
-		if m.Compact.NumInProgress == 0 && m.Flush.NumInProgress == 0 && m.Compact.EstimatedDebt == 0 {
+		switch {
+		case m.Compact.NumInProgress > 0 || m.Flush.NumInProgress > 0:
+			idleSince = time.Time{}
+		case m.Compact.EstimatedDebt == 0:
+			return nil
+		case idleSince.IsZero():
+			idleSince = time.Now()
+		case time.Since(idleSince) >= settleIdle:
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -619,45 +634,6 @@ func (s *Store) Rejection(d []byte) (*ledger.Rejection, error) {
 		return nil, err
 	}
 	return &r, nil
-}
-
-// Nodes implements ledger.Store: one iterator for all the nodes asked
-// (a proof asks O(log n) of them), instead of one Get each.
-func (s *Store) Nodes(ids []compact.NodeID) ([][]byte, error) {
-	out := make([][]byte, len(ids))
-	if len(ids) == 0 {
-		return out, nil
-	}
-	it, err := s.db.NewIter(&cpebble.IterOptions{LowerBound: []byte{'n'}, UpperBound: []byte{'n' + 1}})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
-	for i, id := range ids {
-		if id.Level >= upperLevel {
-			s.upperMu.RLock()
-			h, ok := s.upper[id]
-			s.upperMu.RUnlock()
-			if ok {
-				out[i] = h
-				continue
-			}
-		}
-		k := nodeKey(id)
-		if !it.SeekGE(k) || !bytes.Equal(it.Key(), k) {
-			if err := it.Error(); err != nil {
-				return nil, err
-			}
-			return nil, fmt.Errorf("tree node (level %d, index %d): %w", id.Level, id.Index, ledger.ErrNotFound)
-		}
-		out[i] = bytes.Clone(it.Value())
-		if id.Level >= upperLevel { // perfect-subtree nodes never change
-			s.upperMu.Lock()
-			s.upper[id] = out[i]
-			s.upperMu.Unlock()
-		}
-	}
-	return out, it.Error()
 }
 
 // An entry is stored as: version byte 1, uvarint length and JSON of the
