@@ -460,8 +460,9 @@ func TestCLIStationOfferEquivocation(t *testing.T) {
 // custody-agent processes, each its own TPM) in one station batch: one
 // signature, each device quoting its own event. The device the TPM vendor
 // never manufactured is refused by name and the command exits 3; the
-// others are logged in one leaf, and each one's history (verified by the
-// CLI against the log key) shows its member of the batch.
+// others are logged in one leaf. Then a programming line flashes the three
+// and records them in one batch; each one's history (verified by the CLI
+// against the log key) shows its members of both batches.
 func TestCLIStationBatch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts custodyd and device agents")
@@ -508,10 +509,19 @@ func TestCLIStationBatch(t *testing.T) {
 			t.Fatalf("member %d: %+v", i, m)
 		}
 	}
+	// A programming line: the three devices flashed and recorded in one
+	// batch, each with its own PCRs and quote.
+	image := filepath.Join(dir, "fw.bin")
+	if err := os.WriteFile(image, []byte("line firmware 3.1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := call("firmware", "--agents", strings.Join(agents[:3], ","), "--image", image); r.Code != 0 || !strings.Contains(r.Stdout, `"kind": "batch.signed"`) {
+		t.Fatalf("firmware for a line of three: exit %d:\n%s", r.Code, r.Output())
+	}
 	for _, dev := range devices {
 		p := clitest.Run(t, dir, "custody", "provenance", dev, "--server", d.HTTP, "--as", "acme-tpm",
 			"--pki", pkiDir, "--log-key", filepath.Join(pkiDir, pki.FileLogPub))
-		if p.Code != 0 || !strings.Contains(p.Stdout, "stage.recorded") || !strings.Contains(p.Stdout, "test-passed") {
+		if p.Code != 0 || !strings.Contains(p.Stdout, "test-passed (station batch") || !strings.Contains(p.Stdout, "firmware-programmed (sha256") {
 			t.Fatalf("provenance of %s: exit %d:\n%s", dev, p.Code, p.Output())
 		}
 	}

@@ -221,6 +221,8 @@ others:
 
   stages --agents URL,URL,… --stage assembly|test-passed|receiving-inspection [--note TEXT]
                                   up to 500 devices, each once
+  firmware --agents URL,URL,… --image FILE
+                                  a programming line: program each device and record them all
 
 Shipments move boxed devices (not powered: no agent, no quote), one signed
 event for a whole manifest (a JSON file: {"containers": [{"path": "P-1/C-1",
@@ -254,7 +256,7 @@ Flags:
 	as := fs.String("as", "", "call as this partner, with its certificate from --pki (default: the partner the --station URL ends in); a station answers only its own partner")
 	pkiDir := fs.String("pki", ".custody/pki", "PKI directory: the TLS CA and the partner's certificate and key")
 	agent := fs.String("agent", "", "the device agent's factory API URL (required, except for shipments and stages)")
-	agents := fs.String("agents", "", "the device agents' factory API URLs, comma-separated (stages)")
+	agents := fs.String("agents", "", "the device agents' factory API URLs, comma-separated: one station batch (stages, firmware)")
 	to := fs.String("to", "", "recipient partner (offer, ship)")
 	stage := fs.String("stage", "", "stage name: assembly, test-passed or receiving-inspection (stage)")
 	shipment := fs.String("shipment", "", "shipment ID (ship)")

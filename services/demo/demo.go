@@ -271,8 +271,8 @@ func (r *runner) stopAgents() {
 // the ODM ships them to the OEM on one pallet (one signed shipment, a
 // carton each: boxed devices are not powered, so no quote), the OEM
 // quotes a sample at receiving inspection and accepts the pallet, and
-// ships it on to the EMS, which programs each device and tests them all
-// (quoted, in one station batch).
+// ships it on to the EMS, which programs them and tests them (quoted, each
+// step one station batch).
 func (r *runner) factory(ds []*DeviceReport) {
 	for _, d := range ds {
 		r.step(d, vendor, "manufacture", nil)
@@ -285,17 +285,16 @@ func (r *runner) factory(ds []*DeviceReport) {
 	r.ship(ds, oem, "accept-shipment", &station.Request{Offer: offer})
 	offer = r.ship(ds, oem, "ship", &station.Request{Shipment: "PO-5120-P1", To: ems})
 	r.ship(ds, ems, "accept-shipment", &station.Request{Offer: offer})
-	for _, d := range ds {
-		r.step(d, ems, "firmware", &station.Request{Image: []byte("custody demo firmware 1.4.2\n")})
-	}
-	// The end-of-line tester records every device at once: a station
-	// batch, each device quoting its own event, one signature.
-	r.stages(ds, ems, &station.Request{Stage: events.StageTestPassed, Note: "end-of-line test"})
+	// The programming line and the end-of-line tester record every device
+	// at once: station batches, each device quoting its own event, one
+	// signature each.
+	r.batch(ds, ems, "firmware", &station.Request{Image: []byte("custody demo firmware 1.4.2\n")})
+	r.batch(ds, ems, "stages", &station.Request{Stage: events.StageTestPassed, Note: "end-of-line test"})
 }
 
-// stages records a stage for the powered devices in one station batch and
-// records each device's verdict (the receipt's member for it).
-func (r *runner) stages(ds []*DeviceReport, partner string, req *station.Request) {
+// batch calls a station batch operation (stages, firmware) for the powered
+// devices and records each device's verdict (the receipt's member for it).
+func (r *runner) batch(ds []*DeviceReport, partner, op string, req *station.Request) {
 	if r.err != nil {
 		return
 	}
@@ -303,14 +302,14 @@ func (r *runner) stages(ds []*DeviceReport, partner string, req *station.Request
 		req.Agents = append(req.Agents, r.urls[d])
 	}
 	c := station.NewClient(r.n.URL()+"/stations/"+partner, r.n.HTTPClient(partner))
-	resp, err := c.Call(r.ctx, "stages", req)
+	resp, err := c.Call(r.ctx, op, req)
 	var rej *station.RejectedError
 	var rc *events.Receipt
 	switch {
 	case errors.As(err, &rej):
 		rc = rej.Receipt
 	case err != nil:
-		r.err = fmt.Errorf("batch: %s stages: %w", partner, err)
+		r.err = fmt.Errorf("batch: %s %s: %w", partner, op, err)
 		return
 	default:
 		rc = resp.Receipt
@@ -320,13 +319,17 @@ func (r *runner) stages(ds []*DeviceReport, partner string, req *station.Request
 		verdicts[m.Target] = m
 	}
 	for _, d := range ds {
-		s := Step{Partner: partner, Op: "stage", Status: rc.Status, Code: rc.Code, Reason: rc.Reason}
+		stepOp := op
+		if op == "stages" {
+			stepOp = "stage"
+		}
+		s := Step{Partner: partner, Op: stepOp, Status: rc.Status, Code: rc.Code, Reason: rc.Reason}
 		if v, ok := verdicts[d.ID]; ok {
 			s.Status, s.Code, s.Reason = v.Status, v.Code, v.Reason
 		}
 		d.Steps = append(d.Steps, s)
 	}
-	line := fmt.Sprintf("%-9s  %-14s %-12s %s, one signature for %d devices", "batch", partner, "stages "+req.Stage, rc.Status, len(ds))
+	line := fmt.Sprintf("%-9s  %-14s %-12s %s, one signature for %d devices", "batch", partner, op+describe(req), rc.Status, len(ds))
 	if rc.Code != "" {
 		line += " (" + rc.Code + ": " + rc.Reason + ")"
 	}

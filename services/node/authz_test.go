@@ -193,9 +193,15 @@ func TestAgentOutsideDeviceNetworks(t *testing.T) {
 		}
 	}
 	// A batch with one address outside the networks contacts none of them.
-	resp, err := c.Call(context.Background(), "stages", &station.Request{Agents: []string{"http://192.0.2.7:1", "http://" + ln.Addr().String()}, Stage: events.StageTestPassed})
-	if err == nil || resp == nil || resp.Code != station.CodeAgentNetwork {
-		t.Errorf("a batch with an agent outside the device networks: %+v %v; want code %s", resp, err, station.CodeAgentNetwork)
+	batch := []string{"http://192.0.2.7:1", "http://" + ln.Addr().String()}
+	for op, req := range map[string]*station.Request{
+		"stages":   {Agents: batch, Stage: events.StageTestPassed},
+		"firmware": {Agents: batch, Image: []byte("image")},
+	} {
+		resp, err := c.Call(context.Background(), op, req)
+		if err == nil || resp == nil || resp.Code != station.CodeAgentNetwork {
+			t.Errorf("%s with an agent outside the device networks: %+v %v; want code %s", op, resp, err, station.CodeAgentNetwork)
+		}
 	}
 	if got := contacted.Load(); got != 0 {
 		t.Fatalf("the station contacted the agent address %d times", got)

@@ -23,8 +23,34 @@ const MaxBatchAgents = 500
 // refused whole (a *RejectedError) only when no member was logged.
 func (s *Station) RecordStages(ctx context.Context, agents []string, stage, note string) (*Result, error) {
 	if stage == events.StageFirmwareProgrammed {
-		return nil, errors.New("station: firmware is recorded by ProgramFirmware, which programs it")
+		return nil, errors.New("station: firmware is recorded by ProgramFirmwares, which programs it")
 	}
+	return s.recordBatch(ctx, agents, "stages", func(ctx context.Context, dev *device.Client) (*events.Statement, error) {
+		return s.quotedStage(ctx, dev, stage, note)
+	})
+}
+
+// ProgramFirmwares is a programming line: it flashes image into every
+// device behind agents and records their firmware-programmed events (each
+// with the device's PCRs and its quote) in one station batch, as
+// RecordStages does.
+func (s *Station) ProgramFirmwares(ctx context.Context, agents []string, image []byte) (*Result, error) {
+	if len(image) == 0 {
+		return nil, errors.New("station: empty firmware image")
+	}
+	return s.recordBatch(ctx, agents, "firmware", func(ctx context.Context, dev *device.Client) (*events.Statement, error) {
+		st, err := s.programmed(ctx, dev, image)
+		if err != nil {
+			return nil, err
+		}
+		return st, s.quote(ctx, dev, st)
+	})
+}
+
+// recordBatch makes one event per device behind agents with event (which
+// quotes it on its device), signs them as one station batch named for what
+// and publishes it.
+func (s *Station) recordBatch(ctx context.Context, agents []string, what string, event func(context.Context, *device.Client) (*events.Statement, error)) (*Result, error) {
 	if len(agents) < 1 || len(agents) > MaxBatchAgents {
 		return nil, fmt.Errorf("station: a batch records 1 to %d devices, not %d", MaxBatchAgents, len(agents))
 	}
@@ -45,7 +71,7 @@ func (s *Station) RecordStages(ctx context.Context, agents []string, stage, note
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			members[i], errs[i] = s.quotedStage(ctx, dev, stage, note)
+			members[i], errs[i] = event(ctx, dev)
 		})
 	}
 	wg.Wait()
@@ -60,7 +86,7 @@ func (s *Station) RecordStages(ctx context.Context, agents []string, stage, note
 		}
 		seen[id] = agents[i]
 	}
-	b, err := events.SignBatch(ctx, "stages-"+events.NewEventID()[:16], members, s.cfg.Key, s.cfg.Name)
+	b, err := events.SignBatch(ctx, what+"-"+events.NewEventID()[:16], members, s.cfg.Key, s.cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("station: %w", err)
 	}
@@ -76,7 +102,7 @@ func (s *Station) RecordStages(ctx context.Context, agents []string, stage, note
 			logged++
 		}
 	}
-	s.cfg.Logger.Info("batch answered", "stage", stage, "devices", len(members), "logged", logged, "status", r.Status, "code", r.Code, "index", r.LogIndex)
+	s.cfg.Logger.Info("batch answered", "batch", b.Statement.Target(), "devices", len(members), "logged", logged, "status", r.Status, "code", r.Code, "index", r.LogIndex)
 	res := &Result{Receipt: r}
 	if r.Status != events.StatusAccepted {
 		return res, &RejectedError{Receipt: r}
@@ -92,14 +118,19 @@ func (s *Station) quotedStage(ctx context.Context, dev *device.Client, stage, no
 	}
 	st := events.NewStatement(events.KindStageRecorded, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Stage = &events.Stage{Name: stage, Note: note}
+	return st, s.quote(ctx, dev, st)
+}
+
+// quote has dev quote st over its binding digest and sets its evidence.
+func (s *Station) quote(ctx context.Context, dev *device.Client, st *events.Statement) error {
 	nonce, err := events.StatementBindingDigest(st)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	q, err := dev.Quote(ctx, nonce, s.cfg.QuotePCRs)
 	if err != nil {
-		return nil, fmt.Errorf("quote from the device: %w", err)
+		return fmt.Errorf("quote from the device: %w", err)
 	}
 	st.Predicate.Evidence = events.NewEvidence(q)
-	return st, nil
+	return nil
 }

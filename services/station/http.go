@@ -23,8 +23,8 @@ import (
 type Request struct {
 	// Agent is the base URL of the device's factory API.
 	Agent string `json:"agent"`
-	// Agents are the devices of /v1/stages (one station batch), each
-	// once, 1 to MaxBatchAgents of them.
+	// Agents are the devices of /v1/stages, or of /v1/firmware instead of
+	// Agent (one station batch), each once, 1 to MaxBatchAgents of them.
 	Agents []string `json:"agents,omitempty"`
 	// Stage names the stage for /v1/stage.
 	Stage string `json:"stage,omitempty"`
@@ -95,7 +95,8 @@ type Response struct {
 //	POST /v1/stage        {agent, stage, note} record assembly, test-passed, or a sampled receiving-inspection
 //	POST /v1/stages       {agents, stage, note} the same for many devices in one station batch (one
 //	                                           signature; the receipt's members hold each device's verdict)
-//	POST /v1/firmware     {agent, image}       program firmware and record it
+//	POST /v1/firmware     {agent, image}       program firmware and record it; with agents instead of
+//	                                           agent, a programming line: every device, one station batch
 //	POST /v1/offer        {agent, to}          offer the device to a partner
 //	POST /v1/withdraw     {agent}              withdraw this partner's pending offer
 //	POST /v1/accept       {agent}              accept the pending offer
@@ -172,6 +173,9 @@ func (s *Station) Handler() http.Handler {
 		return s.RecordStages(ctx, r.Agents, r.Stage, r.Note)
 	})
 	route("/v1/firmware", func(ctx context.Context, r *Request) (*Result, error) {
+		if len(r.Agents) > 0 {
+			return s.ProgramFirmwares(ctx, r.Agents, r.Image)
+		}
 		return s.ProgramFirmware(ctx, r.Agent, r.Image)
 	})
 	route("/v1/offer", func(ctx context.Context, r *Request) (*Result, error) {
@@ -232,12 +236,12 @@ func (r *Request) Check(op string) (field, rule string) {
 	if slices.Contains(shipmentOps, op) {
 		return r.checkShipment(op)
 	}
-	if op == "stages" {
+	if op == "stages" || (op == "firmware" && len(r.Agents) > 0) {
 		if r.Agent != "" {
-			return "agent", "stages takes its devices in agents, not agent"
+			return "agent", op + " takes its devices in agents or one in agent, not both"
 		}
 		if len(r.Agents) < 1 || len(r.Agents) > MaxBatchAgents {
-			return "agents", fmt.Sprintf("stages records 1 to %d devices, not %d", MaxBatchAgents, len(r.Agents))
+			return "agents", fmt.Sprintf("%s records 1 to %d devices in one batch, not %d", op, MaxBatchAgents, len(r.Agents))
 		}
 		seen := make(map[string]bool, len(r.Agents))
 		for _, a := range r.Agents {
@@ -251,7 +255,7 @@ func (r *Request) Check(op string) (field, rule string) {
 			seen[u] = true
 		}
 	} else if len(r.Agents) > 0 {
-		return "agents", "only stages takes agents; the other operations take one agent"
+		return "agents", "only stages and firmware take agents (one station batch); the other operations take one agent"
 	} else if _, err := AgentURL(r.Agent); err != nil {
 		return "agent", err.Error()
 	}

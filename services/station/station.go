@@ -466,6 +466,17 @@ func (s *Station) ProgramFirmware(ctx context.Context, agentURL string, image []
 	if err != nil {
 		return nil, err
 	}
+	st, err := s.programmed(ctx, dev, image)
+	if err != nil {
+		return nil, err
+	}
+	return s.publish(ctx, dev, st, nil)
+}
+
+// programmed flashes image into dev and returns its firmware-programmed
+// statement, with the image digest and the PCR values the gate will expect
+// at first boot, not yet quoted.
+func (s *Station) programmed(ctx context.Context, dev *device.Client, image []byte) (*events.Statement, error) {
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
 		return nil, err
@@ -490,7 +501,7 @@ func (s *Station) ProgramFirmware(ctx context.Context, agentURL string, image []
 	for i, v := range probe.PCRs {
 		st.Predicate.Stage.PCRs[strconv.Itoa(i)] = hex.EncodeToString(v)
 	}
-	return s.publish(ctx, dev, st, nil)
+	return st, nil
 }
 
 // PendingOfferError is Offer's refusal of an offer of a device that has an
