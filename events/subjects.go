@@ -74,6 +74,22 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 // reads another's JetStream acks or answers.
 func InboxPrefix(user string) string { return "_INBOX_" + user }
 
+// InboxOwner is the user whose own reply inbox (InboxPrefix) subject is
+// under, or "" for any other subject (NATS's default "_INBOX.", which no
+// partner may subscribe to). NATS permissions let a user read only its own
+// inbox, so an answer sent there reaches that user only.
+func InboxOwner(subject string) string {
+	rest, ok := strings.CutPrefix(subject, "_INBOX_")
+	if !ok {
+		return ""
+	}
+	user, tail, ok := strings.Cut(rest, ".")
+	if !ok || tail == "" || !ValidPartnerName(user) {
+		return ""
+	}
+	return user
+}
+
 // IsInbox reports whether subject is a reply inbox: under a user's own
 // prefix (InboxPrefix) or NATS's default "_INBOX.". The ledger answers
 // requests only there: a reply subject is chosen by the requester, and an

@@ -354,6 +354,39 @@ func TestAdversaryPartner(t *testing.T) {
 		refused(t, before, batch("B-4", []*events.Statement{stage(hostile)}, swap), events.CodeManifest)
 	})
 
+	t.Run("reading another partner's receipt by digest over NATS", func(t *testing.T) {
+		// The OEM's acceptance is in the public log; its digest is no
+		// secret. Asked from delta-ems's own inbox, the status service and
+		// the query service answer as for an unknown digest.
+		m, err := hc.Request(events.StatusSubject, []byte(r.Digest), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got events.Receipt
+		if err := json.Unmarshal(m.Data, &got); err != nil || got.Status != events.StatusUnknown || got.Partner != "" || got.Target != "" {
+			t.Fatalf("status of nova-oem's event, asked by %s: %s", hostile, m.Data)
+		}
+		tok, err := ledger.NewReadToken(hostile, n.PKI.Partners[hostile].Key, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := nats.NewMsg(ledger.MicroSubjectPrefix + ".event")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Data = []byte(r.Digest)
+		m, err = hc.RequestMsg(req, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := m.Header.Get("Nats-Service-Error-Code"); code != "404" || strings.Contains(string(m.Data), id) {
+			t.Fatalf("the query service gave nova-oem's receipt to %s: %s %s", hostile, code, m.Data)
+		}
+		// Without a token, nothing.
+		m, err = hc.Request(ledger.MicroSubjectPrefix+".event", []byte(r.Digest), 10*time.Second)
+		if err != nil || m.Header.Get("Nats-Service-Error-Code") != "401" {
+			t.Fatalf("an anonymous receipt query: %v %v", m, err)
+		}
+	})
+
 	t.Run("re-accepting an accepted offer as a third party", func(t *testing.T) {
 		d, _ := store.Device(id)
 		for _, to := range []string{hostile, "nova-oem"} { // in its own name, in the recipient's

@@ -24,6 +24,7 @@ const MicroSubjectPrefix = events.LedgerAPIPrefix
 //	                                              (its envelope only for a reader with a right to it)
 //	custody.v1.ledger.consistency   {"first","second"}  consistency proof
 //	custody.v1.ledger.event         digest (hex)  a publisher's receipt or rejection
+//	                                              (that publisher only)
 //
 // Private reads take a read token in the request's Authorization header,
 // as on HTTP (see access.go). Errors carry a status code ("400", "401",
@@ -93,12 +94,25 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 			_ = r.RespondJSON(map[string]any{"first": q.First, "second": q.Second, "hashes": hashes})
 		}),
 		add("event", func(r micro.Request) {
+			// As on HTTP: only the event's publisher reads its receipt;
+			// anyone else gets the answer an unknown digest gets.
+			reader, err := l.Authenticate(r.Headers().Get("Authorization"))
+			if respondErr(r, err) {
+				return
+			}
+			if reader == "" {
+				respondErr(r, ErrUnauthenticated)
+				return
+			}
 			d, err := hex.DecodeString(string(r.Data()))
 			if err != nil || len(d) != 32 {
 				_ = r.Error("400", "the request is an event digest: 64 hex digits", nil)
 				return
 			}
 			rc, err := l.EventStatus(d)
+			if err == nil && rc.Partner != reader {
+				err = ErrNotFound
+			}
 			if respondErr(r, err) {
 				return
 			}

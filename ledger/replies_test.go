@@ -122,4 +122,16 @@ func TestIsInbox(t *testing.T) {
 			t.Errorf("IsInbox(%q) = %v, want %v", subj, got, want)
 		}
 	}
+	for subj, want := range map[string]string{
+		events.InboxPrefix("acme-tpm") + ".x1": "acme-tpm",
+		"_INBOX.abc.def":                       "",
+		"_INBOX_acme-tpm":                      "",
+		"_INBOX_acme-tpm.":                     "",
+		"_INBOX_ACME.x":                        "",
+		"custody.v1.events.a.b":                "",
+	} {
+		if got := events.InboxOwner(subj); got != want {
+			t.Errorf("InboxOwner(%q) = %q, want %q", subj, got, want)
+		}
+	}
 }
