@@ -29,12 +29,7 @@ func TestDeviceIdentityApart(t *testing.T) {
 	if err := s.db.Set(deviceKey("b"), raw, cpebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err = Open(dir); err != nil {
-		t.Fatal(err)
-	}
+	s = reopen(t, s, dir)
 	defer s.Close()
 	state, err := s.get(deviceKey("a"))
 	if err != nil {

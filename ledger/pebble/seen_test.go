@@ -70,12 +70,7 @@ func TestSeenAfterReopen(t *testing.T) {
 	if err := s.Commit(&ledger.Commit{Head: ledger.Head{Size: 1}, Entries: []*ledger.Entry{e}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err = Open(dir); err != nil {
-		t.Fatal(err)
-	}
+	s = reopen(t, s, dir)
 	defer s.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for !s.seen.ready.Load() {
@@ -102,4 +97,17 @@ func TestSeenAfterReopen(t *testing.T) {
 	if _, err := s.EventDigestByID("orbit-odm", "new-id"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("a new event ID: %v", err)
 	}
+}
+
+// reopen closes s and opens the store in dir again.
+func reopen(t *testing.T, s *Store, dir string) *Store {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -160,12 +160,7 @@ func TestTiles(t *testing.T) {
 	if !hasTile(t, s, tileRef{0, (tb.size - 1) / 16}) || !hasTile(t, s, tileRef{1, 0}) || !hasTile(t, s, tileRef{1, (tb.size - 1) / 256}) {
 		t.Fatal("tiles missing")
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err = Open(dir); err != nil {
-		t.Fatal(err)
-	}
+	s = reopen(t, s, dir)
 	defer s.Close()
 	tb.check(t, s)
 	tb.commit(t, s, 500)
@@ -194,12 +189,7 @@ func TestTilesOldLayout(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err = Open(dir); err != nil {
-		t.Fatal(err)
-	}
+	s = reopen(t, s, dir)
 	defer s.Close()
 	tb.check(t, s)
 	old := lowNodeKeys(t, s)
