@@ -108,7 +108,7 @@ var Permissions = []Permission{
 		Rule:      "only an event's publisher reads the ledger's answer to it"},
 	{Action: ActReadHistory, Who: WhoCustodyParty,
 		HTTP:    "/ledger/v1/devices/{id}/provenance, envelopes in /ledger/v1/log/entries/{index}, a shipment's manifest in /ledger/v1/shipments/{digest} (its sender and recipient)",
-		NATS:    "custody.v1.ledger.provenance (with a read token)",
+		NATS:    "custody.v1.ledger.provenance, custody.v1.ledger.shipment (with a read token)",
 		Publish: []string{LedgerAPIPrefix + ".>"},
 		Rule:    "only a party of the device's custody reads its history"},
 	{Action: ActReadPending, Who: WhoSelf,

@@ -23,6 +23,8 @@ const MicroSubjectPrefix = events.LedgerAPIPrefix
 //	custody.v1.ledger.entry         log index     one entry with its inclusion proof
 //	                                              (its envelope only for a reader with a right to it)
 //	custody.v1.ledger.consistency   {"first","second"}  consistency proof
+//	custody.v1.ledger.shipment      digest (hex)  a shipment offer and its manifest
+//	                                              (its sender and recipient only)
 //	custody.v1.ledger.event         digest (hex)  a publisher's receipt or rejection
 //	                                              (that publisher only)
 //
@@ -92,6 +94,25 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 				return
 			}
 			_ = r.RespondJSON(map[string]any{"first": q.First, "second": q.Second, "hashes": hashes})
+		}),
+		add("shipment", func(r micro.Request) {
+			// As on HTTP: a shipment offer and its manifest, for its
+			// sender and recipient only; anyone else, and a digest that is
+			// no shipment offer, the same 403.
+			reader, err := l.Authenticate(r.Headers().Get("Authorization"))
+			if respondErr(r, err) {
+				return
+			}
+			d, err := hex.DecodeString(string(r.Data()))
+			if err != nil || len(d) != 32 {
+				_ = r.Error("400", "the request is a shipment offer's digest: 64 hex digits", nil)
+				return
+			}
+			sh, err := l.ShipmentFor(d, reader)
+			if respondErr(r, err) {
+				return
+			}
+			_ = r.RespondJSON(sh)
 		}),
 		add("event", func(r micro.Request) {
 			// As on HTTP: only the event's publisher reads its receipt;

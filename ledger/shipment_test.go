@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/custodyledger/custody/attest"
@@ -261,6 +262,34 @@ func TestShipments(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 403 {
 			t.Fatalf("a stranger's GET of the shipment: %d, want 403", resp.StatusCode)
+		}
+		// The same over NATS, with a read token: the recipient reads it,
+		// a stranger gets 403, no token 401.
+		ask := func(who string) *nats.Msg {
+			t.Helper()
+			req := nats.NewMsg(ledger.MicroSubjectPrefix + ".shipment")
+			req.Data = []byte(on.Digest)
+			if who != "" {
+				tok, err := ledger.NewReadToken(who, n.PKI.Partners[who].Key, time.Minute)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			m, err := e.nc.RequestMsg(req, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		var sh ledger.Shipment
+		if m := ask("nova-oem"); json.Unmarshal(m.Data, &sh) != nil || sh.Shipment.ID != "S-3" || sh.Manifest.Len() != 3 {
+			t.Fatalf("nova-oem's query of its shipment over NATS: %s", m.Data)
+		}
+		for who, code := range map[string]string{"delta-ems": "403", "": "401"} {
+			if m := ask(who); m.Header.Get("Nats-Service-Error-Code") != code || strings.Contains(string(m.Data), ids[2]) {
+				t.Fatalf("%q's query of the shipment over NATS: %s %s, want %s", who, m.Header.Get("Nats-Service-Error-Code"), m.Data, code)
+			}
 		}
 		if _, err := e.station("acme-tpm").AcceptShipment(ctx, on.Digest, nil); err == nil {
 			t.Fatal("acme-tpm's station accepted a shipment to nova-oem")
