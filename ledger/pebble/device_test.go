@@ -3,6 +3,8 @@ package pebble
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 
 	cpebble "github.com/cockroachdb/pebble/v2"
@@ -63,4 +65,50 @@ func TestDeviceIdentityApart(t *testing.T) {
 	if _, err := s.get(identityKey("b")); err != nil {
 		t.Fatalf("the older record's identity was not moved apart: %v", err)
 	}
+}
+
+// A store written by a newer layout is refused at Open with an error that
+// names both versions; one written before the version key reads as it is
+// and is marked with this version.
+func TestStoreFormatVersion(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.get(formatKey); err != nil || string(v) != "2" {
+		t.Fatalf("a new store's layout version: %q, %v", v, err)
+	}
+	if err := s.db.Delete(formatKey, cpebble.Sync); err != nil { // as before the version key
+		t.Fatal(err)
+	}
+	s = reopen(t, s, dir)
+	if v, err := s.get(formatKey); err != nil || string(v) != "2" {
+		t.Fatalf("an older store's layout version after Open: %q, %v", v, err)
+	}
+	if err := s.db.Set(formatKey, []byte("3"), cpebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "layout version 3, this custodyd reads up to 2") {
+		t.Fatalf("a newer store: %v", err)
+	}
+	// Refused cleanly: the folder opens again once the version is one it reads.
+	db, err := cpebble.Open(dir, &cpebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(formatKey, []byte("2"), cpebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
 }

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -157,6 +158,11 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
 	s := &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, band1: map[uint64][]byte{}, devices: map[string]*ledger.Device{}, identities: map[string]bool{}}
+	if err := s.checkFormat(dir); err != nil {
+		_ = db.Close()
+		c.Unref()
+		return nil, err
+	}
 	if err := errors.Join(s.loadUpper(), s.loadBand1()); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("pebble store: loading the tree's upper levels: %w", err)
@@ -237,6 +243,42 @@ func eventIDKey(partner, eventID string) []byte {
 }
 
 var headKey = []byte{'h'}
+
+// formatKey holds the store's layout version (formatVersion, decimal). A
+// store written before it existed has none and is read as it is (the
+// layouts since are read alongside the older ones: tiles.go, the device
+// identity); Open writes the version it writes from then on.
+var formatKey = []byte{'f'}
+
+// formatVersion is the layout this code writes: 2 since the tree's lower
+// levels are tiles and a device's identity is stored apart (2026-12).
+const formatVersion = 2
+
+// ErrNewerFormat is returned by Open for a store written by a newer
+// version of Custody, whose layout this one cannot read.
+var ErrNewerFormat = errors.New("written in a newer layout than this custodyd reads")
+
+// checkFormat refuses a store of a newer layout and records this one's.
+func (s *Store) checkFormat(dir string) error {
+	v, err := s.get(formatKey)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		return s.db.Set(formatKey, []byte(strconv.Itoa(formatVersion)), cpebble.Sync)
+	case err != nil:
+		return fmt.Errorf("pebble store %s: reading its layout version: %w", dir, err)
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < 1 {
+		return fmt.Errorf("pebble store %s: layout version %q is not a version", dir, v)
+	}
+	if n > formatVersion {
+		return fmt.Errorf("pebble store %s: layout version %d, this custodyd reads up to %d: %w (upgrade custodyd)", dir, n, formatVersion, ErrNewerFormat)
+	}
+	if n < formatVersion {
+		return s.db.Set(formatKey, []byte(strconv.Itoa(formatVersion)), cpebble.Sync)
+	}
+	return nil
+}
 
 func (s *Store) get(key []byte) ([]byte, error) {
 	v, closer, err := s.db.Get(key)
