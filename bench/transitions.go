@@ -8,8 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/pprof"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -277,42 +275,14 @@ func measureTransitions(ctx context.Context, n *node.Node, dir string, cfg Trans
 	}
 	start := n.Ledger.Head()
 	want := start.Size + uint64(len(msgs))
-	runtime.GC()
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
-	}
-	cpu0 := cpuTime()
-	t1 := time.Now()
-	for _, m := range msgs {
-		if _, err := js.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id)); err != nil {
-			return nil, err
-		}
-	}
-	if err := waitAsync(ctx, js); err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(10 * time.Minute)
-	for n.Ledger.Head().Size < want || n.Ledger.Head().StreamSeq < start.StreamSeq+uint64(len(msgs)) {
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("transitions: ingest stalled at %d of %d entries (refusals?)", n.Ledger.Head().Size-start.Size, len(msgs))
-		}
-		time.Sleep(time.Millisecond)
-	}
-	dur := time.Since(t1)
-	if cfg.CPUProfile != "" {
-		pprof.StopCPUProfile()
+	dur, cpu, err := ingestPhase(ctx, n, js, msgs, uint64(len(msgs)), cfg.CPUProfile)
+	if err != nil {
+		return nil, fmt.Errorf("transitions: %w", err)
 	}
 	res.Seconds = dur.Seconds()
 	res.TransitionsPerS = float64(res.Transitions) / dur.Seconds()
 	res.EventsPerS = float64(len(msgs)) / dur.Seconds()
-	res.CPUMicrosPerTr = float64((cpuTime() - cpu0).Microseconds()) / float64(res.Transitions)
+	res.CPUMicrosPerTr = float64(cpu.Microseconds()) / float64(res.Transitions)
 	// Every event logged as accepted, every device with the operator.
 	for i := start.Size; i < want; i++ {
 		e, err := n.Ledger.Store().Entry(i)

@@ -114,35 +114,13 @@ func openMember(payload []byte, batch *Signed, pos int) (*Signed, error) {
 	return m, nil
 }
 
-// batchRoot returns the batch root over members' digests and, when proofs
-// is true, every member's inclusion proof (without payloads).
-func batchRoot(digests [][32]byte, proofs bool) ([]byte, []*MemberProof, error) {
-	if !proofs {
-		r := manifestRanges.NewEmptyRange(0)
-		for _, d := range digests {
-			if err := r.Append(rfc6962.DefaultHasher.HashLeaf(d[:]), nil); err != nil {
-				return nil, nil, err
-			}
-		}
-		if r.End() == 0 {
-			return nil, nil, fmt.Errorf("%w: an empty batch", ErrMalformed)
-		}
-		root, err := r.GetRootHash(nil)
-		return root, nil, err
-	}
+// memberLeaves are the batch tree's leaves: the members' event digests.
+func memberLeaves(digests [][32]byte) [][]byte {
 	leaves := make([][]byte, len(digests))
 	for i := range digests {
 		leaves[i] = digests[i][:]
 	}
-	root, paths, err := treeProofs(leaves)
-	if err != nil {
-		return nil, nil, err
-	}
-	out := make([]*MemberProof, len(digests))
-	for i := range digests {
-		out[i] = &MemberProof{Position: uint64(i), Size: uint64(len(digests)), Hashes: paths[i]}
-	}
-	return root, out, nil
+	return leaves
 }
 
 // MemberProofs returns every member's proof, with its payload, of an opened
@@ -152,14 +130,15 @@ func (s *Signed) MemberProofs() ([]*MemberProof, error) {
 	for i, m := range s.Members {
 		ds[i] = m.Digest
 	}
-	_, ps, err := batchRoot(ds, true)
+	_, paths, err := treeProofs(memberLeaves(ds))
 	if err != nil {
 		return nil, err
 	}
+	out := make([]*MemberProof, len(s.Members))
 	for i, m := range s.Members {
-		ps[i].Payload = m.Payload
+		out[i] = &MemberProof{Position: uint64(i), Size: uint64(len(ds)), Hashes: paths[i], Payload: m.Payload}
 	}
-	return ps, nil
+	return out, nil
 }
 
 // openBatch checks a batch parcel's members against the batch statement s
@@ -182,7 +161,7 @@ func openBatch(s *Signed, members []string) error {
 		}
 		payloads[i], ds[i] = p, Digest(PayloadType, p)
 	}
-	root, _, err := batchRoot(ds, false)
+	root, err := treeRoot(memberLeaves(ds))
 	if err != nil {
 		return err
 	}
@@ -217,7 +196,7 @@ func NewBatchStatement(partner, id string, payloads [][]byte, t time.Time, event
 	for i, p := range payloads {
 		ds[i] = Digest(PayloadType, p)
 	}
-	root, _, err := batchRoot(ds, false)
+	root, err := treeRoot(memberLeaves(ds))
 	if err != nil {
 		return nil, err
 	}

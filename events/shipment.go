@@ -227,17 +227,27 @@ var manifestRanges = compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildr
 
 // Root is the manifest's RFC 6962 Merkle root (the shipment subject's
 // digest).
-func (m *Manifest) Root() ([]byte, error) {
+func (m *Manifest) Root() ([]byte, error) { return treeRoot(m.leaves(m.Items())) }
+
+// leaves are the manifest tree's leaves of items (its Items).
+func (m *Manifest) leaves(items []Item) [][]byte {
+	leaves := make([][]byte, len(items))
+	for i, it := range items {
+		leaves[i] = ManifestLeaf(it.Device, it.Path)
+	}
+	return leaves
+}
+
+// treeRoot is the RFC 6962 root of leaves (a manifest's, a batch's).
+func treeRoot(leaves [][]byte) ([]byte, error) {
 	r := manifestRanges.NewEmptyRange(0)
-	for _, c := range m.Containers {
-		for _, d := range c.Devices {
-			if err := r.Append(rfc6962.DefaultHasher.HashLeaf(ManifestLeaf(d, c.Path)), nil); err != nil {
-				return nil, err
-			}
+	for _, l := range leaves {
+		if err := r.Append(rfc6962.DefaultHasher.HashLeaf(l), nil); err != nil {
+			return nil, err
 		}
 	}
 	if r.End() == 0 {
-		return nil, fmt.Errorf("%w: an empty manifest", ErrMalformed)
+		return nil, fmt.Errorf("%w: an empty tree", ErrMalformed)
 	}
 	return r.GetRootHash(nil)
 }
@@ -269,11 +279,7 @@ func (p *ManifestProof) Verify(device string, root []byte) error {
 // device ID: the tree is built once.
 func (m *Manifest) Proofs() ([]byte, map[string]*ManifestProof, error) {
 	items := m.Items()
-	leaves := make([][]byte, len(items))
-	for i, it := range items {
-		leaves[i] = ManifestLeaf(it.Device, it.Path)
-	}
-	root, paths, err := treeProofs(leaves)
+	root, paths, err := treeProofs(m.leaves(items))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -310,13 +310,23 @@ func (b *batch) eventDigest(partner, eventID string) ([]byte, error) {
 	return d, err
 }
 
-func (b *batch) refuse(digest []byte, partner, target string, re *RuleError, now int64) {
-	r := &Rejection{Digest: digest, Code: string(re.Code), Reason: re.Reason, Partner: partner, Target: target, Time: now}
-	b.rejections = append(b.rejections, r)
-	b.l.log.Info("event rejected", "code", re.Code, "reason", re.Reason, "partner", partner, "target", target)
+// refuse records the refusal of an event (for a batch refused whole after
+// its members were judged, their verdicts) and answers its publisher.
+func (b *batch) refuse(digest []byte, partner, target string, re *RuleError, now int64, members ...events.MemberVerdict) {
+	r := b.recordRefusal(digest, partner, target, re, now)
+	r.Members = members
 	if partner != "" {
 		b.answers = append(b.answers, answer{partner: partner, digest: hex.EncodeToString(digest), receipt: r.Receipt()})
 	}
+}
+
+// recordRefusal records the refusal of an event without answering it (a
+// batch's member: the batch's receipt carries its verdict).
+func (b *batch) recordRefusal(digest []byte, partner, target string, re *RuleError, now int64) *Rejection {
+	r := &Rejection{Digest: digest, Code: string(re.Code), Reason: re.Reason, Partner: partner, Target: target, Time: now}
+	b.rejections = append(b.rejections, r)
+	b.l.log.Info("event rejected", "code", re.Code, "reason", re.Reason, "partner", partner, "target", target)
+	return r
 }
 
 // answerExisting builds the answer for an event already in the log.

@@ -155,8 +155,8 @@ func (l *Ledger) Handler() http.Handler {
 			httpError(w, http.StatusBadRequest, "bad-request", "digest must be 64 hex digits")
 			return
 		}
-		rc, err := l.EventStatus(d)
-		if errors.Is(err, ErrNotFound) || (err == nil && rc.Partner != reader) {
+		rc, err := l.EventStatusFor(d, reader)
+		if errors.Is(err, ErrNotFound) {
 			httpError(w, http.StatusNotFound, "not-found", "no event with that digest published by "+reader)
 			return
 		}

@@ -407,14 +407,15 @@ func (l *Ledger) answerStatus(m *nats.Msg) {
 	r := &events.Receipt{Status: events.StatusUnknown, Reason: "the request is an event digest: 64 hex digits"}
 	if d, err := hex.DecodeString(string(m.Data)); err == nil && len(d) == 32 {
 		r = &events.Receipt{Digest: hex.EncodeToString(d), Status: events.StatusUnknown}
-		// A digest is in every public leaf: a partner's own inbox hears
-		// only about that partner's events, and another's get the answer
-		// an unknown digest gets. The node's own users (the ledger's,
-		// which are no partners) hear about every event.
-		if rc, err := l.EventStatus(d); err == nil {
-			if owner := events.InboxOwner(m.Reply); owner == "" || owner == rc.Partner || l.partnerKey(owner) == nil {
-				r = rc
-			}
+		// A partner's own inbox hears only about that partner's events
+		// (EventStatusFor); the node's own users (the ledger's, which are
+		// no partners) hear about every event.
+		status := l.EventStatus
+		if owner := events.InboxOwner(m.Reply); owner != "" && l.partnerKey(owner) != nil {
+			status = func(d []byte) (*events.Receipt, error) { return l.EventStatusFor(d, owner) }
+		}
+		if rc, err := status(d); err == nil {
+			r = rc
 		} else if !errors.Is(err, ErrNotFound) {
 			l.log.Warn("status request", "err", err)
 		}

@@ -115,8 +115,7 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 			_ = r.RespondJSON(sh)
 		}),
 		add("event", func(r micro.Request) {
-			// As on HTTP: only the event's publisher reads its receipt;
-			// anyone else gets the answer an unknown digest gets.
+			// As on HTTP: only the event's publisher (EventStatusFor).
 			reader, err := l.Authenticate(r.Headers().Get("Authorization"))
 			if respondErr(r, err) {
 				return
@@ -130,10 +129,7 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 				_ = r.Error("400", "the request is an event digest: 64 hex digits", nil)
 				return
 			}
-			rc, err := l.EventStatus(d)
-			if err == nil && rc.Partner != reader {
-				err = ErrNotFound
-			}
+			rc, err := l.EventStatusFor(d, reader)
 			if respondErr(r, err) {
 				return
 			}

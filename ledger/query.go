@@ -185,6 +185,18 @@ func (l *Ledger) EventStatus(digest []byte) (*events.Receipt, error) {
 	return r.Receipt(), nil
 }
 
+// EventStatusFor is EventStatus for reader: only an event's publisher
+// reads the ledger's answer to it; for anyone else the event is
+// ErrNotFound, as an unknown digest is (a digest is in every public leaf,
+// so it is no secret, and a batch's receipt names every member's device).
+func (l *Ledger) EventStatusFor(digest []byte, reader string) (*events.Receipt, error) {
+	rc, err := l.EventStatus(digest)
+	if err == nil && rc.Partner != reader {
+		return nil, ErrNotFound
+	}
+	return rc, err
+}
+
 // VerifiedEntry is an entry whose inclusion, body and envelope signature
 // were checked.
 type VerifiedEntry struct {
@@ -228,7 +240,8 @@ func VerifyProvenance(p *Provenance, logKey *ecdsa.PublicKey) ([]VerifiedEntry, 
 			}
 		}
 		if st.Predicate.Batch != nil {
-			if s, err = verifyMemberProof(e, device, st); err != nil {
+			// The batch's envelope verified: its member about device.
+			if s, err = openMemberProof(e.MemberProof, st, e.Digest, device); err != nil {
 				return nil, nil, fmt.Errorf("entry %d: %w", e.Index, err)
 			}
 			st = s.Statement
@@ -254,31 +267,33 @@ func verifyManifestProof(proof []byte, device string, st *events.Statement) erro
 	return mp.Verify(device, st.ShipmentRoot())
 }
 
-// verifyMemberProof checks that the batch st (whose envelope verified)
-// signs the member e names about device, and returns the member.
-func verifyMemberProof(e ProvenEntry, device string, st *events.Statement) (*events.Signed, error) {
-	if len(e.MemberProof) == 0 {
-		return nil, fmt.Errorf("batch %s: no member proof for device %s", st.Predicate.Batch.ID, device)
+// openMemberProof opens a member of the batch st from its proof (JSON
+// events.MemberProof): the proof leads to the root st signs, the member is
+// the event of digest (hex), by the batch's partner, about device.
+func openMemberProof(proof []byte, st *events.Statement, digest, device string) (*events.Signed, error) {
+	id := st.Predicate.Batch.ID
+	if len(proof) == 0 {
+		return nil, fmt.Errorf("batch %s: no member proof for device %s", id, device)
 	}
 	var mp events.MemberProof
-	if err := json.Unmarshal(e.MemberProof, &mp); err != nil {
-		return nil, fmt.Errorf("member proof: %w", err)
+	if err := json.Unmarshal(proof, &mp); err != nil {
+		return nil, fmt.Errorf("batch %s: member proof: %w", id, err)
 	}
 	if mp.Size != uint64(st.Predicate.Batch.Events) {
-		return nil, fmt.Errorf("batch %s: the member proof is for %d events, the batch signs %d", st.Predicate.Batch.ID, mp.Size, st.Predicate.Batch.Events)
+		return nil, fmt.Errorf("batch %s: the member proof is for %d events, the batch signs %d", id, mp.Size, st.Predicate.Batch.Events)
 	}
 	m, err := mp.Verify(st.BatchRoot())
 	if err != nil {
-		return nil, fmt.Errorf("batch %s: %w", st.Predicate.Batch.ID, err)
+		return nil, fmt.Errorf("batch %s: %w", id, err)
 	}
-	if m.DigestHex() != e.Digest {
-		return nil, fmt.Errorf("batch %s: the member proof opens event %s, the entry names %s", st.Predicate.Batch.ID, m.DigestHex(), e.Digest)
+	if m.DigestHex() != digest {
+		return nil, fmt.Errorf("batch %s: the member proof opens event %s, the entry names %s", id, m.DigestHex(), digest)
 	}
 	if m.Statement.Predicate.Partner != st.Predicate.Partner {
-		return nil, fmt.Errorf("batch %s: member by %s in a batch by %s", st.Predicate.Batch.ID, m.Statement.Predicate.Partner, st.Predicate.Partner)
+		return nil, fmt.Errorf("batch %s: member by %s in a batch by %s", id, m.Statement.Predicate.Partner, st.Predicate.Partner)
 	}
 	if m.Statement.Device() != device {
-		return nil, fmt.Errorf("batch %s: the member is about %s, not device %s", st.Predicate.Batch.ID, m.Statement.Target(), device)
+		return nil, fmt.Errorf("batch %s: the member is about %s, not device %s", id, m.Statement.Target(), device)
 	}
 	return m, nil
 }
@@ -370,16 +385,9 @@ func LoggedEvents(s ProofReader, e *Entry) ([]LoggedEvent, error) {
 		if err != nil {
 			return nil, fmt.Errorf("batch entry %d, member about %s: %w", e.Index, v.Target, err)
 		}
-		var mp events.MemberProof
-		if err := json.Unmarshal(raw, &mp); err != nil {
-			return nil, fmt.Errorf("batch entry %d, member about %s: %w", e.Index, v.Target, err)
-		}
-		m, err := mp.Verify(env.Statement.BatchRoot())
+		m, err := openMemberProof(raw, env.Statement, v.Digest, v.Target)
 		if err != nil {
 			return nil, fmt.Errorf("batch entry %d: %w", e.Index, err)
-		}
-		if m.DigestHex() != v.Digest {
-			return nil, fmt.Errorf("batch entry %d: the member about %s is not the one the entry logs", e.Index, v.Target)
 		}
 		out = append(out, LoggedEvent{Signed: m, Status: v.Status})
 	}

@@ -31,12 +31,8 @@ func (b *batch) processBatch(pr *prepared, size *uint64, now, at time.Time) erro
 	signed := pr.signed
 	st := signed.Statement
 	partner, target := st.Predicate.Partner, st.Target()
-	refuseWhole := func(re *RuleError, members []events.MemberVerdict) {
-		b.refuse(signed.Digest[:], partner, target, re, now.Unix())
-		if members != nil {
-			b.rejections[len(b.rejections)-1].Members = members
-			b.answers[len(b.answers)-1].receipt.Members = members
-		}
+	refuseWhole := func(re *RuleError, members ...events.MemberVerdict) {
+		b.refuse(signed.Digest[:], partner, target, re, now.Unix(), members...)
 	}
 	signer, err := b.signer(pr, at)
 	if err != nil {
@@ -44,24 +40,24 @@ func (b *batch) processBatch(pr *prepared, size *uint64, now, at time.Time) erro
 		if !errors.As(err, &re) {
 			return err
 		}
-		refuseWhole(re, nil)
+		refuseWhole(re)
 		return nil
 	}
 	if !roleMay(signer.Role, events.KindBatchSigned) {
-		refuseWhole(reject(events.CodeWrongRole, "a partner with role %s may not sign batches", signer.Role), nil)
+		refuseWhole(reject(events.CodeWrongRole, "a partner with role %s may not sign batches", signer.Role))
 		return nil
 	}
 	if prev, err := b.eventDigest(partner, st.Predicate.EventID); err != nil {
 		return err
 	} else if prev != nil && !bytes.Equal(prev, signed.Digest[:]) {
-		refuseWhole(reject(events.CodeDuplicateID, "%s already logged another event with event ID %s (digest %x); a new batch needs a new ID", partner, st.Predicate.EventID, prev), nil)
+		refuseWhole(reject(events.CodeDuplicateID, "%s already logged another event with event ID %s (digest %x); a new batch needs a new ID", partner, st.Predicate.EventID, prev))
 		return nil
 	}
 	if pr.members == nil {
 		// Not prepared: the signer was not known when prepare ran.
 		l.prepareMembers(pr)
 		if pr.early != nil {
-			refuseWhole(pr.early, nil)
+			refuseWhole(pr.early)
 			return nil
 		}
 	}
@@ -101,8 +97,7 @@ func (b *batch) processBatch(pr *prepared, size *uint64, now, at time.Time) erro
 			}
 			if res == nil || !res.evidence {
 				v.Status, v.Code, v.Reason = events.StatusRejected, string(re.Code), re.Reason
-				b.rejections = append(b.rejections, &Rejection{Digest: bytes.Clone(m.Digest[:]), Code: v.Code, Reason: v.Reason, Partner: partner, Target: v.Target, Time: now.Unix()})
-				l.log.Info("batch member rejected", "code", re.Code, "reason", re.Reason, "partner", partner, "target", v.Target, "batch", target)
+				b.recordRefusal(bytes.Clone(m.Digest[:]), partner, v.Target, re, now.Unix())
 				if firstRefusal == nil {
 					firstRefusal = re
 				}
@@ -127,7 +122,7 @@ func (b *batch) processBatch(pr *prepared, size *uint64, now, at time.Time) erro
 		} else {
 			re = reject(re.Code, "no member of the batch was logged; the first refused: %s", re.Reason)
 		}
-		refuseWhole(re, verdicts)
+		refuseWhole(re, verdicts...)
 		return nil
 	}
 	body, err := pr.leaf(signer.Certificate)

@@ -301,39 +301,27 @@ func (r *runner) batch(ds []*DeviceReport, partner, op string, req *station.Requ
 	for _, d := range ds {
 		req.Agents = append(req.Agents, r.urls[d])
 	}
-	c := station.NewClient(r.n.URL()+"/stations/"+partner, r.n.HTTPClient(partner))
-	resp, err := c.Call(r.ctx, op, req)
-	var rej *station.RejectedError
-	var rc *events.Receipt
-	switch {
-	case errors.As(err, &rej):
-		rc = rej.Receipt
-	case err != nil:
+	_, rc, err := r.call(partner, op, req)
+	if err != nil {
 		r.err = fmt.Errorf("batch: %s %s: %w", partner, op, err)
 		return
-	default:
-		rc = resp.Receipt
 	}
 	verdicts := map[string]events.MemberVerdict{}
 	for _, m := range rc.Members {
 		verdicts[m.Target] = m
 	}
+	stepOp := op
+	if op == "stages" {
+		stepOp = "stage"
+	}
 	for _, d := range ds {
-		stepOp := op
-		if op == "stages" {
-			stepOp = "stage"
-		}
 		s := Step{Partner: partner, Op: stepOp, Status: rc.Status, Code: rc.Code, Reason: rc.Reason}
 		if v, ok := verdicts[d.ID]; ok {
 			s.Status, s.Code, s.Reason = v.Status, v.Code, v.Reason
 		}
 		d.Steps = append(d.Steps, s)
 	}
-	line := fmt.Sprintf("%-9s  %-14s %-12s %s, one signature for %d devices", "batch", partner, op+describe(req), rc.Status, len(ds))
-	if rc.Code != "" {
-		line += " (" + rc.Code + ": " + rc.Reason + ")"
-	}
-	fmt.Fprintln(r.out, line)
+	fmt.Fprintf(r.out, "%-9s  %-14s %-12s %s, one signature for %d devices%s\n", "batch", partner, op+describe(req), rc.Status, len(ds), why(rc))
 }
 
 // ship calls a shipment operation for the devices (pallet P1, one carton
@@ -347,19 +335,12 @@ func (r *runner) ship(ds []*DeviceReport, partner, op string, req *station.Reque
 	for i, d := range ds {
 		req.Manifest.Containers = append(req.Manifest.Containers, events.Container{Path: fmt.Sprintf("P1/C%d", i+1), Devices: []string{d.ID}})
 	}
-	c := station.NewClient(r.n.URL()+"/stations/"+partner, r.n.HTTPClient(partner))
-	resp, err := c.Call(r.ctx, op, req)
-	s := Step{Partner: partner, Op: op}
-	var rej *station.RejectedError
-	switch {
-	case errors.As(err, &rej):
-		s.Status, s.Code, s.Reason = rej.Receipt.Status, rej.Receipt.Code, rej.Receipt.Reason
-	case err != nil:
+	_, rc, err := r.call(partner, op, req)
+	if err != nil {
 		r.err = fmt.Errorf("pallet: %s %s: %w", partner, op, err)
 		return ""
-	default:
-		s.Status = resp.Receipt.Status
 	}
+	s := Step{Partner: partner, Op: op, Status: rc.Status, Code: rc.Code, Reason: rc.Reason}
 	for _, d := range ds {
 		d.Steps = append(d.Steps, s)
 	}
@@ -367,15 +348,8 @@ func (r *runner) ship(ds []*DeviceReport, partner, op string, req *station.Reque
 	if req.To != "" {
 		what += " → " + req.To
 	}
-	line := fmt.Sprintf("%-9s  %-14s %-12s %s", "pallet", partner, op+" "+what, s.Status)
-	if s.Code != "" {
-		line += " (" + s.Code + ": " + s.Reason + ")"
-	}
-	fmt.Fprintln(r.out, line)
-	if resp == nil || resp.Receipt == nil {
-		return ""
-	}
-	return resp.Receipt.Digest
+	fmt.Fprintf(r.out, "%-9s  %-14s %-12s %s%s\n", "pallet", partner, op+" "+what, rc.Status, why(rc))
+	return rc.Digest
 }
 
 // step calls one station operation over its HTTP API and records the answer.
@@ -387,28 +361,41 @@ func (r *runner) step(d *DeviceReport, partner, op string, req *station.Request)
 		req = &station.Request{}
 	}
 	req.Agent = r.urls[d]
+	resp, rc, err := r.call(partner, op, req)
+	if err != nil {
+		r.err = fmt.Errorf("%s: %s %s: %w", d.Name, partner, op, err)
+		return
+	}
+	if resp != nil && d.ID == "" {
+		d.ID = resp.Device
+	}
+	d.Steps = append(d.Steps, Step{Partner: partner, Op: op, Status: rc.Status, Code: rc.Code, Reason: rc.Reason})
+	fmt.Fprintf(r.out, "%s  %-14s %-12s %s%s\n", short(d), partner, op+describe(req), rc.Status, why(rc))
+}
+
+// call calls one station operation over its HTTP API and returns the
+// ledger's receipt, whether the event was logged or refused, and the
+// station's answer when it was not refused (nil otherwise); err is any
+// other failure.
+func (r *runner) call(partner, op string, req *station.Request) (*station.Response, *events.Receipt, error) {
 	c := station.NewClient(r.n.URL()+"/stations/"+partner, r.n.HTTPClient(partner))
 	resp, err := c.Call(r.ctx, op, req)
 	var rej *station.RejectedError
-	s := Step{Partner: partner, Op: op}
 	switch {
 	case errors.As(err, &rej):
-		s.Status, s.Code, s.Reason = rej.Receipt.Status, rej.Receipt.Code, rej.Receipt.Reason
+		return nil, rej.Receipt, nil
 	case err != nil:
-		r.err = fmt.Errorf("%s: %s %s: %w", d.Name, partner, op, err)
-		return
-	default:
-		s.Status = resp.Receipt.Status
-		if d.ID == "" {
-			d.ID = resp.Device
-		}
+		return nil, nil, err
 	}
-	d.Steps = append(d.Steps, s)
-	line := fmt.Sprintf("  %-14s %-12s %s", partner, op+describe(req), s.Status)
-	if s.Code != "" {
-		line += " (" + s.Code + ": " + s.Reason + ")"
+	return resp, resp.Receipt, nil
+}
+
+// why is a refused receipt's code and reason, for an output line.
+func why(rc *events.Receipt) string {
+	if rc.Code == "" {
+		return ""
 	}
-	fmt.Fprintf(r.out, "%s%s\n", short(d), line)
+	return " (" + rc.Code + ": " + rc.Reason + ")"
 }
 
 func describe(req *station.Request) string {

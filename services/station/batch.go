@@ -78,7 +78,7 @@ func (s *Station) recordBatch(ctx context.Context, agents []string, what string,
 	seen := map[string]string{}
 	for i, err := range errs {
 		if err != nil {
-			return nil, fmt.Errorf("station: device %d of the batch (%s): %w", i, agents[i], err)
+			return nil, fmt.Errorf("device %d of the batch (%s): %w", i, agents[i], err)
 		}
 		id := members[i].Device()
 		if prev, ok := seen[id]; ok {
@@ -110,7 +110,8 @@ func (s *Station) recordBatch(ctx context.Context, agents []string, what string,
 	return res, nil
 }
 
-// quotedStage is one device's stage.recorded, quoted by the device.
+// quotedStage is one device's stage.recorded, quoted by the device (not
+// signed: RecordStage signs it alone, RecordStages in a batch).
 func (s *Station) quotedStage(ctx context.Context, dev *device.Client, stage, note string) (*events.Statement, error) {
 	id, err := s.deviceID(ctx, dev)
 	if err != nil {
@@ -129,7 +130,7 @@ func (s *Station) quote(ctx context.Context, dev *device.Client, st *events.Stat
 	}
 	q, err := dev.Quote(ctx, nonce, s.cfg.QuotePCRs)
 	if err != nil {
-		return fmt.Errorf("quote from the device: %w", err)
+		return fmt.Errorf("station: quote from the device: %w", err)
 	}
 	st.Predicate.Evidence = events.NewEvidence(q)
 	return nil

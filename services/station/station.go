@@ -316,18 +316,10 @@ type Result struct {
 // publish quotes st on the device, signs and publishes it, and waits for the
 // receipt. A refusal, or an event logged only as evidence, is a
 // *RejectedError carrying the receipt.
-func (s *Station) publish(ctx context.Context, dev *device.Client, st *events.Statement, nonce []byte) (*Result, error) {
-	if nonce == nil {
-		var err error
-		if nonce, err = events.StatementBindingDigest(st); err != nil {
-			return nil, err
-		}
+func (s *Station) publish(ctx context.Context, dev *device.Client, st *events.Statement) (*Result, error) {
+	if err := s.quote(ctx, dev, st); err != nil {
+		return nil, err
 	}
-	q, err := dev.Quote(ctx, nonce, s.cfg.QuotePCRs)
-	if err != nil {
-		return nil, fmt.Errorf("station: quote from the device: %w", err)
-	}
-	st.Predicate.Evidence = events.NewEvidence(q)
 	return s.sign(ctx, st)
 }
 
@@ -433,7 +425,7 @@ func (s *Station) Manufacture(ctx context.Context, agentURL string) (*Result, er
 		EKCertificate: ekCert.Raw, EKPublic: id.EKPublic, IAKPublic: id.IAKPublic, IAKCertificate: iakCert.Raw,
 		TPM: s.cfg.TPMInfo,
 	}
-	return s.publish(ctx, dev, st, nil)
+	return s.publish(ctx, dev, st)
 }
 
 // RecordStage records a manufacturing stage (assembly, test-passed) on the
@@ -446,13 +438,11 @@ func (s *Station) RecordStage(ctx context.Context, agentURL, stage, note string)
 	if err != nil {
 		return nil, err
 	}
-	id, err := s.deviceID(ctx, dev)
+	st, err := s.quotedStage(ctx, dev, stage, note)
 	if err != nil {
 		return nil, err
 	}
-	st := events.NewStatement(events.KindStageRecorded, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
-	st.Predicate.Stage = &events.Stage{Name: stage, Note: note}
-	return s.publish(ctx, dev, st, nil)
+	return s.sign(ctx, st)
 }
 
 // ProgramFirmware flashes image into the device behind agentURL (the device
@@ -470,7 +460,7 @@ func (s *Station) ProgramFirmware(ctx context.Context, agentURL string, image []
 	if err != nil {
 		return nil, err
 	}
-	return s.publish(ctx, dev, st, nil)
+	return s.publish(ctx, dev, st)
 }
 
 // programmed flashes image into dev and returns its firmware-programmed
@@ -566,7 +556,7 @@ func (s *Station) offer(ctx context.Context, agentURL, to string, equivocate boo
 	}
 	st := events.NewStatement(events.KindHandoffOffered, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Handoff = &events.Handoff{From: s.cfg.Name, To: to}
-	return s.publish(ctx, dev, st, nil)
+	return s.publish(ctx, dev, st)
 }
 
 // ownPendingOffer reads device id's pending offer from this partner: the
@@ -626,7 +616,7 @@ func (s *Station) answerOffer(ctx context.Context, agentURL, kind, side string, 
 	}
 	st := events.NewStatement(kind, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Handoff = &events.Handoff{From: p.From, To: p.To, Offer: p.Digest}
-	return s.publish(ctx, dev, st, nil)
+	return s.publish(ctx, dev, st)
 }
 
 // Flag flags (kind device.flagged) or clears (device.cleared) the device.
@@ -644,5 +634,5 @@ func (s *Station) Flag(ctx context.Context, agentURL, kind, reason, note string)
 	}
 	st := events.NewStatement(kind, s.cfg.Name, id, s.cfg.Now(), events.NewEventID())
 	st.Predicate.Flag = &events.Flag{Reason: reason, Note: note}
-	return s.publish(ctx, dev, st, nil)
+	return s.publish(ctx, dev, st)
 }
