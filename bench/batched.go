@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
 	"github.com/custodyledger/custody/services/node"
@@ -77,25 +75,14 @@ func measureBatched(ctx context.Context, n *node.Node, dir string, cfg BatchedCo
 	var mfg []benchMsg
 	quoted := make([][]*events.Statement, cfg.Devices)
 	for d := range cfg.Devices {
-		if err := func() error {
-			tp, err := tpm.Open(fmt.Sprintf("sim:seed=%d", 500000+d))
-			if err != nil {
-				return err
-			}
-			defer tp.Close()
-			dv, err := device.New(device.Config{TPM: tp, StateDir: filepath.Join(dir, "batched", fmt.Sprint(d))})
-			if err != nil {
-				return err
-			}
-			srv := httptest.NewServer(dv.Handler())
-			defer srv.Close()
-			r, err := vendor.Manufacture(ctx, srv.URL)
+		if err := powered(500000+d, filepath.Join(dir, "batched", fmt.Sprint(d)), func(url string) error {
+			r, err := vendor.Manufacture(ctx, url)
 			if err != nil {
 				return fmt.Errorf("manufacture: %w", err)
 			}
 			env := vtr.take()
 			mfg = append(mfg, benchMsg{events.EventSubject("acme-tpm", r.Device), env, r.Receipt.Digest})
-			dc := device.NewClient(srv.URL, http.DefaultClient)
+			dc := device.NewClient(url, http.DefaultClient)
 			for j := range 2 * cfg.EventsPerDevice {
 				st := events.NewStatement(events.KindStageRecorded, "acme-tpm", r.Device, time.Now(), events.NewEventID())
 				st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: fmt.Sprintf("bench %d", j)}
@@ -111,7 +98,7 @@ func measureBatched(ctx context.Context, n *node.Node, dir string, cfg BatchedCo
 				quoted[d] = append(quoted[d], st)
 			}
 			return nil
-		}(); err != nil {
+		}); err != nil {
 			return nil, fmt.Errorf("device %d: %w", d, err)
 		}
 	}

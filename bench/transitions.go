@@ -100,6 +100,24 @@ func (c *captureTransport) take() []byte {
 	return e
 }
 
+// powered serves the factory API of a device on the in-process simulated
+// TPM of seed (one at a time, as a device is powered at the factory), its
+// state in dir, while fn runs with the API's URL.
+func powered(seed int, dir string, fn func(url string) error) error {
+	tp, err := tpm.Open(fmt.Sprintf("sim:seed=%d", seed))
+	if err != nil {
+		return err
+	}
+	defer tp.Close()
+	dv, err := device.New(device.Config{TPM: tp, StateDir: dir})
+	if err != nil {
+		return err
+	}
+	srv := httptest.NewServer(dv.Handler())
+	defer srv.Close()
+	return fn(srv.URL)
+}
+
 // captureStation is partner's station on n, its events captured instead of
 // published (captureTransport).
 func captureStation(n *node.Node, partner string) (*station.Station, *captureTransport, error) {
@@ -151,35 +169,24 @@ func measureTransitions(ctx context.Context, n *node.Node, dir string, cfg Trans
 		var pallet []*dev
 		for i := range size {
 			d := &dev{}
-			if err := func() error {
-				tp, err := tpm.Open(fmt.Sprintf("sim:seed=%d", 300000+len(devs)))
-				if err != nil {
-					return err
-				}
-				defer tp.Close()
-				dv, err := device.New(device.Config{TPM: tp, StateDir: filepath.Join(dir, "transitions", fmt.Sprint(len(devs)))})
-				if err != nil {
-					return err
-				}
-				srv := httptest.NewServer(dv.Handler())
-				defer srv.Close()
-				r, err := vendor.Manufacture(ctx, srv.URL)
+			if err := powered(300000+len(devs), filepath.Join(dir, "transitions", fmt.Sprint(len(devs))), func(url string) error {
+				r, err := vendor.Manufacture(ctx, url)
 				if err != nil {
 					return fmt.Errorf("manufacture: %w", err)
 				}
 				d.id, d.mfg = r.Device, vtr.take()
-				if _, err := ems.ProgramFirmware(ctx, srv.URL, []byte("bench firmware 2.0\n")); err != nil {
+				if _, err := ems.ProgramFirmware(ctx, url, []byte("bench firmware 2.0\n")); err != nil {
 					return fmt.Errorf("programming: %w", err)
 				}
 				d.prog = etr.take()
 				if i%cfg.Carton == 0 { // the carton's sampled device
-					if _, err := operator.RecordStage(ctx, srv.URL, events.StageReceivingInspection, "sample"); err != nil {
+					if _, err := operator.RecordStage(ctx, url, events.StageReceivingInspection, "sample"); err != nil {
 						return fmt.Errorf("inspection: %w", err)
 					}
 					d.inspected = otr.take()
 				}
 				return nil
-			}(); err != nil {
+			}); err != nil {
 				return nil, fmt.Errorf("device %d: %w", len(devs), err)
 			}
 			devs = append(devs, d)
