@@ -95,52 +95,46 @@ func (l *Ledger) AddMicroService() (micro.Service, error) {
 			}
 			_ = r.RespondJSON(map[string]any{"first": q.First, "second": q.Second, "hashes": hashes})
 		}),
-		add("shipment", func(r micro.Request) {
-			// As on HTTP: a shipment offer and its manifest, for its
-			// sender and recipient only; anyone else, and a digest that is
-			// no shipment offer, the same 403.
-			reader, err := l.Authenticate(r.Headers().Get("Authorization"))
-			if respondErr(r, err) {
-				return
-			}
-			d, err := hex.DecodeString(string(r.Data()))
-			if err != nil || len(d) != 32 {
-				_ = r.Error("400", "the request is a shipment offer's digest: 64 hex digits", nil)
-				return
-			}
-			sh, err := l.ShipmentFor(d, reader)
-			if respondErr(r, err) {
-				return
-			}
-			_ = r.RespondJSON(sh)
-		}),
-		add("event", func(r micro.Request) {
-			// As on HTTP: only the event's publisher (EventStatusFor).
-			reader, err := l.Authenticate(r.Headers().Get("Authorization"))
-			if respondErr(r, err) {
-				return
-			}
-			if reader == "" {
-				respondErr(r, ErrUnauthenticated)
-				return
-			}
-			d, err := hex.DecodeString(string(r.Data()))
-			if err != nil || len(d) != 32 {
-				_ = r.Error("400", "the request is an event digest: 64 hex digits", nil)
-				return
-			}
-			rc, err := l.EventStatusFor(d, reader)
-			if respondErr(r, err) {
-				return
-			}
-			_ = r.RespondJSON(rc)
-		}),
+		// As on HTTP: a shipment offer and its manifest for its sender and
+		// recipient only (anyone else, and a digest that is no shipment
+		// offer, the same 403); a receipt for its publisher only.
+		add("shipment", l.privateByDigest("a shipment offer's digest", func(d []byte, reader string) (any, error) {
+			return l.ShipmentFor(d, reader)
+		})),
+		add("event", l.privateByDigest("an event digest", func(d []byte, reader string) (any, error) {
+			return l.EventStatusFor(d, reader)
+		})),
 	}
 	if err := errors.Join(errs...); err != nil {
 		_ = svc.Stop()
 		return nil, err
 	}
 	return svc, nil
+}
+
+// privateByDigest is a query of the read token's partner (401 without
+// one) about the digest (named what) the request carries, answered by
+// read.
+func (l *Ledger) privateByDigest(what string, read func(digest []byte, reader string) (any, error)) func(micro.Request) {
+	return func(r micro.Request) {
+		reader, err := l.Authenticate(r.Headers().Get("Authorization"))
+		if err == nil && reader == "" {
+			err = ErrUnauthenticated
+		}
+		if respondErr(r, err) {
+			return
+		}
+		d, err := hex.DecodeString(string(r.Data()))
+		if err != nil || len(d) != 32 {
+			_ = r.Error("400", "the request is "+what+": 64 hex digits", nil)
+			return
+		}
+		v, err := read(d, reader)
+		if respondErr(r, err) {
+			return
+		}
+		_ = r.RespondJSON(v)
+	}
 }
 
 // respondErr answers a failed query; it reports whether it did.
