@@ -27,6 +27,16 @@ const (
 	// CheckpointBucket is the JetStream KV bucket holding the latest
 	// checkpoint (key "latest"): partners read it, only the ledger writes.
 	CheckpointBucket = "CUSTODY_CHECKPOINTS"
+	// InternalPrefix is the deployment's own traffic between its processes
+	// (the ledger and the verifier pool): no partner may publish or
+	// subscribe under it.
+	InternalPrefix = "custody.v1.internal"
+	// VerdictSubject carries the verifier pool's verdicts to the ledger
+	// (ledger.EncodeVerdicts); only verifiers publish on it.
+	VerdictSubject = InternalPrefix + ".verdicts"
+	// FactsSubject is the ledger's request service for verifiers: a
+	// partner's registry record or a device's IAK (ledger.FactsRequest).
+	FactsSubject = InternalPrefix + ".facts"
 )
 
 // EventSubject is where partner publishes an event about target (a device ID,

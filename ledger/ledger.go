@@ -46,6 +46,12 @@ type Config struct {
 	// entry would keep witnesses from agreeing). Receipts carry the
 	// checkpoint of their own commit regardless. Default 1s.
 	CheckpointInterval time.Duration
+	// VerdictWait, when positive, has the ledger take verdicts from the
+	// verifier pool (verdict.go, docs/design/verifiers.md): it serves the
+	// verifiers' facts requests, makes sure their consumer exists, and waits
+	// up to VerdictWait for an event's verdict, while verifiers are sending,
+	// before checking the event itself. Zero: every check is the ledger's.
+	VerdictWait time.Duration
 	// Logger receives operational logs. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock (tests). Default time.Now.
@@ -100,9 +106,12 @@ type Ledger struct {
 	head Head
 	rng  *compact.Range // right edge of the tree at head.Size (ingest loop only)
 
-	facts  *facts            // immutable facts for the parallel verification (prepare.go)
-	chains attest.ChainCache // the verified CA parts of EK and IAK certificate chains
-	ids    identities        // verified client-certificate chains (identity.go)
+	facts  *facts     // immutable facts for the parallel verification (prepare.go)
+	lookup FactSource // where facts are read: the store (a Verifier's: the ledger's facts service)
+	// verdicts holds the verifier pool's verdicts (nil: no pool).
+	verdicts *verdicts
+	chains   attest.ChainCache // the verified CA parts of EK and IAK certificate chains
+	ids      identities        // verified client-certificate chains (identity.go)
 
 	// answer sends a publisher its receipt or rejection: a NATS publish
 	// (publish); tests of the rules without NATS replace it.
@@ -160,9 +169,15 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if head, err = rebaseOnStream(ctx, cfg, stream, head); err != nil {
 		return nil, err
 	}
-	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, checkpoints: kv, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
+	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, checkpoints: kv, head: head, rng: rng, facts: newFacts(), lookup: cfg.Store, ready: make(chan struct{})}
 	if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
 		return nil, err
+	}
+	if cfg.VerdictWait > 0 {
+		l.verdicts = newVerdicts()
+		if err := l.openVerifierConsumer(ctx, head.StreamSeq); err != nil {
+			return nil, err
+		}
 	}
 	if head.Size == 0 {
 		// Never serve a tree of size 0 without a signed checkpoint.
@@ -225,6 +240,18 @@ func (l *Ledger) Run(ctx context.Context) error {
 		return fmt.Errorf("ledger: query service: %w", err)
 	}
 	defer func() { _ = svc.Stop() }()
+	if l.verdicts != nil {
+		vsub, err := l.receiveVerdicts()
+		if err != nil {
+			return fmt.Errorf("ledger: verdicts: %w", err)
+		}
+		defer func() { _ = vsub.Unsubscribe() }()
+		fsub, err := l.serveFacts()
+		if err != nil {
+			return fmt.Errorf("ledger: facts service: %w", err)
+		}
+		defer func() { _ = fsub.Unsubscribe() }()
+	}
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
@@ -281,7 +308,13 @@ func (l *Ledger) runPipeline(ctx context.Context) error {
 	jobs := make(chan *prepared, l.cfg.BatchSize)
 	batches := make(chan []*prepared, 2)
 	var workers sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
+	n := runtime.GOMAXPROCS(0)
+	if l.verdicts != nil {
+		// Workers mostly wait for verdicts: enough for every event in
+		// flight, so that waiting never idles a core.
+		n = max(n, 2*l.cfg.BatchSize)
+	}
+	for range n {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()

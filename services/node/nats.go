@@ -17,11 +17,36 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/pki"
 )
 
 // LedgerUser is the NATS user of the ledger (and the node's own services).
 const LedgerUser = "custody-ledger"
+
+// VerifierUser is the NATS user of the verifier pool's processes
+// (services/verifier).
+const VerifierUser = "custody-verifier"
+
+// VerifierPermissions are what a verifier's NATS user may do: read its
+// consumer of the events stream (ledger.VerifierConsumer: its info and
+// next messages, nothing else of $JS.API: it cannot ack, delete or create
+// anything), ask the ledger's facts service, publish verdicts, and read its
+// own reply inbox. It sees every event (the checks need them) but cannot
+// publish one, nor read receipts, checkpoints' bucket or any partner's
+// answers.
+func VerifierPermissions() *server.Permissions {
+	cons := events.StreamName + "." + ledger.VerifierConsumer
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"$JS.API.CONSUMER.INFO." + cons,
+			"$JS.API.CONSUMER.MSG.NEXT." + cons,
+			events.VerdictSubject,
+			events.FactsSubject,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{events.InboxPrefix(VerifierUser) + ".>"}},
+	}
+}
 
 // PartnerPermissions are what a partner's NATS user may do: the NATS
 // subjects of every row of the authorisation matrix (events.Permissions)
@@ -37,7 +62,7 @@ func PartnerPermissions(partner, role string) *server.Permissions {
 }
 
 // NATSUsers returns the NKEY users of a deployment: the ledger with every
-// permission, the consortium, and one user per partner of the PKI. Seeds
+// permission, the verifier pool's (VerifierPermissions), the consortium, and one user per partner of the PKI. Seeds
 // missing from the PKI directory are created.
 func NATSUsers(p *pki.Demo) ([]*server.NkeyUser, error) {
 	names := append([]string{events.ConsortiumPartner}, p.PartnerNames()...)
@@ -48,6 +73,11 @@ func NATSUsers(p *pki.Demo) ([]*server.NkeyUser, error) {
 	}
 	pub, _ := kp.PublicKey()
 	users = append(users, &server.NkeyUser{Nkey: pub}) // no Permissions: everything
+	if kp, err = p.NKey(VerifierUser); err != nil {
+		return nil, err
+	}
+	pub, _ = kp.PublicKey()
+	users = append(users, &server.NkeyUser{Nkey: pub, Permissions: VerifierPermissions()})
 	for _, name := range names {
 		kp, err := p.NKey(name)
 		if err != nil {

@@ -99,7 +99,10 @@ type Config struct {
 	// Proofs are fastest while the tree's nodes, about 90 bytes per leaf,
 	// fit in it.
 	LedgerCacheMiB int
-	Logger         *slog.Logger
+	// VerdictWait, when positive, has the ledger take verdicts from a
+	// verifier pool (custodyd --role verifier; ledger.Config.VerdictWait).
+	VerdictWait time.Duration
+	Logger      *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -213,7 +216,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n.Ledger, err = ledger.New(ctx, ledger.Config{
 		Store: n.store, NATS: lnc, LogKey: logKey, Consortium: n.PKI.ConsortiumCA.Cert,
-		TPMTrust: trust, Logger: cfg.Logger.With("part", "ledger"),
+		TPMTrust: trust, VerdictWait: cfg.VerdictWait, Logger: cfg.Logger.With("part", "ledger"),
 	})
 	if err != nil {
 		return nil, err

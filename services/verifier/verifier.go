@@ -1,0 +1,270 @@
+// Package verifier is a process of the verifier pool: it runs the ledger's
+// stateless checks of custody events (schemas, partners' signatures, TPM
+// quotes) ahead of the ledger and sends the ledger what passed as verdicts,
+// so that the checks that are most of ingest's CPU run on machines of their
+// own (docs/design/verifiers.md).
+//
+// A verifier reads the events stream through the consumer the pool shares
+// (ledger.VerifierConsumer: each event goes to one verifier), checks each
+// fetched batch on every core with ledger.Verifier (the ledger's own code),
+// and publishes one message of verdicts per batch on events.VerdictSubject.
+// It reads partners' certificates and devices' IAKs from the ledger's facts
+// service (events.FactsSubject) and keeps them: neither changes once logged.
+// It holds no state worth keeping: kill it at any moment and the ledger
+// checks the events it had in hand itself.
+package verifier
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/custodyledger/custody/attest"
+	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/ledger"
+)
+
+// Config configures a verifier.
+type Config struct {
+	// NATS is the connection, as the verifier user (node.VerifierUser).
+	NATS *nats.Conn
+	// Consortium is the consortium CA certificate.
+	Consortium *x509.Certificate
+	// TPMTrust is the trust bundle for EK and IAK certificates.
+	TPMTrust *attest.Bundle
+	// BatchSize is the most events fetched and checked at once. Default 256.
+	BatchSize int
+	// Workers check events in parallel. Default GOMAXPROCS.
+	Workers int
+	// Logger receives operational logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Verifier is one process of the pool.
+type Verifier struct {
+	cfg Config
+	v   *ledger.Verifier
+
+	checked, verdicts atomic.Uint64
+}
+
+// New returns a verifier.
+func New(cfg Config) (*Verifier, error) {
+	if cfg.NATS == nil {
+		return nil, errors.New("verifier: a NATS connection is required")
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 256
+	}
+	cfg.BatchSize = min(cfg.BatchSize, 4096)
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	v, err := ledger.NewVerifier(ledger.VerifierConfig{
+		Consortium: cfg.Consortium, TPMTrust: cfg.TPMTrust, Logger: cfg.Logger,
+		Facts: &natsFacts{nc: cfg.NATS},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Verifier{cfg: cfg, v: v}, nil
+}
+
+// Stats are a verifier's counts since it started.
+type Stats struct {
+	Checked  uint64 // messages checked
+	Verdicts uint64 // verdicts sent (a batch's members count one each)
+}
+
+// Stats reports what the verifier did.
+func (vf *Verifier) Stats() Stats {
+	return Stats{Checked: vf.checked.Load(), Verdicts: vf.verdicts.Load()}
+}
+
+// Run checks events until ctx ends. It waits for the pool's consumer,
+// which the ledger creates, to exist.
+func (vf *Verifier) Run(ctx context.Context) error {
+	js, err := jetstream.New(vf.cfg.NATS)
+	if err != nil {
+		return err
+	}
+	var cons jetstream.Consumer
+	for {
+		cons, err = js.Consumer(ctx, events.StreamName, ledger.VerifierConsumer)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		vf.cfg.Logger.Info("waiting for the ledger's verifier consumer", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	vf.cfg.Logger.Info("verifier running", "batch", vf.cfg.BatchSize, "workers", vf.cfg.Workers)
+	for ctx.Err() == nil {
+		msgs := vf.fetch(ctx, cons)
+		if len(msgs) == 0 {
+			continue
+		}
+		var last uint64
+		if meta, err := msgs[len(msgs)-1].Metadata(); err == nil {
+			last = meta.Sequence.Stream
+		}
+		if err := vf.publish(last, vf.check(msgs)); err != nil && ctx.Err() == nil {
+			vf.cfg.Logger.Warn("sending verdicts failed", "err", err)
+		}
+	}
+	return nil
+}
+
+// fetch takes whatever is waiting, up to BatchSize, without delay; when
+// nothing is, it waits (up to a second) for the first message and takes
+// whatever arrived with it, as the ledger's fetcher does: a verdict must
+// be on its way before the ledger, reading the same messages, needs it.
+func (vf *Verifier) fetch(ctx context.Context, cons jetstream.Consumer) []jetstream.Msg {
+	msgs := vf.pull(ctx, cons, vf.cfg.BatchSize, 0)
+	if len(msgs) > 0 || ctx.Err() != nil {
+		return msgs
+	}
+	if msgs = vf.pull(ctx, cons, 1, time.Second); len(msgs) == 0 {
+		return nil
+	}
+	return append(msgs, vf.pull(ctx, cons, vf.cfg.BatchSize-1, 0)...)
+}
+
+// pull fetches up to n messages, waiting up to wait (0: no wait).
+func (vf *Verifier) pull(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration) []jetstream.Msg {
+	if n <= 0 {
+		return nil
+	}
+	var batch jetstream.MessageBatch
+	var err error
+	if wait == 0 {
+		batch, err = cons.FetchNoWait(n)
+	} else {
+		batch, err = cons.Fetch(n, jetstream.FetchMaxWait(wait))
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			vf.cfg.Logger.Warn("fetch failed", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		return nil
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// check runs the stateless checks of a batch on every worker, and returns
+// the verdicts in message order.
+func (vf *Verifier) check(msgs []jetstream.Msg) []ledger.Verdict {
+	out := make([][]ledger.Verdict, len(msgs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(vf.cfg.Workers, len(msgs)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(msgs) {
+					return
+				}
+				out[i] = vf.v.Verify(msgs[i].Subject(), msgs[i].Data())
+			}
+		})
+	}
+	wg.Wait()
+	vf.checked.Add(uint64(len(msgs)))
+	var all []ledger.Verdict
+	for _, vs := range out {
+		all = append(all, vs...)
+	}
+	return all
+}
+
+// publish sends verdicts in messages of at most maxPerMessage; the last
+// says the stream is checked up to seq.
+func (vf *Verifier) publish(seq uint64, vs []ledger.Verdict) error {
+	const maxPerMessage = 1024
+	for len(vs) > 0 {
+		n := min(len(vs), maxPerMessage)
+		covered := uint64(0)
+		if n == len(vs) {
+			covered = seq
+		}
+		if err := vf.cfg.NATS.Publish(events.VerdictSubject, ledger.EncodeVerdicts(covered, vs[:n])); err != nil {
+			return err
+		}
+		vf.verdicts.Add(uint64(n))
+		vs = vs[n:]
+	}
+	return nil
+}
+
+// natsFacts reads facts from the ledger's facts service. A fact found is
+// kept by ledger.Verifier (it never changes); one not found is asked
+// again next time (a partner or device logged since).
+type natsFacts struct{ nc *nats.Conn }
+
+func (f *natsFacts) ask(req ledger.FactsRequest) (*ledger.FactsReply, error) {
+	data, _ := json.Marshal(req)
+	m, err := f.nc.Request(events.FactsSubject, data, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: facts: %w", err)
+	}
+	var rep ledger.FactsReply
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		return nil, fmt.Errorf("verifier: facts reply: %w", err)
+	}
+	if rep.Error == ledger.ErrNotFound.Error() {
+		return nil, ledger.ErrNotFound
+	}
+	if rep.Error != "" {
+		return nil, fmt.Errorf("verifier: facts: %s", rep.Error)
+	}
+	return &rep, nil
+}
+
+func (f *natsFacts) Partner(name string) (*ledger.Partner, error) {
+	rep, err := f.ask(ledger.FactsRequest{Partner: name})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Partner == nil {
+		return nil, ledger.ErrNotFound
+	}
+	return rep.Partner, nil
+}
+
+func (f *natsFacts) Device(id string) (*ledger.Device, error) {
+	rep, err := f.ask(ledger.FactsRequest{Device: id})
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.IAKPublic) == 0 {
+		return nil, ledger.ErrNotFound
+	}
+	return &ledger.Device{ID: id, IAKPublic: rep.IAKPublic}, nil
+}
