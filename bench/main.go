@@ -78,6 +78,7 @@ func main() {
 	flag.IntVar(&cfg.Events, "events", 20000, "signed, quoted events to ingest")
 	flag.IntVar(&cfg.Devices, "devices", 4, "simulated devices (one custody-agent process each)")
 	flag.StringVar(&cfg.Agent, "agent", "bin/custody-agent", "the custody-agent binary")
+	flag.StringVar(&cfg.Custodyd, "custodyd", "bin/custodyd", `the custodyd binary, for the tiered phase (a verifier process beside the node; "" skips it)`)
 	flag.StringVar(&cfg.Out, "out", "bench-results", "directory for the JSON results")
 	flag.Uint64Var(&cfg.ProofLeaves, "proof-leaves", 1_000_000, "largest tree for the proof-cost measurement")
 	flag.BoolVar(&cfg.OnlyProofs, "only-proofs", false, "measure only the proof cost in large trees")
@@ -111,6 +112,7 @@ func main() {
 type config struct {
 	Events, Devices             int
 	Agent, Out, Dir, CPUProfile string
+	Custodyd                    string
 	ProofLeaves                 uint64
 	OnlyProofs                  bool
 }
@@ -165,6 +167,10 @@ type Results struct {
 	ReceiptP99us      float64 `json:"receiptP99us"`
 
 	Proofs []ProofCost `json:"proofs"`
+
+	// Tiers is the tiered phase (tiers.go): the same number of new events
+	// with a verifier in a process of its own.
+	Tiers *TierResult `json:"tiers,omitempty"`
 
 	RSSMiB       float64 `json:"rssMiB"`
 	PeakRSSMiB   float64 `json:"peakRssMiB"`
@@ -283,6 +289,10 @@ func run(cfg config) error {
 	key := n.PKI.Partners["acme-tpm"].Key
 	per := cfg.Events / cfg.Devices
 	res.Events = per * cfg.Devices
+	gen := per
+	if cfg.Custodyd != "" {
+		gen = 2 * per // the second half for the tiered phase
+	}
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	errc := make(chan error, len(devs))
@@ -290,7 +300,7 @@ func run(cfg config) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range per {
+			for j := range gen {
 				st := events.NewStatement(events.KindStageRecorded, "acme-tpm", d.id, time.Now(), events.NewEventID())
 				st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: fmt.Sprintf("bench %d", j)}
 				nonce, err := events.StatementBindingDigest(st)
@@ -326,13 +336,18 @@ func run(cfg config) error {
 		id      string
 	}
 	var msgs []msg
+	var tierMsgs []benchMsg
 	var total int
-	for j := range per {
+	for j := range gen {
 		for _, d := range devs {
 			env := d.envs[j]
 			s, err := events.Open(env)
 			if err != nil {
 				return err
+			}
+			if j >= per {
+				tierMsgs = append(tierMsgs, benchMsg{events.EventSubject("acme-tpm", d.id), env, s.DigestHex()})
+				continue
 			}
 			msgs = append(msgs, msg{events.EventSubject("acme-tpm", d.id), env, s.DigestHex()})
 			total += len(env)
@@ -461,6 +476,17 @@ func run(cfg config) error {
 	res.StreamBytes = float64(sb) / float64(len(msgs))
 	if e, err := n.Ledger.Store().Entry(head.Size - 1); err == nil {
 		res.LeafBodyAvg = float64(len(e.Body))
+	}
+
+	// The tiered phase: a verifier process beside the node.
+	if cfg.Custodyd != "" {
+		logf("tiered phase: %d events with a verifier process (%s --role verifier)", len(tierMsgs), cfg.Custodyd)
+		if res.Tiers, err = measureTiers(ctx, n, cfg.Custodyd, pjs, tierMsgs, res.CryptoCeiling); err != nil {
+			return fmt.Errorf("tiered phase: %w", err)
+		}
+		t := res.Tiers
+		logf("tiered: %.0f events/s on this machine; verifier %.0f µs CPU/event (%.0f/s per machine, %.2f× the crypto ceiling), sequencer %.0f µs (%.0f/s per machine); one verifier machine: %.0f events/s; verdicts used for %.0f%%",
+			t.WallPerSec, t.VerifierCPUMicros, t.VerifierPerSec, t.VerifierRatio, t.SequencerCPUMicros, t.SequencerPerSec, t.OneVerifierPerSec, 100*t.VerdictsUsed)
 	}
 
 	// Provenance and receipts, with proofs.
@@ -924,7 +950,9 @@ func logf(format string, args ...any) {
 func startBenchNode(ctx context.Context, dir string) (*node.Node, func(), error) {
 	node.ApplyGCPercent(node.GCPercent)
 	ctx, cancel := context.WithCancel(ctx)
-	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0"})
+	// A NATS listener and verdicts for the tiered phase (tiers.go); until a
+	// verifier sends any, the ledger checks everything itself.
+	n, err := node.New(ctx, node.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", DPSAddr: "127.0.0.1:0", NATSAddr: "127.0.0.1:0", VerdictWait: 2 * time.Second})
 	if err != nil {
 		cancel()
 		return nil, nil, err

@@ -169,7 +169,7 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if head, err = rebaseOnStream(ctx, cfg, stream, head); err != nil {
 		return nil, err
 	}
-	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, checkpoints: kv, head: head, rng: rng, facts: newFacts(), lookup: cfg.Store, ready: make(chan struct{})}
+	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, checkpoints: kv, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
 	if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
 		return nil, err
 	}
@@ -308,13 +308,11 @@ func (l *Ledger) runPipeline(ctx context.Context) error {
 	jobs := make(chan *prepared, l.cfg.BatchSize)
 	batches := make(chan []*prepared, 2)
 	var workers sync.WaitGroup
-	n := runtime.GOMAXPROCS(0)
-	if l.verdicts != nil {
-		// Workers mostly wait for verdicts: enough for every event in
-		// flight, so that waiting never idles a core.
-		n = max(n, 2*l.cfg.BatchSize)
-	}
-	for range n {
+	// While verifiers send verdicts, each event is prepared on a goroutine
+	// of its own (at most waiters at once): most of them wait for their
+	// verdict, and waiting must not idle a core.
+	waiters := make(chan struct{}, 2*l.cfg.BatchSize)
+	for range runtime.GOMAXPROCS(0) {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -339,6 +337,17 @@ func (l *Ledger) runPipeline(ctx context.Context) error {
 			for _, pr := range prs {
 				if pctx.Err() != nil {
 					break // stopped: the applier naks this batch without waiting for it
+				}
+				if l.verdicts != nil && l.verdicts.live(l.cfg.Now()) {
+					waiters <- struct{}{}
+					workers.Add(1)
+					go func() {
+						defer workers.Done()
+						l.prepare(pr)
+						close(pr.done)
+						<-waiters
+					}()
+					continue
 				}
 				jobs <- pr // the verifiers drain jobs until it is closed
 			}

@@ -183,6 +183,14 @@ func (l *Ledger) signerValid(signer *Partner, at time.Time) *RuleError {
 	return nil
 }
 
+// factSource is where facts are read: the store, or a Verifier's source.
+func (l *Ledger) factSource() FactSource {
+	if l.lookup != nil {
+		return l.lookup
+	}
+	return l.cfg.Store
+}
+
 // partnerKey returns a committed partner (revoked or not), or nil for a
 // name the registry does not hold.
 func (l *Ledger) partnerKey(name string) *partnerKey {
@@ -194,7 +202,7 @@ func (l *Ledger) partnerKey(name string) *partnerKey {
 	if ok {
 		return k
 	}
-	p, err := l.lookup.Partner(name)
+	p, err := l.factSource().Partner(name)
 	if err != nil || p == nil {
 		return nil
 	}
@@ -235,7 +243,7 @@ func (l *Ledger) deviceIAK(id string) *attest.AttestationKey {
 	if ok {
 		return k
 	}
-	d, err := l.lookup.Device(id)
+	d, err := l.factSource().Device(id)
 	if err != nil || d == nil {
 		return nil
 	}

@@ -337,6 +337,13 @@ func (c *verdicts) add(seq uint64, vs []Verdict, now time.Time) {
 	}
 }
 
+// live reports whether verifiers are sending verdicts.
+func (c *verdicts) live(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return now.Sub(c.last) <= verdictsStale
+}
+
 // take returns and forgets the verdict on digest (an event at stream
 // sequence seq, 0 if unknown), waiting up to wait for it while verifiers
 // are sending and have not passed seq; nil when none came.

@@ -32,7 +32,7 @@ log-format = json
 	want := settings{
 		config: conf, http: "127.0.0.1:0", nats: "", hubs: " x , y ", origin: "a#b", cacheMiB: 512, verbose: true,
 		// defaults
-		data: ".custody", dps: "127.0.0.1:8443", idScope: "0ne00C057D1", gcPercent: node.GCPercent, deviceNets: "127.0.0.0/8,::1/128",
+		data: ".custody", dps: "127.0.0.1:8443", idScope: "0ne00C057D1", gcPercent: node.GCPercent, deviceNets: "127.0.0.0/8,::1/128", role: "all", natsURL: "tls://127.0.0.1:4222",
 		logFormat: s.logFormat,
 	}
 	if s != want || *s.logFormat != logging.JSON {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/node"
@@ -55,6 +56,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	switch s.role {
+	case "all":
+	case "verifier":
+		if err := runVerifier(ctx, &s, logger); err != nil {
+			fail(err)
+		}
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "custodyd: --role %q: all or verifier\n", s.role)
+		os.Exit(2)
+	}
 	nets, err := station.ParseDeviceNetworks(strings.Split(s.deviceNets, ","))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "custodyd: --device-networks:", err)
@@ -62,7 +74,7 @@ func main() {
 	}
 	n, err := node.New(ctx, node.Config{
 		DataDir: s.data, PKIDir: s.pki, HTTPAddr: s.http, DPSAddr: s.dps, NATSAddr: s.nats, InsecureHTTP: s.insecureHTTP,
-		DeviceNetworks: nets, IDScope: s.idScope, Hubs: strings.Split(s.hubs, ","), Origin: s.origin, LedgerCacheMiB: s.cacheMiB, Logger: logger,
+		DeviceNetworks: nets, IDScope: s.idScope, Hubs: strings.Split(s.hubs, ","), Origin: s.origin, LedgerCacheMiB: s.cacheMiB, VerdictWait: s.verdictWait, Logger: logger,
 	})
 	if err != nil {
 		fail(err)
@@ -75,9 +87,10 @@ func main() {
 // settings are custodyd's flags, set from the command line and --config.
 type settings struct {
 	config, data, pki, http, dps, nats, idScope, hubs, origin string
-	deviceNets                                                string
-	cacheMiB, gcPercent                                       int
+	deviceNets, role, natsURL                                 string
+	cacheMiB, gcPercent, workers                              int
 	verbose, insecureHTTP                                     bool
+	verdictWait                                               time.Duration
 	logFormat                                                 *logging.Format
 }
 
@@ -86,10 +99,17 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("custodyd", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: custodyd [flags]
+       custodyd --role verifier --pki DIR --nats-url URL [--workers N]
 
 Runs Custody on one machine: NATS JetStream (embedded), the ledger, the
 partner stations, the enrollment gate and a DPS emulator. A demo PKI is
 created in --pki on first start (or use "custody pki init").
+
+With --role verifier it is instead a process of the verifier pool: it
+connects to the deployment's NATS (--nats-url, as the verifier user of
+--pki), checks events ahead of the ledger (schemas, signatures, TPM quotes)
+and sends the ledger verdicts. Start the ledger's node with --verdict-wait
+for it to use them (docs/design/verifiers.md).
 
 HTTP API (--http), over TLS with the PKI's server certificate (<pki>/tls/ca.pem
 is its CA); partners and operators authenticate with their partner
@@ -122,6 +142,10 @@ Flags:
 	fs.IntVar(&s.gcPercent, "gc-percent", node.GCPercent, "the Go garbage collector's GOGC (ignored when the GOGC variable is set): the node allocates about 200 kB per enrollment decision and keeps a heap of tens of MB, so collecting less often saves CPU for a few hundred MB of memory")
 	fs.StringVar(&s.deviceNets, "device-networks", "127.0.0.0/8,::1/128", "comma-separated CIDR prefixes the stations may reach device agents on; any other agent address is refused without being contacted")
 	fs.BoolVar(&s.insecureHTTP, "insecure-http", false, "DEVELOPMENT ONLY: serve the HTTP API as plain HTTP, without client identities (logged loudly)")
+	fs.StringVar(&s.role, "role", "all", "all: the whole deployment in this process; verifier: a process of the verifier pool (see above)")
+	fs.DurationVar(&s.verdictWait, "verdict-wait", 0, "with a verifier pool: how long the ledger waits for an event's verdict, while verifiers are sending, before checking the event itself (e.g. 500ms); 0: no pool, the ledger checks everything")
+	fs.StringVar(&s.natsURL, "nats-url", "tls://127.0.0.1:4222", "--role verifier: the deployment's NATS server to connect to")
+	fs.IntVar(&s.workers, "workers", 0, "--role verifier: events checked in parallel (default: one per core)")
 	fs.BoolVar(&s.verbose, "v", false, "debug logging")
 	return fs
 }
