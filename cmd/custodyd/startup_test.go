@@ -238,3 +238,26 @@ func TestConfigFileRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifierRole: custodyd --role verifier connects to a running
+// custodyd's NATS as the verifier user, runs until SIGTERM and exits 0;
+// without --pki, or with an unknown role, it says why.
+func TestVerifierRole(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	d := clitest.Start(t, dir, "custodyd", "--data", data, "--verdict-wait", "2s",
+		"--http", "127.0.0.1:0", "--dps", "127.0.0.1:0", "--nats", "127.0.0.1:0")
+	m := d.WaitLine(t, regexp.MustCompile(`msg="custody node ready" http=(\S+) dps=\S+ nats=(\S+)`), 2*time.Minute)
+	v := clitest.Start(t, dir, "custodyd", "--role", "verifier", "--pki", filepath.Join(data, "pki"), "--nats-url", m[2])
+	v.WaitLine(t, regexp.MustCompile(`msg="verifier running"`), time.Minute)
+	v.Stop(t)
+	if err := v.ExitErr(); err != nil {
+		t.Fatalf("verifier: %v\n%s", err, v.Log())
+	}
+	if r := clitest.Run(t, "", "custodyd", "--role", "verifier"); r.Code != 1 || !strings.Contains(r.Stderr, "--role verifier needs --pki") {
+		t.Errorf("without --pki: exit %d\n%s", r.Code, r.Output())
+	}
+	if r := clitest.Run(t, "", "custodyd", "--role", "sequencer"); r.Code != 2 || !strings.Contains(r.Stderr, `--role "sequencer": all or verifier`) {
+		t.Errorf("unknown role: exit %d\n%s", r.Code, r.Output())
+	}
+}
