@@ -110,8 +110,11 @@ type Ledger struct {
 	lookup FactSource // where facts are read: the store (a Verifier's: the ledger's facts service)
 	// verdicts holds the verifier pool's verdicts (nil: no pool).
 	verdicts *verdicts
-	chains   attest.ChainCache // the verified CA parts of EK and IAK certificate chains
-	ids      identities        // verified client-certificate chains (identity.go)
+	// verdictsOnly marks a Verifier's Ledger: prepare skips what only the
+	// ledger uses (leaf bodies, member proofs, a device's birth checks).
+	verdictsOnly bool
+	chains       attest.ChainCache // the verified CA parts of EK and IAK certificate chains
+	ids          identities        // verified client-certificate chains (identity.go)
 
 	// answer sends a publisher its receipt or rejection: a NATS publish
 	// (publish); tests of the rules without NATS replace it.

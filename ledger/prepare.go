@@ -80,6 +80,10 @@ func (l *Ledger) prepareMembers(pr *prepared) {
 	pr.members = make([]*prepared, len(ms))
 	for i, m := range ms {
 		mp := &prepared{batch: pr, seq: pr.seq, signed: m}
+		if l.verdictsOnly {
+			pr.members[i] = mp // a Verifier: no proof to store
+			continue
+		}
 		if mp.memberProof, err = json.Marshal(proofs[i]); err != nil {
 			pr.early = reject(events.CodeManifest, "%v", err)
 			return
@@ -330,7 +334,7 @@ func (l *Ledger) prepareStatement(pr *prepared, manifestErr error) {
 	}
 	if pr.sigCert != nil && pr.batch == nil {
 		pr.sigOK = (v != nil && v.SigCert == sha256.Sum256(pr.sigCert)) || s.Verify(pub) == nil
-		if pr.sigOK {
+		if pr.sigOK && !l.verdictsOnly {
 			pr.body, _ = HashedRekordBody(s.Digest[:], s.Signature, pr.sigCert)
 		}
 	}
@@ -354,7 +358,9 @@ func (l *Ledger) prepareStatement(pr *prepared, manifestErr error) {
 		pr.nonce = n
 	}
 	if p.Kind == events.KindTPMManufactured {
-		if pr.mfgErr = pr.nonceErr; pr.mfgErr == nil {
+		if pr.mfgErr = pr.nonceErr; pr.mfgErr == nil && !l.verdictsOnly {
+			// (A verdict does not carry a device's birth: the ledger
+			// checks it, once per device.)
 			pr.mfg, pr.mfgErr = l.checkManufactured(s, pr.nonce)
 		}
 		return

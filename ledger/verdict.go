@@ -519,11 +519,12 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	pool := x509.NewCertPool()
 	pool.AddCert(cfg.Consortium)
 	l := &Ledger{
-		cfg:        Config{Consortium: cfg.Consortium, TPMTrust: cfg.TPMTrust, Logger: cfg.Logger, Now: time.Now},
-		log:        cfg.Logger,
-		consortium: pool,
-		facts:      newFacts(),
-		lookup:     cfg.Facts,
+		cfg:          Config{Consortium: cfg.Consortium, TPMTrust: cfg.TPMTrust, Logger: cfg.Logger, Now: time.Now},
+		log:          cfg.Logger,
+		consortium:   pool,
+		facts:        newFacts(),
+		lookup:       cfg.Facts,
+		verdictsOnly: true,
 	}
 	return &Verifier{l: l}, nil
 }
