@@ -51,6 +51,7 @@ var partFields = map[string][]string{
 var summaryFields = []string{
 	"crypto_verifies_per_s", "verifies_per_event", "crypto_ceiling_events_per_s",
 	"ingest_events_per_s", "ingest_ratio",
+	"tiered_one_verifier_events_per_s", "verifier_events_per_s", "verifier_ratio", "sequencer_events_per_s",
 	"ingest_batched_events_per_s", "verifies_per_batched_event", "batched_ceiling_events_per_s", "ingest_batched_ratio", "batch_events",
 	"proof_query_p99_ms", "proof_leaves", "rss_mib",
 	"tessera_entries_per_s",
@@ -102,7 +103,8 @@ func (s *summary) absent(reason string, keys ...string) {
 func summarize(dir string) (*summary, error) {
 	s := &summary{figures: map[string]*float64{}, missing: map[string]string{}, context: map[string]any{}}
 	ledgerKeys := []string{"crypto_verifies_per_s", "verifies_per_event", "crypto_ceiling_events_per_s",
-		"ingest_events_per_s", "ingest_ratio", "proof_query_p99_ms", "proof_leaves", "rss_mib"}
+		"ingest_events_per_s", "ingest_ratio", "proof_query_p99_ms", "proof_leaves", "rss_mib",
+		"tiered_one_verifier_events_per_s", "verifier_events_per_s", "verifier_ratio", "sequencer_events_per_s"}
 	var r Results
 	switch err := readJSON(filepath.Join(dir, ledgerFile), &r); {
 	case errors.Is(err, fs.ErrNotExist):
@@ -136,6 +138,20 @@ func summarize(dir string) (*summary, error) {
 			}
 		}
 		s.absent("no ingest figure in "+ledgerFile, "ingest_events_per_s")
+		if t := r.Tiers; t != nil && t.VerifierPerSec > 0 && t.SequencerPerSec > 0 {
+			// The verifier pool (tiers.go): each tier's capacity on a
+			// machine of these cores, from its CPU per event in this run.
+			s.set("tiered_one_verifier_events_per_s", t.OneVerifierPerSec)
+			s.set("verifier_events_per_s", t.VerifierPerSec)
+			s.set("verifier_ratio", t.VerifierRatio)
+			s.set("sequencer_events_per_s", t.SequencerPerSec)
+			s.context["tiered_wall_events_per_s_one_machine"] = t.WallPerSec
+			s.context["verifier_cpu_us_per_event"] = t.VerifierCPUMicros
+			s.context["sequencer_cpu_us_per_event"] = t.SequencerCPUMicros
+			s.context["verdicts_used_share"] = t.VerdictsUsed
+			s.context["verifier_machines_per_sequencer"] = t.VerifiersToFill
+		}
+		s.absent("the ledger benchmark ran no tiered phase (--custodyd \"\")", "tiered_one_verifier_events_per_s", "verifier_events_per_s", "verifier_ratio", "sequencer_events_per_s")
 		s.absent("no crypto ceiling to compare ingest with", "ingest_ratio")
 		if n := len(r.Proofs); n > 0 {
 			p := r.Proofs[n-1]

@@ -25,6 +25,7 @@ func TestSummary(t *testing.T) {
 	writeJSON(t, filepath.Join(dir, ledgerFile), &Results{
 		ECDSAVerifyBefore: 30000, ECDSAVerifyAfter: 20000, ECDSAVerifyPerSec: 25000, VerifiesPerEvent: 2, CryptoCeiling: 12500,
 		IngestPerSec: 10000, RSSMiB: 300, Proofs: []ProofCost{{Leaves: 10_000, ProvenanceP99ms: 1}, {Leaves: 1_000_000, ProvenanceP99ms: 3}},
+		Tiers: &TierResult{VerifierPerSec: 10500, SequencerPerSec: 21000, OneVerifierPerSec: 10500, VerifierRatio: 0.84},
 	})
 	writeJSON(t, filepath.Join(dir, tesseraFile), map[string]any{"tessera": map[string]any{"leavesPerSecond": 19000.0, "leaves": 20000}, "custody": map[string]any{"leavesPerSecond": 21000.0}})
 	writeJSON(t, filepath.Join(dir, gateFile), map[string]any{"gate_decisions_per_s": 700.0, "gate_ratio": 0.5, "other": 1})
@@ -48,6 +49,7 @@ func TestSummary(t *testing.T) {
 		"gate_ceiling_per_s": nil, "device_transitions_per_s": nil,
 		"ingest_batched_events_per_s": 12000.0, "verifies_per_batched_event": 1.015625, "batched_ceiling_events_per_s": 34000.0,
 		"ingest_batched_ratio": 0.35, "batch_events": 64.0,
+		"tiered_one_verifier_events_per_s": 10500.0, "verifier_events_per_s": 10500.0, "verifier_ratio": 0.84, "sequencer_events_per_s": 21000.0,
 	}
 	for _, k := range summaryFields {
 		if got[k] != want[k] {
