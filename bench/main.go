@@ -481,7 +481,7 @@ func run(cfg config) error {
 	// The tiered phase: a verifier process beside the node.
 	if cfg.Custodyd != "" {
 		logf("tiered phase: %d events with a verifier process (%s --role verifier)", len(tierMsgs), cfg.Custodyd)
-		if res.Tiers, err = measureTiers(ctx, n, cfg.Custodyd, pjs, tierMsgs, res.CryptoCeiling); err != nil {
+		if res.Tiers, err = measureTiers(ctx, n, cfg.Custodyd, pjs, tierMsgs, res.CryptoCeiling, cfg.CPUProfile); err != nil {
 			return fmt.Errorf("tiered phase: %w", err)
 		}
 		t := res.Tiers

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"runtime"
 	"strconv"
 	"strings"
@@ -54,10 +55,23 @@ type TierResult struct {
 // measureTiers publishes msgs (new events, on their subjects) with a
 // verifier process running against node n, and waits until the ledger
 // holds them all.
-func measureTiers(ctx context.Context, n *node.Node, custodyd string, pjs jetstream.JetStream, msgs []benchMsg, ceiling float64) (*TierResult, error) {
+func measureTiers(ctx context.Context, n *node.Node, custodyd string, pjs jetstream.JetStream, msgs []benchMsg, ceiling float64, profile string) (*TierResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, custodyd, "--role", "verifier", "--pki", n.PKI.Dir, "--nats-url", n.NATSURL(), "--log-format", "text")
+	args := []string{"--role", "verifier", "--pki", n.PKI.Dir, "--nats-url", n.NATSURL(), "--log-format", "text"}
+	if profile != "" {
+		args = append(args, "--cpuprofile", profile+".verifier")
+		f, err := os.Create(profile + ".sequencer")
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	cmd := exec.CommandContext(ctx, custodyd, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -40,6 +40,14 @@ func main() {
 		os.Exit(2)
 	}
 	node.ApplyGCPercent(s.gcPercent)
+	if s.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(s.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "custodyd: --cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer stopProfile()
+	}
 	level := slog.LevelInfo
 	if s.verbose {
 		level = slog.LevelDebug
@@ -87,7 +95,7 @@ func main() {
 // settings are custodyd's flags, set from the command line and --config.
 type settings struct {
 	config, data, pki, http, dps, nats, idScope, hubs, origin string
-	deviceNets, role, natsURL                                 string
+	deviceNets, role, natsURL, cpuProfile                     string
 	cacheMiB, gcPercent, workers                              int
 	verbose, insecureHTTP                                     bool
 	verdictWait                                               time.Duration
@@ -146,6 +154,7 @@ Flags:
 	fs.DurationVar(&s.verdictWait, "verdict-wait", 0, "with a verifier pool: how long the ledger waits for an event's verdict, while verifiers are sending, before checking the event itself (e.g. 500ms); 0: no pool, the ledger checks everything")
 	fs.StringVar(&s.natsURL, "nats-url", "tls://127.0.0.1:4222", "--role verifier: the deployment's NATS server to connect to")
 	fs.IntVar(&s.workers, "workers", 0, "--role verifier: events checked in parallel (default: one per core)")
+	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "diagnostics: write a Go CPU profile of the whole run to `file` (go tool pprof), finished when custodyd stops")
 	fs.BoolVar(&s.verbose, "v", false, "debug logging")
 	return fs
 }
