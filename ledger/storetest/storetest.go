@@ -21,6 +21,7 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -327,7 +328,7 @@ type model struct {
 	missDigest [][]byte // digests refused or never logged
 }
 
-func newModel(t *testing.T) *model {
+func newModel(t testing.TB) *model {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -501,9 +502,20 @@ func (m *model) story(round int) *group {
 	return g
 }
 
-// commit fills in the group's indices, bodies, nodes and head as the
-// ledger does, commits it, and records it in the model.
-func (m *model) commit(t *testing.T, s ledger.Store, g *group) {
+// commit builds the group's commit, commits it and records it.
+func (m *model) commit(t testing.TB, s ledger.Store, g *group) {
+	t.Helper()
+	c := m.build(t, g)
+	if err := s.Commit(c); err != nil {
+		t.Fatalf("Commit of %d entries at size %d: %v", len(c.Entries), m.head.Size, err)
+	}
+	m.record(c)
+}
+
+// build fills in the group's indices, bodies, nodes and head as the
+// ledger does (the tree's right edge moves on: the commit must be
+// recorded before the next is built).
+func (m *model) build(t testing.TB, g *group) *ledger.Commit {
 	t.Helper()
 	nodes := map[compact.NodeID][]byte{}
 	size := m.head.Size
@@ -526,20 +538,20 @@ func (m *model) commit(t *testing.T, s ledger.Store, g *group) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cp, err := m.key.SignCheckpoint(t.Context(), size, root)
+		cp, err := m.key.SignCheckpoint(context.Background(), size, root)
 		if err != nil {
 			t.Fatal(err)
 		}
 		head.Root, head.Checkpoint = root, cp
 	}
-	c := &ledger.Commit{Head: head, Entries: g.entries, Nodes: nodes, Devices: g.devices, Partners: g.partners, Rejections: g.rejections}
-	if err := s.Commit(c); err != nil {
-		t.Fatalf("Commit of %d entries at size %d: %v", len(g.entries), m.head.Size, err)
-	}
-	// The model.
-	m.head = head
-	m.heads = append(m.heads, head)
-	for _, e := range g.entries {
+	return &ledger.Commit{Head: head, Entries: g.entries, Nodes: nodes, Devices: g.devices, Partners: g.partners, Rejections: g.rejections}
+}
+
+// record adds a committed commit to the model.
+func (m *model) record(c *ledger.Commit) {
+	m.head = c.Head
+	m.heads = append(m.heads, c.Head)
+	for _, e := range c.Entries {
 		m.entries = append(m.entries, e)
 		for _, ev := range e.Events() {
 			m.byDigest[string(ev.Digest)] = e.Index
@@ -558,24 +570,71 @@ func (m *model) commit(t *testing.T, s ledger.Store, g *group) {
 			m.manifests[e.Index] = e.Manifest
 		}
 	}
-	for id, h := range nodes {
+	for id, h := range c.Nodes {
 		m.nodes[id] = h
 	}
-	for _, d := range g.devices {
+	for _, d := range c.Devices {
 		m.devices[d.ID] = d.Clone()
 	}
-	for _, p := range g.partners {
+	for _, p := range c.Partners {
 		cp := *p
 		m.partners[p.Name] = &cp
 	}
-	for _, r := range g.rejections {
+	for _, r := range c.Rejections {
 		cp := *r
 		m.rejections[string(r.Digest)] = &cp
 	}
 }
 
+// Log is a log built as the ledger builds it, for a backend's own tests
+// and benchmarks beyond the suite: Build makes the next commit, Committed
+// records it once the store took it, Check compares a store with it.
+type Log struct{ m *model }
+
+// NewLog returns an empty log.
+func NewLog(t testing.TB) *Log { return &Log{m: newModel(t)} }
+
+// Build returns the next commit: n device events (a birth record and
+// stages, about the size of real ones, over n/4+1 devices) with their
+// devices' new states and one rejection. Every commit built must be
+// recorded with Committed (perhaps after failed attempts to commit it)
+// before the next is built.
+func (l *Log) Build(t testing.TB, n int) *ledger.Commit {
+	t.Helper()
+	m := l.m
+	g := m.group()
+	devs := n/4 + 1
+	for i := range n {
+		id := m.dev(int(m.head.Size) + i%devs)
+		kind := events.KindStageRecorded
+		if _, ok := m.devices[id]; !ok && i < devs {
+			kind = events.KindTPMManufactured
+		}
+		g.entries = append(g.entries, m.deviceEntry(kind, "orbit-odm", id, "e"))
+	}
+	for i := range min(n, devs) {
+		d := m.device(m.dev(int(m.head.Size) + i))
+		d.Stages["test"] = m.head.Size + uint64(i)
+		g.devices = append(g.devices, d)
+	}
+	g.rejections = append(g.rejections, m.rejection("orbit-odm", m.dev(-2), nil))
+	return m.build(t, g)
+}
+
+// Committed records c, built by Build, as committed.
+func (l *Log) Committed(c *ledger.Commit) { l.m.record(c) }
+
+// Head is the head of the last commit recorded.
+func (l *Log) Head() ledger.Head { return l.m.head }
+
+// Check compares every read of s with the commits recorded.
+func (l *Log) Check(t testing.TB, s ledger.Store) {
+	t.Helper()
+	l.m.check(t, s)
+}
+
 // check compares every read of s with the model.
-func (m *model) check(t *testing.T, s ledger.Store) {
+func (m *model) check(t testing.TB, s ledger.Store) {
 	t.Helper()
 	h, err := s.Head()
 	if err != nil {
@@ -591,7 +650,7 @@ func (m *model) check(t *testing.T, s ledger.Store) {
 	m.checkTree(t, s)
 }
 
-func (m *model) checkEntries(t *testing.T, s ledger.Store) {
+func (m *model) checkEntries(t testing.TB, s ledger.Store) {
 	t.Helper()
 	for _, want := range m.entries {
 		got, err := s.Entry(want.Index)
@@ -687,7 +746,7 @@ func sameEntry(got, want *ledger.Entry) error {
 	return nil
 }
 
-func (m *model) checkDevices(t *testing.T, s ledger.Store) {
+func (m *model) checkDevices(t testing.TB, s ledger.Store) {
 	t.Helper()
 	for id, want := range m.devices {
 		got, err := s.Device(id)
@@ -790,7 +849,7 @@ func normDevice(d *ledger.Device) *ledger.Device {
 	return c
 }
 
-func (m *model) checkRecords(t *testing.T, s ledger.Store) {
+func (m *model) checkRecords(t testing.TB, s ledger.Store) {
 	t.Helper()
 	for name, want := range m.partners {
 		got, err := s.Partner(name)
@@ -823,7 +882,7 @@ func (m *model) checkRecords(t *testing.T, s ledger.Store) {
 
 // checkTree reads every node, in a shuffled order, and checks inclusion
 // proofs of every entry and consistency proofs between committed heads.
-func (m *model) checkTree(t *testing.T, s ledger.Store) {
+func (m *model) checkTree(t testing.TB, s ledger.Store) {
 	t.Helper()
 	ids := make([]compact.NodeID, 0, len(m.nodes))
 	for id := range m.nodes {
@@ -897,9 +956,15 @@ func (m *model) checkCopies(t *testing.T, s ledger.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got.Stages["tampered"] = 1
-		got.EKCertificate[0] ^= 0xff
-		got.LastQuote.Clock = 1 << 40
+		if got.Stages != nil {
+			got.Stages["tampered"] = 1
+		}
+		if len(got.EKCertificate) > 0 {
+			got.EKCertificate[0] ^= 0xff
+		}
+		if got.LastQuote != nil {
+			got.LastQuote.Clock = 1 << 40
+		}
 		got.Custodian = "grey-market"
 		again, err := s.Device(id)
 		if err != nil {

@@ -1,0 +1,344 @@
+package trillian
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/custodyledger/custody/ledger"
+)
+
+// Commit implements ledger.Store.
+//
+//  1. Committed leaves Trillian lacks (a commit whose leaves did not reach
+//     it) are sent first; if that fails, Commit fails and writes nothing.
+//  2. One MariaDB transaction, the commit point: the head row is locked
+//     and must be the head c appends to (else ErrConflict); the entries,
+//     indexes, nodes, states, rejections and the new head are written;
+//     COMMIT (the server syncs its redo log: Open checked).
+//  3. The new leaves are sent to Trillian at their indices. A failure
+//     here is logged, not returned: the commit is durable, and step 1 of
+//     the next Commit (or SyncTrillian) sends them.
+//
+// A crash before the COMMIT leaves nothing of c in MariaDB and nothing of
+// c in Trillian; after it, c is committed and its leaves reach Trillian
+// with the next commit.
+func (s *Store) Commit(c *ledger.Commit) error {
+	first, err := checkCommit(c)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if s.pushed < s.committed {
+		if err := s.syncLocked(ctx); err != nil {
+			return fmt.Errorf("trillian store: Trillian lacks committed leaves %d..%d, and sending them failed: %w", s.pushed, s.committed-1, err)
+		}
+	}
+	if err := s.write(ctx, c, first); err != nil {
+		if errors.Is(err, ErrConflict) || !s.persisted(c) {
+			return err
+		}
+		// The COMMIT reported an error but took effect (the connection
+		// dropped after the server committed): the commit is durable.
+		s.logger.Warn("trillian store: a commit reported an error but is stored", "size", c.Head.Size, "err", err)
+	}
+	s.committed = c.Head.Size
+	if s.faults.skipPush || len(c.Entries) == 0 {
+		return nil
+	}
+	if err := s.pushFrom(ctx, c.Entries); err != nil {
+		s.logger.Warn("trillian store: the commit is stored, its leaves are not in Trillian yet; the next commit sends them",
+			"tree", s.treeID, "from", s.pushed, "size", c.Head.Size, "err", err)
+	}
+	return nil
+}
+
+// checkCommit checks that c is an append (its entries' indices follow
+// each other up to the new size) whose keys and hashes fit the tables.
+// It returns the index of the first entry (the old size).
+func checkCommit(c *ledger.Commit) (uint64, error) {
+	n := uint64(len(c.Entries))
+	if c.Head.Size < n {
+		return 0, fmt.Errorf("trillian store: a commit of %d entries to a head of size %d", n, c.Head.Size)
+	}
+	first := c.Head.Size - n
+	bad := func(format string, args ...any) (uint64, error) {
+		return 0, fmt.Errorf("trillian store: commit: "+format, args...)
+	}
+	if c.Head.Size > 0 && len(c.Head.Root) != hashSize {
+		return bad("a root of %d bytes", len(c.Head.Root))
+	}
+	key := func(what, k string) error {
+		if len(k) > maxKey {
+			return fmt.Errorf("trillian store: commit: a %s of %d bytes (at most %d)", what, len(k), maxKey)
+		}
+		return nil
+	}
+	for i, e := range c.Entries {
+		if e.Index != first+uint64(i) {
+			return bad("entry %d of the commit has index %d, want %d", i, e.Index, first+uint64(i))
+		}
+		if len(e.Digest) == 0 || len(e.Digest) > maxDigest {
+			return bad("entry %d: a digest of %d bytes", e.Index, len(e.Digest))
+		}
+		for _, ev := range e.Events() {
+			if len(ev.Digest) == 0 || len(ev.Digest) > maxDigest {
+				return bad("entry %d: a member digest of %d bytes", e.Index, len(ev.Digest))
+			}
+			if err := key("event ID", ev.EventID); err != nil {
+				return 0, err
+			}
+		}
+		if err := errors.Join(key("partner name", e.Partner), key("target", e.Target)); err != nil {
+			return 0, err
+		}
+		for dev := range e.Proofs {
+			if err := key("device ID", dev); err != nil {
+				return 0, err
+			}
+		}
+	}
+	for id, h := range c.Nodes {
+		if len(h) != hashSize || id.Level > 255 {
+			return bad("tree node (level %d, index %d) of %d bytes", id.Level, id.Index, len(h))
+		}
+	}
+	for _, d := range c.Devices {
+		if err := key("device ID", d.ID); err != nil {
+			return 0, err
+		}
+		if d.Pending != nil {
+			if err := key("recipient", d.Pending.To); err != nil {
+				return 0, err
+			}
+		}
+	}
+	for _, p := range c.Partners {
+		if err := key("partner name", p.Name); err != nil {
+			return 0, err
+		}
+	}
+	for _, r := range c.Rejections {
+		if len(r.Digest) == 0 || len(r.Digest) > maxDigest {
+			return bad("a rejection's digest of %d bytes", len(r.Digest))
+		}
+	}
+	return first, nil
+}
+
+// write is step 2 of Commit: one transaction.
+func (s *Store) write(ctx context.Context, c *ledger.Commit, first uint64) (err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("trillian store: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	stored, storedPushed, err := s.readHead(ctx, tx, " FOR UPDATE")
+	if err != nil {
+		return err
+	}
+	if stored.Size != first || stored.StreamSeq > c.Head.StreamSeq {
+		// Another writer committed: learn how far, so that this one
+		// sends Trillian what it lacks if it writes again.
+		s.committed, s.pushed = stored.Size, max(s.pushed, storedPushed)
+		return fmt.Errorf("%w: the stored head is at size %d, stream sequence %d; the commit appends at %d up to stream sequence %d",
+			ErrConflict, stored.Size, stored.StreamSeq, first, c.Head.StreamSeq)
+	}
+	if err := writeRows(ctx, tx, c); err != nil {
+		return err
+	}
+	if s.faults.beforeHead != nil {
+		if err := s.faults.beforeHead(); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE head SET size = ?, root = ?, stream_seq = ?, checkpoint = ?, trillian_size = ? WHERE id = 1`,
+		c.Head.Size, nonNil(c.Head.Root), c.Head.StreamSeq, nonNil(c.Head.Checkpoint), max(s.pushed, storedPushed))
+	if err != nil {
+		return fmt.Errorf("trillian store: writing the head: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("trillian store: commit: %w", err)
+	}
+	return nil
+}
+
+// persisted reports whether c's head is the stored one: a COMMIT that
+// reported an error may have taken effect.
+func (s *Store) persisted(c *ledger.Commit) bool {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	h, _, err := s.readHead(ctx, s.db)
+	return err == nil && h.Size == c.Head.Size && h.StreamSeq == c.Head.StreamSeq && bytes.Equal(h.Root, c.Head.Root)
+}
+
+// writeRows writes everything of c but the head.
+func writeRows(ctx context.Context, tx *sql.Tx, c *ledger.Commit) error {
+	var entries, digests, eventIDs, devIdx, manifests rowSet
+	for _, e := range c.Entries {
+		meta := *e
+		meta.Body, meta.Envelope, meta.Manifest, meta.Proofs = nil, nil, nil, nil
+		mj, err := json.Marshal(&meta)
+		if err != nil {
+			return err
+		}
+		entries.add(e.Index, ledger.LeafHash(e.Body), mj, nonNil(e.Body), nonNil(e.Envelope))
+		for _, ev := range e.Events() { // a batch's logged members too
+			digests.add(ev.Digest, e.Index)
+			if ev.EventID != "" {
+				eventIDs.add(e.Partner, ev.EventID, ev.Digest)
+			}
+		}
+		if e.OfDevice() {
+			devIdx.add(e.Target, e.Index, nil)
+		}
+		// A shipment is in the history of every device of its manifest,
+		// a batch in that of each device of a member it logged, with the
+		// device's proof.
+		for dev, p := range e.Proofs {
+			devIdx.add(dev, e.Index, nonNil(p))
+		}
+		if e.Manifest != nil {
+			manifests.add(e.Index, e.Manifest)
+		}
+	}
+	var nodes, devices, partners, rejections rowSet
+	for id, h := range c.Nodes {
+		nodes.add(id.Level, id.Index, h)
+	}
+	for _, d := range c.Devices {
+		state, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		var to any // NULL: no pending offer
+		if d.Pending != nil {
+			to = d.Pending.To
+		}
+		devices.add(d.ID, to, state)
+	}
+	for _, p := range c.Partners {
+		state, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		partners.add(p.Name, state)
+	}
+	for _, r := range c.Rejections {
+		rec, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		rejections.add(r.Digest, rec)
+	}
+	// Later writes of a key replace earlier ones, as in Pebble; an entry
+	// index is written once (the head check above makes it new).
+	for _, w := range []struct {
+		rows        *rowSet
+		insert, dup string
+	}{
+		{&entries, `INSERT INTO entries (idx, leaf_hash, meta, body, envelope) VALUES `, ``},
+		{&digests, `INSERT INTO digests (digest, idx) VALUES `, ` ON DUPLICATE KEY UPDATE idx = VALUES(idx)`},
+		{&eventIDs, `INSERT INTO event_ids (partner, event_id, digest) VALUES `, ` ON DUPLICATE KEY UPDATE digest = VALUES(digest)`},
+		// A device's own entry (no proof) and a proof at one index: the proof stays.
+		{&devIdx, `INSERT INTO device_entries (device, idx, proof) VALUES `, ` ON DUPLICATE KEY UPDATE proof = COALESCE(VALUES(proof), proof)`},
+		{&manifests, `INSERT INTO manifests (idx, manifest) VALUES `, ` ON DUPLICATE KEY UPDATE manifest = VALUES(manifest)`},
+		{&nodes, `INSERT INTO nodes (level, idx, hash) VALUES `, ` ON DUPLICATE KEY UPDATE hash = VALUES(hash)`},
+		{&devices, `INSERT INTO devices (id, pending_to, state) VALUES `, ` ON DUPLICATE KEY UPDATE pending_to = VALUES(pending_to), state = VALUES(state)`},
+		{&partners, `INSERT INTO partners (name, state) VALUES `, ` ON DUPLICATE KEY UPDATE state = VALUES(state)`},
+		{&rejections, `INSERT INTO rejections (digest, record) VALUES `, ` ON DUPLICATE KEY UPDATE record = VALUES(record)`},
+	} {
+		if err := w.rows.exec(ctx, tx, w.insert, w.dup); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rowSet gathers the rows of one multi-row INSERT.
+type rowSet struct{ rows [][]any }
+
+func (r *rowSet) add(cols ...any) { r.rows = append(r.rows, cols) }
+
+// Bounds of one INSERT statement: well under MariaDB's default
+// max_allowed_packet (16 MiB) once the driver has quoted binary values.
+const (
+	maxStatementRows  = 1000
+	maxStatementBytes = 4 << 20
+)
+
+// exec writes the rows with as few statements as the bounds allow.
+func (r *rowSet) exec(ctx context.Context, tx *sql.Tx, insert, dup string) error {
+	if len(r.rows) == 0 {
+		return nil
+	}
+	table := strings.Fields(insert)[2]
+	var q strings.Builder
+	var args []any
+	n, size := 0, 0
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		q.WriteString(dup)
+		_, err := tx.ExecContext(ctx, q.String(), args...)
+		q.Reset()
+		args, n, size = args[:0], 0, 0
+		if err != nil {
+			return fmt.Errorf("trillian store: writing %s: %w", table, err)
+		}
+		return nil
+	}
+	for _, row := range r.rows {
+		rowSize := 8 * len(row)
+		for _, c := range row {
+			switch v := c.(type) {
+			case []byte:
+				rowSize += len(v)
+			case string:
+				rowSize += len(v)
+			}
+		}
+		if n > 0 && (n == maxStatementRows || size+rowSize > maxStatementBytes) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if n == 0 {
+			q.WriteString(insert)
+		} else {
+			q.WriteByte(',')
+		}
+		q.WriteByte('(')
+		for i := range row {
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteByte('?')
+		}
+		q.WriteByte(')')
+		args = append(args, row...)
+		n++
+		size += rowSize
+	}
+	return flush()
+}
+
+// nonNil makes a nil byte slice an empty value (the columns are NOT NULL).
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
