@@ -280,22 +280,32 @@ func (m *MariaDB) NewDatabase(t testing.TB, prefix string) string {
 	return name
 }
 
-// DatabaseBytes is the size on disk of a database's tables (the InnoDB
-// file of each table).
+// DatabaseBytes is the space a database's tables take: the InnoDB pages
+// of their data and indexes, counted after ANALYZE TABLE (the files hold
+// some more, allocated ahead).
 func (m *MariaDB) DatabaseBytes(db string) (int64, error) {
-	files, err := filepath.Glob(filepath.Join(m.Dir, "data", db, "*.ibd"))
+	rows, err := m.root.Query("SELECT table_name FROM information_schema.TABLES WHERE table_schema = ?", db)
 	if err != nil {
 		return 0, err
 	}
-	var n int64
-	for _, f := range files {
-		fi, err := os.Stat(f)
-		if err != nil {
+	var tables []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
 			return 0, err
 		}
-		n += fi.Size()
+		tables = append(tables, t)
 	}
-	return n, nil
+	rows.Close()
+	for _, t := range tables {
+		if _, err := m.root.Exec("ANALYZE TABLE `" + db + "`.`" + t + "`"); err != nil {
+			return 0, err
+		}
+	}
+	var n int64
+	err = m.root.QueryRow("SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.TABLES WHERE table_schema = ?", db).Scan(&n)
+	return n, err
 }
 
 // Trillian is Trillian's log server and log signer on a MariaDB server.

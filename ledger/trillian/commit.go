@@ -14,19 +14,20 @@ import (
 
 // Commit implements ledger.Store.
 //
-//  1. Committed leaves Trillian lacks (a commit whose leaves did not reach
-//     it) are sent first; if that fails, Commit fails and writes nothing.
+//  1. If Trillian lacks more than MaxLag committed leaves, wait for the
+//     sender to catch up; if it does not within Timeout (Trillian down),
+//     or Trillian's tree is known to differ (ErrDiverged), fail and write
+//     nothing.
 //  2. One MariaDB transaction, the commit point: the head row is locked
 //     and must be the head c appends to (else ErrConflict); the entries,
 //     indexes, nodes, states, rejections and the new head are written;
 //     COMMIT (the server syncs its redo log: Open checked).
-//  3. The new leaves are sent to Trillian at their indices. A failure
-//     here is logged, not returned: the commit is durable, and step 1 of
-//     the next Commit (or SyncTrillian) sends them.
+//  3. Hand the new leaves to the sender, which sends them to Trillian
+//     at their indices beside the next commits.
 //
 // A crash before the COMMIT leaves nothing of c in MariaDB and nothing of
 // c in Trillian; after it, c is committed and its leaves reach Trillian
-// with the next commit.
+// from the next writer's sender, read back from MariaDB.
 func (s *Store) Commit(c *ledger.Commit) error {
 	first, err := checkCommit(c)
 	if err != nil {
@@ -36,10 +37,9 @@ func (s *Store) Commit(c *ledger.Commit) error {
 	defer s.mu.Unlock()
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if s.pushed < s.committed {
-		if err := s.syncLocked(ctx); err != nil {
-			return fmt.Errorf("trillian store: Trillian lacks committed leaves %d..%d, and sending them failed: %w", s.pushed, s.committed-1, err)
-		}
+	s.startSender()
+	if err := s.waitLag(ctx); err != nil {
+		return err
 	}
 	if err := s.write(ctx, c, first); err != nil {
 		if errors.Is(err, ErrConflict) || !s.persisted(c) {
@@ -49,15 +49,47 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		// dropped after the server committed): the commit is durable.
 		s.logger.Warn("trillian store: a commit reported an error but is stored", "size", c.Head.Size, "err", err)
 	}
-	s.committed = c.Head.Size
-	if s.faults.skipPush || len(c.Entries) == 0 {
-		return nil
-	}
-	if err := s.pushFrom(ctx, c.Entries); err != nil {
-		s.logger.Warn("trillian store: the commit is stored, its leaves are not in Trillian yet; the next commit sends them",
-			"tree", s.treeID, "from", s.pushed, "size", c.Head.Size, "err", err)
-	}
+	s.committedLeaves(c)
 	return nil
+}
+
+// waitLag waits until Trillian lacks at most maxLag committed leaves.
+func (s *Store) waitLag(ctx context.Context) error {
+	for {
+		s.state.Lock()
+		lag, div, sendErr, progress := s.committed-s.pushed, s.diverged, s.sendErr, s.progress
+		s.state.Unlock()
+		if div != nil {
+			return div
+		}
+		if lag <= s.maxLag {
+			return nil
+		}
+		s.wake()
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return fmt.Errorf("trillian store: Trillian lacks %d committed leaves (at most %d) and is not catching up (last error: %v): %w", lag, s.maxLag, sendErr, ctx.Err())
+		}
+	}
+}
+
+// committedLeaves records a commit's success: the new size, and its
+// leaves for the sender.
+func (s *Store) committedLeaves(c *ledger.Commit) {
+	s.state.Lock()
+	defer s.state.Unlock()
+	s.committed = c.Head.Size
+	if len(c.Entries) == 0 {
+		return
+	}
+	if s.recentFrom+uint64(len(s.recent)) != c.Entries[0].Index {
+		s.recent, s.recentFrom = s.recent[:0], c.Entries[0].Index
+	}
+	for _, e := range c.Entries {
+		s.recent = append(s.recent, leaf{index: e.Index, body: bytes.Clone(e.Body)})
+	}
+	s.wake()
 }
 
 // checkCommit checks that c is an append (its entries' indices follow
@@ -150,8 +182,11 @@ func (s *Store) write(ctx context.Context, c *ledger.Commit, first uint64) (err 
 	}
 	if stored.Size != first || stored.StreamSeq > c.Head.StreamSeq {
 		// Another writer committed: learn how far, so that this one
-		// sends Trillian what it lacks if it writes again.
-		s.committed, s.pushed = stored.Size, max(s.pushed, storedPushed)
+		// sends Trillian what it lacks.
+		s.state.Lock()
+		s.committed, s.pushed = max(s.committed, stored.Size), max(s.pushed, storedPushed)
+		s.state.Unlock()
+		s.wake()
 		return fmt.Errorf("%w: the stored head is at size %d, stream sequence %d; the commit appends at %d up to stream sequence %d",
 			ErrConflict, stored.Size, stored.StreamSeq, first, c.Head.StreamSeq)
 	}
@@ -163,8 +198,11 @@ func (s *Store) write(ctx context.Context, c *ledger.Commit, first uint64) (err 
 			return err
 		}
 	}
+	s.state.Lock()
+	pushed := max(s.pushed, storedPushed)
+	s.state.Unlock()
 	_, err = tx.ExecContext(ctx, `UPDATE head SET size = ?, root = ?, stream_seq = ?, checkpoint = ?, trillian_size = ? WHERE id = 1`,
-		c.Head.Size, nonNil(c.Head.Root), c.Head.StreamSeq, nonNil(c.Head.Checkpoint), max(s.pushed, storedPushed))
+		c.Head.Size, nonNil(c.Head.Root), c.Head.StreamSeq, nonNil(c.Head.Checkpoint), pushed)
 	if err != nil {
 		return fmt.Errorf("trillian store: writing the head: %w", err)
 	}

@@ -1,12 +1,6 @@
 package trillian
 
-import (
-	"context"
-
-	tpb "github.com/google/trillian"
-
-	"github.com/custodyledger/custody/ledger"
-)
+import "context"
 
 // Test hooks: fault injection and the writer's view of Trillian.
 
@@ -22,30 +16,32 @@ func (s *Store) FailBeforeHead(err error) {
 	s.faults.beforeHead = func() error { return err }
 }
 
-// SkipPush makes commits leave their leaves unsent, as a crash right after
-// the transaction's COMMIT does.
+// SkipPush makes the store send no leaves to Trillian, as a process that
+// dies right after its transactions' COMMIT.
 func (s *Store) SkipPush(skip bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	s.faults.skipPush = skip
 }
 
 // Pushed is how many leaves the store knows Trillian holds.
 func (s *Store) Pushed() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.state.Lock()
+	defer s.state.Unlock()
 	return s.pushed
 }
 
 // ForgetPushed makes the store believe Trillian holds none of its leaves,
-// so that the next sync sends them all again.
+// so that the next sending sends them all again (read back from MariaDB).
 func (s *Store) ForgetPushed() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pushed = 0
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.state.Lock()
+	defer s.state.Unlock()
+	s.pushed, s.recent, s.recentFrom = 0, nil, 0
 }
 
 // AddLeaf sends Trillian one leaf at index as the store sends its leaves.
 func (s *Store) AddLeaf(ctx context.Context, index uint64, body []byte) error {
-	return s.addSequenced(ctx, []*tpb.LogLeaf{{LeafValue: body, LeafIndex: int64(index), LeafIdentityHash: leafIdentity(index, ledger.LeafHash(body))}})
+	return s.addSequenced(ctx, []leaf{{index: index, body: body}})
 }

@@ -9,12 +9,13 @@
 // fsync at commit (Open refuses a server that does not): the entries (with
 // their leaf bodies), the indexes, the tree nodes, the device and partner
 // states, the rejections and the head with its stream sequence. Only
-// committed leaves are then sent to Trillian, at their indices; a leaf is
-// idempotent there (its identity hash names its index), so a leaf sent
-// again after a crash is recognised, and another leaf at a taken index is
-// ErrDiverged. Trillian is never ahead of the commit, and at most one
-// commit behind: a Commit first sends whatever committed leaves Trillian
-// lacks, and fails, writing nothing, if it cannot. CheckTrillian compares
+// committed leaves are then sent to Trillian, at their indices, by a
+// sender running beside the commits; a leaf is idempotent there (its
+// identity hash names its index), so a leaf sent again after a crash is
+// recognised, and another leaf at a taken index is ErrDiverged. Trillian
+// is never ahead of the commit, and at most Config.MaxLag leaves behind
+// it: a Commit that finds it further behind waits for it, and fails,
+// writing nothing, if it does not catch up. CheckTrillian compares
 // Trillian's signed root with Custody's tree at the same size.
 //
 // Everything a sequencer needs to go on (head, device index, custody
@@ -29,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -60,7 +62,13 @@ type Config struct {
 	// Timeout bounds each call a Store method makes to MariaDB or
 	// Trillian (default 30 s).
 	Timeout time.Duration
-	// Logger receives warnings (Trillian unreachable after a commit);
+	// MaxLag is how many committed leaves Trillian may lack (default
+	// 4096): a Commit that finds Trillian further behind waits for it (at
+	// most Timeout) and fails, writing nothing, if it does not catch up.
+	// Leaves reach Trillian beside the commits, so a commit does not wait
+	// for Trillian's writes while it keeps up.
+	MaxLag int
+	// Logger receives warnings (Trillian unreachable, a sending retried);
 	// default slog.Default().
 	Logger *slog.Logger
 }
@@ -97,20 +105,51 @@ type Store struct {
 	base    context.Context
 	cancel  context.CancelFunc
 
-	// mu serialises the writer's work: Commit, SyncTrillian.
+	maxLag uint64
+
+	stmts sync.Map // query → *sql.Stmt: reads prepared once
+
+	// mu serialises Commit (one writer per Store; between Stores and
+	// processes, the head row's lock in the transaction).
 	mu sync.Mutex
+	// sendMu serialises the sending of leaves to Trillian (the sender,
+	// SyncTrillian).
+	sendMu sync.Mutex
+	// state guards what the writer and the sender share.
+	state sync.Mutex
 	// committed is the log size as this writer last knew it committed;
 	// pushed is how many leaves Trillian is known to hold (every index
-	// below it).
+	// below it); recent holds the leaves committed by this Store from
+	// index recentFrom that Trillian may lack (read back from MariaDB
+	// when they are not here).
 	committed, pushed uint64
+	recent            []leaf
+	recentFrom        uint64
+	// sendErr is the sender's last failure (nil after a success);
+	// diverged is set for good once Trillian holds another leaf.
+	sendErr, diverged error
+	// progress is closed and replaced whenever pushed or sendErr
+	// changes.
+	progress chan struct{}
+	// kick wakes the sender; senderDone is closed when it has stopped.
+	kick        chan struct{}
+	senderOnce  sync.Once
+	senderDone  chan struct{}
+	senderStart bool
 
 	faults faults // fault injection for tests (export_test.go)
+}
+
+// leaf is a committed leaf body at its index.
+type leaf struct {
+	index uint64
+	body  []byte
 }
 
 // faults are the points where tests make a commit fail.
 type faults struct {
 	beforeHead func() error // inside the transaction, before the head is written
-	skipPush   bool         // the commit's leaves are not sent to Trillian
+	skipPush   bool         // committed leaves are not sent to Trillian (a crash after COMMIT)
 }
 
 var _ ledger.Store = (*Store)(nil)
@@ -129,18 +168,23 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if mc.DBName == "" {
 		return nil, errors.New("trillian store: the DSN names no database")
 	}
-	// One round trip per statement: the driver quotes the arguments.
-	mc.InterpolateParams = true
+	// Server-side prepared statements: a commit's binary values travel
+	// as they are, not quoted into the statement's text.
+	mc.InterpolateParams = false
 	conn, err := mysql.NewConnector(mc)
 	if err != nil {
 		return nil, fmt.Errorf("trillian store: %w", err)
 	}
 	s := &Store{
 		db: sql.OpenDB(conn), log: tpb.NewTrillianLogClient(cfg.Conn), admin: tpb.NewTrillianAdminClient(cfg.Conn),
-		treeID: cfg.TreeID, timeout: cfg.Timeout, logger: cfg.Logger,
+		treeID: cfg.TreeID, timeout: cfg.Timeout, logger: cfg.Logger, maxLag: uint64(max(cfg.MaxLag, 0)),
+		progress: make(chan struct{}), kick: make(chan struct{}, 1), senderDone: make(chan struct{}),
 	}
 	if s.timeout <= 0 {
 		s.timeout = 30 * time.Second
+	}
+	if s.maxLag == 0 {
+		s.maxLag = 4096
 	}
 	if s.logger == nil {
 		s.logger = slog.Default()
@@ -209,10 +253,66 @@ func (s *Store) checkDurable(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database connections (not the Trillian connection).
+// Close sends Trillian the committed leaves it lacks (waiting at most
+// Timeout), stops sending, and closes the database connections (not the
+// Trillian connection). Leaves it could not send are sent by the next
+// writer to open the store.
 func (s *Store) Close() error {
+	s.state.Lock()
+	started := s.senderStart
+	s.state.Unlock()
+	if started {
+		ctx, cancel := s.ctx()
+		if err := s.sendCommitted(ctx); err != nil {
+			s.logger.Warn("trillian store: closing with committed leaves Trillian lacks; the next writer sends them", "tree", s.treeID, "err", err)
+		}
+		cancel()
+	}
 	s.cancel()
+	if started {
+		<-s.senderDone
+	}
+	s.stmts.Range(func(_, v any) bool {
+		_ = v.(*sql.Stmt).Close()
+		return true
+	})
 	return s.db.Close()
+}
+
+// prepared is the statement of a read query, prepared once: a read is one
+// round trip.
+func (s *Store) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("trillian store: %w", err)
+	}
+	if prev, loaded := s.stmts.LoadOrStore(q, st); loaded {
+		_ = st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// queryRow runs a one-row read through its prepared statement and scans
+// it into dest.
+func (s *Store) queryRow(ctx context.Context, q string, args []any, dest ...any) error {
+	st, err := s.prepared(ctx, q)
+	if err != nil {
+		return err
+	}
+	return st.QueryRowContext(ctx, args...).Scan(dest...)
+}
+
+// query runs a read of many rows through its prepared statement.
+func (s *Store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := s.prepared(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
 }
 
 // ctx is the context of one Store call.
@@ -266,8 +366,7 @@ func (s *Store) Entry(index uint64) (*ledger.Entry, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var leafHash, meta, body, envelope []byte
-	err := s.db.QueryRowContext(ctx, `SELECT leaf_hash, meta, body, envelope FROM entries WHERE idx = ?`, index).
-		Scan(&leafHash, &meta, &body, &envelope)
+	err := s.queryRow(ctx, `SELECT leaf_hash, meta, body, envelope FROM entries WHERE idx = ?`, []any{index}, &leafHash, &meta, &body, &envelope)
 	if err != nil {
 		return nil, notFound(err, "entry %d", index)
 	}
@@ -300,7 +399,7 @@ func (s *Store) index(q string, key []byte) (uint64, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var i uint64
-	if err := s.db.QueryRowContext(ctx, q, key).Scan(&i); err != nil {
+	if err := s.queryRow(ctx, q, []any{key}, &i); err != nil {
 		return 0, notFound(err, "%x", key)
 	}
 	return i, nil
@@ -311,7 +410,7 @@ func (s *Store) EventDigestByID(partner, eventID string) ([]byte, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var d []byte
-	err := s.db.QueryRowContext(ctx, `SELECT digest FROM event_ids WHERE partner = ? AND event_id = ?`, partner, eventID).Scan(&d)
+	err := s.queryRow(ctx, `SELECT digest FROM event_ids WHERE partner = ? AND event_id = ?`, []any{partner, eventID}, &d)
 	if err != nil {
 		return nil, notFound(err, "event ID %s/%s", partner, eventID)
 	}
@@ -322,7 +421,7 @@ func (s *Store) EventDigestByID(partner, eventID string) ([]byte, error) {
 func (s *Store) DeviceEntries(device string) ([]uint64, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, `SELECT idx FROM device_entries WHERE device = ? ORDER BY idx`, device)
+	rows, err := s.query(ctx, `SELECT idx FROM device_entries WHERE device = ? ORDER BY idx`, device)
 	if err != nil {
 		return nil, fmt.Errorf("trillian store: %w", err)
 	}
@@ -344,7 +443,7 @@ func (s *Store) ManifestProof(device string, index uint64) ([]byte, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var p []byte
-	err := s.db.QueryRowContext(ctx, `SELECT proof FROM device_entries WHERE device = ? AND idx = ?`, device, index).Scan(&p)
+	err := s.queryRow(ctx, `SELECT proof FROM device_entries WHERE device = ? AND idx = ?`, []any{device, index}, &p)
 	if err != nil {
 		return nil, notFound(err, "device %s at %d", device, index)
 	}
@@ -359,7 +458,7 @@ func (s *Store) Manifest(index uint64) ([]byte, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var m []byte
-	if err := s.db.QueryRowContext(ctx, `SELECT manifest FROM manifests WHERE idx = ?`, index).Scan(&m); err != nil {
+	if err := s.queryRow(ctx, `SELECT manifest FROM manifests WHERE idx = ?`, []any{index}, &m); err != nil {
 		return nil, notFound(err, "manifest %d", index)
 	}
 	return m, nil
@@ -406,7 +505,7 @@ func (s *Store) record(q string, key any, v any) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var b []byte
-	if err := s.db.QueryRowContext(ctx, q, key).Scan(&b); err != nil {
+	if err := s.queryRow(ctx, q, []any{key}, &b); err != nil {
 		return notFound(err, "%v", key)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
@@ -419,7 +518,7 @@ func (s *Store) record(q string, key any, v any) error {
 func (s *Store) PendingOffers(to string) ([]string, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM devices WHERE pending_to = ? ORDER BY id`, to)
+	rows, err := s.query(ctx, `SELECT id FROM devices WHERE pending_to = ? ORDER BY id`, to)
 	if err != nil {
 		return nil, fmt.Errorf("trillian store: %w", err)
 	}
@@ -464,18 +563,21 @@ func (s *Store) Nodes(ids []compact.NodeID) ([][]byte, error) {
 		n := min(len(ask), maxNodesPerQuery)
 		chunk := ask[:n]
 		ask = ask[n:]
-		var q strings.Builder
-		q.WriteString(`SELECT level, idx, hash FROM nodes WHERE (level, idx) IN (`)
-		args := make([]any, 0, 2*len(chunk))
+		// Integers only: written into the query, which then is one
+		// round trip.
+		q := []byte(`SELECT level, idx, hash FROM nodes WHERE (level, idx) IN (`)
 		for i, id := range chunk {
 			if i > 0 {
-				q.WriteByte(',')
+				q = append(q, ',')
 			}
-			q.WriteString("(?,?)")
-			args = append(args, id.Level, id.Index)
+			q = append(q, '(')
+			q = strconv.AppendUint(q, uint64(id.Level), 10)
+			q = append(q, ',')
+			q = strconv.AppendUint(q, id.Index, 10)
+			q = append(q, ')')
 		}
-		q.WriteByte(')')
-		rows, err := s.db.QueryContext(ctx, q.String(), args...)
+		q = append(q, ')')
+		rows, err := s.db.QueryContext(ctx, string(q))
 		if err != nil {
 			return nil, fmt.Errorf("trillian store: reading tree nodes: %w", err)
 		}

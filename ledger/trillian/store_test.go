@@ -32,6 +32,9 @@ func TestConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
+			if err := s.SyncTrillian(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 			waitTrillian(t, s)
 		})
 		return s, func() (ledger.Store, error) { return trillian.Open(context.Background(), cfg) }
@@ -41,7 +44,15 @@ func TestConformance(t *testing.T) {
 // newConfig makes a new database and tree for one store.
 func newConfig(t testing.TB, tr *testservers.Trillian) trillian.Config {
 	t.Helper()
-	return trillian.Config{DSN: tr.DB.DSN(tr.DB.NewDatabase(t, "custody")), Conn: tr.Conn, TreeID: tr.NewTree(t), Timeout: 20 * time.Second}
+	cfg, _ := newConfigDB(t, tr)
+	return cfg
+}
+
+// newConfigDB is newConfig, and the database's name.
+func newConfigDB(t testing.TB, tr *testservers.Trillian) (trillian.Config, string) {
+	t.Helper()
+	db := tr.DB.NewDatabase(t, "custody")
+	return trillian.Config{DSN: tr.DB.DSN(db), Conn: tr.Conn, TreeID: tr.NewTree(t), Timeout: 20 * time.Second}, db
 }
 
 func open(t testing.TB, cfg trillian.Config) *trillian.Store {
@@ -96,7 +107,6 @@ func TestStore(t *testing.T) {
 	t.Run("TrillianRoot", func(t *testing.T) {
 		cfg := newConfig(t, tr)
 		s := open(t, cfg)
-		defer s.Close()
 		waitTrillian(t, s)
 		log := storetest.NewLog(t)
 		for _, n := range []int{1, 2, 7, 16, 33, 1} {
@@ -111,6 +121,18 @@ func TestStore(t *testing.T) {
 			t.Fatalf("Trillian holds %d leaves, Custody committed %d", n, log.Head().Size)
 		}
 		log.Check(t, s)
+		// Close sends what Trillian lacks before it returns.
+		c := log.Build(t, 40)
+		if err := s.Commit(c); err != nil {
+			t.Fatal(err)
+		}
+		log.Committed(c)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if n := sequenced(t, tr, cfg.TreeID); n != log.Head().Size {
+			t.Fatalf("after Close, Trillian holds %d leaves, Custody committed %d", n, log.Head().Size)
+		}
 	})
 
 	// A commit that fails inside its transaction leaves nothing: not in
@@ -125,6 +147,9 @@ func TestStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		log.Committed(c)
+		if err := s.SyncTrillian(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		c = log.Build(t, 9)
 		boom := errors.New("injected: the database went away")
 		s.FailBeforeHead(boom)
@@ -172,6 +197,9 @@ func TestStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		log.Committed(c)
+		if err := s.SyncTrillian(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		s.SkipPush(true)
 		c = log.Build(t, 6)
 		if err := s.Commit(c); err != nil {
@@ -191,10 +219,10 @@ func TestStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		log.Committed(c)
+		waitTrillian(t, standby) // its sender sent the dead writer's leaves and its own
 		if n := sequenced(t, tr, cfg.TreeID); n != log.Head().Size {
 			t.Fatalf("Trillian holds %d leaves after the standby's commit, want %d", n, log.Head().Size)
 		}
-		waitTrillian(t, standby)
 		log.Check(t, standby)
 
 		// SyncTrillian alone does the same for a standby with nothing
@@ -276,8 +304,11 @@ func TestStore(t *testing.T) {
 		if _, err := s2.CheckTrillian(ctx); !errors.Is(err, trillian.ErrDiverged) {
 			t.Fatalf("CheckTrillian of a database whose tree holds another log: %v, want ErrDiverged", err)
 		}
+		if err := s2.SyncTrillian(ctx); !errors.Is(err, trillian.ErrDiverged) {
+			t.Fatalf("sending its leaves to a tree that holds others: %v, want ErrDiverged", err)
+		}
 		if err := s2.Commit(other.Build(t, 1)); !errors.Is(err, trillian.ErrDiverged) {
-			t.Fatalf("the next commit, which must first send the refused leaves: %v, want ErrDiverged", err)
+			t.Fatalf("a commit once Trillian's tree is known to differ: %v, want ErrDiverged", err)
 		}
 		if h, _ := s2.Head(); h.Size != 8 {
 			t.Fatalf("the refused commit moved the head to %d", h.Size)
@@ -318,12 +349,12 @@ func TestStore(t *testing.T) {
 		waitTrillian(t, a)
 	})
 
-	// Trillian's log server down: the commit that finds it down is
-	// durable; the next one fails whole until Trillian is back; then
-	// Trillian catches up.
+	// Trillian's log server down: commits go on while Trillian lacks at
+	// most MaxLag leaves; then a commit fails whole until Trillian is
+	// back; then Trillian catches up.
 	t.Run("TrillianDown", func(t *testing.T) {
 		cfg := newConfig(t, tr)
-		cfg.Timeout = 5 * time.Second
+		cfg.Timeout, cfg.MaxLag = 2*time.Second, 3
 		s := open(t, cfg)
 		defer s.Close()
 		log := storetest.NewLog(t)
@@ -332,6 +363,9 @@ func TestStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		log.Committed(c)
+		if err := s.SyncTrillian(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		tr.KillServer()
 		c = log.Build(t, 4)
 		if err := s.Commit(c); err != nil {
@@ -343,7 +377,7 @@ func TestStore(t *testing.T) {
 		}
 		c = log.Build(t, 2)
 		if err := s.Commit(c); err == nil {
-			t.Fatal("a commit while Trillian lacks committed leaves and is down succeeded")
+			t.Fatal("a commit while Trillian lacks more than MaxLag committed leaves and is down succeeded")
 		}
 		log.Check(t, s) // nothing of it
 		tr.RestartServer(t)

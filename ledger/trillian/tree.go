@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	tpb "github.com/google/trillian"
@@ -41,53 +42,185 @@ func leafIdentity(index uint64, leafHash []byte) []byte {
 	return h.Sum(nil)
 }
 
-// pushFrom sends Trillian the committed leaves from s.pushed through the
-// last of entries (read back from MariaDB below the first of entries).
-// The caller holds s.mu.
-func (s *Store) pushFrom(ctx context.Context, entries []*ledger.Entry) error {
-	if len(entries) > 0 && s.pushed < entries[0].Index {
-		if err := s.syncTo(ctx, entries[0].Index); err != nil {
-			return err
-		}
-	}
-	for len(entries) > 0 && entries[0].Index < s.pushed {
-		entries = entries[1:]
-	}
-	return s.push(ctx, entries)
+// sendWave is how many AddSequencedLeaves requests of maxPushLeaves are
+// in flight at once: Trillian writes each leaf with its own statements, so
+// one request keeps neither the log server nor MariaDB busy.
+const sendWave = 4
+
+// startSender starts the goroutine that sends committed leaves to
+// Trillian (the first Commit does; a Store that only reads sends nothing).
+func (s *Store) startSender() {
+	s.senderOnce.Do(func() {
+		s.state.Lock()
+		s.senderStart = true
+		s.state.Unlock()
+		go s.sender()
+	})
 }
 
-// push sends contiguous leaves starting at s.pushed, in requests of
-// bounded size, advancing s.pushed after each.
-func (s *Store) push(ctx context.Context, entries []*ledger.Entry) error {
-	for len(entries) > 0 {
-		var leaves []*tpb.LogLeaf
-		size := 0
-		for _, e := range entries {
-			if len(leaves) > 0 && (len(leaves) == maxPushLeaves || size+len(e.Body) > maxPushBytes) {
-				break
+// wake asks the sender to look for leaves to send.
+func (s *Store) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sender sends committed leaves whenever there are some, retrying with a
+// growing pause while Trillian fails, until the Store is closed or
+// Trillian's tree is found to differ.
+func (s *Store) sender() {
+	defer close(s.senderDone)
+	const minPause, maxPause = 50 * time.Millisecond, 2 * time.Second
+	for {
+		select {
+		case <-s.base.Done():
+			return
+		case <-s.kick:
+		}
+		for pause := minPause; ; pause = min(2*pause, maxPause) {
+			err := s.sendCommitted(s.base)
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrDiverged):
+				s.logger.Error("trillian store: Trillian's tree differs from Custody's; nothing more is committed", "tree", s.treeID, "err", err)
+				return
+			case s.base.Err() != nil:
+				return
+			default:
+				s.logger.Warn("trillian store: sending committed leaves to Trillian failed; retrying", "tree", s.treeID, "in", pause, "err", err)
+				select {
+				case <-s.base.Done():
+					return
+				case <-time.After(pause):
+				}
+				continue
 			}
-			leaves = append(leaves, &tpb.LogLeaf{
-				LeafValue: e.Body, LeafIndex: int64(e.Index),
-				LeafIdentityHash: leafIdentity(e.Index, ledger.LeafHash(e.Body)),
-			})
-			size += len(e.Body)
+			break
 		}
-		if first := uint64(leaves[0].LeafIndex); first != s.pushed {
-			return fmt.Errorf("trillian store: sending leaves from %d, Trillian holds up to %d", first, s.pushed)
+	}
+}
+
+// sendCommitted sends Trillian every leaf committed (as this Store knows)
+// that it is not known to hold, in waves of concurrent requests. It
+// records its outcome for the writer (sendErr, diverged, progress).
+func (s *Store) sendCommitted(ctx context.Context) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.faults.skipPush {
+		return nil
+	}
+	err := s.sendLocked(ctx)
+	s.state.Lock()
+	s.sendErr = err
+	if errors.Is(err, ErrDiverged) && s.diverged == nil {
+		s.diverged = err
+	}
+	close(s.progress)
+	s.progress = make(chan struct{})
+	s.state.Unlock()
+	return err
+}
+
+func (s *Store) sendLocked(ctx context.Context) error {
+	for {
+		s.state.Lock()
+		from, end := s.pushed, s.committed
+		s.state.Unlock()
+		if from >= end {
+			return nil
 		}
-		if err := s.addSequenced(ctx, leaves); err != nil {
+		// One wave: up to sendWave requests of up to maxPushLeaves.
+		n := min(end-from, sendWave*maxPushLeaves)
+		leaves, err := s.committedRange(ctx, from, n)
+		if err != nil {
 			return err
 		}
-		s.pushed += uint64(len(leaves))
-		entries = entries[len(leaves):]
+		var chunks [][]leaf
+		for len(leaves) > 0 {
+			k := 0
+			size := 0
+			for k < len(leaves) && k < maxPushLeaves && (k == 0 || size+len(leaves[k].body) <= maxPushBytes) {
+				size += len(leaves[k].body)
+				k++
+			}
+			chunks = append(chunks, leaves[:k])
+			leaves = leaves[k:]
+		}
+		errs := make([]error, len(chunks))
+		var wg sync.WaitGroup
+		for i, ch := range chunks {
+			wg.Go(func() {
+				wctx, cancel := context.WithTimeout(ctx, s.timeout)
+				defer cancel()
+				errs[i] = s.addSequenced(wctx, ch)
+			})
+		}
+		wg.Wait()
+		// Trillian holds every leaf up to the first failed request.
+		sent := uint64(0)
+		var failed error
+		for i, ch := range chunks {
+			if errs[i] != nil {
+				failed = errs[i]
+				break
+			}
+			sent += uint64(len(ch))
+		}
+		for _, err := range errs { // a divergence anywhere is a divergence
+			if errors.Is(err, ErrDiverged) {
+				failed = err
+			}
+		}
+		s.advance(from + sent)
+		if failed != nil {
+			return failed
+		}
 	}
-	return nil
+}
+
+// advance records that Trillian holds every leaf below pushed.
+func (s *Store) advance(pushed uint64) {
+	s.state.Lock()
+	defer s.state.Unlock()
+	if pushed <= s.pushed {
+		return
+	}
+	s.pushed = pushed
+	if pushed > s.recentFrom { // the leaves below pushed are not needed
+		drop := min(pushed-s.recentFrom, uint64(len(s.recent)))
+		s.recent = s.recent[drop:]
+		s.recentFrom += drop
+	}
+	if len(s.recent) == 0 {
+		s.recent = nil // let the array go
+	}
+	close(s.progress)
+	s.progress = make(chan struct{})
+}
+
+// committedRange is the n committed leaves from index from: from this
+// Store's own recent commits when they hold them, else read back from
+// MariaDB.
+func (s *Store) committedRange(ctx context.Context, from, n uint64) ([]leaf, error) {
+	s.state.Lock()
+	if from >= s.recentFrom && from+n <= s.recentFrom+uint64(len(s.recent)) {
+		out := s.recent[from-s.recentFrom : from-s.recentFrom+n : from-s.recentFrom+n]
+		s.state.Unlock()
+		return out, nil
+	}
+	s.state.Unlock()
+	return s.leaves(ctx, from, n)
 }
 
 // addSequenced is one AddSequencedLeaves call: each leaf is added, or
 // already there at its index (sent before); another leaf at its index is
 // ErrDiverged.
-func (s *Store) addSequenced(ctx context.Context, leaves []*tpb.LogLeaf) error {
+func (s *Store) addSequenced(ctx context.Context, batch []leaf) error {
+	leaves := make([]*tpb.LogLeaf, len(batch))
+	for i, l := range batch {
+		leaves[i] = &tpb.LogLeaf{LeafValue: l.body, LeafIndex: int64(l.index), LeafIdentityHash: leafIdentity(l.index, ledger.LeafHash(l.body))}
+	}
 	resp, err := s.log.AddSequencedLeaves(ctx, &tpb.AddSequencedLeavesRequest{LogId: s.treeID, Leaves: leaves})
 	if err != nil {
 		return fmt.Errorf("trillian store: AddSequencedLeaves at %d..%d: %w", leaves[0].LeafIndex, leaves[len(leaves)-1].LeafIndex, err)
@@ -113,67 +246,43 @@ func (s *Store) addSequenced(ctx context.Context, leaves []*tpb.LogLeaf) error {
 	return nil
 }
 
-// maxSyncRead bounds the entries read back from MariaDB at once.
-const maxSyncRead = 512
-
-// SyncTrillian sends Trillian every committed leaf it is not known to hold
-// (after a commit whose leaves did not reach it, or a crash between a
-// commit and the sending). Commit does this first whenever it is needed;
-// a standby that takes over may call it at once.
+// SyncTrillian sends Trillian every leaf committed when it is called that
+// Trillian is not known to hold (a standby that takes over may call it
+// at once; commits do it beside them), and returns when Trillian holds
+// them or sending failed.
 func (s *Store) SyncTrillian(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	h, pushed, err := s.readHead(ctx, s.db)
 	if err != nil {
 		return err
 	}
+	s.state.Lock()
 	s.committed, s.pushed = max(s.committed, h.Size), max(s.pushed, pushed)
-	return s.syncLocked(ctx)
+	s.state.Unlock()
+	return s.sendCommitted(ctx)
 }
 
-// syncLocked sends the committed leaves from s.pushed to s.committed.
-func (s *Store) syncLocked(ctx context.Context) error {
-	return s.syncTo(ctx, s.committed)
-}
-
-// syncTo sends the committed leaves from s.pushed up to end (exclusive),
-// reading them from MariaDB.
-func (s *Store) syncTo(ctx context.Context, end uint64) error {
-	for s.pushed < end {
-		n := min(end-s.pushed, maxSyncRead)
-		entries, err := s.leaves(ctx, s.pushed, n)
-		if err != nil {
-			return err
-		}
-		if err := s.push(ctx, entries); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// leaves reads n committed entries' leaf bodies from start, checked
-// against their leaf hashes.
-func (s *Store) leaves(ctx context.Context, start, n uint64) ([]*ledger.Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT idx, leaf_hash, body FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx`, start, start+n)
+// leaves reads n committed leaf bodies from start, checked against their
+// leaf hashes.
+func (s *Store) leaves(ctx context.Context, start, n uint64) ([]leaf, error) {
+	rows, err := s.query(ctx, `SELECT idx, leaf_hash, body FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx`, start, start+n)
 	if err != nil {
 		return nil, fmt.Errorf("trillian store: reading leaves %d..%d: %w", start, start+n-1, err)
 	}
 	defer rows.Close()
-	out := make([]*ledger.Entry, 0, n)
+	out := make([]leaf, 0, n)
 	for rows.Next() {
-		var e ledger.Entry
+		var l leaf
 		var leafHash []byte
-		if err := rows.Scan(&e.Index, &leafHash, &e.Body); err != nil {
+		if err := rows.Scan(&l.index, &leafHash, &l.body); err != nil {
 			return nil, fmt.Errorf("trillian store: reading leaves: %w", err)
 		}
-		if want := start + uint64(len(out)); e.Index != want {
+		if want := start + uint64(len(out)); l.index != want {
 			return nil, fmt.Errorf("%w: committed entry %d is missing", ErrCorrupt, want)
 		}
-		if !bytes.Equal(ledger.LeafHash(e.Body), leafHash) {
-			return nil, fmt.Errorf("%w: entry %d: its leaf body does not hash to its leaf hash", ErrCorrupt, e.Index)
+		if !bytes.Equal(ledger.LeafHash(l.body), leafHash) {
+			return nil, fmt.Errorf("%w: entry %d: its leaf body does not hash to its leaf hash", ErrCorrupt, l.index)
 		}
-		out = append(out, &e)
+		out = append(out, l)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("trillian store: reading leaves: %w", err)
