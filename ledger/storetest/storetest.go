@@ -129,8 +129,9 @@ func testCommitAndRead(t *testing.T, open Opener) {
 }
 
 // testSeveralCommits appends over several commits, one of them with no
-// entries (only rejections and the stream position), and checks the whole
-// store and every proof after each.
+// entries (only rejections and the stream position), one moving the
+// stream position back, and checks the whole store and every proof after
+// each.
 func testSeveralCommits(t *testing.T, open Opener) {
 	s := openStore(t, open)
 	m := newModel(t)
@@ -142,6 +143,16 @@ func testSeveralCommits(t *testing.T, open Opener) {
 	g := m.group()
 	g.rejections = append(g.rejections, m.rejection("orbit-odm", m.dev(9), nil))
 	m.commit(t, s, g)
+	m.check(t, s)
+	// The stream position moves back (the ledger's rebase on a stream
+	// that lost its tail: a commit of the head alone).
+	rebased := m.head
+	rebased.StreamSeq -= 2
+	if err := s.Commit(&ledger.Commit{Head: rebased}); err != nil {
+		t.Fatalf("a commit that moves the stream position back: %v", err)
+	}
+	m.record(&ledger.Commit{Head: rebased})
+	m.seq = rebased.StreamSeq
 	m.check(t, s)
 	// A commit of many entries (several of Trillian's and SQL's batches).
 	g = m.group()

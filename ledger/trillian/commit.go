@@ -19,7 +19,8 @@ import (
 //     or Trillian's tree is known to differ (ErrDiverged), fail and write
 //     nothing.
 //  2. One MariaDB transaction, the commit point: the head row is locked
-//     and must be the head c appends to (else ErrConflict); the entries,
+//     and must be the head c appends to, its stream position not past
+//     c's if c appends entries (else ErrConflict); the entries,
 //     indexes, nodes, states, rejections and the new head are written;
 //     COMMIT (the server syncs its redo log: Open checked).
 //  3. Hand the new leaves to the sender, which sends them to Trillian
@@ -180,7 +181,11 @@ func (s *Store) write(ctx context.Context, c *ledger.Commit, first uint64) (err 
 	if err != nil {
 		return err
 	}
-	if stored.Size != first || stored.StreamSeq > c.Head.StreamSeq {
+	// The fence: the commit appends to the stored head, and an append
+	// does not come from behind the stored stream position. (A commit of
+	// the head alone may move the position back: the ledger's rebase on
+	// a stream that lost its tail.)
+	if stored.Size != first || (len(c.Entries) > 0 && stored.StreamSeq > c.Head.StreamSeq) {
 		// Another writer committed: learn how far, so that this one
 		// sends Trillian what it lacks.
 		s.state.Lock()
