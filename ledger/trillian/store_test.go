@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -387,6 +388,47 @@ func TestStore(t *testing.T) {
 		log.Committed(c)
 		log.Check(t, s)
 		waitTrillian(t, s)
+	})
+
+	// Rows that are not what the store wrote are errors, not panics or
+	// wrong answers.
+	t.Run("CorruptRows", func(t *testing.T) {
+		cfg, db := newConfigDB(t, tr)
+		s := open(t, cfg)
+		defer s.Close()
+		log := storetest.NewLog(t)
+		c := log.Build(t, 8)
+		if err := s.Commit(c); err != nil {
+			t.Fatal(err)
+		}
+		log.Committed(c)
+		q := func(query string, args ...any) {
+			t.Helper()
+			tr.DB.Exec(t, strings.ReplaceAll(query, "DB.", "`"+db+"`."), args...)
+		}
+		q("UPDATE DB.entries SET body = CONCAT(body, 'x') WHERE idx = 1")
+		q("UPDATE DB.entries SET meta = '{\"index\":7}' WHERE idx = 2")
+		q("UPDATE DB.entries SET meta = 'not json' WHERE idx = 3")
+		dev := c.Devices[0].ID
+		q("UPDATE DB.devices SET state = '{\"id\":\"another\"}' WHERE id = ?", dev)
+		for i := uint64(1); i <= 3; i++ {
+			if e, err := s.Entry(i); !errors.Is(err, trillian.ErrCorrupt) {
+				t.Fatalf("a corrupt entry %d: %+v, %v; want ErrCorrupt", i, e, err)
+			}
+		}
+		if _, err := s.Entry(0); err != nil {
+			t.Fatalf("an intact entry beside corrupt ones: %v", err)
+		}
+		if d, err := s.Device(dev); !errors.Is(err, trillian.ErrCorrupt) {
+			t.Fatalf("a device row holding another device: %+v, %v; want ErrCorrupt", d, err)
+		}
+		q("UPDATE DB.head SET root = 'short'")
+		if _, err := s.Head(); !errors.Is(err, trillian.ErrCorrupt) {
+			t.Fatalf("a head with a root of 5 bytes: %v, want ErrCorrupt", err)
+		}
+		if err := s.SyncTrillian(context.Background()); err == nil {
+			t.Fatal("SyncTrillian read a corrupt head")
+		}
 	})
 
 	// Open refuses what it cannot write to faithfully.
