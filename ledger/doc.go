@@ -27,6 +27,8 @@
 // verifies (rekorapi.go), and offline provenance bundles (bundle.go).
 //
 // Storage is behind the Store interface owned here (store.go); ledger/pebble
-// is the default implementation. The top-level bench command measures verified ingest end
+// is the default implementation, ledger/trillian the scale-out one (a
+// Trillian tree and MariaDB), and ledger/storetest the conformance suite
+// both pass. The top-level bench command measures verified ingest end
 // to end (make bench).
 package ledger

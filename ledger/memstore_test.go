@@ -95,7 +95,7 @@ func (s *memStore) Commit(c *Commit) error {
 				s.byEventID[eventIDKey(e.Partner, ev.EventID)] = ev.Digest
 			}
 		}
-		if events.ValidDeviceID(e.Target) {
+		if e.OfDevice() {
 			s.byDevice[e.Target] = append(s.byDevice[e.Target], e.Index)
 		}
 		if e.Manifest != nil {

@@ -65,6 +65,13 @@ func (e *Entry) Events() []IndexedEvent {
 	return out
 }
 
+// OfDevice reports whether the entry is in the history of the device its
+// Target names: a device event. A registry event names a partner, and a
+// shipment or a batch is in its devices' histories through Proofs.
+func (e *Entry) OfDevice() bool {
+	return events.ValidDeviceID(e.Target) && e.Kind != events.KindPartnerRegistered && e.Kind != events.KindPartnerRevoked
+}
+
 // DigestHex is the entry's event digest in hex.
 func (e *Entry) DigestHex() string { return hex.EncodeToString(e.Digest) }
 

@@ -67,7 +67,10 @@ type Store struct {
 	// decode a device's JSON once rather than each time; see Device.
 	devMu   sync.RWMutex
 	devices map[string]*ledger.Device
-	devGen  uint64 // bumped by every Commit that writes devices
+	devGen  uint64 // bumped by every Commit that writes devices, before and after its batch
+	// devWriting is set while a Commit writes devices: no state read
+	// from disk then is cached (it may predate the commit).
+	devWriting bool
 	// identities lists devices whose identity is known to be stored under
 	// identityKey (bounded as devices is; one missing costs one rewrite
 	// of the identity).
@@ -363,7 +366,7 @@ func (s *Store) Commit(c *ledger.Commit) error {
 				}
 			}
 		}
-		if len(e.Target) == 64 && e.Kind != "partner.registered" && e.Kind != "partner.revoked" {
+		if e.OfDevice() {
 			if err := b.Set(deviceIdxKey(e.Target, e.Index), nil, nil); err != nil {
 				return err
 			}
@@ -432,20 +435,36 @@ func (s *Store) Commit(c *ledger.Commit) error {
 	if err := set(headKey, c.Head); err != nil {
 		return err
 	}
-	if err := b.Commit(cpebble.Sync); err != nil {
-		return err
-	}
-	s.keepNodes(c.Nodes, band1)
 	if len(c.Devices) > 0 {
+		// From the batch's commit until the new states are cached, a
+		// reader that saw the new head must not get an old state from
+		// the cache: the states written leave it, and no state read
+		// meanwhile enters it (Device).
 		s.devMu.Lock()
 		for _, d := range c.Devices {
-			s.cacheDevice(d)
-			s.identities[d.ID] = true
+			delete(s.devices, d.ID)
 		}
+		s.devWriting = true
 		s.devGen++
 		s.devMu.Unlock()
 	}
-	return nil
+	err = b.Commit(cpebble.Sync)
+	if err == nil {
+		s.keepNodes(c.Nodes, band1)
+	}
+	if len(c.Devices) > 0 {
+		s.devMu.Lock()
+		for _, d := range c.Devices {
+			if err == nil {
+				s.cacheDevice(d)
+				s.identities[d.ID] = true
+			}
+		}
+		s.devWriting = false
+		s.devGen++
+		s.devMu.Unlock()
+	}
+	return err
 }
 
 // Entry implements ledger.Store.
@@ -600,7 +619,7 @@ func (s *Store) Device(id string) (*ledger.Device, error) {
 		d.EKCertificate, d.EKPublic, d.IAKPublic = idn.EKCertificate, idn.EKPublic, idn.IAKPublic
 	}
 	s.devMu.Lock()
-	if s.devGen == gen {
+	if s.devGen == gen && !s.devWriting {
 		s.cacheDevice(&d)
 		if split {
 			s.identities[id] = true

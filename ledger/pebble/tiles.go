@@ -218,6 +218,12 @@ func (s *Store) storedTile(r tileRef) (v []byte, release func(), err error) {
 		s.upperMu.RUnlock()
 		return v, func() {}, nil
 	}
+	return s.diskTile(r)
+}
+
+// diskTile is tile r's value as stored (nil for none); release must be
+// called when done with it.
+func (s *Store) diskTile(r tileRef) (v []byte, release func(), err error) {
 	v, closer, err := s.db.Get(tileKey(r))
 	if errors.Is(err, cpebble.ErrNotFound) {
 		return nil, func() {}, nil
@@ -317,6 +323,22 @@ func (s *Store) Nodes(ids []compact.NodeID) ([][]byte, error) {
 			if err := decodeTile(v, &th); err != nil {
 				release()
 				return nil, fmt.Errorf("tree tile (band %d, index %d): %w", r.band, r.t, err)
+			}
+		}
+		if r.band == 1 && slices.ContainsFunc(low[j:end], func(w want) bool { return th[w.slot] == nil }) {
+			// A commit is between its batch and keepNodes: the head a
+			// reader saw may cover nodes the tile in memory lacks, and
+			// they are on disk.
+			release()
+			if v, release, err = s.diskTile(r); err != nil {
+				return nil, err
+			}
+			th = [tileNodes][]byte{}
+			if v != nil {
+				if err := decodeTile(v, &th); err != nil {
+					release()
+					return nil, fmt.Errorf("tree tile (band %d, index %d): %w", r.band, r.t, err)
+				}
 			}
 		}
 		for _, w := range low[j:end] {
