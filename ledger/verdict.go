@@ -444,10 +444,12 @@ func (l *Ledger) openVerifierConsumer(ctx context.Context, seq uint64) error {
 
 // FactsRequest asks the ledger, on events.FactsSubject, for what a
 // verifier checks an event against: a partner's registry record or a
-// device's IAK. Exactly one of the two is set.
+// device's IAK; or, with Position, how far the ledger has applied the
+// stream (a verifier skips what is behind it). Exactly one is set.
 type FactsRequest struct {
-	Partner string `json:"partner,omitempty"`
-	Device  string `json:"device,omitempty"`
+	Partner  string `json:"partner,omitempty"`
+	Device   string `json:"device,omitempty"`
+	Position bool   `json:"position,omitempty"`
 }
 
 // FactsReply answers a FactsRequest; Error is "not found" when the log
@@ -455,30 +457,45 @@ type FactsRequest struct {
 type FactsReply struct {
 	Partner   *Partner `json:"partner,omitempty"`
 	IAKPublic []byte   `json:"iakPublic,omitempty"`
+	StreamSeq uint64   `json:"streamSeq,omitempty"`
 	Error     string   `json:"error,omitempty"`
 }
 
 // serveFacts answers verifiers' FactsRequests from the committed state.
 func (l *Ledger) serveFacts() (*nats.Subscription, error) {
 	return l.cfg.NATS.QueueSubscribe(events.FactsSubject, ConsumerName, func(m *nats.Msg) {
-		var req FactsRequest
-		var rep FactsReply
-		if err := json.Unmarshal(m.Data, &req); err != nil || (req.Partner == "") == (req.Device == "") || len(req.Partner) > 64 || len(req.Device) > 64 {
-			rep.Error = "a facts request names one partner or one device"
-		} else if req.Partner != "" {
-			if p, err := l.cfg.Store.Partner(req.Partner); err == nil && p != nil {
-				rep.Partner = p
-			} else {
-				rep.Error = ErrNotFound.Error()
-			}
-		} else if d, err := l.cfg.Store.Device(req.Device); err == nil && d != nil {
-			rep.IAKPublic = d.IAKPublic
-		} else {
-			rep.Error = ErrNotFound.Error()
-		}
-		data, _ := json.Marshal(&rep)
+		data, _ := json.Marshal(l.answerFacts(m.Data))
 		_ = m.Respond(data)
 	})
+}
+
+func (l *Ledger) answerFacts(data []byte) *FactsReply {
+	var req FactsRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return &FactsReply{Error: "a facts request is a JSON object"}
+	}
+	asked := 0
+	for _, b := range []bool{req.Partner != "", req.Device != "", req.Position} {
+		if b {
+			asked++
+		}
+	}
+	if asked != 1 || len(req.Partner) > 64 || len(req.Device) > 64 {
+		return &FactsReply{Error: "a facts request names one partner, one device, or asks for the position"}
+	}
+	switch {
+	case req.Position:
+		return &FactsReply{StreamSeq: l.Head().StreamSeq}
+	case req.Partner != "":
+		if p, err := l.cfg.Store.Partner(req.Partner); err == nil && p != nil {
+			return &FactsReply{Partner: p}
+		}
+	default:
+		if d, err := l.cfg.Store.Device(req.Device); err == nil && d != nil {
+			return &FactsReply{IAKPublic: d.IAKPublic}
+		}
+	}
+	return &FactsReply{Error: ErrNotFound.Error()}
 }
 
 // FactSource is where a verifier reads the facts an event is checked

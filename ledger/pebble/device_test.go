@@ -76,23 +76,23 @@ func TestStoreFormatVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := s.get(formatKey); err != nil || string(v) != "2" {
+	if v, err := s.get(formatKey); err != nil || string(v) != "3" {
 		t.Fatalf("a new store's layout version: %q, %v", v, err)
 	}
 	if err := s.db.Delete(formatKey, cpebble.Sync); err != nil { // as before the version key
 		t.Fatal(err)
 	}
 	s = reopen(t, s, dir)
-	if v, err := s.get(formatKey); err != nil || string(v) != "2" {
+	if v, err := s.get(formatKey); err != nil || string(v) != "3" {
 		t.Fatalf("an older store's layout version after Open: %q, %v", v, err)
 	}
-	if err := s.db.Set(formatKey, []byte("3"), cpebble.Sync); err != nil {
+	if err := s.db.Set(formatKey, []byte("4"), cpebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(dir); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "layout version 3, this custodyd reads up to 2") {
+	if _, err := Open(dir); !errors.Is(err, ErrNewerFormat) || !strings.Contains(err.Error(), "layout version 4, this custodyd reads up to 3") {
 		t.Fatalf("a newer store: %v", err)
 	}
 	// Refused cleanly: the folder opens again once the version is one it reads.

@@ -7,7 +7,8 @@
 // Key layout (all integers big-endian):
 //
 //	h                    head (JSON)
-//	e <index:8>          entry (metadata JSON, hashedrekord body, DSSE envelope; see encodeEntry)
+//	e <index:8>          entry (metadata JSON, signature and signer certificate hash, DSSE envelope; see entry.go)
+//	c <SHA-256:32>       a signer certificate (DER), once for all its entries
 //	t <band:1><tile:8>   tree tile: levels 4b..4b+3 of the tree, up to 30
 //	                     hashes (levels 0..7; see tiles.go)
 //	n <band:1><tile:8><level:1><index:8> perfect-subtree node hash of level
@@ -78,7 +79,8 @@ type Store struct {
 
 	// seen answers most lookups of digests and event IDs that are not in
 	// the log from memory (seen.go).
-	seen *seen
+	seen  *seen
+	certs *certs // signer certificates of entries (entry.go)
 }
 
 // maxCachedDevices bounds the decoded device states kept (about 2 kB
@@ -160,7 +162,7 @@ func OpenOptions(dir string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("pebble store: %w", err)
 	}
-	s := &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, band1: map[uint64][]byte{}, devices: map[string]*ledger.Device{}, identities: map[string]bool{}}
+	s := &Store{db: db, cache: c, upper: map[compact.NodeID][]byte{}, band1: map[uint64][]byte{}, devices: map[string]*ledger.Device{}, identities: map[string]bool{}, certs: newCerts()}
 	if err := s.checkFormat(dir); err != nil {
 		_ = db.Close()
 		c.Unref()
@@ -254,8 +256,10 @@ var headKey = []byte{'h'}
 var formatKey = []byte{'f'}
 
 // formatVersion is the layout this code writes: 2 since the tree's lower
-// levels are tiles and a device's identity is stored apart (2026-12).
-const formatVersion = 2
+// levels are tiles and a device's identity is stored apart, 3 since an
+// entry keeps its signer's certificate by hash (entryV2, entry.go; both
+// 2026-12).
+const formatVersion = 3
 
 // ErrNewerFormat is returned by Open for a store written by a newer
 // version of Custody, whose layout this one cannot read.
@@ -339,7 +343,7 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		return b.Set(k, data, nil)
 	}
 	for _, e := range c.Entries {
-		v, err := encodeEntry(e)
+		v, err := s.encodeEntry(b, e)
 		if err != nil {
 			return err
 		}
@@ -451,6 +455,7 @@ func (s *Store) Commit(c *ledger.Commit) error {
 	err = b.Commit(cpebble.Sync)
 	if err == nil {
 		s.keepNodes(c.Nodes, band1)
+		s.noteCerts(c)
 	}
 	if len(c.Devices) > 0 {
 		s.devMu.Lock()
@@ -473,7 +478,7 @@ func (s *Store) Entry(index uint64) (*ledger.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeEntry(v)
+	return s.decodeEntry(v)
 }
 
 // EntryIndexByDigest implements ledger.Store.
@@ -695,64 +700,6 @@ func (s *Store) Rejection(d []byte) (*ledger.Rejection, error) {
 		return nil, err
 	}
 	return &r, nil
-}
-
-// An entry is stored as: version byte 1, uvarint length and JSON of the
-// entry's metadata (everything but Body and Envelope), uvarint length and
-// the body, then the envelope: no base64 for the two large fields.
-const entryV1 = 1
-
-func encodeEntry(e *ledger.Entry) ([]byte, error) {
-	meta := *e
-	meta.Body, meta.Envelope = nil, nil
-	mj, err := json.Marshal(&meta)
-	if err != nil {
-		return nil, err
-	}
-	v := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(mj)+len(e.Body)+len(e.Envelope))
-	v = append(v, entryV1)
-	v = binary.AppendUvarint(v, uint64(len(mj)))
-	v = append(v, mj...)
-	v = binary.AppendUvarint(v, uint64(len(e.Body)))
-	v = append(v, e.Body...)
-	return append(v, e.Envelope...), nil
-}
-
-func decodeEntry(v []byte) (*ledger.Entry, error) {
-	bad := errors.New("pebble store: corrupt entry record")
-	if len(v) > 0 && v[0] == '{' { // written before entryV1: all JSON
-		var e ledger.Entry
-		if err := json.Unmarshal(v, &e); err != nil {
-			return nil, err
-		}
-		return &e, nil
-	}
-	if len(v) == 0 || v[0] != entryV1 {
-		return nil, bad
-	}
-	v = v[1:]
-	part := func() ([]byte, error) {
-		n, k := binary.Uvarint(v)
-		if k <= 0 || n > uint64(len(v)-k) {
-			return nil, bad
-		}
-		p := v[k : k+int(n)]
-		v = v[k+int(n):]
-		return p, nil
-	}
-	mj, err := part()
-	if err != nil {
-		return nil, err
-	}
-	var e ledger.Entry
-	if err := json.Unmarshal(mj, &e); err != nil {
-		return nil, err
-	}
-	if e.Body, err = part(); err != nil {
-		return nil, err
-	}
-	e.Envelope = v
-	return &e, nil
 }
 
 type quietLogger struct{}

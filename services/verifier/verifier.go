@@ -52,11 +52,18 @@ type Config struct {
 
 // Verifier is one process of the pool.
 type Verifier struct {
-	cfg Config
-	v   *ledger.Verifier
+	cfg   Config
+	v     *ledger.Verifier
+	facts *natsFacts
 
-	checked, verdicts atomic.Uint64
+	checked, verdicts, skipped atomic.Uint64
+	// ledgerSeq is how far the ledger has applied the stream (refreshed
+	// every positionEvery): messages at or before it are not checked.
+	ledgerSeq atomic.Uint64
 }
+
+// positionEvery is how often a verifier asks the ledger how far it is.
+const positionEvery = 500 * time.Millisecond
 
 // New returns a verifier.
 func New(cfg Config) (*Verifier, error) {
@@ -73,25 +80,26 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	facts := &natsFacts{nc: cfg.NATS}
 	v, err := ledger.NewVerifier(ledger.VerifierConfig{
-		Consortium: cfg.Consortium, TPMTrust: cfg.TPMTrust, Logger: cfg.Logger,
-		Facts: &natsFacts{nc: cfg.NATS},
+		Consortium: cfg.Consortium, TPMTrust: cfg.TPMTrust, Logger: cfg.Logger, Facts: facts,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &Verifier{cfg: cfg, v: v}, nil
+	return &Verifier{cfg: cfg, v: v, facts: facts}, nil
 }
 
 // Stats are a verifier's counts since it started.
 type Stats struct {
 	Checked  uint64 // messages checked
 	Verdicts uint64 // verdicts sent (a batch's members count one each)
+	Skipped  uint64 // messages the ledger had already applied
 }
 
 // Stats reports what the verifier did.
 func (vf *Verifier) Stats() Stats {
-	return Stats{Checked: vf.checked.Load(), Verdicts: vf.verdicts.Load()}
+	return Stats{Checked: vf.checked.Load(), Verdicts: vf.verdicts.Load(), Skipped: vf.skipped.Load()}
 }
 
 // Run checks events until ctx ends. It waits for the pool's consumer,
@@ -118,6 +126,7 @@ func (vf *Verifier) Run(ctx context.Context) error {
 		}
 	}
 	vf.cfg.Logger.Info("verifier running", "batch", vf.cfg.BatchSize, "workers", vf.cfg.Workers)
+	go vf.followLedger(ctx)
 	for ctx.Err() == nil {
 		msgs := vf.fetch(ctx, cons)
 		if len(msgs) == 0 {
@@ -178,9 +187,38 @@ func (vf *Verifier) pull(ctx context.Context, cons jetstream.Consumer, n int, wa
 	return msgs
 }
 
+// followLedger keeps ledgerSeq current until ctx ends. A verifier that
+// starts behind the ledger (after an outage, or the first time, on a log
+// that already ran) skips what the ledger has applied instead of checking
+// it for nobody.
+func (vf *Verifier) followLedger(ctx context.Context) {
+	t := time.NewTicker(positionEvery)
+	defer t.Stop()
+	for {
+		if rep, err := vf.facts.ask(ledger.FactsRequest{Position: true}); err == nil {
+			vf.ledgerSeq.Store(max(vf.ledgerSeq.Load(), rep.StreamSeq))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // check runs the stateless checks of a batch on every worker, and returns
 // the verdicts in message order.
 func (vf *Verifier) check(msgs []jetstream.Msg) []ledger.Verdict {
+	applied := vf.ledgerSeq.Load()
+	todo := msgs[:0:0]
+	for _, m := range msgs {
+		if meta, err := m.Metadata(); err == nil && meta.Sequence.Stream <= applied {
+			vf.skipped.Add(1)
+			continue
+		}
+		todo = append(todo, m)
+	}
+	msgs = todo
 	out := make([][]ledger.Verdict, len(msgs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -205,10 +243,12 @@ func (vf *Verifier) check(msgs []jetstream.Msg) []ledger.Verdict {
 }
 
 // publish sends verdicts in messages of at most maxPerMessage; the last
-// says the stream is checked up to seq.
+// says the stream is checked up to seq. A batch with no verdict (every
+// message skipped or refused) is still sent: it tells the ledger that
+// verifiers are at work and how far they got.
 func (vf *Verifier) publish(seq uint64, vs []ledger.Verdict) error {
 	const maxPerMessage = 1024
-	for len(vs) > 0 {
+	for first := true; first || len(vs) > 0; first = false {
 		n := min(len(vs), maxPerMessage)
 		covered := uint64(0)
 		if n == len(vs) {
