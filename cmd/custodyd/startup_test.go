@@ -209,7 +209,7 @@ func TestConfigFileRefused(t *testing.T) {
 		want       string // after "custodyd: config file <path>"
 	}{
 		{"unknown key", "http = 127.0.0.1:0\n\nhtp = 127.0.0.1:0\n",
-			`, line 3: unknown key "htp" (the keys are custodyd's flag names: data, `},
+			`, line 3: unknown key "htp" (the keys are custodyd's flag names: cpuprofile, data, `},
 		{"dashes", "--http = 127.0.0.1:0\n", `, line 1: unknown key "--http" (write the flag's name without dashes: http)`},
 		{"bad number", "# cache\nledger-cache-mb = lots\n", `, line 2: key "ledger-cache-mb": bad value "lots": parse error`},
 		{"bad log format", "log-format = xml\n", `, line 1: key "log-format": bad value "xml": the log format is text or json`},
