@@ -376,37 +376,44 @@ func (l *Ledger) runPipeline(ctx context.Context) error {
 	return failed
 }
 
-// fetch takes the next batch of messages: whatever is waiting, up to
-// BatchSize, without delay; when nothing is, it waits (up to a second) for
-// the first message and then takes whatever arrived with it. A lone event
-// is thus applied within milliseconds, and a busy stream in full batches.
+// fetch takes the next batch of messages (Fetch).
 func (l *Ledger) fetch(ctx context.Context) []jetstream.Msg {
-	msgs := l.pull(ctx, l.cfg.BatchSize, 0)
+	return Fetch(ctx, l.cons, l.cfg.BatchSize, l.log)
+}
+
+// Fetch takes the next batch of up to max messages from cons: whatever is
+// waiting, without delay; when nothing is, it waits (up to a second) for
+// the first message and then takes whatever arrived with it. A lone event
+// is thus handled within milliseconds, and a busy stream in full batches.
+// The ledger and the verifier pool fetch alike, so that a verifier has an
+// event when the ledger does.
+func Fetch(ctx context.Context, cons jetstream.Consumer, max int, log *slog.Logger) []jetstream.Msg {
+	msgs := pull(ctx, cons, max, 0, log)
 	if len(msgs) > 0 || ctx.Err() != nil {
 		return msgs
 	}
-	msgs = l.pull(ctx, 1, time.Second)
+	msgs = pull(ctx, cons, 1, time.Second, log)
 	if len(msgs) == 0 {
 		return nil
 	}
-	return append(msgs, l.pull(ctx, l.cfg.BatchSize-1, 0)...)
+	return append(msgs, pull(ctx, cons, max-1, 0, log)...)
 }
 
 // pull fetches up to n messages, waiting up to wait (0: no wait).
-func (l *Ledger) pull(ctx context.Context, n int, wait time.Duration) []jetstream.Msg {
+func pull(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration, log *slog.Logger) []jetstream.Msg {
 	if n <= 0 {
 		return nil
 	}
 	var batch jetstream.MessageBatch
 	var err error
 	if wait == 0 {
-		batch, err = l.cons.FetchNoWait(n)
+		batch, err = cons.FetchNoWait(n)
 	} else {
-		batch, err = l.cons.Fetch(n, jetstream.FetchMaxWait(wait))
+		batch, err = cons.Fetch(n, jetstream.FetchMaxWait(wait))
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			l.log.Warn("fetch failed", "err", err)
+			log.Warn("fetch failed", "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(200 * time.Millisecond):
@@ -419,7 +426,7 @@ func (l *Ledger) pull(ctx context.Context, n int, wait time.Duration) []jetstrea
 		msgs = append(msgs, m)
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-		l.log.Debug("fetch ended", "err", err)
+		log.Debug("fetch ended", "err", err)
 	}
 	return msgs
 }

@@ -128,7 +128,7 @@ func (vf *Verifier) Run(ctx context.Context) error {
 	vf.cfg.Logger.Info("verifier running", "batch", vf.cfg.BatchSize, "workers", vf.cfg.Workers)
 	go vf.followLedger(ctx)
 	for ctx.Err() == nil {
-		msgs := vf.fetch(ctx, cons)
+		msgs := ledger.Fetch(ctx, cons, vf.cfg.BatchSize, vf.cfg.Logger)
 		if len(msgs) == 0 {
 			continue
 		}
@@ -141,50 +141,6 @@ func (vf *Verifier) Run(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// fetch takes whatever is waiting, up to BatchSize, without delay; when
-// nothing is, it waits (up to a second) for the first message and takes
-// whatever arrived with it, as the ledger's fetcher does: a verdict must
-// be on its way before the ledger, reading the same messages, needs it.
-func (vf *Verifier) fetch(ctx context.Context, cons jetstream.Consumer) []jetstream.Msg {
-	msgs := vf.pull(ctx, cons, vf.cfg.BatchSize, 0)
-	if len(msgs) > 0 || ctx.Err() != nil {
-		return msgs
-	}
-	if msgs = vf.pull(ctx, cons, 1, time.Second); len(msgs) == 0 {
-		return nil
-	}
-	return append(msgs, vf.pull(ctx, cons, vf.cfg.BatchSize-1, 0)...)
-}
-
-// pull fetches up to n messages, waiting up to wait (0: no wait).
-func (vf *Verifier) pull(ctx context.Context, cons jetstream.Consumer, n int, wait time.Duration) []jetstream.Msg {
-	if n <= 0 {
-		return nil
-	}
-	var batch jetstream.MessageBatch
-	var err error
-	if wait == 0 {
-		batch, err = cons.FetchNoWait(n)
-	} else {
-		batch, err = cons.Fetch(n, jetstream.FetchMaxWait(wait))
-	}
-	if err != nil {
-		if ctx.Err() == nil {
-			vf.cfg.Logger.Warn("fetch failed", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-		return nil
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	return msgs
 }
 
 // followLedger keeps ledgerSeq current until ctx ends. A verifier that
