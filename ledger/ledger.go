@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,6 +47,14 @@ type Config struct {
 	// entry would keep witnesses from agreeing). Receipts carry the
 	// checkpoint of their own commit regardless. Default 1s.
 	CheckpointInterval time.Duration
+	// LeaseTTL, when positive, makes this ledger a sequencer candidate
+	// (lease.go): several run on one shared Store (ledger/trillian) and
+	// only the holder of the sequencer lease applies events; a holder that
+	// stops renewing loses it after LeaseTTL and a standby takes over.
+	// Instance names the candidate (required with LeaseTTL). Zero: this
+	// ledger is the only writer, as with the Pebble store.
+	LeaseTTL time.Duration
+	Instance string
 	// VerdictWait, when positive, has the ledger take verdicts from the
 	// verifier pool (verdict.go, docs/design/verifiers.md): it serves the
 	// verifiers' facts requests, makes sure their consumer exists, and waits
@@ -74,6 +83,9 @@ func (c *Config) validate() error {
 		return errors.New("ledger: Config.Consortium is required")
 	case c.TPMTrust == nil:
 		return errors.New("ledger: Config.TPMTrust is required")
+	}
+	if c.LeaseTTL > 0 && (c.Instance == "" || c.LeaseTTL < 300*time.Millisecond) {
+		return errors.New("ledger: a sequencer candidate (LeaseTTL) needs an Instance name and a lease of at least 300ms")
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 256
@@ -121,6 +133,8 @@ type Ledger struct {
 	answer func(subject string, data []byte) error
 
 	ready chan struct{}
+	// leading is set while this ledger applies events (lease.go).
+	leading atomic.Bool
 }
 
 // ConsumerName is the ledger's durable JetStream consumer.
@@ -169,17 +183,23 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: checkpoint bucket: %w", err)
 	}
-	if head, err = rebaseOnStream(ctx, cfg, stream, head); err != nil {
-		return nil, err
+	if cfg.LeaseTTL == 0 { // a candidate does this when it takes the lease over
+		if head, err = rebaseOnStream(ctx, cfg, stream, head); err != nil {
+			return nil, err
+		}
 	}
 	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, checkpoints: kv, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
-	if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
-		return nil, err
-	}
 	if cfg.VerdictWait > 0 {
 		l.verdicts = newVerdicts()
-		if err := l.openVerifierConsumer(ctx, head.StreamSeq); err != nil {
+	}
+	if cfg.LeaseTTL == 0 {
+		if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
 			return nil, err
+		}
+		if l.verdicts != nil {
+			if err := l.openVerifierConsumer(ctx, head.StreamSeq); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if head.Size == 0 {
@@ -233,6 +253,17 @@ func rebaseOnStream(ctx context.Context, cfg Config, stream jetstream.Stream, he
 // after it are nak'ed, and the pipeline restarts on a fresh consumer from
 // the last committed stream sequence (see openConsumer).
 func (l *Ledger) Run(ctx context.Context) error {
+	if l.cfg.LeaseTTL > 0 {
+		return l.runCandidate(ctx)
+	}
+	l.leading.Store(true)
+	close(l.ready)
+	return l.lead(ctx)
+}
+
+// lead applies events and serves the ledger's NATS services until ctx
+// ends.
+func (l *Ledger) lead(ctx context.Context) error {
 	sub, err := l.cfg.NATS.QueueSubscribe(events.StatusSubject, ConsumerName, l.answerStatus)
 	if err != nil {
 		return fmt.Errorf("ledger: status service: %w", err)
@@ -261,7 +292,6 @@ func (l *Ledger) Run(ctx context.Context) error {
 		l.publishCheckpoints(ctx)
 	}()
 	defer func() { <-pubDone }()
-	close(l.ready)
 	for ctx.Err() == nil {
 		err := l.runPipeline(ctx)
 		for err != nil && ctx.Err() == nil {

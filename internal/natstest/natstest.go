@@ -18,6 +18,13 @@ import (
 // -short runs only the tests that need no server.
 func Connect(t testing.TB) *nats.Conn {
 	t.Helper()
+	return ConnectTo(t, Server(t))
+}
+
+// Server starts a JetStream-enabled NATS server, in process only, for the
+// test (skipped under -short, as Connect).
+func Server(t testing.TB) *server.Server {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts an embedded NATS server; run without -short")
 	}
@@ -30,6 +37,13 @@ func Connect(t testing.TB) *nats.Conn {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("NATS not ready")
 	}
+	return ns
+}
+
+// ConnectTo opens another in-process connection to ns, closed with the
+// test.
+func ConnectTo(t testing.TB, ns *server.Server) *nats.Conn {
+	t.Helper()
 	nc, err := nats.Connect("", nats.InProcessServer(ns))
 	if err != nil {
 		t.Fatal(err)

@@ -214,3 +214,153 @@ func TestLedgerOnTrillian(t *testing.T) {
 	}
 	waitTrillian(t, s2)
 }
+
+// TestSequencerLease: two sequencer candidates on one database and tree,
+// each with its own NATS connection and Store. One holds the lease and
+// logs; it dies without giving the lease up (its connection closes under
+// it); the other takes over within the lease's lifetime, and logs the
+// rest: every event once, the log consistent across the change of hands.
+func TestSequencerLease(t *testing.T) {
+	tr := testservers.StartTrillian(t)
+	ns := natstest.Server(t)
+	ctx := t.Context()
+	consortium, err := pki.NewRootCA("Custody Test Consortium", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	logKey, err := ledger.NewLogKey("custody.test", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := newConfig(t, tr)
+	const ttl = time.Second
+	type candidate struct {
+		l    *ledger.Ledger
+		nc   *nats.Conn
+		stop context.CancelFunc
+		done chan error
+	}
+	start := func(name string) *candidate {
+		nc := natstest.ConnectTo(t, ns)
+		s := open(t, cfg)
+		l, err := ledger.New(ctx, ledger.Config{Store: s, NATS: nc, LogKey: logKey, Consortium: consortium.Cert, TPMTrust: &attest.Bundle{}, LeaseTTL: ttl, Instance: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		c := &candidate{l: l, nc: nc, stop: cancel, done: make(chan error, 1)}
+		go func() { c.done <- l.Run(rctx) }()
+		t.Cleanup(func() { cancel(); <-c.done; _ = s.Close() })
+		return c
+	}
+	a, b := start("seq-a"), start("seq-b")
+	leader := func(cs ...*candidate) *candidate {
+		t.Helper()
+		for deadline := time.Now().Add(10 * ttl); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			var held []*candidate
+			for _, c := range cs {
+				if c.l.Leading() {
+					held = append(held, c)
+				}
+			}
+			if len(held) == 1 {
+				return held[0]
+			}
+			if len(held) > 1 {
+				t.Fatal("two candidates lead at once")
+			}
+		}
+		t.Fatal("no candidate took the lease")
+		return nil
+	}
+
+	pub := natstest.ConnectTo(t, ns)
+	answers := make(chan *nats.Msg, 256)
+	sub, err := pub.ChanSubscribe(events.ReceiptsPrefix+".>", answers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	js, _ := jetstream.New(pub)
+	n := 0
+	register := func(k int) {
+		for range k {
+			n++
+			p, err := consortium.NewPartner(fmt.Sprintf("partner-%d", n), "odm", time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(p.Cert.Raw)
+			st := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: p.Name, Role: p.Role, Certificate: p.Cert.Raw},
+				hex.EncodeToString(sum[:]), time.Now(), events.NewEventID())
+			env, err := events.Sign(ctx, st, consortium.Key, events.ConsortiumPartner)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(ctx, events.EventSubject(events.ConsortiumPartner, p.Name), env); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	receipts := map[string]*events.Receipt{}
+	receive := func(k int) {
+		for timeout := time.After(30 * time.Second); k > 0; k-- {
+			select {
+			case m := <-answers:
+				var r events.Receipt
+				if err := json.Unmarshal(m.Data, &r); err != nil {
+					t.Fatal(err)
+				}
+				if _, dup := receipts[r.Digest]; dup {
+					t.Fatalf("event %s answered twice", r.Digest)
+				}
+				receipts[r.Digest] = &r
+			case <-timeout:
+				t.Fatalf("%d answers missing", k)
+			}
+		}
+	}
+
+	first := leader(a, b)
+	register(8)
+	receive(8)
+	// The leader dies: its connection goes (no renewal, no release).
+	died := time.Now()
+	first.nc.Close()
+	standby := b
+	if first == b {
+		standby = a
+	}
+	if next := leader(standby); next != standby {
+		t.Fatal("the standby did not take over")
+	}
+	takeover := time.Since(died)
+	t.Logf("%s died; the standby took over in %s (lease %s)", "the first sequencer", takeover, ttl)
+	if takeover > 3*ttl {
+		t.Fatalf("takeover took %s with a lease of %s", takeover, ttl)
+	}
+	register(8)
+	receive(8)
+
+	s := open(t, cfg)
+	h, err := s.Head()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Size != 16 || len(receipts) != 16 {
+		t.Fatalf("the log holds %d entries, %d receipts; want 16 each", h.Size, len(receipts))
+	}
+	for _, r := range receipts {
+		if r.Status != events.StatusAccepted {
+			t.Fatalf("%s: %s %s", r.Digest, r.Status, r.Reason)
+		}
+		p, err := ledger.ProveConsistency(s, r.TreeSize, h.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ledger.VerifyConsistency(r.TreeSize, h.Size, p, r.RootHash, h.Root); err != nil {
+			t.Fatalf("a checkpoint of size %d against the head %d: %v", r.TreeSize, h.Size, err)
+		}
+	}
+}
