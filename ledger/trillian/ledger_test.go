@@ -37,18 +37,7 @@ func TestLedgerOnTrillian(t *testing.T) {
 	tr := testservers.StartTrillian(t)
 	nc := natstest.Connect(t)
 	ctx := t.Context()
-	consortium, err := pki.NewRootCA("Custody Test Consortium", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logKey, err := ledger.NewLogKey("custody.test", key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	consortium, logKey := authorities(t)
 	cfg := newConfig(t, tr)
 	answers := make(chan *nats.Msg, 256)
 	for _, p := range []string{events.ReceiptsPrefix, events.RejectPrefix} {
@@ -89,21 +78,7 @@ func TestLedgerOnTrillian(t *testing.T) {
 	register := func() []byte {
 		t.Helper()
 		n++
-		p, err := consortium.NewPartner(fmt.Sprintf("partner-%d", n), "odm", time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256(p.Cert.Raw)
-		st := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: p.Name, Role: p.Role, Certificate: p.Cert.Raw},
-			hex.EncodeToString(sum[:]), time.Now(), events.NewEventID())
-		env, err := events.Sign(ctx, st, consortium.Key, events.ConsortiumPartner)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := js.Publish(ctx, events.EventSubject(events.ConsortiumPartner, p.Name), env); err != nil {
-			t.Fatal(err)
-		}
-		return env
+		return publishRegistration(t, ctx, js, consortium, fmt.Sprintf("partner-%d", n))
 	}
 	// receive waits for the answers to k events and checks each receipt
 	// against the store: the entry's body, its inclusion proof, the
@@ -224,15 +199,7 @@ func TestSequencerLease(t *testing.T) {
 	tr := testservers.StartTrillian(t)
 	ns := natstest.Server(t)
 	ctx := t.Context()
-	consortium, err := pki.NewRootCA("Custody Test Consortium", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	logKey, err := ledger.NewLogKey("custody.test", key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	consortium, logKey := authorities(t)
 	cfg := newConfig(t, tr)
 	const ttl = time.Second
 	type candidate struct {
@@ -287,20 +254,7 @@ func TestSequencerLease(t *testing.T) {
 	register := func(k int) {
 		for range k {
 			n++
-			p, err := consortium.NewPartner(fmt.Sprintf("partner-%d", n), "odm", time.Hour)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum := sha256.Sum256(p.Cert.Raw)
-			st := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: p.Name, Role: p.Role, Certificate: p.Cert.Raw},
-				hex.EncodeToString(sum[:]), time.Now(), events.NewEventID())
-			env, err := events.Sign(ctx, st, consortium.Key, events.ConsortiumPartner)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := js.Publish(ctx, events.EventSubject(events.ConsortiumPartner, p.Name), env); err != nil {
-				t.Fatal(err)
-			}
+			publishRegistration(t, ctx, js, consortium, fmt.Sprintf("partner-%d", n))
 		}
 	}
 	receipts := map[string]*events.Receipt{}
@@ -363,4 +317,43 @@ func TestSequencerLease(t *testing.T) {
 			t.Fatalf("a checkpoint of size %d against the head %d: %v", r.TreeSize, h.Size, err)
 		}
 	}
+}
+
+// authorities returns a consortium CA and a log key for a test ledger.
+func authorities(t *testing.T) (*pki.CA, *ledger.LogKey) {
+	t.Helper()
+	consortium, err := pki.NewRootCA("Custody Test Consortium", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logKey, err := ledger.NewLogKey("custody.test", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return consortium, logKey
+}
+
+// publishRegistration publishes the consortium's registration of a new
+// partner name on js and returns its envelope.
+func publishRegistration(t *testing.T, ctx context.Context, js jetstream.JetStream, consortium *pki.CA, name string) []byte {
+	t.Helper()
+	p, err := consortium.NewPartner(name, "odm", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(p.Cert.Raw)
+	st := events.NewPartnerStatement(events.KindPartnerRegistered, events.PartnerInfo{Name: p.Name, Role: p.Role, Certificate: p.Cert.Raw},
+		hex.EncodeToString(sum[:]), time.Now(), events.NewEventID())
+	env, err := events.Sign(ctx, st, consortium.Key, events.ConsortiumPartner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, events.EventSubject(events.ConsortiumPartner, p.Name), env); err != nil {
+		t.Fatal(err)
+	}
+	return env
 }
