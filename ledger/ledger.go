@@ -252,6 +252,11 @@ func rebaseOnStream(ctx context.Context, cfg Config, stream jetstream.Stream, he
 // (MaxAckPending). If a batch fails to commit, it and everything fetched
 // after it are nak'ed, and the pipeline restarts on a fresh consumer from
 // the last committed stream sequence (see openConsumer).
+//
+// A sequencer candidate (Config.LeaseTTL) does all this only while it
+// holds the sequencer lease, and stands by otherwise (lease.go); with a
+// verifier pool (Config.VerdictWait) the checks of prepare.go use the
+// pool's verdicts where they can (verdict.go).
 func (l *Ledger) Run(ctx context.Context) error {
 	if l.cfg.LeaseTTL > 0 {
 		return l.runCandidate(ctx)
