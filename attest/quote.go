@@ -86,6 +86,7 @@ func VerifyQuote(iakPublic []byte, q *Quote, nonce []byte) (*QuoteInfo, error) {
 // show.
 type AttestationKey struct {
 	public []byte
+	digest [32]byte // SHA-256 of public
 	name   []byte
 	key    crypto.PublicKey
 }
@@ -109,7 +110,7 @@ func ParseAttestationKey(tpmtPublic []byte) (*AttestationKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &AttestationKey{public: bytes.Clone(tpmtPublic), name: name, key: pub}, nil
+	return &AttestationKey{public: bytes.Clone(tpmtPublic), digest: sha256.Sum256(tpmtPublic), name: name, key: pub}, nil
 }
 
 // akCacheSize bounds the decoded keys cachedAttestationKey keeps.
@@ -143,6 +144,10 @@ func (k *AttestationKey) Name() []byte { return bytes.Clone(k.name) }
 
 // TPMTPublic returns the marshalled TPMT_PUBLIC the key was parsed from.
 func (k *AttestationKey) TPMTPublic() []byte { return bytes.Clone(k.public) }
+
+// PublicDigest is the SHA-256 of the key's TPMT_PUBLIC (how the verifier
+// pool's verdicts name it).
+func (k *AttestationKey) PublicDigest() [32]byte { return k.digest }
 
 // VerifyQuote is VerifyQuote with an already decoded key.
 func (k *AttestationKey) VerifyQuote(q *Quote, nonce []byte) (*QuoteInfo, error) {

@@ -150,47 +150,14 @@ func (l *Ledger) runCandidate(ctx context.Context) error {
 	return nil
 }
 
-// takeOver loads the log's state as another holder of the lease left it:
-// the head and the tree's right edge from the Store, the stream position
-// (moved back if the stream lost its tail), and the ledger's consumers
-// from that position. Partners are read again (one may have been revoked).
+// takeOver loads the log's state as another holder of the lease left it
+// (the head and the tree's right edge from the Store) and starts from it
+// (start). Partners are read again (one may have been revoked).
 func (l *Ledger) takeOver(ctx context.Context) error {
-	head, err := l.cfg.Store.Head()
+	head, rng, err := loadHead(l.cfg.Store)
 	if err != nil {
 		return err
 	}
-	rng, err := loadRange(l.cfg.Store, head.Size)
-	if err != nil {
-		return err
-	}
-	if head.Size > 0 {
-		root, err := rng.GetRootHash(nil)
-		if err != nil {
-			return err
-		}
-		if string(root) != string(head.Root) {
-			return fmt.Errorf("ledger: stored tree of size %d does not hash to the stored root", head.Size)
-		}
-	}
-	if head, err = rebaseOnStream(ctx, l.cfg, l.stream, head); err != nil {
-		return err
-	}
-	if head.Size == 0 {
-		cp, err := l.cfg.LogKey.SignCheckpoint(ctx, 0, Hasher.EmptyRoot())
-		if err != nil {
-			return err
-		}
-		head.Root, head.Checkpoint = Hasher.EmptyRoot(), cp
-	}
-	l.mu.Lock()
-	l.head, l.rng = head, rng
-	l.mu.Unlock()
 	l.forgetPartners(nil)
-	if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
-		return err
-	}
-	if l.verdicts != nil {
-		return l.openVerifierConsumer(ctx, head.StreamSeq)
-	}
-	return nil
+	return l.start(ctx, head, rng)
 }

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -106,10 +107,11 @@ func (c *Config) validate() error {
 // Ledger verifies custody events from JetStream against the custody rules
 // and appends them to a Merkle log.
 type Ledger struct {
-	cfg        Config
-	log        *slog.Logger
-	consortium *x509.CertPool
-	stream     jetstream.Stream
+	cfg            Config
+	log            *slog.Logger
+	consortium     *x509.CertPool
+	consortiumHash [32]byte // SHA-256 of the consortium CA certificate
+	stream         jetstream.Stream
 	// checkpoints is the KV bucket of published checkpoints.
 	checkpoints jetstream.KeyValue
 	cons        jetstream.Consumer // the fetcher's; replaced only while no pipeline runs
@@ -146,22 +148,9 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	head, err := cfg.Store.Head()
+	head, rng, err := loadHead(cfg.Store)
 	if err != nil {
 		return nil, err
-	}
-	rng, err := loadRange(cfg.Store, head.Size)
-	if err != nil {
-		return nil, err
-	}
-	if head.Size > 0 {
-		root, err := rng.GetRootHash(nil)
-		if err != nil {
-			return nil, err
-		}
-		if string(root) != string(head.Root) {
-			return nil, fmt.Errorf("ledger: stored tree of size %d does not hash to the stored root", head.Size)
-		}
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(cfg.Consortium)
@@ -183,35 +172,84 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: checkpoint bucket: %w", err)
 	}
-	if cfg.LeaseTTL == 0 { // a candidate does this when it takes the lease over
-		if head, err = rebaseOnStream(ctx, cfg, stream, head); err != nil {
-			return nil, err
-		}
-	}
-	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, stream: stream, checkpoints: kv, head: head, rng: rng, facts: newFacts(), ready: make(chan struct{})}
+	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, consortiumHash: sha256.Sum256(cfg.Consortium.Raw), stream: stream, checkpoints: kv, facts: newFacts(), ready: make(chan struct{})}
 	if cfg.VerdictWait > 0 {
 		l.verdicts = newVerdicts()
 	}
-	if cfg.LeaseTTL == 0 {
-		if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
+	if cfg.LeaseTTL > 0 {
+		// A candidate reads the log as it stands, and takes the stream
+		// over only with the lease (takeOver).
+		if head, err = withEmptyCheckpoint(ctx, cfg, head); err != nil {
 			return nil, err
 		}
-		if l.verdicts != nil {
-			if err := l.openVerifierConsumer(ctx, head.StreamSeq); err != nil {
-				return nil, err
-			}
-		}
+		l.head, l.rng = head, rng
+		return l, nil
 	}
-	if head.Size == 0 {
-		// Never serve a tree of size 0 without a signed checkpoint.
-		cp, err := cfg.LogKey.SignCheckpoint(ctx, 0, Hasher.EmptyRoot())
-		if err != nil {
-			return nil, err
-		}
-		l.head.Root = Hasher.EmptyRoot()
-		l.head.Checkpoint = cp
+	if err := l.start(ctx, head, rng); err != nil {
+		return nil, err
 	}
 	return l, nil
+}
+
+// loadHead reads the committed head and rebuilds the tree's right edge,
+// which must hash to the head's root.
+func loadHead(s Store) (Head, *compact.Range, error) {
+	head, err := s.Head()
+	if err != nil {
+		return head, nil, err
+	}
+	rng, err := loadRange(s, head.Size)
+	if err != nil {
+		return head, nil, err
+	}
+	if head.Size > 0 {
+		root, err := rng.GetRootHash(nil)
+		if err != nil {
+			return head, nil, err
+		}
+		if string(root) != string(head.Root) {
+			return head, nil, fmt.Errorf("ledger: stored tree of size %d does not hash to the stored root", head.Size)
+		}
+	}
+	return head, rng, nil
+}
+
+// withEmptyCheckpoint gives the head of an empty log its signed
+// checkpoint: a tree of size 0 is never served without one.
+func withEmptyCheckpoint(ctx context.Context, cfg Config, head Head) (Head, error) {
+	if head.Size > 0 {
+		return head, nil
+	}
+	cp, err := cfg.LogKey.SignCheckpoint(ctx, 0, Hasher.EmptyRoot())
+	if err != nil {
+		return head, err
+	}
+	head.Root, head.Checkpoint = Hasher.EmptyRoot(), cp
+	return head, nil
+}
+
+// start makes this ledger the log's writer from the loaded head and tree
+// edge: the stream position moved back if the stream lost its tail
+// (rebaseOnStream), and the ledger's consumers (the verifier pool's too)
+// delivering from it.
+func (l *Ledger) start(ctx context.Context, head Head, rng *compact.Range) error {
+	head, err := rebaseOnStream(ctx, l.cfg, l.stream, head)
+	if err != nil {
+		return err
+	}
+	if head, err = withEmptyCheckpoint(ctx, l.cfg, head); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.head, l.rng = head, rng
+	l.mu.Unlock()
+	if err := l.openConsumer(ctx, head.StreamSeq); err != nil {
+		return err
+	}
+	if l.verdicts != nil {
+		return l.openVerifierConsumer(ctx, head.StreamSeq)
+	}
+	return nil
 }
 
 // rebaseOnStream handles an events stream that ends before the last

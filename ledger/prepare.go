@@ -42,16 +42,18 @@ type prepared struct {
 
 	early *RuleError // schema or subject refusal (the first checks)
 
-	sigCert []byte // the certificate the signature was checked against (nil: not checked)
-	sigOK   bool
-	body    []byte // hashedrekord leaf, when sigOK
+	sigCert     []byte   // the certificate the signature was checked against (nil: not checked)
+	sigCertHash [32]byte // its SHA-256 (how verdicts name it)
+	sigOK       bool
+	body        []byte // hashedrekord leaf, when sigOK
 
 	nonce    []byte // binding digest (or the enrollment challenge)
 	nonceErr *RuleError
 
-	iak      []byte // IAK public area the quote was checked against (nil: not checked)
-	quote    *attest.QuoteInfo
-	quoteErr *RuleError
+	iak       []byte   // IAK public area the quote was checked against (nil: not checked)
+	iakDigest [32]byte // its SHA-256 (how verdicts name it)
+	quote     *attest.QuoteInfo
+	quoteErr  *RuleError
 
 	mfg    *Device    // tpm.manufactured: the device it creates, when its evidence holds
 	mfgErr *RuleError // tpm.manufactured: why its evidence fails
@@ -132,10 +134,11 @@ type validSpan struct{ from, to time.Time }
 // partnerKey is a committed partner: its registry record, its certificate
 // (DER and parsed) and public key.
 type partnerKey struct {
-	rec    *Partner
-	cert   []byte
-	parsed *x509.Certificate
-	pub    crypto.PublicKey
+	rec      *Partner
+	cert     []byte
+	certHash [32]byte // SHA-256 of cert (how verdicts name it)
+	parsed   *x509.Certificate
+	pub      crypto.PublicKey
 }
 
 // maxCachedIAKs bounds the device IAK cache (about 200 bytes each).
@@ -214,7 +217,7 @@ func (l *Ledger) partnerKey(name string) *partnerKey {
 	if err != nil {
 		return nil
 	}
-	k = &partnerKey{rec: p, cert: p.Certificate, parsed: cert, pub: cert.PublicKey}
+	k = &partnerKey{rec: p, cert: p.Certificate, certHash: sha256.Sum256(p.Certificate), parsed: cert, pub: cert.PublicKey}
 	f.mu.Lock()
 	if f.partnerGen == gen {
 		f.partners[name] = k
@@ -326,14 +329,14 @@ func (l *Ledger) prepareStatement(pr *prepared, manifestErr error) {
 	}
 	var pub crypto.PublicKey
 	if pr.batch != nil {
-		pr.sigCert, pr.sigOK = pr.batch.sigCert, pr.batch.sigOK
+		pr.sigCert, pr.sigCertHash, pr.sigOK = pr.batch.sigCert, pr.batch.sigCertHash, pr.batch.sigOK
 	} else if p.Kind == events.KindPartnerRegistered || p.Kind == events.KindPartnerRevoked {
-		pr.sigCert, pub = l.cfg.Consortium.Raw, l.cfg.Consortium.PublicKey
+		pr.sigCert, pr.sigCertHash, pub = l.cfg.Consortium.Raw, l.consortiumHash, l.cfg.Consortium.PublicKey
 	} else if k := l.partnerKey(p.Partner); k != nil {
-		pr.sigCert, pub = k.cert, k.pub
+		pr.sigCert, pr.sigCertHash, pub = k.cert, k.certHash, k.pub
 	}
 	if pr.sigCert != nil && pr.batch == nil {
-		pr.sigOK = (v != nil && v.SigCert == sha256.Sum256(pr.sigCert)) || s.Verify(pub) == nil
+		pr.sigOK = (v != nil && v.SigCert == pr.sigCertHash) || s.Verify(pub) == nil
 		if pr.sigOK && !l.verdictsOnly {
 			pr.body, _ = HashedRekordBody(s.Digest[:], s.Signature, pr.sigCert)
 		}
@@ -369,8 +372,8 @@ func (l *Ledger) prepareStatement(pr *prepared, manifestErr error) {
 		return
 	}
 	if k := l.deviceIAK(st.Device()); k != nil {
-		pr.iak = k.TPMTPublic()
-		if v != nil && v.Quote != nil && v.IAK == sha256.Sum256(pr.iak) && bytes.Equal(v.Quote.Nonce, pr.nonce) {
+		pr.iak, pr.iakDigest = k.TPMTPublic(), k.PublicDigest()
+		if v != nil && v.Quote != nil && v.IAK == pr.iakDigest && bytes.Equal(v.Quote.Nonce, pr.nonce) {
 			pr.quote = v.Quote
 		} else {
 			pr.quote, pr.quoteErr = verifyEvidence(k, p.Evidence, pr.nonce)
@@ -388,7 +391,7 @@ func (pr *prepared) signatureOK(cert []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	pr.sigCert, pr.sigOK, pr.body = cert, pr.signed.Verify(c.PublicKey) == nil, nil
+	pr.sigCert, pr.sigCertHash, pr.sigOK, pr.body = cert, sha256.Sum256(cert), pr.signed.Verify(c.PublicKey) == nil, nil
 	return pr.sigOK, nil
 }
 

@@ -536,12 +536,13 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	pool := x509.NewCertPool()
 	pool.AddCert(cfg.Consortium)
 	l := &Ledger{
-		cfg:          Config{Consortium: cfg.Consortium, TPMTrust: cfg.TPMTrust, Logger: cfg.Logger, Now: time.Now},
-		log:          cfg.Logger,
-		consortium:   pool,
-		facts:        newFacts(),
-		lookup:       cfg.Facts,
-		verdictsOnly: true,
+		cfg:            Config{Consortium: cfg.Consortium, TPMTrust: cfg.TPMTrust, Logger: cfg.Logger, Now: time.Now},
+		log:            cfg.Logger,
+		consortium:     pool,
+		facts:          newFacts(),
+		lookup:         cfg.Facts,
+		verdictsOnly:   true,
+		consortiumHash: sha256.Sum256(cfg.Consortium.Raw),
 	}
 	return &Verifier{l: l}, nil
 }
@@ -567,10 +568,10 @@ func (v *Verifier) Verify(subject string, data []byte) []Verdict {
 func verdictOf(pr *prepared) Verdict {
 	v := Verdict{Digest: pr.signed.Digest, Schema: pr.early == nil}
 	if pr.batch == nil && pr.sigOK && pr.sigCert != nil {
-		v.SigCert = sha256.Sum256(pr.sigCert)
+		v.SigCert = pr.sigCertHash
 	}
 	if pr.iak != nil && pr.quote != nil && pr.quoteErr == nil {
-		v.IAK, v.Quote = sha256.Sum256(pr.iak), pr.quote
+		v.IAK, v.Quote = pr.iakDigest, pr.quote
 	}
 	return v
 }

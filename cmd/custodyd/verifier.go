@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"runtime/pprof"
 
 	"github.com/nats-io/nats.go"
 
@@ -48,17 +46,4 @@ func runVerifier(ctx context.Context, s *settings, logger *slog.Logger) error {
 	}
 	logger.Info("verifier connected", "nats", nc.ConnectedUrlRedacted())
 	return vf.Run(ctx)
-}
-
-// startCPUProfile writes a CPU profile to path until the returned stop.
-func startCPUProfile(path string) (stop func(), err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

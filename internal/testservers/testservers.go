@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -399,53 +400,64 @@ func StartTrillian(t testing.TB) *Trillian {
 	return tr
 }
 
-// startServer starts trillian_log_server and returns its gRPC endpoint
-// (a free loopback port, retried if another process took it).
+// startServer starts trillian_log_server and returns its gRPC endpoint.
 func (tr *Trillian) startServer(t testing.TB, uri string) string {
 	t.Helper()
-	for attempt := 0; ; attempt++ {
-		addr := freePort(t)
-		p, err := start("trillian_log_server", tr.logPath("log_server"), tr.serverBin,
-			"--storage_system=mysql", "--mysql_uri="+uri, "--quota_system=noop",
-			"--rpc_endpoint="+addr, "--http_endpoint=", "--tree_gc=false", "--logtostderr")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := waitListening(p, addr); err != nil {
-			p.stop(5 * time.Second)
-			if attempt < 3 && strings.Contains(p.tail(), "address already in use") {
-				continue
-			}
-			t.Fatalf("trillian_log_server: %v\n%s", err, p.tail())
-		}
-		tr.mu.Lock()
-		tr.server = p
-		tr.mu.Unlock()
-		return addr
-	}
+	p, addr := tr.onFreePort(t, "trillian_log_server", tr.serverBin, func(addr string) []string { return serverArgs(uri, addr) })
+	tr.mu.Lock()
+	tr.server = p
+	tr.mu.Unlock()
+	return addr
+}
+
+// serverArgs are trillian_log_server's flags: the database at uri, gRPC
+// on addr.
+func serverArgs(uri, addr string) []string {
+	return []string{"--storage_system=mysql", "--mysql_uri=" + uri, "--quota_system=noop",
+		"--rpc_endpoint=" + addr, "--http_endpoint=", "--tree_gc=false", "--logtostderr"}
 }
 
 // StartSigner starts trillian_log_signer (again after KillSigner).
 func (tr *Trillian) StartSigner(t testing.TB) {
 	t.Helper()
+	p, _ := tr.onFreePort(t, "trillian_log_signer", tr.signerBin, func(addr string) []string {
+		return append(slices.Clone(tr.signerArgs), "--rpc_endpoint="+addr)
+	})
+	tr.mu.Lock()
+	tr.signer = p
+	tr.mu.Unlock()
+}
+
+// onFreePort starts a Trillian binary with args for a free loopback port
+// and waits until it listens there, on another port if another process
+// took that one first.
+func (tr *Trillian) onFreePort(t testing.TB, name, bin string, args func(addr string) []string) (*proc, string) {
+	t.Helper()
 	for attempt := 0; ; attempt++ {
 		addr := freePort(t)
-		p, err := start("trillian_log_signer", tr.logPath("log_signer"), tr.signerBin, append(tr.signerArgs, "--rpc_endpoint="+addr)...)
-		if err != nil {
-			t.Fatal(err)
+		p, err := tr.launch(name, bin, args(addr), addr)
+		if err == nil {
+			return p, addr
 		}
-		if err := waitListening(p, addr); err != nil {
-			p.stop(5 * time.Second)
-			if attempt < 3 && strings.Contains(p.tail(), "address already in use") {
-				continue
-			}
-			t.Fatalf("trillian_log_signer: %v\n%s", err, p.tail())
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			continue
 		}
-		tr.mu.Lock()
-		tr.signer = p
-		tr.mu.Unlock()
-		return
+		t.Fatal(err)
 	}
+}
+
+// launch starts a Trillian binary and waits until it listens on addr;
+// an error carries the end of its log.
+func (tr *Trillian) launch(name, bin string, args []string, addr string) (*proc, error) {
+	p, err := start(name, tr.logPath(strings.TrimPrefix(name, "trillian_")), bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitListening(p, addr); err != nil {
+		p.stop(5 * time.Second)
+		return nil, fmt.Errorf("%s: %v\n%s", name, err, p.tail())
+	}
+	return p, nil
 }
 
 // KillSigner kills the signer: leaves added meanwhile wait in Trillian's
@@ -475,14 +487,9 @@ func (tr *Trillian) KillServer() {
 func (tr *Trillian) RestartServer(t testing.TB) {
 	t.Helper()
 	uri := tr.DB.DSN(tr.Database)
-	p, err := start("trillian_log_server", tr.logPath("log_server"), tr.serverBin,
-		"--storage_system=mysql", "--mysql_uri="+uri, "--quota_system=noop",
-		"--rpc_endpoint="+tr.Addr, "--http_endpoint=", "--tree_gc=false", "--logtostderr")
+	p, err := tr.launch("trillian_log_server", tr.serverBin, serverArgs(uri, tr.Addr), tr.Addr)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if err := waitListening(p, tr.Addr); err != nil {
-		t.Fatalf("trillian_log_server: %v\n%s", err, p.tail())
 	}
 	tr.mu.Lock()
 	tr.server = p

@@ -125,8 +125,9 @@ func (c *certs) splitBody(body, digest []byte) (sig []byte, cert *certRef, ok bo
 }
 
 // encodeEntry encodes an entry for the e key; a certificate the store
-// does not hold yet is added to b under certKey.
-func (s *Store) encodeEntry(b *cpebble.Batch, e *ledger.Entry) ([]byte, error) {
+// does not hold yet is added to b under certKey, once per batch (added
+// collects them; noteCerts marks them held once the batch is durable).
+func (s *Store) encodeEntry(b *cpebble.Batch, e *ledger.Entry, added map[[32]byte]bool) ([]byte, error) {
 	meta := *e
 	meta.Body, meta.Envelope = nil, nil
 	mj, err := json.Marshal(&meta)
@@ -146,12 +147,11 @@ func (s *Store) encodeEntry(b *cpebble.Batch, e *ledger.Entry) ([]byte, error) {
 	s.certs.mu.RLock()
 	stored := s.certs.stored[cert.hash]
 	s.certs.mu.RUnlock()
-	if !stored {
-		// Written with every entry of this commit until the commit is done
-		// (noteCerts): Pebble keeps the last, identical, value.
+	if !stored && !added[cert.hash] {
 		if err := b.Set(certKey(cert.hash), cert.der, nil); err != nil {
 			return nil, err
 		}
+		added[cert.hash] = true
 	}
 	v := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(mj)+32+len(sig)+len(e.Envelope))
 	v = append(v, entryV2)
@@ -163,33 +163,20 @@ func (s *Store) encodeEntry(b *cpebble.Batch, e *ledger.Entry) ([]byte, error) {
 	return append(v, e.Envelope...), nil
 }
 
-// noteCerts records, after a commit, that the certificates of its
-// entries are in the store.
-func (s *Store) noteCerts(c *ledger.Commit) {
-	for _, e := range c.Entries {
-		if _, cert, ok := s.certs.splitBodyCached(e.Body); ok {
-			s.certs.mu.Lock()
-			if len(s.certs.stored) >= maxCerts {
-				clear(s.certs.stored)
-			}
-			s.certs.stored[cert.hash] = true
-			s.certs.mu.Unlock()
-		}
+// noteCerts records that the certificates a durable batch added are in
+// the store.
+func (s *Store) noteCerts(added map[[32]byte]bool) {
+	if len(added) == 0 {
+		return
 	}
-}
-
-// splitBodyCached finds a body's certificate among those already seen,
-// without checking the rest of the body (noteCerts: encodeEntry did).
-func (c *certs) splitBodyCached(body []byte) (sig []byte, cert *certRef, ok bool) {
-	i := bytes.Index(body, []byte(bodyKey))
-	if i < 0 || !bytes.HasSuffix(body, []byte(bodyTail)) {
-		return nil, nil, false
+	s.certs.mu.Lock()
+	defer s.certs.mu.Unlock()
+	if len(s.certs.stored)+len(added) > maxCerts {
+		clear(s.certs.stored)
 	}
-	keyB64 := body[i+len(bodyKey) : len(body)-len(bodyTail)]
-	c.mu.RLock()
-	cert = c.byB64[string(keyB64)]
-	c.mu.RUnlock()
-	return nil, cert, cert != nil
+	for h := range added {
+		s.certs.stored[h] = true
+	}
 }
 
 // cert returns a stored certificate by hash.

@@ -342,8 +342,9 @@ func (s *Store) Commit(c *ledger.Commit) error {
 		}
 		return b.Set(k, data, nil)
 	}
+	addedCerts := map[[32]byte]bool{} // signer certificates this batch stores (entry.go)
 	for _, e := range c.Entries {
-		v, err := s.encodeEntry(b, e)
+		v, err := s.encodeEntry(b, e, addedCerts)
 		if err != nil {
 			return err
 		}
@@ -455,7 +456,7 @@ func (s *Store) Commit(c *ledger.Commit) error {
 	err = b.Commit(cpebble.Sync)
 	if err == nil {
 		s.keepNodes(c.Nodes, band1)
-		s.noteCerts(c)
+		s.noteCerts(addedCerts)
 	}
 	if len(c.Devices) > 0 {
 		s.devMu.Lock()

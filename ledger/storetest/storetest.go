@@ -516,11 +516,7 @@ func (m *model) story(round int) *group {
 // commit builds the group's commit, commits it and records it.
 func (m *model) commit(t testing.TB, s ledger.Store, g *group) {
 	t.Helper()
-	c := m.build(t, g)
-	if err := s.Commit(c); err != nil {
-		t.Fatalf("Commit of %d entries at size %d: %v", len(c.Entries), m.head.Size, err)
-	}
-	m.record(c)
+	(&Log{m: m}).Commit(t, s, m.build(t, g))
 }
 
 // build fills in the group's indices, bodies, nodes and head as the
@@ -634,6 +630,16 @@ func (l *Log) Build(t testing.TB, n int) *ledger.Commit {
 
 // Committed records c, built by Build, as committed.
 func (l *Log) Committed(c *ledger.Commit) { l.m.record(c) }
+
+// Commit commits c, built by Build, to s and records it (the test fails
+// if s refuses it).
+func (l *Log) Commit(t testing.TB, s ledger.Store, c *ledger.Commit) {
+	t.Helper()
+	if err := s.Commit(c); err != nil {
+		t.Fatalf("Commit of %d entries at size %d: %v", len(c.Entries), l.m.head.Size, err)
+	}
+	l.m.record(c)
+}
 
 // Head is the head of the last commit recorded.
 func (l *Log) Head() ledger.Head { return l.m.head }

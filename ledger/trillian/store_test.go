@@ -112,10 +112,7 @@ func TestStore(t *testing.T) {
 		log := storetest.NewLog(t)
 		for _, n := range []int{1, 2, 7, 16, 33, 1} {
 			c := log.Build(t, n)
-			if err := s.Commit(c); err != nil {
-				t.Fatal(err)
-			}
-			log.Committed(c)
+			log.Commit(t, s, c)
 			waitTrillian(t, s)
 		}
 		if n := sequenced(t, tr, cfg.TreeID); n != log.Head().Size {
@@ -124,10 +121,7 @@ func TestStore(t *testing.T) {
 		log.Check(t, s)
 		// Close sends what Trillian lacks before it returns.
 		c := log.Build(t, 40)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -144,10 +138,7 @@ func TestStore(t *testing.T) {
 		defer s.Close()
 		log := storetest.NewLog(t)
 		c := log.Build(t, 5)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		if err := s.SyncTrillian(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -177,10 +168,7 @@ func TestStore(t *testing.T) {
 		s = open(t, cfg)
 		defer s.Close()
 		log.Check(t, s)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		log.Check(t, s)
 		waitTrillian(t, s)
 	})
@@ -194,19 +182,13 @@ func TestStore(t *testing.T) {
 		s := open(t, cfg)
 		log := storetest.NewLog(t)
 		c := log.Build(t, 4)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		if err := s.SyncTrillian(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		s.SkipPush(true)
 		c = log.Build(t, 6)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		if n := sequenced(t, tr, cfg.TreeID); n != 4 {
 			t.Fatalf("Trillian holds %d leaves, want the 4 sent before the crash", n)
 		}
@@ -216,10 +198,7 @@ func TestStore(t *testing.T) {
 		defer standby.Close()
 		log.Check(t, standby)
 		c = log.Build(t, 3)
-		if err := standby.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, standby, c)
 		waitTrillian(t, standby) // its sender sent the dead writer's leaves and its own
 		if n := sequenced(t, tr, cfg.TreeID); n != log.Head().Size {
 			t.Fatalf("Trillian holds %d leaves after the standby's commit, want %d", n, log.Head().Size)
@@ -230,10 +209,7 @@ func TestStore(t *testing.T) {
 		// to commit.
 		standby.SkipPush(true)
 		c = log.Build(t, 2)
-		if err := standby.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, standby, c)
 		other := open(t, cfg)
 		defer other.Close()
 		if err := other.SyncTrillian(context.Background()); err != nil {
@@ -251,10 +227,7 @@ func TestStore(t *testing.T) {
 		log := storetest.NewLog(t)
 		for range 3 {
 			c := log.Build(t, 10)
-			if err := s.Commit(c); err != nil {
-				t.Fatal(err)
-			}
-			log.Committed(c)
+			log.Commit(t, s, c)
 		}
 		waitTrillian(t, s)
 		s.ForgetPushed()
@@ -278,10 +251,7 @@ func TestStore(t *testing.T) {
 		defer s.Close()
 		log := storetest.NewLog(t)
 		c := log.Build(t, 8)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		ctx := context.Background()
 		if err := s.AddLeaf(ctx, 3, c.Entries[3].Body); err != nil {
 			t.Fatalf("the committed leaf again at its index: %v", err)
@@ -331,10 +301,7 @@ func TestStore(t *testing.T) {
 		logB := storetest.NewLog(t)
 		ca := logA.Build(t, 4)
 		cb := logB.Build(t, 4)
-		if err := a.Commit(ca); err != nil {
-			t.Fatal(err)
-		}
-		logA.Committed(ca)
+		logA.Commit(t, a, ca)
 		if err := b.Commit(cb); !errors.Is(err, trillian.ErrConflict) {
 			t.Fatalf("a commit on a stale head: %v, want ErrConflict", err)
 		}
@@ -342,10 +309,7 @@ func TestStore(t *testing.T) {
 		// The old writer's next commit on the new head works, and sends
 		// nothing twice.
 		ca = logA.Build(t, 2)
-		if err := b.Commit(ca); err != nil {
-			t.Fatal(err)
-		}
-		logA.Committed(ca)
+		logA.Commit(t, b, ca)
 		logA.Check(t, a)
 		waitTrillian(t, a)
 	})
@@ -360,10 +324,7 @@ func TestStore(t *testing.T) {
 		defer s.Close()
 		log := storetest.NewLog(t)
 		c := log.Build(t, 3)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		if err := s.SyncTrillian(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -382,10 +343,7 @@ func TestStore(t *testing.T) {
 		}
 		log.Check(t, s) // nothing of it
 		tr.RestartServer(t)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		log.Check(t, s)
 		waitTrillian(t, s)
 	})
@@ -398,10 +356,7 @@ func TestStore(t *testing.T) {
 		defer s.Close()
 		log := storetest.NewLog(t)
 		c := log.Build(t, 8)
-		if err := s.Commit(c); err != nil {
-			t.Fatal(err)
-		}
-		log.Committed(c)
+		log.Commit(t, s, c)
 		q := func(query string, args ...any) {
 			t.Helper()
 			tr.DB.Exec(t, strings.ReplaceAll(query, "DB.", "`"+db+"`."), args...)
