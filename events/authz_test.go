@@ -72,6 +72,11 @@ func TestNATSSubjectsFromMatrix(t *testing.T) {
 			if strings.HasPrefix(s, "$KV.") {
 				t.Errorf("role %s: KV write grant %q", role, s)
 			}
+			// The deployment's own traffic (the verifier pool's verdicts
+			// and facts) is no partner's to publish or read.
+			if strings.HasPrefix(s, InternalPrefix) || s == ">" || s == "custody.>" || s == "custody.v1.>" {
+				t.Errorf("role %s: grant %q reaches %s", role, s, InternalPrefix)
+			}
 		}
 		for _, s := range pub {
 			if strings.HasPrefix(s, EventsPrefix+".") && s != EventsPrefix+".me.>" {

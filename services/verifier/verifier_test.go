@@ -198,7 +198,9 @@ func TestVerifierPoolDown(t *testing.T) {
 
 // TestVerifierPoolAdversary: what reaches the ledger on the verdict subject
 // cannot make it accept what it would refuse. A partner cannot publish
-// verdicts or ask the facts service at all (NATS permissions). A verdict
+// verdicts, ask the facts service or write the sequencer lease at all,
+// and the verifier's identity cannot publish events, read receipts or
+// touch the ledger's consumer (NATS permissions). A verdict
 // that names another certificate than the one the ledger holds for the
 // signer, or another IAK than the device's, is not used: a forged
 // signature is refused as bad-signature with such a verdict in hand.
@@ -235,15 +237,49 @@ func TestVerifierPoolAdversary(t *testing.T) {
 		}
 	}
 
-	// A liar on the verifier's connection: a forged signature (the ODM's
-	// key on an event it publishes as the vendor... through the vendor's
-	// own connection) with a verdict naming the ODM's certificate.
+	// Nor write the sequencer lease (only ledger candidates do).
+	_ = pnc.Publish("$KV."+ledger.LeaseBucket+"."+ledger.LeaseKey, []byte("orbit-odm"))
+	select {
+	case got := <-perms:
+		if want := `Publish to "$KV.` + ledger.LeaseBucket + "." + ledger.LeaseKey + `"`; !strings.Contains(got, want) {
+			t.Fatalf("permission error %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no permission violation for the lease bucket")
+	}
+
+	// The verifier's own identity reads its consumer and sends verdicts,
+	// nothing more: it cannot publish an event, read a partner's
+	// receipts, or delete the ledger's consumer.
+	vperms := make(chan string, 8)
 	vkp, _ := n.PKI.NKey(node.VerifierUser)
-	vnc, err := nats.Connect(n.NATSURL(), append(node.UserOptions(node.VerifierUser, vkp), node.NATSTLS(n.PKI))...)
+	vnc, err := nats.Connect(n.NATSURL(), append(node.UserOptions(node.VerifierUser, vkp), node.NATSTLS(n.PKI),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { vperms <- err.Error() }))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer vnc.Close()
+	_ = vnc.Publish(events.EventSubject("acme-tpm", strings.Repeat("ab", 32)), []byte("{}"))
+	_, _ = vnc.Subscribe(events.ReceiptsPrefix+".acme-tpm.>", func(*nats.Msg) {})
+	_ = vnc.Publish("$JS.API.CONSUMER.DELETE."+events.StreamName+"."+ledger.ConsumerName, nil)
+	for _, want := range []string{
+		`Publish to "` + events.EventsPrefix + `.acme-tpm.`,
+		`Subscription to "` + events.ReceiptsPrefix + `.acme-tpm.>"`,
+		`Publish to "$JS.API.CONSUMER.DELETE.` + events.StreamName + "." + ledger.ConsumerName + `"`,
+	} {
+		select {
+		case got := <-vperms:
+			if !strings.Contains(got, "Permissions Violation") || !strings.Contains(got, want) {
+				t.Fatalf("verifier permission error %q, want %q", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no permission violation for the verifier: %s", want)
+		}
+	}
+
+	// A liar on the verifier's connection: a forged signature (the ODM's
+	// key on an event it publishes as the vendor... through the vendor's
+	// own connection) with a verdict naming the ODM's certificate.
 	dev := strings.Repeat("cd", 32)
 	st := events.NewStatement(events.KindStageRecorded, "acme-tpm", dev, time.Now(), events.NewEventID())
 	st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: "forged"}
