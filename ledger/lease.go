@@ -118,7 +118,7 @@ func (l *Ledger) runCandidate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	close(l.ready)
+	l.markReady()
 	for ctx.Err() == nil {
 		l.log.Info("sequencer candidate standing by", "instance", l.cfg.Instance)
 		if err := ls.acquire(ctx); err != nil {

@@ -134,7 +134,8 @@ type Ledger struct {
 	// (publish); tests of the rules without NATS replace it.
 	answer func(subject string, data []byte) error
 
-	ready chan struct{}
+	ready     chan struct{}
+	readyOnce sync.Once
 	// leading is set while this ledger applies events (lease.go).
 	leading atomic.Bool
 }
@@ -300,9 +301,12 @@ func (l *Ledger) Run(ctx context.Context) error {
 		return l.runCandidate(ctx)
 	}
 	l.leading.Store(true)
-	close(l.ready)
 	return l.lead(ctx)
 }
+
+// markReady closes Ready, once: when the ledger's services answer, or
+// when a sequencer candidate stands by.
+func (l *Ledger) markReady() { l.readyOnce.Do(func() { close(l.ready) }) }
 
 // lead applies events and serves the ledger's NATS services until ctx
 // ends.
@@ -329,6 +333,8 @@ func (l *Ledger) lead(ctx context.Context) error {
 		}
 		defer func() { _ = fsub.Unsubscribe() }()
 	}
+	_ = l.cfg.NATS.Flush() // the server holds its subscriptions: its services answer
+	l.markReady()
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)

@@ -27,8 +27,8 @@ func TestRepliesOnlyIntoInboxes(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	// Ready once both services answer from an inbox.
-	for _, subj := range []string{events.StatusSubject, ledger.MicroSubjectPrefix + ".checkpoint"} {
+	// Ready once every service asked below answers from an inbox.
+	for _, subj := range []string{events.StatusSubject, ledger.MicroSubjectPrefix + ".checkpoint", ledger.MicroSubjectPrefix + ".event"} {
 		for deadline := time.Now().Add(30 * time.Second); ; {
 			if _, err := nc.Request(subj, []byte(strings.Repeat("0", 64)), 200*time.Millisecond); err == nil {
 				break
