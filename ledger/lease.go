@@ -114,9 +114,17 @@ func (l *Ledger) Leading() bool { return l.leading.Load() }
 // is held, take over the log's state from the Store, lead until the lease
 // is lost or ctx ends, and stand by again.
 func (l *Ledger) runCandidate(ctx context.Context) error {
+	// A NATS cluster electing the bucket's leader (or short of a quorum)
+	// does not answer for seconds: a candidate keeps asking.
 	ls, err := l.openLease(ctx)
-	if err != nil {
-		return err
+	for err != nil {
+		l.log.Warn("sequencer candidate: the lease bucket does not answer yet", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+		ls, err = l.openLease(ctx)
 	}
 	l.markReady()
 	for ctx.Err() == nil {

@@ -138,6 +138,11 @@ type Ledger struct {
 	readyOnce sync.Once
 	// leading is set while this ledger applies events (lease.go).
 	leading atomic.Bool
+	// standbyHead is the Store's head as a standing-by candidate last read
+	// it (storeHead), at standbyRead.
+	standbyMu   sync.Mutex
+	standbyHead Head
+	standbyRead time.Time
 }
 
 // ConsumerName is the ledger's durable JetStream consumer.
@@ -307,6 +312,10 @@ func (l *Ledger) Run(ctx context.Context) error {
 // markReady closes Ready, once: when the ledger's services answer, or
 // when a sequencer candidate stands by.
 func (l *Ledger) markReady() { l.readyOnce.Do(func() { close(l.ready) }) }
+
+// Ready is closed once Run serves: the ledger's services answer, or a
+// sequencer candidate stands by.
+func (l *Ledger) Ready() <-chan struct{} { return l.ready }
 
 // lead applies events and serves the ledger's NATS services until ctx
 // ends.
@@ -516,11 +525,34 @@ func nakAll(prs []*prepared) {
 	}
 }
 
-// Head returns the current committed head.
+// Head returns the current committed head. A sequencer candidate that
+// stands by reads it from the shared Store (at most every 250ms), so that
+// its read API answers with the log another candidate writes.
 func (l *Ledger) Head() Head {
+	if l.cfg.LeaseTTL > 0 && !l.leading.Load() {
+		return l.storeHead()
+	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.head
+}
+
+// storeHead is the Store's head, read again once the last read is 250ms
+// old; the last head known when the Store cannot be read.
+func (l *Ledger) storeHead() Head {
+	l.standbyMu.Lock()
+	defer l.standbyMu.Unlock()
+	if time.Since(l.standbyRead) > 250*time.Millisecond {
+		if h, err := l.cfg.Store.Head(); err == nil {
+			l.standbyHead, l.standbyRead = h, time.Now()
+		}
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.standbyHead.Size < l.head.Size {
+		return l.head
+	}
+	return l.standbyHead
 }
 
 // Store returns the ledger's store (read side).

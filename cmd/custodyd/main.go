@@ -72,8 +72,13 @@ func main() {
 			fail(err)
 		}
 		return
+	case "sequencer":
+		if err := runSequencer(ctx, &s, logger); err != nil {
+			fail(err)
+		}
+		return
 	default:
-		fmt.Fprintf(os.Stderr, "custodyd: --role %q: all or verifier\n", s.role)
+		fmt.Fprintf(os.Stderr, "custodyd: --role %q: all, sequencer or verifier\n", s.role)
 		os.Exit(2)
 	}
 	nets, err := station.ParseDeviceNetworks(strings.Split(s.deviceNets, ","))
@@ -97,7 +102,10 @@ func main() {
 type settings struct {
 	config, data, pki, http, dps, nats, idScope, hubs, origin string
 	deviceNets, role, natsURL, cpuProfile                     string
-	cacheMiB, gcPercent, workers                              int
+	db, trillian, instance                                    string
+	cacheMiB, gcPercent, workers, replicas                    int
+	treeID                                                    int64
+	lease                                                     time.Duration
 	verbose, insecureHTTP                                     bool
 	verdictWait                                               time.Duration
 	logFormat                                                 *logging.Format
@@ -109,6 +117,8 @@ func newFlagSet(s *settings) *flag.FlagSet {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: custodyd [flags]
        custodyd --role verifier --pki DIR --nats-url URL [--workers N]
+       custodyd --role sequencer --pki DIR --nats-url URLS --db DSN
+                --trillian ADDR --tree-id ID --instance NAME [--http ADDR]
 
 Runs Custody on one machine: NATS JetStream (embedded), the ledger, the
 partner stations, the enrollment gate and a DPS emulator. A demo PKI is
@@ -119,6 +129,13 @@ connects to the deployment's NATS (--nats-url, as the verifier user of
 --pki), checks events ahead of the ledger (schemas, signatures, TPM quotes)
 and sends the ledger verdicts. Start the ledger's node with --verdict-wait
 for it to use them (docs/design/verifiers.md).
+
+With --role sequencer it is a sequencer candidate of a cluster
+(deploy/cluster, docs/design/cluster.md): the ledger alone, on the log in
+Trillian and MariaDB, connected to a NATS cluster. Of the candidates, the
+one holding the sequencer lease applies events; the others stand by and
+take over within --lease when it stops renewing. Every candidate serves the
+ledger's read API (/ledger/, /api/v1/, /healthz) on --http.
 
 HTTP API (--http), over TLS with the PKI's server certificate (<pki>/tls/ca.pem
 is its CA); partners and operators authenticate with their partner
@@ -151,9 +168,15 @@ Flags:
 	fs.IntVar(&s.gcPercent, "gc-percent", node.GCPercent, "the Go garbage collector's GOGC (ignored when the GOGC variable is set): the node allocates about 200 kB per enrollment decision and keeps a heap of tens of MB, so collecting less often saves CPU for a few hundred MB of memory")
 	fs.StringVar(&s.deviceNets, "device-networks", "127.0.0.0/8,::1/128", "comma-separated CIDR prefixes the stations may reach device agents on; any other agent address is refused without being contacted")
 	fs.BoolVar(&s.insecureHTTP, "insecure-http", false, "DEVELOPMENT ONLY: serve the HTTP API as plain HTTP, without client identities (logged loudly)")
-	fs.StringVar(&s.role, "role", "all", "all: the whole deployment in this process; verifier: a process of the verifier pool (see above)")
+	fs.StringVar(&s.role, "role", "all", "all: the whole deployment in this process; verifier: a process of the verifier pool; sequencer: a sequencer candidate of a cluster (see above)")
 	fs.DurationVar(&s.verdictWait, "verdict-wait", 0, "with a verifier pool: how long the ledger waits for an event's verdict, while verifiers are sending, before checking the event itself (e.g. 500ms); 0: no pool, the ledger checks everything")
-	fs.StringVar(&s.natsURL, "nats-url", "tls://127.0.0.1:4222", "--role verifier: the deployment's NATS server to connect to")
+	fs.StringVar(&s.natsURL, "nats-url", "tls://127.0.0.1:4222", "--role verifier and sequencer: the deployment's NATS servers to connect to (comma-separated: every node of a cluster)")
+	fs.StringVar(&s.db, "db", "", "--role sequencer: the DSN of Custody's MariaDB database (go-sql-driver/mysql form, e.g. custody@unix(/run/mysqld/mysqld.sock)/custody)")
+	fs.StringVar(&s.trillian, "trillian", "", "--role sequencer: Trillian's log server, host:port (gRPC over TLS with the PKI's server certificate)")
+	fs.Int64Var(&s.treeID, "tree-id", 0, "--role sequencer: the log's Trillian tree (PREORDERED_LOG; \"custody trillian create-tree\")")
+	fs.StringVar(&s.instance, "instance", "", "--role sequencer: this candidate's name, unique in the cluster (the lease names its holder)")
+	fs.DurationVar(&s.lease, "lease", 3*time.Second, "--role sequencer: the sequencer lease's time to live: a standby takes over at most this long after the holder stops renewing")
+	fs.IntVar(&s.replicas, "replicas", 3, "--role sequencer: JetStream replicas of the events stream and the ledger's buckets (3 on a 3-node cluster)")
 	fs.IntVar(&s.workers, "workers", 0, "--role verifier: events checked in parallel (default: one per core)")
 	fs.StringVar(&s.cpuProfile, "cpuprofile", "", "diagnostics: write a Go CPU profile of the whole run to `file` (go tool pprof), finished when custodyd stops")
 	fs.BoolVar(&s.verbose, "v", false, "debug logging")

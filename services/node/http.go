@@ -118,13 +118,36 @@ func authzError(w http.ResponseWriter, status int, code, msg string) {
 
 // mount serves h under prefix (stripped unless keep), admitted by guard.
 func (n *Node) mount(mux *http.ServeMux, prefix string, keep bool, h http.Handler, routes map[string]events.Action, owners ...string) {
+	mount(mux, n.Ledger, n.cfg.Logger, prefix, keep, h, routes, owners...)
+}
+
+func mount(mux *http.ServeMux, l *ledger.Ledger, logger *slog.Logger, prefix string, keep bool, h http.Handler, routes map[string]events.Action, owners ...string) {
 	rt, ok := h.(router)
 	if !ok {
 		panic("node: a service's handler is not a ServeMux")
 	}
-	var g http.Handler = &guard{inner: rt, routes: routes, owners: owners, ledger: n.Ledger, log: n.cfg.Logger.With("part", "http")}
+	var g http.Handler = &guard{inner: rt, routes: routes, owners: owners, ledger: l, log: logger.With("part", "http")}
 	if !keep {
 		g = http.StripPrefix(strings.TrimSuffix(prefix, "/"), g)
 	}
 	mux.Handle(prefix, g)
+}
+
+// LedgerAPI is the ledger's HTTP read API as custodyd serves it, for a
+// process that runs the ledger alone (custodyd --role sequencer): /ledger/
+// and the Rekor v1 form under /api/v1/, each route admitted by the
+// authorisation matrix as on the all-in-one node, and /healthz (200 while
+// ready says so).
+func LedgerAPI(l *ledger.Ledger, logger *slog.Logger, ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mount(mux, l, logger, "/ledger/", false, l.Handler(), LedgerRoutes)
+	mount(mux, l, logger, "/api/v1/", true, l.RekorHandler(), RekorRoutes)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
 }

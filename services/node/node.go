@@ -446,7 +446,20 @@ func (n *Node) registerPartners(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rv, err := n.ReceiptVerifier(events.ConsortiumPartner)
+	return RegisterPartners(ctx, nc, n.PKI, n.cfg.Operator, func(name string) bool {
+		_, err := n.store.Partner(name)
+		return err == nil
+	})
+}
+
+// RegisterPartners publishes partner.registered, signed by the consortium
+// CA key of p, over nc (connected as the consortium's NATS user) for every
+// partner of p that known does not name (nil: every one), and waits for
+// each receipt. A partner the ledger already holds (CodeAlreadyExists)
+// counts as registered, so that running it again is harmless. operator is
+// the operator whose gate the PKI's gate partners serve.
+func RegisterPartners(ctx context.Context, nc *nats.Conn, p *pki.Demo, operator string, known func(name string) bool) error {
+	rv, err := ledger.NewReceiptVerifier(&p.LogKey.PublicKey, p.ConsortiumCA.Cert.Raw)
 	if err != nil {
 		return err
 	}
@@ -454,19 +467,19 @@ func (n *Node) registerPartners(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	names := n.PKI.PartnerNames()
+	names := p.PartnerNames()
 	sort.Strings(names)
 	for _, name := range names {
-		if _, err := n.store.Partner(name); err == nil {
+		if known != nil && known(name) {
 			continue
 		}
-		p := n.PKI.Partners[name]
-		info := events.PartnerInfo{Name: name, Role: p.Role, Certificate: p.Cert.Raw}
-		if p.Role == events.RoleGate {
-			info.Operator = n.cfg.Operator
+		pt := p.Partners[name]
+		info := events.PartnerInfo{Name: name, Role: pt.Role, Certificate: pt.Cert.Raw}
+		if pt.Role == events.RoleGate {
+			info.Operator = operator
 		}
-		st := events.NewPartnerStatement(events.KindPartnerRegistered, info, certDigest(p.Cert), time.Now(), events.NewEventID())
-		env, err := events.Sign(ctx, st, n.PKI.ConsortiumCA.Key, events.ConsortiumPartner)
+		st := events.NewPartnerStatement(events.KindPartnerRegistered, info, certDigest(pt.Cert), time.Now(), events.NewEventID())
+		env, err := events.Sign(ctx, st, p.ConsortiumCA.Key, events.ConsortiumPartner)
 		if err != nil {
 			return err
 		}
@@ -476,7 +489,7 @@ func (n *Node) registerPartners(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("node: registering partner %s: %w", name, err)
 		}
-		if r.Status != events.StatusAccepted {
+		if r.Status != events.StatusAccepted && r.Code != string(events.CodeAlreadyExists) {
 			return fmt.Errorf("node: registering partner %s: %s: %s", name, r.Code, r.Reason)
 		}
 	}

@@ -228,7 +228,9 @@ func (ca *CA) IssueTLSServer(validity time.Duration, hosts ...string) (*tls.Cert
 		Subject:     pkix.Name{CommonName: hosts[0]},
 		NotAfter:    time.Now().Add(validity),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// Client authentication too: the nodes of a NATS cluster present
+		// this certificate at both ends of their routes.
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
