@@ -4,13 +4,14 @@
 
 GO       ?= go
 BIN      ?= bin
+SHELL    := /bin/bash
 export GOTOOLCHAIN := local
 # The TPM simulator is C (cgo).
 export CGO_ENABLED := 1
 
 CMDS := custody custodyd custody-agent
 
-.PHONY: all build demo sim test test-short bench bench-quick fmt vet clean fuzz-ci readme
+.PHONY: all build demo sim test test-short test-cluster bench bench-quick bench-cluster fmt vet clean fuzz-ci readme
 
 all: build
 
@@ -35,6 +36,14 @@ vet:
 
 test: vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The cluster's failover test (deploy/cluster, CI): the cluster of
+# deploy/cluster/cluster.sh on loopback, three stations' sustained ingest,
+# SIGKILLs of the active sequencer, a NATS node and a verifier over several
+# rounds. Its last line: cluster: N events, 0 lost, 0 duplicated, ...
+test-cluster: build
+	CUSTODY_TEST_CLUSTER=1 $(GO) test -count=1 -timeout 20m -run TestClusterFailover -v ./deploy/cluster/ 2>&1 | tee $(CURDIR)/bin/test-cluster.log; test $${PIPESTATUS[0]} -eq 0
+	@grep '^cluster: ' $(CURDIR)/bin/test-cluster.log | tail -1
 
 test-short:
 	$(GO) test -count=1 -short ./...
