@@ -54,8 +54,8 @@ func knob(name string, def int) int {
 
 // cluster drives deploy/cluster/cluster.sh for a test.
 type cluster struct {
-	t   *testing.T
-	env []string
+	t    *testing.T
+	env  []string
 	vars map[string]string
 }
 

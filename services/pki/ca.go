@@ -225,9 +225,9 @@ func (ca *CA) IssueTLSServer(validity time.Duration, hosts ...string) (*tls.Cert
 		return nil, fmt.Errorf("pki: generating TLS key: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: hosts[0]},
-		NotAfter:    time.Now().Add(validity),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
+		Subject:  pkix.Name{CommonName: hosts[0]},
+		NotAfter: time.Now().Add(validity),
+		KeyUsage: x509.KeyUsageDigitalSignature,
 		// Client authentication too: the nodes of a NATS cluster present
 		// this certificate at both ends of their routes.
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
