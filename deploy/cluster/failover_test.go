@@ -7,7 +7,6 @@
 package cluster_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -15,27 +14,23 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/clusterrun"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/ledger/trillian"
 	"github.com/custodyledger/custody/services/node"
@@ -50,79 +45,6 @@ func knob(name string, def int) int {
 		return v
 	}
 	return def
-}
-
-// cluster drives deploy/cluster/cluster.sh for a test.
-type cluster struct {
-	t    *testing.T
-	env  []string
-	vars map[string]string
-}
-
-func (c *cluster) sh(args ...string) (string, error) {
-	cmd := exec.Command("bash", append([]string{"cluster.sh"}, args...)...)
-	cmd.Env = append(os.Environ(), c.env...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func (c *cluster) must(args ...string) string {
-	c.t.Helper()
-	out, err := c.sh(args...)
-	if err != nil {
-		c.t.Fatalf("cluster.sh %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// freeBase is a port base with 32 free loopback ports above it.
-func freeBase(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		base := 20000 + rand.IntN(400)*100
-		free := true
-		for p := base; p < base+32 && free; p++ {
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				free = false
-				continue
-			}
-			ln.Close()
-		}
-		if free {
-			return base
-		}
-	}
-	t.Fatal("no 32 free ports in a row")
-	return 0
-}
-
-// multiLedger asks each sequencer's read API in turn: one of them is
-// down while a round kills it.
-type multiLedger []*station.LedgerClient
-
-func (m multiLedger) Device(id string) (*ledger.Device, error) {
-	var errs []error
-	for _, c := range m {
-		d, err := c.Device(id)
-		if err == nil || errors.Is(err, ledger.ErrNotFound) {
-			return d, err
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
-}
-
-func (m multiLedger) PendingOffers(to string) ([]string, error) {
-	var errs []error
-	for _, c := range m {
-		ids, err := c.PendingOffers(to)
-		if err == nil {
-			return ids, nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
 }
 
 // got is a receipt a station got, and when.
@@ -150,9 +72,10 @@ func TestClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, env: []string{"CLUSTER_DIR=" + dir, "BIN=" + bin, fmt.Sprintf("PORT_BASE=%d", freeBase(t)), "LEASE=2s"}}
+	began := time.Now()
+	c, out, err := clusterrun.Up(root, dir, bin, "LEASE=2s")
 	t.Cleanup(func() {
-		out, _ := c.sh("down")
+		out, _ := c.Sh("down")
 		if t.Failed() {
 			t.Logf("cluster.sh down:\n%s", out)
 			for _, n := range []string{"sequencer-1", "sequencer-2", "verifier-1", "verifier-2", "nats-1"} {
@@ -167,68 +90,46 @@ func TestClusterFailover(t *testing.T) {
 		}
 		os.RemoveAll(dir)
 	})
-	began := time.Now()
-	t.Log(c.must("up"))
-	t.Logf("cluster up in %s", time.Since(began).Round(time.Millisecond))
-	c.vars = map[string]string{}
-	sc := bufio.NewScanner(strings.NewReader(c.must("env")))
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			c.vars[k] = v
-		}
-	}
-	p, err := pki.LoadDemo(c.vars["PKI"])
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Log(out)
+	t.Logf("cluster up in %s", time.Since(began).Round(time.Millisecond))
+	p := c.PKI
+	must := func(args ...string) {
+		t.Helper()
+		if _, err := c.Sh(args...); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	ledgerURLs := strings.Split(c.vars["LEDGER_URLS"], ",")
+	ledgerURLs := c.LedgerURLs()
 
 	// Three partners' stations, each with devices of its own: manufactured
 	// by the TPM vendor, two handed to the ODM and the OEM.
 	partners := []string{"acme-tpm", "orbit-odm", "nova-oem"}
 	stations := map[string]*station.Station{}
 	for _, name := range partners {
-		pt := p.Partners[name]
-		kp, err := p.NKey(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := nats.Connect(c.vars["NATS_URLS"], append(node.UserOptions(name, kp), node.NATSTLS(p), nats.ReconnectWait(100*time.Millisecond))...)
+		s, nc, err := c.Station(name, filepath.Join(dir, "outbox", name))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer nc.Close()
-		hc, err := p.HTTPClient(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ml multiLedger
-		for _, u := range ledgerURLs {
-			ml = append(ml, station.NewLedgerClient(u+"/ledger", hc))
-		}
-		rv, err := ledger.NewReceiptVerifier(&p.LogKey.PublicKey, pt.Cert.Raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := station.Config{
-			Name: name, Role: pt.Role, Key: pt.Key, NATS: nc, ReceiptVerifier: rv, Ledger: ml, HTTPClient: hc,
-			OutboxDir: filepath.Join(dir, "outbox", name), ReceiptTimeout: 15 * time.Second,
-			TPMInfo: attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"},
-		}
-		if pt.Role == events.RoleTPMVendor {
-			cfg.ManufacturingCA = p.VendorMfgCA
-		}
-		if stations[name], err = station.New(cfg); err != nil {
-			t.Fatal(err)
-		}
+		stations[name] = s
 	}
 	perStation := knob("CUSTODY_CLUSTER_DEVICES", 2)
 	agents := map[string][]string{} // partner → agent URLs
 	for i, name := range partners {
 		for j := range perStation {
-			url := startAgent(t, filepath.Join(bin, "custody-agent"), filepath.Join(dir, "agents"), p.Dir, 7300+i*perStation+j)
+			cmd, url, err := clusterrun.StartAgent(filepath.Join(bin, "custody-agent"), filepath.Join(dir, "agents"), p.Dir, 7300+i*perStation+j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = cmd.Process.Signal(os.Interrupt)
+				_ = cmd.Wait()
+			})
 			if _, err := stations["acme-tpm"].Manufacture(ctx, url); err != nil {
 				t.Fatalf("manufacturing: %v", err)
 			}
@@ -297,11 +198,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 
 	// The lease's holder, from the KV bucket, as the ledger's user.
-	lkp, err := p.NKey(node.LedgerUser)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lnc, err := nats.Connect(c.vars["NATS_URLS"], append(node.UserOptions(node.LedgerUser, lkp), node.NATSTLS(p))...)
+	lnc, err := c.Connect(node.LedgerUser)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +245,7 @@ func TestClusterFailover(t *testing.T) {
 			t.Fatalf("round %d: no sequencer holds the lease", round)
 		}
 		killed := time.Now()
-		c.must("kill", lead)
+		must("kill", lead)
 		var moved time.Time
 		for deadline := killed.Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 			if h := holder(); h != "" && h != lead {
@@ -373,25 +270,25 @@ func TestClusterFailover(t *testing.T) {
 		failovers++
 		t.Logf("round %d: killed sequencer %s; %s took over, first receipt %.2f s after the kill", round, lead, holder(), takeover.Seconds())
 		pause(500*time.Millisecond, 2*time.Second)
-		c.must("start", lead)
+		must("start", lead)
 
 		// A NATS node.
 		pause(time.Second, 3*time.Second)
 		nn := fmt.Sprintf("nats-%d", 1+natsOrder[(round-1)%3])
-		c.must("kill", nn)
+		must("kill", nn)
 		killed = time.Now()
 		pause(time.Second, 3*time.Second)
-		c.must("start", nn)
+		must("start", nn)
 		waitProgress("killing "+nn, killed)
 		t.Logf("round %d: killed %s and started it again", round, nn)
 
 		// A verifier.
 		pause(500*time.Millisecond, 2*time.Second)
 		vn := fmt.Sprintf("verifier-%d", 1+rand.IntN(2))
-		c.must("kill", vn)
+		must("kill", vn)
 		killed = time.Now()
 		pause(500*time.Millisecond, 2*time.Second)
-		c.must("start", vn)
+		must("start", vn)
 		waitProgress("killing "+vn, killed)
 		t.Logf("round %d: killed %s and started it again (%d receipts so far)", round, vn, count())
 	}
@@ -421,16 +318,16 @@ func TestClusterFailover(t *testing.T) {
 
 	// The log, read from the shared store (MariaDB and Trillian) as any
 	// sequencer reads it.
-	conn, err := grpc.NewClient(c.vars["TRILLIAN"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.TLSRoots(), MinVersion: tls.VersionTLS12})))
+	conn, err := grpc.NewClient(c.Vars["TRILLIAN"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.TLSRoots(), MinVersion: tls.VersionTLS12})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	treeID, err := strconv.ParseInt(c.vars["TREE_ID"], 10, 64)
+	treeID, err := strconv.ParseInt(c.Vars["TREE_ID"], 10, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := trillian.Open(ctx, trillian.Config{DSN: c.vars["DB"], Conn: conn, TreeID: treeID})
+	store, err := trillian.Open(ctx, trillian.Config{DSN: c.Vars["DB"], Conn: conn, TreeID: treeID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,30 +459,4 @@ func fetchConsistency(t *testing.T, urls []string, p *pki.Demo, first, second ui
 	}
 	t.Fatalf("consistency proof %d→%d: %v", first, second, errors.Join(errs...))
 	return nil
-}
-
-// startAgent starts a custody-agent with a simulated TPM of its own and
-// returns its URL; it stops at the test's end.
-func startAgent(t *testing.T, bin, dir, pkiDir string, seed int) string {
-	t.Helper()
-	state := filepath.Join(dir, strconv.Itoa(seed))
-	if err := os.MkdirAll(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	addr := filepath.Join(state, "addr")
-	cmd := exec.Command(bin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", state, "--listen", "127.0.0.1:0", "--addr-file", addr, "--pki", pkiDir)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if b, err := os.ReadFile(addr); err == nil && len(b) > 0 {
-			return strings.TrimSpace(string(b))
-		}
-	}
-	t.Fatal("custody-agent did not start")
-	return ""
 }
