@@ -80,6 +80,16 @@ bench-quick:
 	-$(GO) run ./bench --only-batched 32 --batched-events 60 --out $(BENCH_OUT)
 	$(GO) run ./bench summary --dir $(BENCH_OUT)
 
+# The cluster's tiers (bench/cluster.go): the same quoted events through the
+# single-process node and through deploy/cluster's cluster on this machine,
+# each process's CPU per event read from /proc; Trillian's QueueLeaf rate
+# on the same MariaDB. Writes bench-results/cluster.json and the summary.
+bench-cluster:
+	$(MAKE) build
+	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/cluster.json
+	$(GO) run ./bench --only-cluster 8 --cluster-events 1000 --bin $(BIN) --out $(BENCH_OUT) $(BENCHFLAGS)
+	$(GO) run ./bench summary --dir $(BENCH_OUT)
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 

@@ -87,7 +87,18 @@ func main() {
 	onlyTransitions := flag.Int("only-transitions", 0, "measure only device transitions (shipments lifecycle) with this many devices")
 	onlyBatched := flag.Int("only-batched", 0, "measure only station batches against single envelopes, with this many devices (the batch size)")
 	batchedEvents := flag.Int("batched-events", 100, "events per device per phase of --only-batched")
+	onlyCluster := flag.Int("only-cluster", 0, "measure only the cluster of deploy/cluster against the single process, with this many devices (make bench-cluster)")
+	clusterEvents := flag.Int("cluster-events", 1000, "events per device through each of the node and the cluster (--only-cluster)")
+	bin := flag.String("bin", "bin", "--only-cluster: the directory of custody, custodyd and custody-agent")
+	clusterProfile := flag.Bool("cluster-profile", false, "--only-cluster: write the sequencers' CPU profiles to <out>/cluster-profiles")
 	flag.Parse()
+	if *onlyCluster > 0 {
+		if err := clusterOnly(*onlyCluster, *clusterEvents, *bin, cfg.Out, *clusterProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *onlyBatched > 0 {
 		if err := batchedOnly(*onlyBatched, *batchedEvents, cfg.Out, *cpuProfile); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)

@@ -23,7 +23,9 @@ import (
 //   - shipments.json, written by the shipments' benchmark to the file
 //     named by CUSTODY_BENCH_SHIPMENTS_OUT;
 //   - batched.json, written by `bench --only-batched` (station batches
-//     against single envelopes, batched.go).
+//     against single envelopes, batched.go);
+//   - cluster.json, written by `bench --only-cluster` (make bench-cluster:
+//     the cluster's tiers against the single process, cluster.go).
 //
 // A figure whose part did not run, or did not write it, is null in the
 // summary, and "missing" names the reason: no figure is ever made up.
@@ -35,6 +37,7 @@ const (
 	gateFile      = "gate.json"
 	shipmentsFile = "shipments.json"
 	batchedFile   = "batched.json"
+	clusterFile   = "cluster.json"
 	summaryFile   = "summary.json"
 )
 
@@ -44,6 +47,8 @@ var partFields = map[string][]string{
 	gateFile:      {"gate_decisions_per_s", "gate_ceiling_per_s", "gate_ratio"},
 	shipmentsFile: {"device_transitions_per_s"},
 	batchedFile:   {"ingest_batched_events_per_s", "verifies_per_batched_event", "batched_ceiling_events_per_s", "ingest_batched_ratio", "batch_events"},
+	clusterFile: {"cluster_single_process_events_per_s", "cluster_sequencer_events_per_s", "cluster_sequencer_to_single_process_ratio",
+		"cluster_verifier_events_per_s_per_process", "cluster_nats_node_events_per_s", "cluster_db_events_per_s", "trillian_queueleaf_per_s", "cluster_wall_events_per_s"},
 }
 
 // summaryFields is every field a summary has, in the order written; each
@@ -57,6 +62,8 @@ var summaryFields = []string{
 	"tessera_entries_per_s",
 	"device_transitions_per_s",
 	"gate_decisions_per_s", "gate_ceiling_per_s", "gate_ratio",
+	"cluster_single_process_events_per_s", "cluster_sequencer_events_per_s", "cluster_sequencer_to_single_process_ratio",
+	"cluster_verifier_events_per_s_per_process", "cluster_nats_node_events_per_s", "cluster_db_events_per_s", "trillian_queueleaf_per_s", "cluster_wall_events_per_s",
 }
 
 // runSummary is `bench summary --dir DIR`: it writes DIR/summary.json from
@@ -193,7 +200,7 @@ func summarize(dir string) (*summary, error) {
 		s.absent(tesseraFile+" has no Tessera figure", "tessera_entries_per_s")
 	}
 
-	for _, file := range []string{gateFile, shipmentsFile, batchedFile} {
+	for _, file := range []string{gateFile, shipmentsFile, batchedFile, clusterFile} {
 		keys := partFields[file]
 		var part map[string]any
 		switch err := readJSON(filepath.Join(dir, file), &part); {

@@ -30,6 +30,8 @@ func TestSummary(t *testing.T) {
 	writeJSON(t, filepath.Join(dir, tesseraFile), map[string]any{"tessera": map[string]any{"leavesPerSecond": 19000.0, "leaves": 20000}, "custody": map[string]any{"leavesPerSecond": 21000.0}})
 	writeJSON(t, filepath.Join(dir, gateFile), map[string]any{"gate_decisions_per_s": 700.0, "gate_ratio": 0.5, "other": 1})
 	writeJSON(t, filepath.Join(dir, batchedFile), &BatchedResult{Batch: 64, BatchedEventsPerS: 12000, VerifiesPerEvent: 1.015625, BatchedCeiling: 34000, BatchedRatio: 0.35})
+	writeJSON(t, filepath.Join(dir, clusterFile), &ClusterResult{SingleProcessPerSec: 9000, SequencerPerSec: 30000, SequencerRatio: 3.33, VerifierPerSec: 11000,
+		NATSNodePerSec: 50000, DBPerSec: 20000, QueueLeafPerSec: 3000, ClusterWallPerSec: 2500})
 	s, err := summarize(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +52,9 @@ func TestSummary(t *testing.T) {
 		"ingest_batched_events_per_s": 12000.0, "verifies_per_batched_event": 1.015625, "batched_ceiling_events_per_s": 34000.0,
 		"ingest_batched_ratio": 0.35, "batch_events": 64.0,
 		"tiered_one_verifier_events_per_s": 10500.0, "verifier_events_per_s": 10500.0, "verifier_ratio": 0.84, "sequencer_events_per_s": 21000.0,
+		"cluster_single_process_events_per_s": 9000.0, "cluster_sequencer_events_per_s": 30000.0, "cluster_sequencer_to_single_process_ratio": 3.33,
+		"cluster_verifier_events_per_s_per_process": 11000.0, "cluster_nats_node_events_per_s": 50000.0, "cluster_db_events_per_s": 20000.0,
+		"trillian_queueleaf_per_s": 3000.0, "cluster_wall_events_per_s": 2500.0,
 	}
 	for _, k := range summaryFields {
 		if got[k] != want[k] {

@@ -21,7 +21,8 @@
 # BIN (custody and custodyd; default ./bin), PORT_BASE (default 14000:
 # NATS clients +0..+2, routes +10..+12, Trillian +20/+21, sequencers' HTTP
 # +30/+31), LEASE (sequencer lease, default 3s), VERDICT_WAIT (default
-# 500ms). Needs mariadb-server, nats-server and Trillian's binaries on
+# 500ms), CPUPROFILE (set: the sequencers write CPU profiles to
+# log/<name>.pprof when they stop). Needs mariadb-server, nats-server and Trillian's binaries on
 # PATH (or in /usr/sbin, $(go env GOPATH)/bin).
 set -euo pipefail
 
@@ -81,6 +82,7 @@ argv() {
       --db "root@unix($SOCK)/custody" --trillian "$TRILLIAN" --tree-id "$(cat "$DIR/tree-id")" \
       --instance "$1" --lease "$LEASE" --verdict-wait "$VERDICT_WAIT" --replicas 3 \
       --http "127.0.0.1:$((PORT_BASE + 29 + i))" --log-format text
+    [ -n "${CPUPROFILE:-}" ] && printf '%s\n' --cpuprofile "$LOGS/$1.pprof"
     ;;
   verifier-?)
     printf '%s\n' "$BIN/custodyd" --role verifier --pki "$PKI" --nats-url "$NATS_URLS" --log-format text
