@@ -60,7 +60,7 @@ argv() {
       --pid-file="$DIR/mariadb/mariadbd.pid" --log-error="$LOGS/mariadb.err" --skip-name-resolve \
       --innodb-buffer-pool-size=256M --innodb-log-file-size=128M --max-connections=500 \
       --innodb-flush-log-at-trx-commit=1 --sync-binlog=1
-    is_root && echo --user=root
+    if is_root; then echo --user=root; fi
     ;;
   trillian-server)
     printf '%s\n' trillian_log_server --storage_system=mysql --mysql_uri="root@unix($SOCK)/trillian" \
@@ -82,7 +82,7 @@ argv() {
       --db "root@unix($SOCK)/custody" --trillian "$TRILLIAN" --tree-id "$(cat "$DIR/tree-id")" \
       --instance "$1" --lease "$LEASE" --verdict-wait "$VERDICT_WAIT" --replicas 3 \
       --http "127.0.0.1:$((PORT_BASE + 29 + i))" --log-format text
-    [ -n "${CPUPROFILE:-}" ] && printf '%s\n' --cpuprofile "$LOGS/$1.pprof"
+    if [ -n "${CPUPROFILE:-}" ]; then printf '%s\n' --cpuprofile "$LOGS/$1.pprof"; fi
     ;;
   verifier-?)
     printf '%s\n' "$BIN/custodyd" --role verifier --pki "$PKI" --nats-url "$NATS_URLS" --log-format text
@@ -214,6 +214,7 @@ env)
   echo "CLUSTER_DIR=$DIR"
   echo "PKI=$PKI"
   echo "NATS_URLS=$NATS_URLS"
+  echo "ROUTES=$ROUTES"
   echo "LEDGER_URLS=https://127.0.0.1:$((PORT_BASE + 30)),https://127.0.0.1:$((PORT_BASE + 31))"
   echo "TRILLIAN=$TRILLIAN"
   echo "DB=root@unix($SOCK)/custody"

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/internal/clusterrun"
@@ -96,6 +99,7 @@ func TestClusterFailover(t *testing.T) {
 	t.Log(out)
 	t.Logf("cluster up in %s", time.Since(began).Round(time.Millisecond))
 	p := c.PKI
+	t.Run("RogueRoute", func(t *testing.T) { rogueRoute(t, c) })
 	must := func(args ...string) {
 		t.Helper()
 		if _, err := c.Sh(args...); err != nil {
@@ -459,4 +463,46 @@ func fetchConsistency(t *testing.T, urls []string, p *pki.Demo, first, second ui
 	}
 	t.Fatalf("consistency proof %d→%d: %v", first, second, errors.Join(errs...))
 	return nil
+}
+
+// rogueRoute: a server that holds the deployment's TLS certificate (a
+// leaked one) but not the route secret cannot join the cluster: every
+// node refuses its routes, so it relays nothing. The same server with the
+// secret does join (without JetStream, so that the cluster's JetStream
+// peers stay the three): the check can fail.
+func rogueRoute(t *testing.T, c *clusterrun.Cluster) {
+	secret, err := os.ReadFile(filepath.Join(c.PKI.Dir, "nats", "route.secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := func(password string) int {
+		var routes []*url.URL
+		for _, r := range strings.Split(c.Vars["ROUTES"], ",") {
+			routes = append(routes, &url.URL{Scheme: "tls", User: url.UserPassword(node.RouteUser, password), Host: r})
+		}
+		ns, err := server.NewServer(&server.Options{
+			ServerName: "rogue", Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+			Cluster: server.ClusterOpts{
+				Name: "custody", Host: "127.0.0.1", Port: server.RANDOM_PORT, TLSTimeout: 5,
+				TLSConfig: &tls.Config{Certificates: []tls.Certificate{*c.PKI.TLS}, RootCAs: c.PKI.TLSRoots(), ClientCAs: c.PKI.TLSRoots(),
+					ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
+			},
+			Routes: routes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Start()
+		defer ns.Shutdown()
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && ns.NumRoutes() < 3; {
+			time.Sleep(50 * time.Millisecond)
+		}
+		return ns.NumRoutes()
+	}
+	if n := join("not-the-route-secret-0123456789abcdef"); n != 0 {
+		t.Fatalf("a server without the route secret holds %d routes to the cluster", n)
+	}
+	if n := join(strings.TrimSpace(string(secret))); n == 0 {
+		t.Fatal("a server with the route secret could not join either: the check proves nothing")
+	}
 }

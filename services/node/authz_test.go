@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -81,15 +82,24 @@ func TestRoutesAdmitted(t *testing.T) {
 		prefix string
 		routes map[string]events.Action
 		owners []string
+		base   string // default the node's URL
 	}
+	// The ledger's API as a sequencer serves it (custodyd --role
+	// sequencer): the same routes behind the same guard.
+	seq := httptest.NewUnstartedServer(node.LedgerAPI(n.Ledger, slog.New(slog.DiscardHandler), func() bool { return true }))
+	seq.TLS = &tls.Config{Certificates: []tls.Certificate{*n.PKI.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	seq.StartTLS()
+	defer seq.Close()
 	mounts := []mount{
-		{"/ledger", node.LedgerRoutes, nil},
-		{"", node.RekorRoutes, nil},
-		{"/gate", node.GateRoutes, []string{"blue-gate", "blue-operator"}},
+		{"/ledger", node.LedgerRoutes, nil, ""},
+		{"", node.RekorRoutes, nil, ""},
+		{"/gate", node.GateRoutes, []string{"blue-gate", "blue-operator"}, ""},
+		{"/ledger", node.LedgerRoutes, nil, seq.URL},
+		{"", node.RekorRoutes, nil, seq.URL},
 	}
 	for _, p := range n.PKI.PartnerNames() {
 		if n.PKI.Partners[p].Role != events.RoleGate {
-			mounts = append(mounts, mount{"/stations/" + p, node.StationRoutes(), []string{p}})
+			mounts = append(mounts, mount{"/stations/" + p, node.StationRoutes(), []string{p}, ""})
 		}
 	}
 	checked := 0
@@ -101,7 +111,11 @@ func TestRoutesAdmitted(t *testing.T) {
 				continue
 			}
 			for _, who := range append([]string{""}, n.PKI.PartnerNames()...) {
-				status, body := call(t, clients[who], n.URL()+m.prefix, pattern)
+				base := n.URL()
+				if m.base != "" {
+					base = m.base
+				}
+				status, body := call(t, clients[who], base+m.prefix, pattern)
 				denied := status == http.StatusUnauthorized || status == http.StatusForbidden
 				checked++
 				switch {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/node"
+	"github.com/custodyledger/custody/services/pki"
 )
 
 func start(t *testing.T) *node.Node {
@@ -149,6 +150,40 @@ func TestNATSServerConfigNamesEveryUser(t *testing.T) {
 	for _, p := range n.PKI.PartnerNames() {
 		if !strings.Contains(conf, `"custody.v1.events.`+p+`.>"`) {
 			t.Errorf("config lacks %s's publish permission", p)
+		}
+	}
+}
+
+// A cluster node's config: routes go over TLS and authenticate with the
+// route secret; a cluster node without the secret, its name or routes is
+// refused rather than rendered open.
+func TestNATSNodeConfigCluster(t *testing.T) {
+	p, err := pki.InitDemo(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := node.NATSNode{Name: "nats-1", Listen: "10.0.0.1:4222", StoreDir: "/srv/nats", Cluster: "custody", ClusterListen: "10.0.0.1:6222",
+		Routes: []string{"10.0.0.1:6222", "10.0.0.2:6222", "10.0.0.3:6222"}, RouteSecret: "0123456789abcdef0123456789abcdef"}
+	conf, err := node.NATSNodeConfig(p, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`server_name: "nats-1"`, `"tls://custody-route:0123456789abcdef0123456789abcdef@10.0.0.2:6222"`,
+		`authorization { user: "custody-route", password: "0123456789abcdef0123456789abcdef"`, "ca_file:", `store_dir: "/srv/nats"`} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("config lacks %s:\n%s", want, conf)
+		}
+	}
+	for _, bad := range []func(*node.NATSNode){
+		func(n *node.NATSNode) { n.RouteSecret = "" },
+		func(n *node.NATSNode) { n.Name = "" },
+		func(n *node.NATSNode) { n.Routes = nil },
+		func(n *node.NATSNode) { n.Routes = []string{"no-port"} },
+	} {
+		m := n
+		bad(&m)
+		if _, err := node.NATSNodeConfig(p, m); err == nil {
+			t.Errorf("%+v rendered", m)
 		}
 	}
 }
