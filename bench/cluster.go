@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,10 @@ type ClusterResult struct {
 	Devices int `json:"devices"`
 	Events  int `json:"events"`
 	Cores   int `json:"cores"`
+	// Batch is the members of each station batch (a pallet: one envelope,
+	// one signature, one leaf); 0 for one envelope per event. Events are
+	// counted as members.
+	Batch int `json:"batch"`
 	// SingleProcessPerSec is the node's verified ingest (wall), the
 	// baseline: broker, ledger and checks in one process on every core.
 	SingleProcessPerSec float64 `json:"cluster_single_process_events_per_s"`
@@ -71,9 +76,14 @@ type ClusterResult struct {
 }
 
 // clusterOnly is `bench --only-cluster DEVICES`: perDevice quoted events
-// per device through each of the node and the cluster; writes cluster.json
-// in out. bin holds custody, custodyd and custody-agent.
-func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
+// per device through each of the node and the cluster, one envelope each,
+// or with batch > 0 in station batches of one event of each of batch
+// devices; writes cluster.json (cluster-batched.json) in out. bin holds
+// custody, custodyd and custody-agent.
+func clusterOnly(devices, perDevice, batch int, bin, out string, profile bool) error {
+	if batch > 0 {
+		devices = batch
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	root, err := os.Getwd()
@@ -87,8 +97,12 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	res := &ClusterResult{Devices: devices, Events: devices * perDevice, Cores: runtime.GOMAXPROCS(0)}
+	if os.Getenv("CUSTODY_BENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	} else {
+		logf("keeping %s", dir)
+	}
+	res := &ClusterResult{Devices: devices, Events: devices * perDevice, Cores: runtime.GOMAXPROCS(0), Batch: batch}
 
 	// The baseline node; its PKI is the cluster's too.
 	n, stopNode, err := startBenchNode(ctx, filepath.Join(dir, "node"))
@@ -107,6 +121,7 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 	key := n.PKI.Partners["acme-tpm"].Key
 	t0 := time.Now()
 	var mfg, single, clustered []benchMsg
+	quoted := make([][]*events.Statement, devices)
 	for d := range devices {
 		if err := powered(700000+d, filepath.Join(dir, "devices", fmt.Sprint(d)), func(url string) error {
 			r, err := vendor.Manufacture(ctx, url)
@@ -127,6 +142,10 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 					return err
 				}
 				st.Predicate.Evidence = events.NewEvidence(q)
+				if batch > 0 {
+					quoted[d] = append(quoted[d], st)
+					continue
+				}
 				s, err := events.SignStatement(ctx, st, key, "acme-tpm")
 				if err != nil {
 					return err
@@ -141,6 +160,26 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 			return nil
 		}); err != nil {
 			return fmt.Errorf("device %d: %w", d, err)
+		}
+	}
+	// Station batches: the j-th event of every device in one envelope.
+	for j := range 2 * perDevice {
+		if batch == 0 {
+			break
+		}
+		members := make([]*events.Statement, devices)
+		for d := range devices {
+			members[d] = quoted[d][j]
+		}
+		b, err := events.SignBatch(ctx, fmt.Sprintf("bench-%d", j), members, key, "acme-tpm")
+		if err != nil {
+			return err
+		}
+		m := benchMsg{events.EventSubject("acme-tpm", b.Statement.Target()), b.Parcel, b.DigestHex()}
+		if j < perDevice {
+			single = append(single, m)
+		} else {
+			clustered = append(clustered, m)
 		}
 	}
 	res.GenerateSeconds = time.Since(t0).Seconds()
@@ -162,7 +201,7 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 	if err != nil {
 		return fmt.Errorf("baseline: %w", err)
 	}
-	res.SingleProcessPerSec = float64(len(single)) / wall.Seconds()
+	res.SingleProcessPerSec = float64(res.Events) / wall.Seconds()
 	logf("single-process verified ingest: %.0f events/s", res.SingleProcessPerSec)
 	pnc.Close()
 	pkiDir := n.PKI.Dir
@@ -174,7 +213,9 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 	if err := os.CopyFS(filepath.Join(cdir, "pki"), os.DirFS(pkiDir)); err != nil {
 		return err
 	}
-	env := []string{}
+	// The sequencer waits for the verifiers' verdicts rather than check an
+	// event itself: its CPU is that of sequencing pre-verified events.
+	env := []string{"VERDICT_WAIT=10s", "SEQUENCER_ARGS=" + os.Getenv("CUSTODY_BENCH_SEQUENCER_ARGS")}
 	if profile {
 		env = append(env, "CPUPROFILE=1")
 	}
@@ -229,6 +270,9 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 	if _, err := publish(mfg); err != nil {
 		return fmt.Errorf("cluster births: %w", err)
 	}
+	// The verifiers idle for a moment: the ledger hears from them, and
+	// waits for their verdicts on the burst that follows.
+	time.Sleep(3 * time.Second)
 	tiers := map[string][]string{
 		"sequencer": {"sequencer-1", "sequencer-2"},
 		"verifier":  {"verifier-1", "verifier-2"},
@@ -250,7 +294,7 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 		return err
 	}
 	after := cpu()
-	k := float64(len(clustered))
+	k := float64(res.Events)
 	per := func(tier string) float64 { return float64((after[tier] - before[tier]).Microseconds()) / k }
 	cores := float64(res.Cores)
 	res.ClusterWallPerSec = k / wall.Seconds()
@@ -268,7 +312,7 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 
 	// Trillian's own write path on the same MariaDB: QueueLeaf into a
 	// LOG tree, until its signer has integrated every leaf.
-	res.QueueLeafLeaves = len(clustered)
+	res.QueueLeafLeaves = min(res.Events, 4000)
 	if res.QueueLeafPerSec, err = queueLeafRate(ctx, c, res.QueueLeafLeaves); err != nil {
 		return fmt.Errorf("QueueLeaf baseline: %w", err)
 	}
@@ -278,7 +322,7 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 			return err
 		}
 		c = nil
-		dst := filepath.Join(out, "cluster-profiles")
+		dst := filepath.Join(out, "cluster-profiles", fmt.Sprintf("batch-%d", batch))
 		if err := os.MkdirAll(dst, 0o755); err != nil {
 			return err
 		}
@@ -286,10 +330,20 @@ func clusterOnly(devices, perDevice int, bin, out string, profile bool) error {
 			if b, err := os.ReadFile(filepath.Join(cdir, "log", n+".pprof")); err == nil {
 				_ = os.WriteFile(filepath.Join(dst, n+".pprof"), b, 0o644)
 			}
+			b, _ := os.ReadFile(filepath.Join(cdir, "log", n+".log"))
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, "sequencer stopped") {
+					logf("%s: %s", n, line)
+				}
+			}
 		}
 		res.SequencerProfiles = dst
 	}
-	return writeResult(filepath.Join(out, clusterFile), res)
+	name := clusterFile
+	if batch > 0 {
+		name = clusterBatchedFile
+	}
+	return writeResult(filepath.Join(out, name), res)
 }
 
 // fetchCheckpoint is a sequencer's checkpoint, verified with the log key.

@@ -89,11 +89,12 @@ func main() {
 	batchedEvents := flag.Int("batched-events", 100, "events per device per phase of --only-batched")
 	onlyCluster := flag.Int("only-cluster", 0, "measure only the cluster of deploy/cluster against the single process, with this many devices (make bench-cluster)")
 	clusterEvents := flag.Int("cluster-events", 1000, "events per device through each of the node and the cluster (--only-cluster)")
+	clusterBatch := flag.Int("cluster-batch", 0, "--only-cluster: station batches of this many devices' events (one envelope each) instead of one envelope per event")
 	bin := flag.String("bin", "bin", "--only-cluster: the directory of custody, custodyd and custody-agent")
 	clusterProfile := flag.Bool("cluster-profile", false, "--only-cluster: write the sequencers' CPU profiles to <out>/cluster-profiles")
 	flag.Parse()
 	if *onlyCluster > 0 {
-		if err := clusterOnly(*onlyCluster, *clusterEvents, *bin, cfg.Out, *clusterProfile); err != nil {
+		if err := clusterOnly(*onlyCluster, *clusterEvents, *clusterBatch, *bin, cfg.Out, *clusterProfile); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}

@@ -38,6 +38,9 @@ const (
 	shipmentsFile = "shipments.json"
 	batchedFile   = "batched.json"
 	clusterFile   = "cluster.json"
+	// clusterBatchedFile is cluster.json's figures for station batches;
+	// the summary names them with the suffix _batched.
+	clusterBatchedFile = "cluster-batched.json"
 	summaryFile   = "summary.json"
 )
 
@@ -64,6 +67,8 @@ var summaryFields = []string{
 	"gate_decisions_per_s", "gate_ceiling_per_s", "gate_ratio",
 	"cluster_single_process_events_per_s", "cluster_sequencer_events_per_s", "cluster_sequencer_to_single_process_ratio",
 	"cluster_verifier_events_per_s_per_process", "cluster_nats_node_events_per_s", "cluster_db_events_per_s", "trillian_queueleaf_per_s", "cluster_wall_events_per_s",
+	"cluster_single_process_events_per_s_batched", "cluster_sequencer_events_per_s_batched", "cluster_sequencer_to_single_process_ratio_batched",
+	"cluster_verifier_events_per_s_per_process_batched", "cluster_nats_node_events_per_s_batched", "cluster_db_events_per_s_batched", "trillian_queueleaf_per_s_batched", "cluster_wall_events_per_s_batched",
 }
 
 // runSummary is `bench summary --dir DIR`: it writes DIR/summary.json from
@@ -200,22 +205,29 @@ func summarize(dir string) (*summary, error) {
 		s.absent(tesseraFile+" has no Tessera figure", "tessera_entries_per_s")
 	}
 
-	for _, file := range []string{gateFile, shipmentsFile, batchedFile, clusterFile} {
-		keys := partFields[file]
+	for _, file := range []string{gateFile, shipmentsFile, batchedFile, clusterFile, clusterBatchedFile} {
+		keys, suffix := partFields[file], ""
+		if file == clusterBatchedFile {
+			keys, suffix = partFields[clusterFile], "_batched"
+		}
+		named := make([]string, len(keys))
+		for i, k := range keys {
+			named[i] = k + suffix
+		}
 		var part map[string]any
 		switch err := readJSON(filepath.Join(dir, file), &part); {
 		case errors.Is(err, fs.ErrNotExist):
-			s.absent("no "+file+" in this run (its benchmark did not run or did not write it)", keys...)
+			s.absent("no "+file+" in this run (its benchmark did not run or did not write it)", named...)
 			continue
 		case err != nil:
 			return nil, err
 		}
-		for _, k := range keys {
+		for i, k := range keys {
 			if v, ok := part[k].(float64); ok {
-				s.set(k, v)
+				s.set(named[i], v)
 			}
 		}
-		s.absent(file+" does not have this figure", keys...)
+		s.absent(file+" does not have this figure", named...)
 	}
 	return s, nil
 }

@@ -32,6 +32,8 @@ func TestSummary(t *testing.T) {
 	writeJSON(t, filepath.Join(dir, batchedFile), &BatchedResult{Batch: 64, BatchedEventsPerS: 12000, VerifiesPerEvent: 1.015625, BatchedCeiling: 34000, BatchedRatio: 0.35})
 	writeJSON(t, filepath.Join(dir, clusterFile), &ClusterResult{SingleProcessPerSec: 9000, SequencerPerSec: 30000, SequencerRatio: 3.33, VerifierPerSec: 11000,
 		NATSNodePerSec: 50000, DBPerSec: 20000, QueueLeafPerSec: 3000, ClusterWallPerSec: 2500})
+	writeJSON(t, filepath.Join(dir, clusterBatchedFile), &ClusterResult{Batch: 64, SingleProcessPerSec: 7000, SequencerPerSec: 40000, SequencerRatio: 5.7, VerifierPerSec: 15000,
+		NATSNodePerSec: 90000, DBPerSec: 30000, QueueLeafPerSec: 3100, ClusterWallPerSec: 5000})
 	s, err := summarize(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +57,9 @@ func TestSummary(t *testing.T) {
 		"cluster_single_process_events_per_s": 9000.0, "cluster_sequencer_events_per_s": 30000.0, "cluster_sequencer_to_single_process_ratio": 3.33,
 		"cluster_verifier_events_per_s_per_process": 11000.0, "cluster_nats_node_events_per_s": 50000.0, "cluster_db_events_per_s": 20000.0,
 		"trillian_queueleaf_per_s": 3000.0, "cluster_wall_events_per_s": 2500.0,
+		"cluster_single_process_events_per_s_batched": 7000.0, "cluster_sequencer_events_per_s_batched": 40000.0, "cluster_sequencer_to_single_process_ratio_batched": 5.7,
+		"cluster_verifier_events_per_s_per_process_batched": 15000.0, "cluster_nats_node_events_per_s_batched": 90000.0, "cluster_db_events_per_s_batched": 30000.0,
+		"trillian_queueleaf_per_s_batched": 3100.0, "cluster_wall_events_per_s_batched": 5000.0,
 	}
 	for _, k := range summaryFields {
 		if got[k] != want[k] {

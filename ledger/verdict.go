@@ -415,6 +415,7 @@ func (l *Ledger) receiveVerdicts() (*nats.Subscription, error) {
 			l.log.Warn("a verdict batch was refused", "err", err)
 			return
 		}
+		l.log.Debug("verdicts received", "covered", seq, "verdicts", len(vs))
 		l.verdicts.add(seq, vs, l.cfg.Now())
 	})
 }

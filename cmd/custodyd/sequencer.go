@@ -159,7 +159,12 @@ func runSequencer(ctx context.Context, s *settings, logger *slog.Logger) error {
 		}
 		return nil
 	})
-	return g.Wait()
+	err = g.Wait()
+	if s.verdictWait > 0 {
+		vs := l.VerdictStats()
+		logger.Info("sequencer stopped", "instance", s.instance, "verdicts_used", vs.Used, "verdicts_waited_for", vs.Waited, "checked_itself", vs.Missed)
+	}
+	return err
 }
 
 // jetStreamUnavailable reports whether err is JetStream not answering yet

@@ -22,7 +22,8 @@
 # NATS clients +0..+2, routes +10..+12, Trillian +20/+21, sequencers' HTTP
 # +30/+31), LEASE (sequencer lease, default 3s), VERDICT_WAIT (default
 # 500ms), CPUPROFILE (set: the sequencers write CPU profiles to
-# log/<name>.pprof when they stop). Needs mariadb-server, nats-server and Trillian's binaries on
+# log/<name>.pprof when they stop), SEQUENCER_ARGS (more custodyd flags
+# for the sequencers, split at spaces, e.g. "-v"). Needs mariadb-server, nats-server and Trillian's binaries on
 # PATH (or in /usr/sbin, $(go env GOPATH)/bin).
 set -euo pipefail
 
@@ -83,6 +84,7 @@ argv() {
       --instance "$1" --lease "$LEASE" --verdict-wait "$VERDICT_WAIT" --replicas 3 \
       --http "127.0.0.1:$((PORT_BASE + 29 + i))" --log-format text
     if [ -n "${CPUPROFILE:-}" ]; then printf '%s\n' --cpuprofile "$LOGS/$1.pprof"; fi
+    if [ -n "${SEQUENCER_ARGS:-}" ]; then printf '%s\n' $SEQUENCER_ARGS; fi
     ;;
   verifier-?)
     printf '%s\n' "$BIN/custodyd" --role verifier --pki "$PKI" --nats-url "$NATS_URLS" --log-format text

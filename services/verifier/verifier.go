@@ -130,14 +130,29 @@ func (vf *Verifier) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		msgs := ledger.Fetch(ctx, cons, vf.cfg.BatchSize, vf.cfg.Logger)
 		if len(msgs) == 0 {
+			// Idle (Fetch waited a second): an empty batch tells the ledger
+			// the pool is alive, so that it waits for verdicts on the
+			// next burst instead of checking it all itself as if the
+			// verifiers were gone.
+			if err := vf.publish(0, nil); err != nil && ctx.Err() == nil {
+				vf.cfg.Logger.Warn("sending verdicts failed", "err", err)
+			}
 			continue
 		}
-		var last uint64
-		if meta, err := msgs[len(msgs)-1].Metadata(); err == nil {
-			last = meta.Sequence.Stream
-		}
-		if err := vf.publish(last, vf.check(msgs)); err != nil && ctx.Err() == nil {
-			vf.cfg.Logger.Warn("sending verdicts failed", "err", err)
+		// In chunks, each sent as soon as it is checked: a fetch of 256
+		// station batches is 16,384 quotes, and the ledger waits for the
+		// first of them.
+		for len(msgs) > 0 {
+			n := min(len(msgs), 4*vf.cfg.Workers)
+			chunk := msgs[:n]
+			msgs = msgs[n:]
+			var last uint64
+			if meta, err := chunk[n-1].Metadata(); err == nil {
+				last = meta.Sequence.Stream
+			}
+			if err := vf.publish(last, vf.check(chunk)); err != nil && ctx.Err() == nil {
+				vf.cfg.Logger.Warn("sending verdicts failed", "err", err)
+			}
 		}
 	}
 	return nil
