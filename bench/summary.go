@@ -41,7 +41,7 @@ const (
 	// clusterBatchedFile is cluster.json's figures for station batches;
 	// the summary names them with the suffix _batched.
 	clusterBatchedFile = "cluster-batched.json"
-	summaryFile   = "summary.json"
+	summaryFile        = "summary.json"
 )
 
 // partFields are the figures the summary takes from a part's flat JSON
