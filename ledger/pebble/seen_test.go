@@ -11,47 +11,6 @@ import (
 	"github.com/custodyledger/custody/ledger"
 )
 
-// The filter never forgets a key, as it grows past its first capacity, and
-// says "absent" for almost every key it was not given.
-func TestSeenFilter(t *testing.T) {
-	s := &seen{filters: []*filterBits{newFilterBits(seenFirstCap)}}
-	s.ready.Store(true)
-	var keys [][]byte
-	for range 3 * seenFirstCap {
-		k := make([]byte, 33)
-		_, _ = rand.Read(k)
-		keys = append(keys, k)
-		s.add(k)
-	}
-	if len(s.filters) < 2 {
-		t.Fatalf("%d filters after %d keys: it did not grow", len(s.filters), len(keys))
-	}
-	for _, k := range keys {
-		if s.absent(k) {
-			t.Fatalf("key %x added but said absent", k)
-		}
-	}
-	fp := 0
-	const probes = 100_000
-	for range probes {
-		k := make([]byte, 33)
-		_, _ = rand.Read(k)
-		if !s.absent(k) {
-			fp++
-		}
-	}
-	if rate := float64(fp) / probes; rate > 0.05 {
-		t.Fatalf("false positives %.3f", rate)
-	}
-	// Not ready: every key may be there.
-	s.ready.Store(false)
-	k := make([]byte, 33)
-	_, _ = rand.Read(k)
-	if s.absent(k) {
-		t.Fatal("a filter still filling said absent")
-	}
-}
-
 // After a reopen the filter is filled from the store: every logged digest
 // and event ID (a batch's members' too) is found, and a new one is not.
 func TestSeenAfterReopen(t *testing.T) {
@@ -73,7 +32,7 @@ func TestSeenAfterReopen(t *testing.T) {
 	s = reopen(t, s, dir)
 	defer s.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for !s.seen.ready.Load() {
+	for !s.seen.Ready() {
 		if time.Now().After(deadline) {
 			t.Fatal("the filter was not filled")
 		}

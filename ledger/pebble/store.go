@@ -46,6 +46,7 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/ledger/internal/seen"
 )
 
 // Store is a ledger.Store on Pebble.
@@ -79,7 +80,9 @@ type Store struct {
 
 	// seen answers most lookups of digests and event IDs that are not in
 	// the log from memory (seen.go).
-	seen  *seen
+	seen     *seen.Filter
+	seenStop chan struct{} // the background fill's (seen.go)
+	seenDone chan struct{}
 	certs *certs // signer certificates of entries (entry.go)
 }
 
@@ -359,13 +362,13 @@ func (s *Store) Commit(c *ledger.Commit) error {
 			// misses a key that is in the store (a failed commit leaves a
 			// false "maybe", which Pebble answers).
 			k := digestKey(ev.Digest)
-			s.seen.add(k)
+			s.seen.Add(k)
 			if err := b.Set(k, u64(nil, e.Index), nil); err != nil {
 				return err
 			}
 			if ev.EventID != "" {
 				k := eventIDKey(e.Partner, ev.EventID)
-				s.seen.add(k)
+				s.seen.Add(k)
 				if err := b.Set(k, ev.Digest, nil); err != nil {
 					return err
 				}
@@ -485,7 +488,7 @@ func (s *Store) Entry(index uint64) (*ledger.Entry, error) {
 // EntryIndexByDigest implements ledger.Store.
 func (s *Store) EntryIndexByDigest(d []byte) (uint64, error) {
 	k := digestKey(d)
-	if s.seen.absent(k) {
+	if s.seen.Absent(k) {
 		return 0, ledger.ErrNotFound
 	}
 	b, err := s.get(k)
@@ -500,7 +503,7 @@ func (s *Store) EntryIndexByDigest(d []byte) (uint64, error) {
 // ErrNotFound.
 func (s *Store) EventDigestByID(partner, eventID string) ([]byte, error) {
 	k := eventIDKey(partner, eventID)
-	if s.seen.absent(k) {
+	if s.seen.Absent(k) {
 		return nil, ledger.ErrNotFound
 	}
 	return s.get(k)

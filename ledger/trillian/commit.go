@@ -42,14 +42,22 @@ func (s *Store) Commit(c *ledger.Commit) error {
 	if err := s.waitLag(ctx); err != nil {
 		return err
 	}
+	// The keys go into the lookup filter before the rows are written: a
+	// key of a commit that fails is only a false positive (seen.go).
+	s.addKeys(c.Entries)
 	if err := s.write(ctx, c, first); err != nil {
-		if errors.Is(err, ErrConflict) || !s.persisted(c) {
+		if errors.Is(err, ErrConflict) {
+			s.deposed()
+			return err
+		}
+		if !s.persisted(c) {
 			return err
 		}
 		// The COMMIT reported an error but took effect (the connection
 		// dropped after the server committed): the commit is durable.
 		s.logger.Warn("trillian store: a commit reported an error but is stored", "size", c.Head.Size, "err", err)
 	}
+	s.committedTo(first, c.Head.Size)
 	s.committedLeaves(c)
 	return nil
 }
@@ -317,8 +325,8 @@ func (r *rowSet) add(cols ...any) { r.rows = append(r.rows, cols) }
 // Bounds of one INSERT statement: well under MariaDB's default
 // max_allowed_packet (16 MiB) once the driver has quoted binary values.
 const (
-	maxStatementRows  = 1000
-	maxStatementBytes = 4 << 20
+	maxStatementRows  = 256
+	maxStatementBytes = 512 << 10
 )
 
 // exec writes the rows with as few statements as the bounds allow.

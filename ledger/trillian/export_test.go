@@ -45,3 +45,12 @@ func (s *Store) ForgetPushed() {
 func (s *Store) AddLeaf(ctx context.Context, index uint64, body []byte) error {
 	return s.addSequenced(ctx, []leaf{{index: index, body: body}})
 }
+
+// FilterCurrent reports whether the store's lookup filter answers
+// lookups (the writer's, ready, and holding every entry the store knows
+// committed).
+func (s *Store) FilterCurrent() bool {
+	s.seenMu.Lock()
+	defer s.seenMu.Unlock()
+	return s.writer && s.seen.Ready() && s.seenSize >= s.knownSize
+}

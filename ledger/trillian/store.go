@@ -41,6 +41,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/ledger/internal/seen"
 )
 
 // Config says where a Store keeps the log.
@@ -137,6 +138,16 @@ type Store struct {
 	senderDone  chan struct{}
 	senderStart bool
 
+	// seen answers most lookups of digests and event IDs that are not
+	// logged from memory (seen.go): it holds the keys of entries
+	// [0, seenSize); knownSize is the largest committed size this Store
+	// has read or written. catchMu serialises catching up.
+	seen                *seen.Filter
+	seenMu, catchMu     sync.Mutex
+	seenSize, knownSize uint64
+	writer              bool
+	seenDone            chan struct{}
+
 	faults faults // fault injection for tests (export_test.go)
 }
 
@@ -196,6 +207,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		_ = s.db.Close()
 		return nil, err
 	}
+	s.seen, s.seenDone, s.knownSize = seen.New(), make(chan struct{}), s.committed
+	go s.fillSeen()
 	return s, nil
 }
 
@@ -272,6 +285,7 @@ func (s *Store) Close() error {
 	if started {
 		<-s.senderDone
 	}
+	<-s.seenDone
 	s.stmts.Range(func(_, v any) bool {
 		_ = v.(*sql.Stmt).Close()
 		return true
@@ -328,6 +342,9 @@ func (s *Store) Head() (ledger.Head, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	h, _, err := s.readHead(ctx, s.db)
+	if err == nil {
+		s.headRead(ctx, h.Size)
+	}
 	return h, err
 }
 
@@ -386,6 +403,9 @@ func (s *Store) Entry(index uint64) (*ledger.Entry, error) {
 
 // EntryIndexByDigest implements ledger.Store.
 func (s *Store) EntryIndexByDigest(digest []byte) (uint64, error) {
+	if s.absent(digestKey(digest)) {
+		return 0, notFound(sql.ErrNoRows, "digest %x", digest)
+	}
 	return s.index(`SELECT idx FROM digests WHERE digest = ?`, digest)
 }
 
@@ -407,6 +427,9 @@ func (s *Store) index(q string, key []byte) (uint64, error) {
 
 // EventDigestByID implements ledger.Store.
 func (s *Store) EventDigestByID(partner, eventID string) ([]byte, error) {
+	if s.absent(eventIDKey(partner, eventID)) {
+		return nil, notFound(sql.ErrNoRows, "event ID %s/%s", partner, eventID)
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var d []byte
