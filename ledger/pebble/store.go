@@ -83,7 +83,7 @@ type Store struct {
 	seen     *seen.Filter
 	seenStop chan struct{} // the background fill's (seen.go)
 	seenDone chan struct{}
-	certs *certs // signer certificates of entries (entry.go)
+	certs    *certs // signer certificates of entries (entry.go)
 }
 
 // maxCachedDevices bounds the decoded device states kept (about 2 kB

@@ -191,4 +191,3 @@ func (s *Store) fillSeen() {
 	}
 	s.seen.SetReady(true)
 }
-

@@ -45,4 +45,3 @@ func TestSeenFilter(t *testing.T) {
 		t.Fatal("a filter still filling said absent")
 	}
 }
-
