@@ -76,8 +76,9 @@ Logs partner.registered, signed by the consortium CA's key, for every
 partner of the PKI, over the deployment's NATS as the consortium's user,
 and waits for each receipt (checked with the log's key). A partner already
 registered is left as it is, so running it again is harmless. custodyd's
-all-in-one node does this itself; a cluster's sequencers hold no
-consortium key, so its operator runs this once the first sequencer is up.
+all-in-one node does this itself; a cluster's sequencers do not register
+anyone: the consortium runs this, with its key, once the first sequencer
+is up.
 
 Flags:
 `)

@@ -68,11 +68,19 @@ func main() {
 	switch s.role {
 	case "all":
 	case "verifier":
+		if s.pki == "" {
+			fmt.Fprintln(os.Stderr, "custodyd: --role verifier needs --pki, the deployment's PKI directory (its consortium CA, TPM trust bundle and the verifier's NATS key)")
+			os.Exit(2)
+		}
 		if err := runVerifier(ctx, &s, logger); err != nil {
 			fail(err)
 		}
 		return
 	case "sequencer":
+		if err := checkSequencerFlags(&s); err != nil {
+			fmt.Fprintln(os.Stderr, "custodyd:", err)
+			os.Exit(2)
+		}
 		if err := runSequencer(ctx, &s, logger); err != nil {
 			fail(err)
 		}
@@ -163,7 +171,7 @@ Flags:
 	fs.StringVar(&s.nats, "nats", "127.0.0.1:4222", `NATS client listen address for external partners ("" for in-process only)`)
 	fs.StringVar(&s.idScope, "id-scope", "0ne00C057D1", "the operator's DPS ID scope")
 	fs.StringVar(&s.hubs, "hubs", "blue-hub-1.azure-devices.net,blue-hub-2.azure-devices.net", "comma-separated IoT hubs the DPS emulator allocates to")
-	fs.StringVar(&s.origin, "origin", "custody.local", "checkpoint origin hostname (the note origin is \"<origin> - <tree ID>\")")
+	fs.StringVar(&s.origin, "origin", "custody.local", "checkpoint origin hostname (the note origin is \"<origin> - <log ID>\", the log ID derived from the log's public key; every sequencer of a cluster needs the same)")
 	fs.IntVar(&s.cacheMiB, "ledger-cache-mb", 256, "the ledger store's block cache in MiB; proofs are fastest while the tree's nodes (about 90 bytes per leaf) fit in it")
 	fs.IntVar(&s.gcPercent, "gc-percent", node.GCPercent, "the Go garbage collector's GOGC (ignored when the GOGC variable is set): the node allocates about 200 kB per enrollment decision and keeps a heap of tens of MB, so collecting less often saves CPU for a few hundred MB of memory")
 	fs.StringVar(&s.deviceNets, "device-networks", "127.0.0.0/8,::1/128", "comma-separated CIDR prefixes the stations may reach device agents on; any other agent address is refused without being contacted")

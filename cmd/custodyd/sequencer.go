@@ -30,22 +30,6 @@ import (
 // holds the sequencer lease and stands by otherwise, and serves the
 // ledger's read API (--http) either way.
 func runSequencer(ctx context.Context, s *settings, logger *slog.Logger) error {
-	switch {
-	case s.pki == "":
-		return errors.New("--role sequencer needs --pki, the deployment's PKI directory (its consortium CA, TPM trust bundle, log key and the ledger's NATS key)")
-	case s.db == "":
-		return errors.New("--role sequencer needs --db, the DSN of Custody's MariaDB database (e.g. custody@unix(/run/mysqld/mysqld.sock)/custody)")
-	case s.trillian == "":
-		return errors.New("--role sequencer needs --trillian, the address of Trillian's log server (host:port)")
-	case s.treeID <= 0:
-		return errors.New(`--role sequencer needs --tree-id, the log's Trillian tree ("custody trillian create-tree" makes one)`)
-	case s.instance == "":
-		return errors.New("--role sequencer needs --instance, a name for this candidate unique in the cluster (e.g. its host name)")
-	case s.lease < 300*time.Millisecond:
-		return fmt.Errorf("--lease %s: the sequencer lease is at least 300ms", s.lease)
-	case s.replicas < 1 || s.replicas > 5:
-		return fmt.Errorf("--replicas %d: JetStream keeps 1 to 5 replicas (3 for a 3-node cluster)", s.replicas)
-	}
 	d, err := pki.LoadDemo(s.pki)
 	if err != nil {
 		return err
@@ -177,4 +161,26 @@ func jetStreamUnavailable(err error) bool {
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrConnectionClosed)
+}
+
+// checkSequencerFlags refuses a --role sequencer command line that lacks
+// what a sequencer needs (exit status 2: restarting will not help).
+func checkSequencerFlags(s *settings) error {
+	switch {
+	case s.pki == "":
+		return errors.New("--role sequencer needs --pki, the deployment's PKI directory (its consortium CA, TPM trust bundle, log key and the ledger's NATS key)")
+	case s.db == "":
+		return errors.New("--role sequencer needs --db, the DSN of Custody's MariaDB database (e.g. custody@unix(/run/mysqld/mysqld.sock)/custody)")
+	case s.trillian == "":
+		return errors.New("--role sequencer needs --trillian, the address of Trillian's log server (host:port)")
+	case s.treeID <= 0:
+		return errors.New(`--role sequencer needs --tree-id, the log's Trillian tree ("custody trillian create-tree" makes one)`)
+	case s.instance == "":
+		return errors.New("--role sequencer needs --instance, a name for this candidate unique in the cluster (e.g. its host name)")
+	case s.lease < 300*time.Millisecond:
+		return fmt.Errorf("--lease %s: the sequencer lease is at least 300ms", s.lease)
+	case s.replicas < 1 || s.replicas > 5:
+		return fmt.Errorf("--replicas %d: JetStream keeps 1 to 5 replicas (3 for a 3-node cluster)", s.replicas)
+	}
+	return nil
 }

@@ -254,10 +254,35 @@ func TestVerifierRole(t *testing.T) {
 	if err := v.ExitErr(); err != nil {
 		t.Fatalf("verifier: %v\n%s", err, v.Log())
 	}
-	if r := clitest.Run(t, "", "custodyd", "--role", "verifier"); r.Code != 1 || !strings.Contains(r.Stderr, "--role verifier needs --pki") {
+	if r := clitest.Run(t, "", "custodyd", "--role", "verifier"); r.Code != 2 || !strings.Contains(r.Stderr, "--role verifier needs --pki") {
 		t.Errorf("without --pki: exit %d\n%s", r.Code, r.Output())
 	}
-	if r := clitest.Run(t, "", "custodyd", "--role", "sequencer"); r.Code != 2 || !strings.Contains(r.Stderr, `--role "sequencer": all or verifier`) {
+	if r := clitest.Run(t, "", "custodyd", "--role", "sequencr"); r.Code != 2 || !strings.Contains(r.Stderr, `--role "sequencr": all, sequencer or verifier`) {
 		t.Errorf("unknown role: exit %d\n%s", r.Code, r.Output())
+	}
+}
+
+// A sequencer's command line that lacks what a sequencer needs is refused
+// at once, naming the flag, with exit status 2 (a unit restarting it would
+// not help). The sequencer itself runs in make test-cluster.
+func TestSequencerRoleFlags(t *testing.T) {
+	full := []string{"--role", "sequencer", "--pki", "p", "--db", "root@unix(/s)/custody", "--trillian", "127.0.0.1:1", "--tree-id", "7", "--instance", "s1"}
+	for _, c := range []struct {
+		drop, want string
+	}{
+		{"--pki", "needs --pki"}, {"--db", "needs --db"}, {"--trillian", "needs --trillian"}, {"--tree-id", "needs --tree-id"}, {"--instance", "needs --instance"},
+	} {
+		var args []string
+		for i := 0; i < len(full); i += 2 {
+			if full[i] != c.drop {
+				args = append(args, full[i], full[i+1])
+			}
+		}
+		if r := clitest.Run(t, "", "custodyd", args...); r.Code != 2 || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("without %s: exit %d\n%s", c.drop, r.Code, r.Output())
+		}
+	}
+	if r := clitest.Run(t, "", "custodyd", append(full, "--lease", "100ms")...); r.Code != 2 || !strings.Contains(r.Stderr, "at least 300ms") {
+		t.Errorf("a 100ms lease: exit %d\n%s", r.Code, r.Output())
 	}
 }

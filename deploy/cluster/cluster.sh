@@ -17,8 +17,9 @@
 # NAME is one of: mariadb trillian-server trillian-signer nats-1 nats-2
 # nats-3 sequencer-1 sequencer-2 verifier-1 verifier-2.
 #
-# Environment: CLUSTER_DIR (state, logs, pid files; default ./.cluster),
-# BIN (custody and custodyd; default ./bin), PORT_BASE (default 14000:
+# Environment: CLUSTER_DIR (state, logs, pid files; default .cluster at
+# the repository's root; MariaDB's socket path in it must fit in 107
+# bytes), BIN (custody and custodyd; default the repository's bin), PORT_BASE (default 14000:
 # NATS clients +0..+2, routes +10..+12, Trillian +20/+21, sequencers' HTTP
 # +30/+31), LEASE (sequencer lease, default 3s), VERDICT_WAIT (default
 # 500ms), CPUPROFILE (set: the sequencers write CPU profiles to
@@ -211,7 +212,12 @@ down) down ;;
 status) status ;;
 start) [ $# = 2 ] || die "start NAME"; argv "$2" >/dev/null; start "$2" ;;
 stop) [ $# = 2 ] || die "stop NAME"; argv "$2" >/dev/null; stop "$2" ;;
-kill) [ $# = 2 ] || die "kill NAME"; argv "$2" >/dev/null; signal "$2" KILL; rm -f "$RUN/$2.pid"; echo "$2 killed" ;;
+kill)
+  [ $# = 2 ] || die "kill NAME"
+  argv "$2" >/dev/null
+  if running "$2"; then signal "$2" KILL; echo "$2 killed"; else echo "$2 is not running"; fi
+  rm -f "$RUN/$2.pid"
+  ;;
 env)
   echo "CLUSTER_DIR=$DIR"
   echo "PKI=$PKI"
