@@ -83,11 +83,13 @@ bench-quick:
 # The cluster's tiers (bench/cluster.go): the same quoted events through the
 # single-process node and through deploy/cluster's cluster on this machine,
 # each process's CPU per event read from /proc; Trillian's QueueLeaf rate
-# on the same MariaDB. Writes bench-results/cluster.json and the summary.
+# on the same MariaDB. One envelope per event (cluster.json), then station
+# batches of 64 (cluster-batched.json); then the summary.
 bench-cluster:
 	$(MAKE) build
-	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/cluster.json
+	mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/cluster.json $(BENCH_OUT)/cluster-batched.json
 	$(GO) run ./bench --only-cluster 8 --cluster-events 1000 --bin $(BIN) --out $(BENCH_OUT) $(BENCHFLAGS)
+	$(GO) run ./bench --only-cluster 64 --cluster-events 100 --cluster-batch 64 --bin $(BIN) --out $(BENCH_OUT) $(BENCHFLAGS)
 	$(GO) run ./bench summary --dir $(BENCH_OUT)
 
 fmt:

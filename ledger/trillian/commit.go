@@ -322,11 +322,15 @@ type rowSet struct{ rows [][]any }
 
 func (r *rowSet) add(cols ...any) { r.rows = append(r.rows, cols) }
 
-// Bounds of one INSERT statement: well under MariaDB's default
-// max_allowed_packet (16 MiB) once the driver has quoted binary values.
+// Bounds of one INSERT statement. go-sql-driver/mysql builds a
+// statement's parameters into its connection's buffer, growing it by
+// appending; it keeps a grown buffer for the next statement only up to
+// 256 KiB. Statements under that size grow each connection's buffer once;
+// larger ones regrew it for every statement, which took a fifth to a
+// third of the sequencer's CPU (make bench-cluster's profiles).
 const (
 	maxStatementRows  = 256
-	maxStatementBytes = 512 << 10
+	maxStatementBytes = 192 << 10
 )
 
 // exec writes the rows with as few statements as the bounds allow.
