@@ -84,17 +84,10 @@ func measureBatched(ctx context.Context, n *node.Node, dir string, cfg BatchedCo
 			mfg = append(mfg, benchMsg{events.EventSubject("acme-tpm", r.Device), env, r.Receipt.Digest})
 			dc := device.NewClient(url, http.DefaultClient)
 			for j := range 2 * cfg.EventsPerDevice {
-				st := events.NewStatement(events.KindStageRecorded, "acme-tpm", r.Device, time.Now(), events.NewEventID())
-				st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: fmt.Sprintf("bench %d", j)}
-				nonce, err := events.StatementBindingDigest(st)
+				st, err := quotedStage(ctx, dc, r.Device, j)
 				if err != nil {
 					return err
 				}
-				q, err := dc.Quote(ctx, nonce, []int{0})
-				if err != nil {
-					return err
-				}
-				st.Predicate.Evidence = events.NewEvidence(q)
 				quoted[d] = append(quoted[d], st)
 			}
 			return nil
@@ -236,4 +229,21 @@ func batchedOnly(devices, perDevice int, out, cpuProfile string) error {
 	return onFreshNode(filepath.Join(out, batchedFile), func(ctx context.Context, n *node.Node, dir string) (any, error) {
 		return measureBatched(ctx, n, dir, BatchedConfig{Devices: devices, EventsPerDevice: perDevice, CPUProfile: cpuProfile})
 	})
+}
+
+// quotedStage is the bench's j-th stage.recorded of device by acme-tpm,
+// quoted by the device (through dc) over its binding digest, unsigned.
+func quotedStage(ctx context.Context, dc *device.Client, dev string, j int) (*events.Statement, error) {
+	st := events.NewStatement(events.KindStageRecorded, "acme-tpm", dev, time.Now(), events.NewEventID())
+	st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: fmt.Sprintf("bench %d", j)}
+	nonce, err := events.StatementBindingDigest(st)
+	if err != nil {
+		return nil, err
+	}
+	q, err := dc.Quote(ctx, nonce, []int{0})
+	if err != nil {
+		return nil, err
+	}
+	st.Predicate.Evidence = events.NewEvidence(q)
+	return st, nil
 }

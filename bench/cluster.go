@@ -131,17 +131,10 @@ func clusterOnly(devices, perDevice, batch int, bin, out string, profile bool) e
 			mfg = append(mfg, benchMsg{events.EventSubject("acme-tpm", r.Device), vtr.take(), r.Receipt.Digest})
 			dc := device.NewClient(url, http.DefaultClient)
 			for j := range 2 * perDevice {
-				st := events.NewStatement(events.KindStageRecorded, "acme-tpm", r.Device, time.Now(), events.NewEventID())
-				st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: fmt.Sprintf("bench %d", j)}
-				nonce, err := events.StatementBindingDigest(st)
+				st, err := quotedStage(ctx, dc, r.Device, j)
 				if err != nil {
 					return err
 				}
-				q, err := dc.Quote(ctx, nonce, []int{0})
-				if err != nil {
-					return err
-				}
-				st.Predicate.Evidence = events.NewEvidence(q)
 				if batch > 0 {
 					quoted[d] = append(quoted[d], st)
 					continue

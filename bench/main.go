@@ -63,6 +63,7 @@ import (
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/ledger/pebble"
 	"github.com/custodyledger/custody/services/device"
+	"github.com/custodyledger/custody/internal/clusterrun"
 	"github.com/custodyledger/custody/services/node"
 )
 
@@ -284,7 +285,7 @@ func run(cfg config) error {
 	devs := make([]*dev, cfg.Devices)
 	vendorClient := n.HTTPClient("acme-tpm") // agents answer only partners' certificates
 	for i := range devs {
-		cmd, url, err := startAgent(ctx, agent, filepath.Join(dir, "agents"), n.PKI.Dir, 7100+i)
+		cmd, url, err := clusterrun.StartAgent(agent, filepath.Join(dir, "agents"), n.PKI.Dir, 7100+i)
 		if err != nil {
 			return err
 		}
@@ -313,19 +314,11 @@ func run(cfg config) error {
 		go func() {
 			defer wg.Done()
 			for j := range gen {
-				st := events.NewStatement(events.KindStageRecorded, "acme-tpm", d.id, time.Now(), events.NewEventID())
-				st.Predicate.Stage = &events.Stage{Name: events.StageTestPassed, Note: fmt.Sprintf("bench %d", j)}
-				nonce, err := events.StatementBindingDigest(st)
+				st, err := quotedStage(ctx, d.client, d.id, j)
 				if err != nil {
 					errc <- err
 					return
 				}
-				q, err := d.client.Quote(ctx, nonce, []int{0})
-				if err != nil {
-					errc <- err
-					return
-				}
-				st.Predicate.Evidence = events.NewEvidence(q)
 				env, err := events.Sign(ctx, st, key, "acme-tpm")
 				if err != nil {
 					errc <- err
@@ -882,25 +875,6 @@ func waitAsync(ctx context.Context, js jetstream.JetStream) error {
 		return errors.New("async publish did not complete")
 	}
 	return nil
-}
-
-func startAgent(ctx context.Context, bin, dir, pkiDir string, seed int) (*exec.Cmd, string, error) {
-	state := filepath.Join(dir, fmt.Sprint(seed))
-	if err := os.MkdirAll(state, 0o700); err != nil {
-		return nil, "", err
-	}
-	addr := filepath.Join(state, "addr")
-	cmd := exec.CommandContext(ctx, bin, "serve", "--tpm", fmt.Sprintf("sim:seed=%d", seed), "--state", state, "--listen", "127.0.0.1:0", "--addr-file", addr, "--pki", pkiDir)
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if b, err := os.ReadFile(addr); err == nil && len(b) > 0 {
-			return cmd, strings.TrimSpace(string(b)), nil
-		}
-	}
-	_ = cmd.Process.Kill()
-	return nil, "", errors.New("custody-agent did not start")
 }
 
 func cpuTime() time.Duration {
