@@ -60,10 +60,10 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/custodyledger/custody/events"
+	"github.com/custodyledger/custody/internal/clusterrun"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/ledger/pebble"
 	"github.com/custodyledger/custody/services/device"
-	"github.com/custodyledger/custody/internal/clusterrun"
 	"github.com/custodyledger/custody/services/node"
 )
 

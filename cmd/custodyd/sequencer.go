@@ -112,28 +112,7 @@ func runSequencer(ctx context.Context, s *settings, logger *slog.Logger) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return l.Run(gctx) })
-	g.Go(func() error {
-		errc := make(chan error, 1)
-		go func() {
-			if s.insecureHTTP {
-				errc <- srv.Serve(ln)
-			} else {
-				errc <- srv.ServeTLS(ln, "", "")
-			}
-		}()
-		select {
-		case <-gctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-			return nil
-		case err := <-errc:
-			if errors.Is(err, http.ErrServerClosed) {
-				return nil
-			}
-			return err
-		}
-	})
+	g.Go(func() error { return node.Serve(gctx, srv, ln, !s.insecureHTTP) })
 	g.Go(func() error {
 		select {
 		case <-l.Ready():

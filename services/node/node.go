@@ -373,8 +373,8 @@ func (n *Node) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.Ledger.Run(gctx) })
 	g.Go(func() error { return n.Gate.Run(gctx) })
-	g.Go(func() error { return serve(gctx, n.httpSrv, n.httpLn, !n.cfg.InsecureHTTP) })
-	g.Go(func() error { return serve(gctx, n.dpsSrv, n.dpsLn, true) })
+	g.Go(func() error { return Serve(gctx, n.httpSrv, n.httpLn, !n.cfg.InsecureHTTP) })
+	g.Go(func() error { return Serve(gctx, n.dpsSrv, n.dpsLn, true) })
 	g.Go(func() error {
 		if err := n.registerPartners(gctx); err != nil {
 			return err
@@ -398,7 +398,9 @@ func (n *Node) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-func serve(ctx context.Context, s *http.Server, ln net.Listener, useTLS bool) error {
+// Serve serves s on ln (over TLS with s.TLSConfig when useTLS) until ctx
+// ends, then shuts it down, giving requests 5 seconds.
+func Serve(ctx context.Context, s *http.Server, ln net.Listener, useTLS bool) error {
 	errc := make(chan error, 1)
 	go func() {
 		var err error
