@@ -50,6 +50,7 @@ var subcommands = [][]string{
 	{"tpm", "ek", "show"},
 	{"tpm", "ek", "verify"},
 	{"tpm", "quote", "verify"},
+	{"trillian", "create-tree"},
 }
 
 // flagLines are the lines flag.PrintDefaults writes.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,9 +27,25 @@ func init() {
 	register("register", command{usage: "register", summary: "register the PKI's partners on a running ledger over NATS, signed by the consortium CA (a cluster's first start)", run: registerCmd})
 }
 
+const trillianUsage = `Usage: custody trillian create-tree --trillian ADDR [--pki DIR] [--name NAME]
+
+The log of a cluster (deploy/cluster) lives in a Trillian tree on MariaDB;
+create-tree makes it, once, and prints the ID every sequencer is given
+as --tree-id. Run "custody trillian create-tree --help" for its flags.
+`
+
 func trillianCmd(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "create-tree" {
-		return usageErrorf("trillian: the subcommand is create-tree")
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, trillianUsage)
+		return usageErrorf("trillian: missing the subcommand: create-tree")
+	}
+	switch args[0] {
+	case "create-tree":
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(os.Stderr, trillianUsage)
+		return flag.ErrHelp
+	default:
+		return usageErrorf("trillian: unknown subcommand %q: the only one is create-tree", args[0])
 	}
 	fs := flag.NewFlagSet("trillian create-tree", flag.ContinueOnError)
 	fs.Usage = func() {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/custodyledger/custody/internal/logging"
 	"github.com/custodyledger/custody/services/node"
@@ -33,7 +34,7 @@ log-format = json
 		config: conf, http: "127.0.0.1:0", nats: "", hubs: " x , y ", origin: "a#b", cacheMiB: 512, verbose: true,
 		// defaults
 		data: ".custody", dps: "127.0.0.1:8443", idScope: "0ne00C057D1", gcPercent: node.GCPercent, deviceNets: "127.0.0.0/8,::1/128", role: "all", natsURL: "tls://127.0.0.1:4222",
-		logFormat: s.logFormat,
+		replicas: 3, lease: 3 * time.Second, logFormat: s.logFormat,
 	}
 	if s != want || *s.logFormat != logging.JSON {
 		t.Errorf("settings\n%+v (log format %s); want\n%+v (json)", s, *s.logFormat, want)
