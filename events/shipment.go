@@ -452,8 +452,11 @@ func decodeBatchParcel(raw []byte) (p Parcel, ok bool) {
 			return p, false
 		}
 		m := rest[1 : 1+end]
-		if bytes.IndexByte(m, '\\') >= 0 {
-			return p, false // an escape: encoding/json's to read
+		if bytes.IndexByte(m, '\\') >= 0 || bytes.ContainsFunc(m, func(r rune) bool { return r < 0x20 }) {
+			// An escape, or a control character JSON forbids in a string
+			// (and base64 decoding would skip, a newline): encoding/json's
+			// to read, or to refuse.
+			return p, false
 		}
 		p.Members = append(p.Members, string(m))
 		rest = rest[2+end:]
