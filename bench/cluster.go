@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,13 +17,12 @@ import (
 	tpb "github.com/google/trillian"
 	"github.com/google/trillian/types"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/internal/clusterrun"
 	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/ledger/trillian"
 	"github.com/custodyledger/custody/services/device"
 )
 
@@ -232,7 +229,10 @@ func clusterOnly(devices, perDevice, batch int, bin, out string, profile bool) e
 	}
 	// One kept-alive connection to each sequencer, asked every 100ms: the
 	// polling costs the sequencers next to nothing.
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.PKI.TLSRoots(), MinVersion: tls.VersionTLS12}}}
+	hc, err := c.PKI.HTTPClient("")
+	if err != nil {
+		return err
+	}
 	head := func() uint64 {
 		var best uint64
 		for _, u := range c.LedgerURLs() {
@@ -357,7 +357,7 @@ func fetchCheckpoint(hc *http.Client, c *clusterrun.Cluster, base string) (*ledg
 // tree on the cluster's Trillian, 64 at a time, and returns leaves/s until
 // the signer's root holds them all.
 func queueLeafRate(ctx context.Context, c *clusterrun.Cluster, n int) (float64, error) {
-	conn, err := grpc.NewClient(c.Vars["TRILLIAN"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: c.PKI.TLSRoots(), MinVersion: tls.VersionTLS12})))
+	conn, err := trillian.Dial(c.Vars["TRILLIAN"], c.PKI.TLSRoots())
 	if err != nil {
 		return 0, err
 	}
@@ -408,16 +408,4 @@ func queueLeafRate(ctx context.Context, c *clusterrun.Cluster, n int) (float64, 
 		}
 	}
 	return float64(n) / time.Since(t0).Seconds(), nil
-}
-
-func writeResult(name string, v any) error {
-	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	logf("wrote %s", name)
-	return os.WriteFile(name, append(b, '\n'), 0o644)
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/attest/tpm"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/services/device"
@@ -125,7 +124,7 @@ func captureStation(n *node.Node, partner string) (*station.Station, *captureTra
 	p := n.PKI.Partners[partner]
 	sc := station.Config{
 		Name: partner, Role: p.Role, Key: p.Key, Ledger: n.Ledger.Store(), Transport: tr,
-		TPMInfo: attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"},
+		TPMInfo: node.DefaultTPMInfo,
 	}
 	if p.Role == events.RoleTPMVendor {
 		sc.ManufacturingCA = n.PKI.VendorMfgCA
@@ -355,7 +354,13 @@ func onFreshNode(name string, measure func(ctx context.Context, n *node.Node, di
 	if err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(res, "", "  ")
+	return writeResult(name, res)
+}
+
+// writeResult writes a phase's result as indented JSON to name, making
+// its directory.
+func writeResult(name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}

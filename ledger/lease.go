@@ -116,15 +116,12 @@ func (l *Ledger) Leading() bool { return l.leading.Load() }
 func (l *Ledger) runCandidate(ctx context.Context) error {
 	// A NATS cluster electing the bucket's leader (or short of a quorum)
 	// does not answer for seconds: a candidate keeps asking.
-	ls, err := l.openLease(ctx)
-	for err != nil {
-		l.log.Warn("sequencer candidate: the lease bucket does not answer yet", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	var ls *lease
+	if err := retry(ctx, l.log, "the lease bucket", func(error) bool { return true }, func() (err error) {
 		ls, err = l.openLease(ctx)
+		return err
+	}); err != nil {
+		return nil
 	}
 	l.markReady()
 	for ctx.Err() == nil {

@@ -164,18 +164,32 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, events.StreamConfig(cfg.Replicas))
-	if err != nil {
+	// A sequencer candidate may start while its NATS cluster is still
+	// electing leaders (or a node restarts): it keeps asking while
+	// JetStream answers "unavailable". A ledger of its own broker fails at
+	// once.
+	transient := func(error) bool { return false }
+	if cfg.LeaseTTL > 0 {
+		transient = JetStreamUnavailable
+	}
+	var stream jetstream.Stream
+	if err := retry(ctx, cfg.Logger, "the events stream", transient, func() (err error) {
+		stream, err = js.CreateOrUpdateStream(ctx, events.StreamConfig(cfg.Replicas))
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("ledger: events stream: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      CheckpointBucket,
-		Description: "The ledger's latest signed checkpoint (key: latest)",
-		History:     64,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(cfg.Replicas, 1),
-	})
-	if err != nil {
+	var kv jetstream.KeyValue
+	if err := retry(ctx, cfg.Logger, "the checkpoint bucket", transient, func() (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      CheckpointBucket,
+			Description: "The ledger's latest signed checkpoint (key: latest)",
+			History:     64,
+			Storage:     jetstream.FileStorage,
+			Replicas:    max(cfg.Replicas, 1),
+		})
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("ledger: checkpoint bucket: %w", err)
 	}
 	l := &Ledger{cfg: cfg, log: cfg.Logger, consortium: pool, consortiumHash: sha256.Sum256(cfg.Consortium.Raw), stream: stream, checkpoints: kv, facts: newFacts(), ready: make(chan struct{})}
@@ -195,6 +209,35 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// retry calls f until it succeeds, fails with an error transient does not
+// accept, or ctx ends (ctx's error), a second apart, logging each wait.
+func retry(ctx context.Context, log *slog.Logger, what string, transient func(error) bool, f func() error) error {
+	for {
+		err := f()
+		if err == nil || !transient(err) {
+			return err
+		}
+		log.Warn("waiting for JetStream", "for", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// JetStreamUnavailable reports whether err is JetStream not answering yet
+// (a cluster forming, electing a leader, or a node restarting) rather
+// than a request it refused.
+func JetStreamUnavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrConnectionClosed)
 }
 
 // loadHead reads the committed head and rebuilds the tree's right edge,

@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger/trillian"
@@ -69,7 +66,7 @@ Flags:
 	if err != nil {
 		return &fileError{"--pki", *dir, `the deployment's PKI directory ("custody pki init")`, err}
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.TLSRoots(), MinVersion: tls.VersionTLS12})))
+	conn, err := trillian.Dial(*addr, p.TLSRoots())
 	if err != nil {
 		return fmt.Errorf("--trillian %s: %w", *addr, err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -181,7 +180,7 @@ Flags:
 	srv := &http.Server{
 		Handler:           station.RequirePartner(s.Handler(), p.Name, d.ConsortiumPool()),
 		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{*d.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12},
+		TLSConfig:         node.ServerTLS(d),
 	}
 	go func() {
 		<-ctx.Done()

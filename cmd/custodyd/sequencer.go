@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,10 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/ledger"
@@ -53,7 +49,7 @@ func runSequencer(ctx context.Context, s *settings, logger *slog.Logger) error {
 	defer nc.Close()
 	// Trillian's log server speaks gRPC over TLS with the deployment's
 	// server certificate (trillian_log_server --tls_cert_file).
-	conn, err := grpc.NewClient(s.trillian, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: d.TLSRoots(), MinVersion: tls.VersionTLS12})))
+	conn, err := trillian.Dial(s.trillian, d.TLSRoots())
 	if err != nil {
 		return fmt.Errorf("Trillian %s (--trillian): %w", s.trillian, err)
 	}
@@ -66,49 +62,32 @@ func runSequencer(ctx context.Context, s *settings, logger *slog.Logger) error {
 	}
 	defer store.Close()
 	// The events stream and the ledger's buckets are made here, with
-	// their replicas: a NATS cluster still forming (or a node restarting)
-	// answers "temporarily unavailable" for a while, so keep asking.
-	var l *ledger.Ledger
-	for {
-		l, err = ledger.New(ctx, ledger.Config{
-			Store: store, NATS: nc, LogKey: logKey, Consortium: d.ConsortiumCA.Cert, TPMTrust: trust,
-			Replicas: s.replicas, LeaseTTL: s.lease, Instance: s.instance, VerdictWait: s.verdictWait,
-			Logger: logger.With("part", "ledger"),
-		})
-		if err == nil {
-			break
-		}
-		if !jetStreamUnavailable(err) {
-			return err
-		}
-		logger.Warn("waiting for JetStream", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	// their replicas (ledger.New waits while JetStream is unavailable).
+	l, err := ledger.New(ctx, ledger.Config{
+		Store: store, NATS: nc, LogKey: logKey, Consortium: d.ConsortiumCA.Cert, TPMTrust: trust,
+		Replicas: s.replicas, LeaseTTL: s.lease, Instance: s.instance, VerdictWait: s.verdictWait,
+		Logger: logger.With("part", "ledger"),
+	})
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil // stopped while waiting for JetStream
+	}
+	if err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", s.http)
 	if err != nil {
 		return fmt.Errorf("HTTP cannot listen on %s (--http): %w", s.http, err)
 	}
 	srv := &http.Server{
-		Handler: node.LedgerAPI(l, logger, func() bool {
-			select {
-			case <-l.Ready():
-				return true
-			default:
-				return false
-			}
-		}),
+		Handler:           node.LedgerAPI(l, logger),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	scheme := "http"
 	if !s.insecureHTTP {
 		scheme = "https"
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*d.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = node.ServerTLS(d)
 	} else {
-		logger.Warn("INSECURE: the API is served as plain HTTP without client identities (--insecure-http); for development only, never on a network", "addr", s.http)
+		node.WarnInsecureHTTP(logger, s.http)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return l.Run(gctx) })
@@ -128,18 +107,6 @@ func runSequencer(ctx context.Context, s *settings, logger *slog.Logger) error {
 		logger.Info("sequencer stopped", "instance", s.instance, "verdicts_used", vs.Used, "verdicts_waited_for", vs.Waited, "checked_itself", vs.Missed)
 	}
 	return err
-}
-
-// jetStreamUnavailable reports whether err is JetStream not answering yet
-// (a cluster forming, electing a leader, or a node restarting) rather
-// than a request it refused.
-func jetStreamUnavailable(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code == 503
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrConnectionClosed)
 }
 
 // checkSequencerFlags refuses a --role sequencer command line that lacks

@@ -27,8 +27,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -322,7 +320,7 @@ func TestClusterFailover(t *testing.T) {
 
 	// The log, read from the shared store (MariaDB and Trillian) as any
 	// sequencer reads it.
-	conn, err := grpc.NewClient(c.Vars["TRILLIAN"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: p.TLSRoots(), MinVersion: tls.VersionTLS12})))
+	conn, err := trillian.Dial(c.Vars["TRILLIAN"], p.TLSRoots())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +415,10 @@ func TestClusterFailover(t *testing.T) {
 // fetchHead is the current sequencer's checkpoint, verified.
 func fetchHead(t *testing.T, urls []string, p *pki.Demo) *ledger.Checkpoint {
 	t.Helper()
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.TLSRoots()}}}
+	hc, err := p.HTTPClient("") // anonymous: proofs are public
+	if err != nil {
+		t.Fatal(err)
+	}
 	var best *ledger.Checkpoint
 	for _, u := range urls {
 		resp, err := hc.Get(u + "/ledger/v1/log/checkpoint")
@@ -444,7 +445,10 @@ func fetchHead(t *testing.T, urls []string, p *pki.Demo) *ledger.Checkpoint {
 // fetchConsistency asks the sequencers' read API for a consistency proof.
 func fetchConsistency(t *testing.T, urls []string, p *pki.Demo, first, second uint64) [][]byte {
 	t.Helper()
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.TLSRoots()}}}
+	hc, err := p.HTTPClient("") // anonymous: proofs are public
+	if err != nil {
+		t.Fatal(err)
+	}
 	var errs []error
 	for _, u := range urls {
 		q := url.Values{"first": {strconv.FormatUint(first, 10)}, "second": {strconv.FormatUint(second, 10)}}

@@ -21,17 +21,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/custodyledger/custody/attest"
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
 	"github.com/custodyledger/custody/services/node"
 	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
 )
-
-// TPMInfo is what the TPM vendor's station writes into EK certificates
-// (custodyd's default).
-var TPMInfo = attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"}
 
 // Cluster is a cluster started by cluster.sh.
 type Cluster struct {
@@ -134,14 +129,14 @@ func (c *Cluster) Station(partner, outbox string) (*station.Station, *nats.Conn,
 	for _, u := range c.LedgerURLs() {
 		ml = append(ml, station.NewLedgerClient(u+"/ledger", hc))
 	}
-	rv, err := ledger.NewReceiptVerifier(&c.PKI.LogKey.PublicKey, pt.Cert.Raw)
+	rv, err := node.ReceiptVerifier(c.PKI, partner)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
 	}
 	cfg := station.Config{
 		Name: partner, Role: pt.Role, Key: pt.Key, NATS: nc, ReceiptVerifier: rv, Ledger: ml, HTTPClient: hc,
-		OutboxDir: outbox, ReceiptTimeout: 15 * time.Second, TPMInfo: TPMInfo,
+		OutboxDir: outbox, ReceiptTimeout: 15 * time.Second, TPMInfo: node.DefaultTPMInfo,
 	}
 	if pt.Role == events.RoleTPMVendor {
 		cfg.ManufacturingCA = c.PKI.VendorMfgCA

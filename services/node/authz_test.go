@@ -86,8 +86,8 @@ func TestRoutesAdmitted(t *testing.T) {
 	}
 	// The ledger's API as a sequencer serves it (custodyd --role
 	// sequencer): the same routes behind the same guard.
-	seq := httptest.NewUnstartedServer(node.LedgerAPI(n.Ledger, slog.New(slog.DiscardHandler), func() bool { return true }))
-	seq.TLS = &tls.Config{Certificates: []tls.Certificate{*n.PKI.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	seq := httptest.NewUnstartedServer(node.LedgerAPI(n.Ledger, slog.New(slog.DiscardHandler)))
+	seq.TLS = node.ServerTLS(n.PKI)
 	seq.StartTLS()
 	defer seq.Close()
 	mounts := []mount{

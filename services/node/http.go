@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/custodyledger/custody/events"
 	"github.com/custodyledger/custody/ledger"
+	"github.com/custodyledger/custody/services/pki"
 	"github.com/custodyledger/custody/services/station"
 )
 
@@ -133,21 +135,36 @@ func mount(mux *http.ServeMux, l *ledger.Ledger, logger *slog.Logger, prefix str
 	mux.Handle(prefix, g)
 }
 
+// ServerTLS is the TLS configuration of custodyd's HTTP API on the PKI
+// p: its server certificate, and a request (not a demand) for the
+// caller's certificate, which the guard checks against the partner
+// registry (ledger.IdentifyCertificate).
+func ServerTLS(p *pki.Demo) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{*p.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+}
+
+// WarnInsecureHTTP logs, loudly, that the API on addr is plain HTTP
+// (--insecure-http).
+func WarnInsecureHTTP(logger *slog.Logger, addr string) {
+	logger.Warn("INSECURE: the API is served as plain HTTP without client identities (--insecure-http); for development only, never on a network", "addr", addr)
+}
+
 // LedgerAPI is the ledger's HTTP read API as custodyd serves it, for a
 // process that runs the ledger alone (custodyd --role sequencer): /ledger/
 // and the Rekor v1 form under /api/v1/, each route admitted by the
-// authorisation matrix as on the all-in-one node, and /healthz (200 while
-// ready says so).
-func LedgerAPI(l *ledger.Ledger, logger *slog.Logger, ready func() bool) http.Handler {
+// authorisation matrix as on the all-in-one node, and /healthz (200 once
+// the ledger is ready: it serves, or stands by as a sequencer candidate).
+func LedgerAPI(l *ledger.Ledger, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mount(mux, l, logger, "/ledger/", false, l.Handler(), LedgerRoutes)
 	mount(mux, l, logger, "/api/v1/", true, l.RekorHandler(), RekorRoutes)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !ready() {
+		select {
+		case <-l.Ready():
+			_, _ = w.Write([]byte("ok\n"))
+		default:
 			http.Error(w, "starting", http.StatusServiceUnavailable)
-			return
 		}
-		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
 }

@@ -56,6 +56,10 @@ func ApplyGCPercent(percent int) {
 	}
 }
 
+// DefaultTPMInfo is what the demo's TPM vendor writes into EK
+// certificates (Config.TPMInfo's default).
+var DefaultTPMInfo = attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"}
+
 // Config configures a node. The zero value plus DataDir runs on a laptop.
 type Config struct {
 	// DataDir holds the NATS store, the ledger and (by default) the PKI.
@@ -134,13 +138,13 @@ func (c *Config) defaults() error {
 		c.Gate = "blue-gate"
 	}
 	if c.TPMInfo == (attest.TPMInfo{}) {
-		c.TPMInfo = attest.TPMInfo{Manufacturer: "id:41434D45", Model: "ACME-TPM20", Version: "id:00010002"}
+		c.TPMInfo = DefaultTPMInfo
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.InsecureHTTP {
-		c.Logger.Warn("INSECURE: the API is served as plain HTTP without client identities (--insecure-http); for development only, never on a network", "addr", c.HTTPAddr)
+		WarnInsecureHTTP(c.Logger, c.HTTPAddr)
 	}
 	return nil
 }
@@ -315,7 +319,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		// Partners present their consortium certificate; the guard checks
 		// it against the registry (ledger.IdentifyCertificate), so the
 		// handshake only asks for it.
-		n.httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*n.PKI.TLS}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+		n.httpSrv.TLSConfig = ServerTLS(n.PKI)
 	}
 	n.dpsSrv = &http.Server{Handler: n.DPS.Handler(), TLSConfig: n.DPS.TLSConfig(*n.PKI.TLS), ReadHeaderTimeout: 10 * time.Second}
 	return n, nil
@@ -430,15 +434,23 @@ func Serve(ctx context.Context, s *http.Server, ln net.Listener, useTLS bool) er
 // key and the certificate the ledger puts in the partner's leaves, as the
 // node's PKI holds them.
 func (n *Node) ReceiptVerifier(partner string) (*ledger.ReceiptVerifier, error) {
-	cert := n.PKI.ConsortiumCA.Cert
+	return ReceiptVerifier(n.PKI, partner)
+}
+
+// ReceiptVerifier is what proves the receipts of partner's events on a
+// deployment on p: the log's public key and the certificate the ledger
+// puts in the partner's leaves (the consortium CA's for
+// events.ConsortiumPartner).
+func ReceiptVerifier(p *pki.Demo, partner string) (*ledger.ReceiptVerifier, error) {
+	cert := p.ConsortiumCA.Cert
 	if partner != events.ConsortiumPartner {
-		p, ok := n.PKI.Partners[partner]
+		pt, ok := p.Partners[partner]
 		if !ok {
 			return nil, fmt.Errorf("node: no partner %q in the PKI", partner)
 		}
-		cert = p.Cert
+		cert = pt.Cert
 	}
-	return ledger.NewReceiptVerifier(&n.PKI.LogKey.PublicKey, cert.Raw)
+	return ledger.NewReceiptVerifier(&p.LogKey.PublicKey, cert.Raw)
 }
 
 // registerPartners logs partner.registered, signed by the consortium CA
@@ -461,7 +473,7 @@ func (n *Node) registerPartners(ctx context.Context) error {
 // counts as registered, so that running it again is harmless. operator is
 // the operator whose gate the PKI's gate partners serve.
 func RegisterPartners(ctx context.Context, nc *nats.Conn, p *pki.Demo, operator string, known func(name string) bool) error {
-	rv, err := ledger.NewReceiptVerifier(&p.LogKey.PublicKey, p.ConsortiumCA.Cert.Raw)
+	rv, err := ReceiptVerifier(p, events.ConsortiumPartner)
 	if err != nil {
 		return err
 	}
