@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,7 +175,7 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	}
 	var stream jetstream.Stream
 	if err := retry(ctx, cfg.Logger, "the events stream", transient, func() (err error) {
-		stream, err = js.CreateOrUpdateStream(ctx, events.StreamConfig(cfg.Replicas))
+		stream, err = openStream(ctx, js, events.StreamConfig(cfg.Replicas))
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("ledger: events stream: %w", err)
@@ -209,6 +210,28 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// openStream returns the stream of want's name, creating it, or updating
+// it when its configuration differs in what want sets. A stream that is
+// as wanted is left alone: several sequencer candidates start against one
+// cluster, and an update of a live stream while another candidate creates
+// its consumers is needless work for JetStream (and raced inside
+// nats-server v2.15.2: its fileStore.UpdateConfig against ConsumerStore,
+// seen by the race detector in TestSequencerLease).
+func openStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, want.Name)
+	if err == nil {
+		have := st.CachedInfo().Config
+		if have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
+			have.Retention == want.Retention && have.MaxAge == want.MaxAge && have.MaxMsgSize == want.MaxMsgSize &&
+			have.Duplicates == want.Duplicates && have.Replicas == want.Replicas && have.Discard == want.Discard {
+			return st, nil
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, err
+	}
+	return js.CreateOrUpdateStream(ctx, want)
 }
 
 // retry calls f until it succeeds, fails with an error transient does not
